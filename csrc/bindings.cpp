@@ -1,0 +1,34 @@
+// Schemas of every compiled op and the Python module melnet_fast._C. Implementations register per device
+// in their own files (TORCH_LIBRARY_IMPL), so each source compiles alone and in parallel.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include "common.h"
+
+TORCH_LIBRARY(melnet_fast, m) {
+  // directions: 0 = t+, 1 = t-, 2 = f+, 3 = f-. save: keep gates and cell states for backward.
+  m.def("lstm_sweep_2d_fwd(Tensor x, Tensor w_ih, Tensor w_hh, Tensor bias, Tensor h0, Tensor c0, "
+        "int[] directions, bool save) -> (Tensor, Tensor, Tensor)");
+  m.def("lstm_sweep_2d_bwd(Tensor grad_y, Tensor x, Tensor w_ih, Tensor w_hh, Tensor h0, Tensor c0, "
+        "Tensor y, Tensor gates, Tensor cell, int[] directions) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("gmm_nll_fwd(Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) -> Tensor");
+  m.def("gmm_nll_bwd(Tensor grad, Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+#ifdef MELNET_FAST_WITH_CUDA
+bool melnet_fast_cuda_built();  // defined in csrc/cuda/registration.cu
+#endif
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "melnet_fast compiled kernels; the ops are registered under torch.ops.melnet_fast";
+  m.def("set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
+        "Fill every output buffer with NaN before kernels write it (for tests).");
+  m.def("built_with_cuda", []() {
+#ifdef MELNET_FAST_WITH_CUDA
+    return melnet_fast_cuda_built();
+#else
+    return false;
+#endif
+  });
+}

@@ -1,0 +1,110 @@
+"""Backend selection: which implementation of each op runs.
+
+Names: "auto" (fastest available for the tensors' device), "reference" (plain PyTorch, the oracle of every
+test), "cpu" (fused C++ of melnet_fast._C), "cuda" (CUDA kernels of melnet_fast._C), "triton" (kernels/).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import threading
+
+import torch
+
+from melnet_fast import _extension
+
+BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+
+_state = threading.local()
+
+
+def get_backend() -> str:
+    """The backend name in force in this thread ("auto" unless changed)."""
+    return getattr(_state, "name", "auto")
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
+    return name
+
+
+def set_backend(name: str) -> None:
+    """Select the backend for this thread. Raises if `name` is unknown or not available here."""
+    _check_name(name)
+    if name != "auto":
+        missing = why_unavailable(name)
+        if missing:
+            raise RuntimeError(f"backend {name!r} is not available: {missing}")
+    _state.name = name
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Context manager: run the enclosed ops with backend `name`, then restore the previous one."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        _state.name = previous
+
+
+def why_unavailable(name: str) -> str | None:
+    """None when backend `name` can run on this machine, else what is missing."""
+    _check_name(name)
+    if name in ("auto", "reference"):
+        return None
+    if name == "cpu":
+        if _extension.has_cpu_kernels():
+            return None
+        return (f"the compiled extension melnet_fast._C did not load ({_extension.load_error()}); "
+                "reinstall with `pip install --no-build-isolation -e .`")
+    if name == "cuda":
+        if not _extension.has_cpu_kernels():
+            return f"the compiled extension melnet_fast._C did not load ({_extension.load_error()})"
+        if not _extension.has_cuda_kernels():
+            return ("melnet_fast._C was built without CUDA kernels (needs nvcc and a CUDA build of torch; "
+                    "rebuild with MELNET_FAST_CUDA=1)")
+        if not torch.cuda.is_available():
+            return "no CUDA device is visible to torch"
+        return None
+    if name == "triton":
+        if importlib.util.find_spec("triton") is None:
+            return "the package triton is not installed (pip install triton)"
+        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+            return "no CUDA device is visible to torch (set TRITON_INTERPRET=1 to run Triton on the CPU)"
+        return None
+    raise AssertionError(name)
+
+
+def available_backends() -> list[str]:
+    """Names of the backends that can run here (always includes "auto" and "reference")."""
+    return [name for name in BACKENDS if why_unavailable(name) is None]
+
+
+def resolve(op: str, device: torch.device, supported: dict[str, set[str]]) -> str:
+    """Pick the concrete backend for `op` on `device`.
+
+    supported maps a backend name to the device types it implements for this op, e.g.
+    {"reference": {"cpu", "cuda"}, "cpu": {"cpu"}}. With "auto" the first entry of `supported` that is
+    available and serves `device` wins, so callers list backends fastest first.
+    """
+    name = get_backend()
+    if name == "auto":
+        for candidate, devices in supported.items():
+            if device.type in devices and why_unavailable(candidate) is None:
+                return candidate
+        return "reference"
+    if name not in supported:
+        raise RuntimeError(f"{op}: backend {name!r} does not implement this op yet; "
+                           f"implemented: {', '.join(supported)}")
+    if device.type not in supported[name]:
+        raise RuntimeError(f"{op}: backend {name!r} runs on {sorted(supported[name])} tensors, "
+                           f"got tensors on {device.type}")
+    missing = why_unavailable(name)
+    if missing:
+        raise RuntimeError(f"{op}: backend {name!r} is not available: {missing}")
+    return name

@@ -1,0 +1,69 @@
+"""Gaussian-mixture negative log-likelihood and sampling (the MelNet head's distribution)."""
+
+from __future__ import annotations
+
+import torch
+
+from melnet_fast import backends
+from melnet_fast.ops._checks import check_finite, check_same, check_tensor
+from melnet_fast.ops.gmm.compiled import gmm_nll_compiled
+from melnet_fast.ops.gmm.naive import draw_noise, gmm_nll_ref, gmm_sample_from_noise, gmm_sample_ref
+
+SUPPORTED = {"cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+COMPILED_DTYPES = (torch.float32, torch.float64)
+
+
+def _check_params(mu, log_sigma, logit_pi, lead=None):
+    check_tensor("mu", mu, layout=" [..., K]")
+    if mu.dim() < 1 or mu.shape[-1] < 1:
+        raise ValueError(f"mu must have shape [..., K] with K >= 1, got {tuple(mu.shape)}")
+    if lead is not None and tuple(mu.shape[:-1]) != tuple(lead):
+        raise ValueError(f"mu must have shape [..., K] with leading dimensions {tuple(lead)} (the shape of x), "
+                         f"got {tuple(mu.shape)}")
+    check_tensor("log_sigma", log_sigma, mu.dim(), tuple(mu.shape), layout=" [..., K] like mu")
+    check_tensor("logit_pi", logit_pi, mu.dim(), tuple(mu.shape), layout=" [..., K] like mu")
+    check_finite("log_sigma", log_sigma)
+
+
+def gmm_nll(x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood of x under a K-component Gaussian mixture, element by element.
+
+    Args:
+        x: [...] values.
+        mu, log_sigma, logit_pi: [..., K] means, log standard deviations and unnormalised log weights.
+    Returns:
+        [...] -log sum_k softmax(logit_pi)_k N(x; mu_k, exp(log_sigma_k)). Differentiable in all four.
+    """
+    check_tensor("x", x, layout=" [...]")
+    _check_params(mu, log_sigma, logit_pi, lead=x.shape)
+    check_same({"x": x, "mu": mu, "log_sigma": log_sigma, "logit_pi": logit_pi})
+    if x.numel() == 0:
+        return x.new_zeros(x.shape)
+    name = backends.resolve("gmm_nll", x.device, SUPPORTED)
+    if name == "cpu" and x.dtype not in COMPILED_DTYPES:
+        if backends.get_backend() != "auto":
+            raise ValueError(f"x: the cpu backend takes float32 or float64, got {x.dtype}")
+        name = "reference"
+    if name == "reference":
+        return gmm_nll_ref(x, mu, log_sigma, logit_pi)
+    return gmm_nll_compiled(x, mu, log_sigma, logit_pi)
+
+
+def gmm_sample(mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw per element from the mixtures [..., K] -> [...].
+
+    temperature tau in [0, 1] (or above): logits / tau and sigma * tau; tau = 0 returns the mean of the most
+    probable component. Not differentiable. The draw is one inverse-CDF pick of a component from u ~ U[0, 1)
+    and mu_k + tau sigma_k eps with eps ~ N(0, 1), both from `generator`: every backend and sampler shares
+    this rule (gmm_sample_from_noise), so equal noise gives equal samples.
+    """
+    _check_params(mu, log_sigma, logit_pi)
+    check_same({"mu": mu, "log_sigma": log_sigma, "logit_pi": logit_pi})
+    if not isinstance(temperature, (int, float)) or not temperature >= 0 or temperature != temperature:
+        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    with torch.no_grad():
+        return gmm_sample_ref(mu, log_sigma, logit_pi, float(temperature), generator)
+
+
+__all__ = ["gmm_nll", "gmm_sample", "gmm_nll_ref", "gmm_sample_ref", "gmm_sample_from_noise", "draw_noise"]

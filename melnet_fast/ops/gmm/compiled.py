@@ -1,0 +1,34 @@
+"""Autograd and fake registrations of the compiled mixture ops melnet_fast::gmm_nll_fwd / _bwd."""
+
+from __future__ import annotations
+
+import torch
+
+from melnet_fast import _extension
+
+
+def _fwd_fake(x, mu, log_sigma, logit_pi):
+    return torch.empty_like(x)
+
+
+def _bwd_fake(grad, x, mu, log_sigma, logit_pi):
+    return torch.empty_like(x), torch.empty_like(mu), torch.empty_like(log_sigma), torch.empty_like(logit_pi)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward(ctx, grad):
+    # The backward recomputes the posteriors from the inputs in one fused pass.
+    return torch.ops.melnet_fast.gmm_nll_bwd(grad, *ctx.saved_tensors)
+
+
+if _extension.has_cpu_kernels():
+    torch.library.register_fake("melnet_fast::gmm_nll_fwd")(_fwd_fake)
+    torch.library.register_fake("melnet_fast::gmm_nll_bwd")(_bwd_fake)
+    torch.library.register_autograd("melnet_fast::gmm_nll_fwd", _backward, setup_context=_setup_context)
+
+
+def gmm_nll_compiled(x, mu, log_sigma, logit_pi):
+    return torch.ops.melnet_fast.gmm_nll_fwd(x, mu, log_sigma, logit_pi)
