@@ -106,8 +106,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
   std::vector<at::Tensor> h_prev, c_prev, hh;
   for (int64_t r = 0; r < R; ++r) {
     dirs.push_back(make_direction(directions[r], B, T, F));
-    h_prev.push_back(h0[r].unsqueeze(0).expand({dirs[r].rows, H}).contiguous());
-    c_prev.push_back(c0[r].unsqueeze(0).expand({dirs[r].rows, H}).contiguous());
+    // clone, not contiguous(): with a single row the expanded view is already contiguous and the loop
+    // below would then write the running state into the caller's h0 / c0.
+    h_prev.push_back(h0[r].unsqueeze(0).expand({dirs[r].rows, H}).clone(at::MemoryFormat::Contiguous));
+    c_prev.push_back(c0[r].unsqueeze(0).expand({dirs[r].rows, H}).clone(at::MemoryFormat::Contiguous));
     hh.push_back(at::empty({dirs[r].rows, G}, x.options()));
   }
   const int64_t steps = std::max(T, F);

@@ -1,0 +1,72 @@
+"""Incremental sampling of one MelNet tier with cached state: O(T*F) LSTM cell steps per layer."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from melnet_fast import backends
+from melnet_fast.ops._checks import check_same, check_tensor
+from melnet_fast.ops.tier_sampling.compiled import sample_tier_compiled
+from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
+from melnet_fast.ops.tier_sampling.weights import unpack
+
+SUPPORTED = {"cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+COMPILED_DTYPES = (torch.float32, torch.float64)
+
+
+def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u: torch.Tensor,
+                eps: torch.Tensor, weights: Sequence[torch.Tensor], n_layers: int, n_mixtures: int,
+                temperature: float = 1.0, n_prime: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ancestral sampling of one tier network, frame by frame and channel by channel, with cached state.
+
+    Per frame: one step of every layer's time LSTM (state carried from the frame before), full sweeps of the
+    two frequency LSTMs over the frame, projections and residuals; then per channel one step of every layer
+    of the frequency-delayed stack, the head, and a draw that becomes the next channel's input.
+
+    Args:
+        x_init: [B, T, F]; its first n_prime frames are the prime (kept), the rest is overwritten.
+        cz_t, cz_f: [B, T, F, D] conditioning terms W_z^t z and W_z^f z (zeros without conditioning).
+        u, eps: [B, T, F] noise of the draws (gmm_sample_from_noise: u picks the component, eps the value).
+        weights: the tier's flat weight list (layout in melnet_fast.ops.tier_sampling.weights).
+        temperature: logits / tau, sigma * tau; 0 = mean of the most probable component.
+        n_prime: number of leading frames taken from x_init instead of drawn.
+    Returns:
+        (x [B, T, F], log_density [B]): the sample and the sum over drawn elements of log p(x_ij) under the
+        untempered mixture.
+    """
+    check_tensor("x_init", x_init, 3, layout=" [B, T, F]")
+    B, T, F = x_init.shape
+    check_tensor("cz_t", cz_t, 4, (B, T, F, None), layout=" [B, T, F, D]")
+    D = cz_t.shape[-1]
+    check_tensor("cz_f", cz_f, 4, (B, T, F, D), layout=" [B, T, F, D]")
+    check_tensor("u", u, 3, (B, T, F), layout=" [B, T, F]")
+    check_tensor("eps", eps, 3, (B, T, F), layout=" [B, T, F]")
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+    if not isinstance(n_mixtures, int) or n_mixtures < 1:
+        raise ValueError(f"n_mixtures must be a positive int, got {n_mixtures!r}")
+    if not isinstance(n_prime, int) or not 0 <= n_prime <= T:
+        raise ValueError(f"n_prime must be an int in [0, {T}], got {n_prime!r}")
+    if not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    W = unpack(weights, n_layers, n_mixtures)
+    if W.xt_w.shape[0] != D:
+        raise ValueError(f"cz_t has {D} channels but the weights are {W.xt_w.shape[0]} wide")
+    tensors = {"x_init": x_init, "cz_t": cz_t, "cz_f": cz_f, "u": u, "eps": eps}
+    tensors.update({f"weights[{i}]": w for i, w in enumerate(weights)})
+    check_same(tensors)
+    name = backends.resolve("sample_tier", x_init.device, SUPPORTED)
+    if name == "cpu" and x_init.dtype not in COMPILED_DTYPES:
+        if backends.get_backend() != "auto":
+            raise ValueError(f"x_init: the cpu backend takes float32 or float64, got {x_init.dtype}")
+        name = "reference"
+    with torch.no_grad():
+        if name == "reference":
+            return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
+        return sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature,
+                                    n_prime)
+
+
+__all__ = ["sample_tier", "sample_tier_ref"]

@@ -1,0 +1,21 @@
+"""Registration of the compiled tier sampler melnet_fast::sample_tier (no autograd: sampling is not
+differentiated)."""
+
+from __future__ import annotations
+
+import torch
+
+from melnet_fast import _extension
+
+
+def _fake(x, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime):
+    return torch.empty_like(x), x.new_empty(x.shape[0])
+
+
+if _extension.has_cpu_kernels() and hasattr(torch.ops.melnet_fast, "sample_tier"):
+    torch.library.register_fake("melnet_fast::sample_tier")(_fake)
+
+
+def sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime):
+    return torch.ops.melnet_fast.sample_tier(x_init, cz_t, cz_f, u, eps, list(weights), n_layers, n_mixtures,
+                                             float(temperature), n_prime)

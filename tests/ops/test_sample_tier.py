@@ -1,0 +1,128 @@
+"""The tier samplers (reference and cpu) against naive recomputation of the full tier network."""
+
+import pytest
+import torch
+
+import melnet_fast
+from melnet_fast.ops import gmm_nll_ref, lstm_sweep_2d_ref, sample_tier
+from melnet_fast.ops.gmm.naive import draw_noise
+from melnet_fast.ops.tier_sampling.weights import expected_shapes, unpack
+
+
+def random_weights(D, L, K, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = [torch.randn(s, generator=g, dtype=dtype) * (0.6 if len(s) > 1 else 0.3) for s in expected_shapes(D, L, K)]
+    # A small head keeps sigma moderate: the drawn value feeds the next channel's input, and a large head
+    # turns that loop into an explosion (inf samples) with random weights.
+    w[-2] *= 0.1
+    return w
+
+
+def tier_forward(x, cz_t, cz_f, weights, L, K):
+    """The full tier network under teacher forcing (DESIGN.md section 1), composed from the reference sweep."""
+    W = unpack(weights, L, K)
+    x_t = torch.nn.functional.pad(x, (0, 0, 1, 0))[:, :-1]  # frame i sees frame i-1
+    x_f = torch.nn.functional.pad(x, (1, 0))[..., :-1]  # channel j sees channel j-1
+    ht = x_t.unsqueeze(-1) * W.xt_w[:, 0] + W.xt_b + cz_t
+    hf = x_f.unsqueeze(-1) * W.xf_w[:, 0] + W.xf_b + cz_f
+    for lay in W.layers:
+        s = lstm_sweep_2d_ref(ht, lay.t_w_ih, lay.t_w_hh, lay.t_bias, lay.t_h0, lay.t_c0, ["t+", "f+", "f-"])
+        ht = ht + s @ lay.t_proj_w.t() + lay.t_proj_b
+        s = lstm_sweep_2d_ref(hf + ht, lay.f_w_ih, lay.f_w_hh, lay.f_bias, lay.f_h0, lay.f_c0, ["f+"])
+        hf = hf + s @ lay.f_proj_w.t() + lay.f_proj_b
+    theta = hf @ W.head_w.t() + W.head_b
+    return theta[..., :K], theta[..., K:2 * K], theta[..., 2 * K:]
+
+
+def make_case(B, T, F, D, L, K, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed + 1)
+    weights = random_weights(D, L, K, dtype, seed)
+    cz_t = torch.randn(B, T, F, D, generator=g, dtype=dtype) * 0.5
+    cz_f = torch.randn(B, T, F, D, generator=g, dtype=dtype) * 0.5
+    x0 = torch.randn(B, T, F, generator=g, dtype=dtype)
+    u, eps = draw_noise((B, T, F), "cpu", dtype, g)
+    return x0, cz_t, cz_f, u, eps, weights
+
+
+def backends_here():
+    return [b for b in ("reference", "cpu") if b in melnet_fast.available_backends()]
+
+
+CASES = [pytest.param(2, 4, 6, 5, 2, 3, id="B2-T4-F6-D5-L2-K3"),
+         pytest.param(1, 3, 5, 4, 1, 1, id="B1-T3-F5-D4-L1-K1"),
+         pytest.param(3, 5, 3, 6, 3, 4, id="B3-T5-F3-D6-L3-K4")]
+
+
+@pytest.mark.parametrize("backend", backends_here())
+@pytest.mark.parametrize("B,T,F,D,L,K", CASES)
+def test_temperature_zero_equals_naive_recomputation(backend, B, T, F, D, L, K):
+    x0, cz_t, cz_f, u, eps, w = make_case(B, T, F, D, L, K)
+    with melnet_fast.use_backend(backend):
+        got, _ = sample_tier(x0, cz_t, cz_f, u, eps, w, L, K, temperature=0.0)
+    x = torch.zeros_like(x0)
+    for i in range(T):
+        for j in range(F):
+            mu, _, logit = tier_forward(x, cz_t, cz_f, w, L, K)
+            k = logit[:, i, j].argmax(-1, keepdim=True)
+            x[:, i, j] = mu[:, i, j].gather(-1, k).squeeze(-1)
+    torch.testing.assert_close(got, x, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("n_prime", [0, 2])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+@pytest.mark.parametrize("B,T,F,D,L,K", CASES)
+def test_cpu_equals_reference_and_log_density(B, T, F, D, L, K, temperature, n_prime):
+    if "cpu" not in melnet_fast.available_backends():
+        pytest.fail("the cpu backend must be built for this test")
+    n_prime = min(n_prime, T - 1)
+    x0, cz_t, cz_f, u, eps, w = make_case(B, T, F, D, L, K, seed=3)
+    out = {}
+    for backend in ("reference", "cpu"):
+        with melnet_fast.use_backend(backend):
+            out[backend] = sample_tier(x0, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime)
+    torch.testing.assert_close(out["cpu"][0], out["reference"][0], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out["cpu"][1], out["reference"][1], rtol=1e-10, atol=1e-10)
+    x, log_density = out["cpu"]
+    assert torch.equal(x[:, :n_prime], x0[:, :n_prime])
+    mu, ls, lp = tier_forward(x, cz_t, cz_f, w, L, K)
+    expected = -gmm_nll_ref(x, mu, ls, lp)[:, n_prime:].sum(dim=(1, 2))
+    torch.testing.assert_close(log_density, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_cpu_float32_close_to_float64_reference():
+    x0, cz_t, cz_f, u, eps, w = make_case(2, 4, 6, 8, 2, 3, seed=5)
+    with melnet_fast.use_backend("reference"):
+        ref, ref_ld = sample_tier(x0, cz_t, cz_f, u, eps, w, 2, 3, 0.0)
+    with melnet_fast.use_backend("cpu"):
+        got, got_ld = sample_tier(x0.float(), cz_t.float(), cz_f.float(), u.float(), eps.float(),
+                                  [t.float() for t in w], 2, 3, 0.0)
+    torch.testing.assert_close(got.double(), ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_ld.double(), ref_ld, rtol=1e-4, atol=1e-3)
+
+
+def test_noncontiguous_inputs():
+    x0, cz_t, cz_f, u, eps, w = make_case(2, 4, 6, 5, 2, 3, seed=7)
+    with melnet_fast.use_backend("cpu"):
+        a = sample_tier(x0, cz_t, cz_f, u, eps, w, 2, 3, 1.0)
+        cz_t_nc = cz_t.transpose(1, 2).contiguous().transpose(1, 2)
+        u_nc = u.transpose(0, 2).contiguous().transpose(0, 2)
+        b = sample_tier(x0, cz_t_nc, cz_f, u_nc, eps, w, 2, 3, 1.0)
+    assert not cz_t_nc.is_contiguous()
+    assert torch.isfinite(a[0]).all()
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_bad_input_names_the_argument():
+    x0, cz_t, cz_f, u, eps, w = make_case(2, 4, 6, 5, 2, 3)
+    with pytest.raises(ValueError, match="weights must hold"):
+        sample_tier(x0, cz_t, cz_f, u, eps, w[:-1], 2, 3)
+    bad = list(w)
+    bad[5] = bad[5][:, :-1]
+    with pytest.raises(ValueError, match=r"weights\[5\]"):
+        sample_tier(x0, cz_t, cz_f, u, eps, bad, 2, 3)
+    with pytest.raises(ValueError, match="cz_f"):
+        sample_tier(x0, cz_t, cz_f[:, :, :-1], u, eps, w, 2, 3)
+    with pytest.raises(ValueError, match="n_prime"):
+        sample_tier(x0, cz_t, cz_f, u, eps, w, 2, 3, n_prime=9)
+    with pytest.raises(ValueError, match="temperature"):
+        sample_tier(x0, cz_t, cz_f, u, eps, w, 2, 3, temperature=-1.0)
