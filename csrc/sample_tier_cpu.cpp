@@ -25,29 +25,84 @@ inline T sigmoid(T v) {
   return T(1) / (T(1) + std::exp(-v));
 }
 
-// out[r] = b[r] + sum_k w[r, k] * v[k] for r < rows (w row-major [rows, n]); accumulates into out when add.
+// The LSTM pointwise update of (h, c) [D] from pre-activation gates [4D] (i, f, g, o).
 template <typename T>
-inline void matvec(const T* w, const T* v, const T* b, int64_t rows, int64_t n, T* out, bool add = false) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const T* wr = w + r * n;
-    T acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t k = 0; k < n; ++k) acc += wr[k] * v[k];
-    out[r] = (add ? out[r] : T(0)) + (b ? b[r] : T(0)) + acc;
-  }
-}
-
-// One LSTM cell step in place on (h, c) [D]; gates [4D] is scratch. Gates (i, f, g, o) as nn.LSTM.
-template <typename T>
-inline void cell(const T* w_ih, const T* w_hh, const T* bias, const T* in, T* h, T* c, int64_t D, T* gates) {
-  matvec(w_ih, in, bias, 4 * D, D, gates);
-  matvec(w_hh, h, static_cast<const T*>(nullptr), 4 * D, D, gates, true);
+inline void lstm_pointwise(const T* gates, T* h, T* c, int64_t D) {
   for (int64_t j = 0; j < D; ++j) {
     const T i = sigmoid(gates[j]), f = sigmoid(gates[D + j]), g = std::tanh(gates[2 * D + j]);
     const T o = sigmoid(gates[3 * D + j]);
     c[j] = f * c[j] + i * g;
     h[j] = o * std::tanh(c[j]);
   }
+}
+
+// Register-blocked product: acc[MB][RB] stays in vector registers across the whole k loop, so each weight
+// element is loaded once per MB vectors and no partial sum goes through memory.
+template <typename T, int MB, int RB>
+inline void product_block(const T* wt, const T* V, int64_t ldv, int64_t rows, int64_t n, int64_t r0, int64_t rb,
+                          T* out, int64_t ldo) {
+  T acc[MB][RB];
+  for (int mm = 0; mm < MB; ++mm)
+    for (int rr = 0; rr < RB; ++rr) acc[mm][rr] = rr < rb ? out[mm * ldo + r0 + rr] : T(0);
+  if (rb == RB) {
+    for (int64_t k = 0; k < n; ++k) {
+      const T* w = wt + k * rows + r0;
+      for (int mm = 0; mm < MB; ++mm) {
+        const T v = V[mm * ldv + k];
+#pragma omp simd
+        for (int rr = 0; rr < RB; ++rr) acc[mm][rr] += v * w[rr];
+      }
+    }
+  } else {  // the tail of the rows
+    for (int64_t k = 0; k < n; ++k) {
+      const T* w = wt + k * rows + r0;
+      for (int mm = 0; mm < MB; ++mm) {
+        const T v = V[mm * ldv + k];
+        for (int rr = 0; rr < rb; ++rr) acc[mm][rr] += v * w[rr];
+      }
+    }
+  }
+  for (int mm = 0; mm < MB; ++mm)
+    for (int rr = 0; rr < rb; ++rr) out[mm * ldo + r0 + rr] = acc[mm][rr];
+}
+
+// OUT[m, r] (+)= b[r] + sum_k wt[k, r] * V[m, k] for M vectors (leading dimensions ldv, ldo), from the
+// transposed weights wt [n, rows]; accumulates into OUT when add.
+template <typename T>
+inline void matmat(const T* wt, const T* V, int64_t M, int64_t ldv, const T* b, int64_t rows, int64_t n, T* out,
+                   int64_t ldo, bool add = false) {
+  for (int64_t m = 0; m < M; ++m) {
+    T* o = out + m * ldo;
+    if (!add) std::fill(o, o + rows, T(0));
+    if (b) {
+      for (int64_t r = 0; r < rows; ++r) o[r] += b[r];
+    }
+  }
+  constexpr int RB = 64 / sizeof(T) * 2;  // two 512-bit vectors of rows
+  int64_t m = 0;
+  for (; m + 4 <= M; m += 4)
+    for (int64_t r0 = 0; r0 < rows; r0 += RB)
+      product_block<T, 4, RB>(wt, V + m * ldv, ldv, rows, n, r0, std::min<int64_t>(RB, rows - r0), out + m * ldo,
+                              ldo);
+  for (; m < M; ++m)
+    for (int64_t r0 = 0; r0 < rows; r0 += RB)
+      product_block<T, 1, RB>(wt, V + m * ldv, ldv, rows, n, r0, std::min<int64_t>(RB, rows - r0), out + m * ldo,
+                              ldo);
+}
+
+// out[r] (+)= b[r] + sum_k w[r, k] * v[k]: one vector.
+template <typename T>
+inline void matvec(const T* wt, const T* v, const T* b, int64_t rows, int64_t n, T* out, bool add = false) {
+  matmat(wt, v, 1, n, b, rows, n, out, rows, add);
+}
+
+// One LSTM cell step in place on (h, c) [D]; gates [4D] is scratch. Gates (i, f, g, o) as nn.LSTM; the
+// weights come transposed ([D, 4D]).
+template <typename T>
+inline void cell(const T* w_ih, const T* w_hh, const T* bias, const T* in, T* h, T* c, int64_t D, T* gates) {
+  matvec(w_ih, in, bias, 4 * D, D, gates);
+  matvec(w_hh, h, static_cast<const T*>(nullptr), 4 * D, D, gates, true);
+  lstm_pointwise(gates, h, c, D);
 }
 
 template <typename T>
@@ -57,7 +112,7 @@ struct LayerW {
 };
 
 template <typename T>
-void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,
+__attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,
                 const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w, int64_t L, int64_t K,
                 double temperature, int64_t n_prime, T* log_density) {
   const int64_t T_ = x.size(1), F = x.size(2), D = cz_t.size(3);
@@ -83,7 +138,7 @@ void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at
 
   // Caches: time LSTM (h, c) per layer and channel; the time-delayed stack's output per layer for this frame.
   std::vector<T> t_h(L * F * D), t_c(L * F * D), ht_layers(L * F * D);
-  std::vector<T> ht(F * D), feats(F * 3 * D), fh(D), fc(D), gates(G), hf(D), tmp(D), theta(3 * K), probs(K);
+  std::vector<T> ht(F * D), feats(F * 3 * D), fgates(F * G), fh(D), fc(D), gates(G), hf(D), tmp(D), theta(3 * K), probs(K);
   for (int64_t l = 0; l < L; ++l) {
     for (int64_t j = 0; j < F; ++j) {
       std::copy(lw[l].t_h0, lw[l].t_h0 + D, &t_h[(l * F + j) * D]);
@@ -101,25 +156,29 @@ void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at
     }
     for (int64_t l = 0; l < L; ++l) {
       const LayerW<T>& lay = lw[l];
-      for (int64_t j = 0; j < F; ++j) {  // time LSTM: one step per channel
+      // Time LSTM: one step for every channel at once.
+      matmat(lay.t_w_ih, ht.data(), F, D, lay.t_bias, G, D, fgates.data(), G);
+      matmat(lay.t_w_hh, &t_h[l * F * D], F, D, static_cast<const T*>(nullptr), G, D, fgates.data(), G, true);
+      for (int64_t j = 0; j < F; ++j) {
         T* h = &t_h[(l * F + j) * D];
-        T* c = &t_c[(l * F + j) * D];
-        cell(lay.t_w_ih, lay.t_w_hh, lay.t_bias, &ht[j * D], h, c, D, gates.data());
+        lstm_pointwise(&fgates[j * G], h, &t_c[(l * F + j) * D], D);
         std::copy(h, h + D, &feats[j * 3 * D]);
       }
       for (int64_t r = 1; r <= 2; ++r) {  // frequency LSTMs, forward (r=1) and backward (r=2), over the frame
+        // Input terms of the whole frame first; only the recurrent term stays in the sequential loop.
+        matmat(lay.t_w_ih + r * G * D, ht.data(), F, D, lay.t_bias + r * G, G, D, fgates.data(), G);
         std::copy(lay.t_h0 + r * D, lay.t_h0 + (r + 1) * D, fh.begin());
         std::copy(lay.t_c0 + r * D, lay.t_c0 + (r + 1) * D, fc.begin());
         for (int64_t s = 0; s < F; ++s) {
           const int64_t j = r == 1 ? s : F - 1 - s;
-          cell(lay.t_w_ih + r * G * D, lay.t_w_hh + r * G * D, lay.t_bias + r * G, &ht[j * D], fh.data(),
-               fc.data(), D, gates.data());
+          T* g = &fgates[j * G];
+          matvec(lay.t_w_hh + r * G * D, fh.data(), static_cast<const T*>(nullptr), G, D, g, true);
+          lstm_pointwise(g, fh.data(), fc.data(), D);
           std::copy(fh.begin(), fh.end(), &feats[j * 3 * D + r * D]);
         }
       }
-      for (int64_t j = 0; j < F; ++j) {  // projection and residual
-        matvec(lay.t_proj_w, &feats[j * 3 * D], lay.t_proj_b, D, 3 * D, &ht[j * D], true);
-      }
+      // Projection and residual.
+      matmat(lay.t_proj_w, feats.data(), F, 3 * D, lay.t_proj_b, D, 3 * D, ht.data(), D, true);
       std::copy(ht.begin(), ht.end(), &ht_layers[l * F * D]);
     }
     if (i < n_prime) continue;  // primed frame: only the time-delayed caches advance
@@ -187,6 +246,23 @@ void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at
   *log_density = logd;
 }
 
+// The per-element loop is bound by vector width: compile it for AVX-512 and AVX2 as well and pick at load time
+// (GCC function multi-versioning), so the package still runs on any x86-64.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MELNET_FAST_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MELNET_FAST_CPU_CLONES
+#endif
+
+#define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                          \
+  MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f, \
+                                   const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w,   \
+                                   int64_t L, int64_t K, double temperature, int64_t n_prime, T* log_density) {    \
+    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, log_density);                        \
+  }
+MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, float)
+MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, double)
+
 std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, const at::Tensor& cz_t_in,
                                                    const at::Tensor& cz_f_in, const at::Tensor& u_in,
                                                    const at::Tensor& eps_in, at::TensorList weights_in,
@@ -201,14 +277,23 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, con
   const auto cz_f = cz_f_in.contiguous();
   const auto u = u_in.contiguous();
   const auto eps = eps_in.contiguous();
+  // Matrices are transposed once here (the last two dimensions) so that the kernels read them as axpys.
   std::vector<at::Tensor> w;
-  for (const auto& t : weights_in) w.push_back(t.contiguous());
+  for (int64_t idx = 0; idx < static_cast<int64_t>(weights_in.size()); ++idx) {
+    const int64_t in_layer = (idx - 4) % kPerLayer;
+    const bool is_layer = idx >= 4 && idx < 4 + kPerLayer * n_layers;
+    const bool matrix = (is_layer && (in_layer == 0 || in_layer == 1 || in_layer == 5 || in_layer == 7 ||
+                                      in_layer == 8 || in_layer == 12)) ||
+                        idx == 4 + kPerLayer * n_layers;  // LSTM weights, projections, head
+    const auto& t = weights_in[idx];
+    w.push_back(matrix ? t.transpose(-1, -2).contiguous() : t.contiguous());
+  }
   auto log_density = new_output({B}, x_init.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sample_tier_cpu", [&] {
     scalar_t* ld = log_density.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
-        sample_one<scalar_t>(b, x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, ld + b);
+        sample_one_dispatch(b, x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, ld + b);
       }
     });
   });

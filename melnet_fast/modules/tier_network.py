@@ -1,0 +1,92 @@
+"""TierNetwork: the autoregressive network of one tier (paper, section 4): time- and frequency-delayed stacks."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+import torch.nn.functional as Fn
+from torch import nn
+
+from melnet_fast.modules.delayed import FrequencyDelayedLayer, TimeDelayedLayer
+from melnet_fast.modules.gmm_head import GMMHead, MixtureParams
+
+
+class TierNetwork(nn.Module):
+    """theta[i, j] = f(x[<i, :], x[i, <j], z[., .]) for one tier's grid, L layers of hidden size D.
+
+    Inputs: h^t[0] = x_time_proj(x[i-1, j]) + cond_time_proj(z[i, j]) (frame -1 is zeros),
+            h^f[0] = x_freq_proj(x[i, j-1]) + cond_freq_proj(z[i, j]) (channel -1 is zeros);
+    then per layer l: h^t = time_layers[l](h^t); h^f = freq_layers[l](h^f, h^t); theta = head(h^f).
+    The cond projections exist only when cond_dim Dz > 0 (bias-free).
+    """
+
+    def __init__(self, hidden_size: int, n_layers: int, n_mixtures: int, cond_dim: int = 0):
+        super().__init__()
+        D = hidden_size
+        self.hidden_size, self.n_layers, self.n_mixtures, self.cond_dim = D, n_layers, n_mixtures, cond_dim
+        self.x_time_proj = nn.Linear(1, D)
+        self.x_freq_proj = nn.Linear(1, D)
+        if cond_dim > 0:
+            self.cond_time_proj = nn.Linear(cond_dim, D, bias=False)
+            self.cond_freq_proj = nn.Linear(cond_dim, D, bias=False)
+        self.time_layers = nn.ModuleList(TimeDelayedLayer(D) for _ in range(n_layers))
+        self.freq_layers = nn.ModuleList(FrequencyDelayedLayer(D) for _ in range(n_layers))
+        self.head = GMMHead(D, n_mixtures)
+
+    def conditioning_terms(self, z: torch.Tensor | None, grid: Tuple[int, int, int] | None = None
+                           ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(cz_t, cz_f), each [B, T, F, D]: W^t_z z and W^f_z z (paper eqs. 8-9).
+
+        z: [B, T, F, Dz], or None when Dz = 0; then grid = (B, T, F) gives the shape and both terms are zeros.
+        """
+        if self.cond_dim == 0:
+            if z is not None:
+                grid = tuple(z.shape[:3])
+            if grid is None:
+                raise ValueError("conditioning_terms: pass z [B, T, F, 0] or grid=(B, T, F) when cond_dim is 0")
+            w = self.x_time_proj.weight
+            zeros = w.new_zeros(*grid, self.hidden_size)
+            return zeros, zeros.clone()
+        self._check_z(z)
+        return self.cond_time_proj(z), self.cond_freq_proj(z)
+
+    def _check_z(self, z) -> None:
+        if z is None or z.dim() != 4 or z.shape[-1] != self.cond_dim:
+            got = None if z is None else tuple(z.shape)
+            raise ValueError(f"z must have shape [B, T, F, {self.cond_dim}] (the tier's conditioning), got {got}")
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> MixtureParams:
+        """x [B, T, F], z [B, T, F, Dz] or None (Dz = 0) -> MixtureParams(mu, log_sigma, logit_pi), each
+        [B, T, F, K]; theta[:, i, j] depends on x only through x[:, <i, :] and x[:, i, <j]."""
+        T, F = x.shape[1], x.shape[2]
+        x_prev_frame = Fn.pad(x, (0, 0, 1, 0))[:, :T, :]  # x[i-1, j]
+        x_prev_channel = Fn.pad(x, (1, 0))[:, :, :F]  # x[i, j-1]
+        ht = self.x_time_proj(x_prev_frame.unsqueeze(-1))
+        hf = self.x_freq_proj(x_prev_channel.unsqueeze(-1))
+        if self.cond_dim > 0:
+            self._check_z(z)
+            ht = ht + self.cond_time_proj(z)
+            hf = hf + self.cond_freq_proj(z)
+        elif z is not None and z.shape[-1] != 0:
+            raise ValueError(f"this tier network takes no conditioning (cond_dim=0), got z of shape "
+                             f"{tuple(z.shape)}")
+        for time_layer, freq_layer in zip(self.time_layers, self.freq_layers):
+            ht = time_layer(ht)
+            hf = freq_layer(hf, ht)
+        return self.head(hf)
+
+    def sampler_weights(self) -> List[torch.Tensor]:
+        """The weights in the order ops.sample_tier reads them (detached):
+        x_time_proj.weight [D, 1], .bias [D], x_freq_proj.weight [D, 1], .bias [D]; per layer l: time lstm
+        w_ih [3, 4D, D], w_hh [3, 4D, D], bias [3, 4D], h0 [3, D], c0 [3, D], time proj.weight [D, 3D], .bias [D],
+        freq lstm w_ih [1, 4D, D], w_hh [1, 4D, D], bias [1, 4D], h0 [1, D], c0 [1, D], freq proj.weight [D, D],
+        .bias [D]; then head.weight [3K, D], head.bias [3K]. The cond projections are not included: the
+        sampler receives their outputs (conditioning_terms)."""
+        ws = [self.x_time_proj.weight, self.x_time_proj.bias, self.x_freq_proj.weight, self.x_freq_proj.bias]
+        for tl, fl in zip(self.time_layers, self.freq_layers):
+            for layer in (tl, fl):
+                ws += [layer.lstm.w_ih, layer.lstm.w_hh, layer.lstm.bias, layer.lstm.h0, layer.lstm.c0,
+                       layer.proj.weight, layer.proj.bias]
+        ws += [self.head.weight, self.head.bias]
+        return [w.detach() for w in ws]
