@@ -18,59 +18,138 @@ namespace melnet_fast {
 namespace {
 
 constexpr int64_t kPerLayer = 14;
+
+// Everything the per-element loop calls is forced inline so that it is compiled inside each target clone
+// below (a call to a separate function would run its default, SSE2-only, code).
+#define MF_INLINE __attribute__((always_inline)) inline
 constexpr double kLogSqrt2Pi = 0.91893853320467274178;
 
+// exp for the LSTM gates, in passes over arrays that vectorise (libm's expf / tanhf are scalar calls and were a
+// third of the sampler's time): Cody-Waite reduction x = n ln2 + r with |r| <= ln2 / 2, a Taylor polynomial of
+// r (degree 7 in float, 13 in double: below one ulp), and 2^n assembled in the exponent bits. Arguments are
+// clamped to the range where 2^n is a normal number (the gates only need exp of moderate values).
 template <typename T>
-inline T sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
-}
+struct ExpConsts;
+template <>
+struct ExpConsts<float> {
+  using Int = int32_t;
+  static constexpr float lo = -87.0f, hi = 88.0f, log2e = 1.44269504088896341f;
+  static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  static constexpr int bias = 127, shift = 23, degree = 7;
+};
+template <>
+struct ExpConsts<double> {
+  using Int = int64_t;
+  static constexpr double lo = -708.0, hi = 709.0, log2e = 1.4426950408889634074;
+  static constexpr double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+  static constexpr int bias = 1023, shift = 52, degree = 13;
+};
 
-// The LSTM pointwise update of (h, c) [D] from pre-activation gates [4D] (i, f, g, o).
 template <typename T>
-inline void lstm_pointwise(const T* gates, T* h, T* c, int64_t D) {
-  for (int64_t j = 0; j < D; ++j) {
-    const T i = sigmoid(gates[j]), f = sigmoid(gates[D + j]), g = std::tanh(gates[2 * D + j]);
-    const T o = sigmoid(gates[3 * D + j]);
-    c[j] = f * c[j] + i * g;
-    h[j] = o * std::tanh(c[j]);
-  }
-}
+struct PointwiseScratch {
+  std::vector<T> arg, scale;
+  std::vector<typename ExpConsts<T>::Int> bits;
+  explicit PointwiseScratch(int64_t D) : arg(4 * D), scale(4 * D), bits(4 * D) {}
+};
 
-// Register-blocked product: acc[MB][RB] stays in vector registers across the whole k loop, so each weight
-// element is loaded once per MB vectors and no partial sum goes through memory.
-template <typename T, int MB, int RB>
-inline void product_block(const T* wt, const T* V, int64_t ldv, int64_t rows, int64_t n, int64_t r0, int64_t rb,
-                          T* out, int64_t ldo) {
-  T acc[MB][RB];
-  for (int mm = 0; mm < MB; ++mm)
-    for (int rr = 0; rr < RB; ++rr) acc[mm][rr] = rr < rb ? out[mm * ldo + r0 + rr] : T(0);
-  if (rb == RB) {
-    for (int64_t k = 0; k < n; ++k) {
-      const T* w = wt + k * rows + r0;
-      for (int mm = 0; mm < MB; ++mm) {
-        const T v = V[mm * ldv + k];
+// x[j] = exp(x[j]) for j < n.
+template <typename T>
+MF_INLINE void exp_inplace(T* x, int64_t n, PointwiseScratch<T>& s) {
+  using C = ExpConsts<T>;
+  using Int = typename C::Int;
+  T* scale = s.scale.data();
+  Int* bits = s.bits.data();
+  T inv_fact[C::degree + 1];
+  inv_fact[0] = T(1);
+  for (int d = 1; d <= C::degree; ++d) inv_fact[d] = inv_fact[d - 1] / T(d);
 #pragma omp simd
-        for (int rr = 0; rr < RB; ++rr) acc[mm][rr] += v * w[rr];
-      }
-    }
-  } else {  // the tail of the rows
-    for (int64_t k = 0; k < n; ++k) {
-      const T* w = wt + k * rows + r0;
-      for (int mm = 0; mm < MB; ++mm) {
-        const T v = V[mm * ldv + k];
-        for (int rr = 0; rr < rb; ++rr) acc[mm][rr] += v * w[rr];
-      }
+  for (int64_t j = 0; j < n; ++j) {
+    const T t = std::min(std::max(x[j], T(C::lo)), T(C::hi));
+    const T k = std::floor(t * T(C::log2e) + T(0.5));
+    const T r = (t - k * T(C::ln2_hi)) - k * T(C::ln2_lo);
+    T p = inv_fact[C::degree];
+    for (int d = C::degree - 1; d >= 0; --d) p = p * r + inv_fact[d];
+    x[j] = p;
+    bits[j] = (static_cast<Int>(k) + C::bias) << C::shift;
+  }
+  __builtin_memcpy(scale, bits, n * sizeof(T));  // reinterpret the exponent bits as the 2^k factors
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) x[j] *= scale[j];
+}
+
+// The LSTM pointwise update of (h, c) [D] from pre-activation gates [4D] (i, f, g, o):
+// sigmoid(v) = 1 / (1 + exp(-v)), tanh(v) = sign(v) (1 - exp(-2|v|)) / (1 + exp(-2|v|)).
+template <typename T>
+MF_INLINE void lstm_pointwise(const T* gates, T* h, T* c, int64_t D, PointwiseScratch<T>& s) {
+  T* e = s.arg.data();
+#pragma omp simd
+  for (int64_t j = 0; j < 4 * D; ++j) e[j] = (j >= 2 * D && j < 3 * D) ? T(-2) * std::abs(gates[j]) : -gates[j];
+  exp_inplace(e, 4 * D, s);
+#pragma omp simd
+  for (int64_t j = 0; j < D; ++j) {
+    const T i = T(1) / (T(1) + e[j]), f = T(1) / (T(1) + e[D + j]), o = T(1) / (T(1) + e[3 * D + j]);
+    const T ga = (T(1) - e[2 * D + j]) / (T(1) + e[2 * D + j]);
+    const T g = gates[2 * D + j] < T(0) ? -ga : ga;
+    const T cn = f * c[j] + i * g;
+    c[j] = cn;
+    h[j] = o;  // finished below, once tanh(c) is known
+    e[j] = T(-2) * std::abs(cn);
+  }
+  exp_inplace(e, D, s);
+#pragma omp simd
+  for (int64_t j = 0; j < D; ++j) {
+    const T ta = (T(1) - e[j]) / (T(1) + e[j]);
+    h[j] *= c[j] < T(0) ? -ta : ta;
+  }
+}
+
+// A 64-byte vector of T (GCC vector extension): one zmm register in the AVX-512 clone, two ymm in the AVX2 one,
+// four xmm in the default build, so the same source vectorises in every clone.
+template <typename T>
+struct Vec64 {
+  typedef T type __attribute__((vector_size(64), aligned(sizeof(T))));
+  static constexpr int lanes = 64 / sizeof(T);
+};
+
+// Register-blocked product over rows [r0, r0 + NV * lanes): acc[MB][NV] stays in vector registers across the
+// whole k loop, so each weight vector is loaded once per MB inputs and no partial sum goes through memory.
+template <typename T, int MB, int NV>
+MF_INLINE void product_block(const T* wt, const T* V, int64_t ldv, int64_t rows, int64_t n, int64_t r0, T* out,
+                             int64_t ldo) {
+  using Vt = typename Vec64<T>::type;
+  constexpr int W = Vec64<T>::lanes;
+  Vt acc[MB][NV];
+  for (int mm = 0; mm < MB; ++mm)
+    for (int nv = 0; nv < NV; ++nv) __builtin_memcpy(&acc[mm][nv], out + mm * ldo + r0 + nv * W, sizeof(Vt));
+  for (int64_t k = 0; k < n; ++k) {
+    Vt w[NV];
+    for (int nv = 0; nv < NV; ++nv) __builtin_memcpy(&w[nv], wt + k * rows + r0 + nv * W, sizeof(Vt));
+    for (int mm = 0; mm < MB; ++mm) {
+      const T v = V[mm * ldv + k];
+      for (int nv = 0; nv < NV; ++nv) acc[mm][nv] += v * w[nv];
     }
   }
   for (int mm = 0; mm < MB; ++mm)
-    for (int rr = 0; rr < rb; ++rr) out[mm * ldo + r0 + rr] = acc[mm][rr];
+    for (int nv = 0; nv < NV; ++nv) __builtin_memcpy(out + mm * ldo + r0 + nv * W, &acc[mm][nv], sizeof(Vt));
+}
+
+// Rows [r0, rows) that do not fill a vector, in scalar code.
+template <typename T>
+MF_INLINE void product_tail(const T* wt, const T* V, int64_t M, int64_t ldv, int64_t rows, int64_t n, int64_t r0,
+                            T* out, int64_t ldo) {
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t r = r0; r < rows; ++r) {
+      T acc = out[m * ldo + r];
+      for (int64_t k = 0; k < n; ++k) acc += V[m * ldv + k] * wt[k * rows + r];
+      out[m * ldo + r] = acc;
+    }
 }
 
 // OUT[m, r] (+)= b[r] + sum_k wt[k, r] * V[m, k] for M vectors (leading dimensions ldv, ldo), from the
 // transposed weights wt [n, rows]; accumulates into OUT when add.
 template <typename T>
-inline void matmat(const T* wt, const T* V, int64_t M, int64_t ldv, const T* b, int64_t rows, int64_t n, T* out,
-                   int64_t ldo, bool add = false) {
+MF_INLINE void matmat(const T* wt, const T* V, int64_t M, int64_t ldv, const T* b, int64_t rows, int64_t n, T* out,
+                      int64_t ldo, bool add = false) {
   for (int64_t m = 0; m < M; ++m) {
     T* o = out + m * ldo;
     if (!add) std::fill(o, o + rows, T(0));
@@ -78,31 +157,36 @@ inline void matmat(const T* wt, const T* V, int64_t M, int64_t ldv, const T* b, 
       for (int64_t r = 0; r < rows; ++r) o[r] += b[r];
     }
   }
-  constexpr int RB = 64 / sizeof(T) * 2;  // two 512-bit vectors of rows
+  constexpr int W = Vec64<T>::lanes;
+  const int64_t r_vec = rows - rows % W;  // rows covered by whole vectors
   int64_t m = 0;
-  for (; m + 4 <= M; m += 4)
-    for (int64_t r0 = 0; r0 < rows; r0 += RB)
-      product_block<T, 4, RB>(wt, V + m * ldv, ldv, rows, n, r0, std::min<int64_t>(RB, rows - r0), out + m * ldo,
-                              ldo);
-  for (; m < M; ++m)
-    for (int64_t r0 = 0; r0 < rows; r0 += RB)
-      product_block<T, 1, RB>(wt, V + m * ldv, ldv, rows, n, r0, std::min<int64_t>(RB, rows - r0), out + m * ldo,
-                              ldo);
+  for (; m + 4 <= M; m += 4) {  // four inputs x two vectors of rows: eight independent accumulators
+    int64_t r0 = 0;
+    for (; r0 + 2 * W <= rows; r0 += 2 * W) product_block<T, 4, 2>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+    for (; r0 + W <= rows; r0 += W) product_block<T, 4, 1>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+  }
+  for (; m < M; ++m) {  // one input x four vectors of rows, so that the FMA chains overlap
+    int64_t r0 = 0;
+    for (; r0 + 4 * W <= rows; r0 += 4 * W) product_block<T, 1, 4>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+    for (; r0 + W <= rows; r0 += W) product_block<T, 1, 1>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+  }
+  if (r_vec < rows) product_tail(wt, V, M, ldv, rows, n, r_vec, out, ldo);
 }
 
 // out[r] (+)= b[r] + sum_k w[r, k] * v[k]: one vector.
 template <typename T>
-inline void matvec(const T* wt, const T* v, const T* b, int64_t rows, int64_t n, T* out, bool add = false) {
+MF_INLINE void matvec(const T* wt, const T* v, const T* b, int64_t rows, int64_t n, T* out, bool add = false) {
   matmat(wt, v, 1, n, b, rows, n, out, rows, add);
 }
 
 // One LSTM cell step in place on (h, c) [D]; gates [4D] is scratch. Gates (i, f, g, o) as nn.LSTM; the
 // weights come transposed ([D, 4D]).
 template <typename T>
-inline void cell(const T* w_ih, const T* w_hh, const T* bias, const T* in, T* h, T* c, int64_t D, T* gates) {
+MF_INLINE void cell(const T* w_ih, const T* w_hh, const T* bias, const T* in, T* h, T* c, int64_t D, T* gates,
+                    PointwiseScratch<T>& scratch) {
   matvec(w_ih, in, bias, 4 * D, D, gates);
   matvec(w_hh, h, static_cast<const T*>(nullptr), 4 * D, D, gates, true);
-  lstm_pointwise(gates, h, c, D);
+  lstm_pointwise(gates, h, c, D, scratch);
 }
 
 template <typename T>
@@ -138,6 +222,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
 
   // Caches: time LSTM (h, c) per layer and channel; the time-delayed stack's output per layer for this frame.
   std::vector<T> t_h(L * F * D), t_c(L * F * D), ht_layers(L * F * D);
+  PointwiseScratch<T> scratch(D);
   std::vector<T> ht(F * D), feats(F * 3 * D), fgates(F * G), fh(D), fc(D), gates(G), hf(D), tmp(D), theta(3 * K), probs(K);
   for (int64_t l = 0; l < L; ++l) {
     for (int64_t j = 0; j < F; ++j) {
@@ -161,7 +246,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
       matmat(lay.t_w_hh, &t_h[l * F * D], F, D, static_cast<const T*>(nullptr), G, D, fgates.data(), G, true);
       for (int64_t j = 0; j < F; ++j) {
         T* h = &t_h[(l * F + j) * D];
-        lstm_pointwise(&fgates[j * G], h, &t_c[(l * F + j) * D], D);
+        lstm_pointwise(&fgates[j * G], h, &t_c[(l * F + j) * D], D, scratch);
         std::copy(h, h + D, &feats[j * 3 * D]);
       }
       for (int64_t r = 1; r <= 2; ++r) {  // frequency LSTMs, forward (r=1) and backward (r=2), over the frame
@@ -173,7 +258,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
           const int64_t j = r == 1 ? s : F - 1 - s;
           T* g = &fgates[j * G];
           matvec(lay.t_w_hh + r * G * D, fh.data(), static_cast<const T*>(nullptr), G, D, g, true);
-          lstm_pointwise(g, fh.data(), fc.data(), D);
+          lstm_pointwise(g, fh.data(), fc.data(), D, scratch);
           std::copy(fh.begin(), fh.end(), &feats[j * 3 * D + r * D]);
         }
       }
@@ -196,7 +281,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
         const LayerW<T>& lay = lw[l];
         const T* htl = &ht_layers[(l * F + j) * D];
         for (int64_t d = 0; d < D; ++d) tmp[d] = hf[d] + htl[d];
-        cell(lay.f_w_ih, lay.f_w_hh, lay.f_bias, tmp.data(), &f_h[l * D], &f_c[l * D], D, gates.data());
+        cell(lay.f_w_ih, lay.f_w_hh, lay.f_bias, tmp.data(), &f_h[l * D], &f_c[l * D], D, gates.data(), scratch);
         matvec(lay.f_proj_w, &f_h[l * D], lay.f_proj_b, D, D, hf.data(), true);
       }
       matvec(head_w, hf.data(), head_b, 3 * K, D, theta.data());

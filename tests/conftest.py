@@ -1,0 +1,29 @@
+"""Fixtures for every test: kernel outputs poisoned with NaN, and the backend selection left as found."""
+
+import pytest
+
+import melnet_fast
+from melnet_fast import _extension
+
+
+@pytest.fixture(autouse=True)
+def poison_kernel_outputs():
+    """Fill every output buffer of the C++ kernels with NaN before they write it, so that a kernel leaving
+    part of an output unwritten fails the comparisons instead of passing on leftover memory."""
+    ext = _extension.extension()
+    if ext is None:  # no compiled kernels: the tests of the cpu backend fail on their own
+        yield
+        return
+    ext.set_poison_outputs(True)
+    try:
+        yield
+    finally:
+        ext.set_poison_outputs(False)
+
+
+@pytest.fixture(autouse=True)
+def restore_backend():
+    """A test that calls set_backend must not change the backend of the tests that follow."""
+    previous = melnet_fast.get_backend()
+    yield
+    melnet_fast.set_backend(previous)
