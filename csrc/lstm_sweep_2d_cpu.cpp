@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "vec_math.h"
 
 #include <cmath>
 #include <vector>
@@ -43,11 +44,6 @@ inline int64_t position(const Direction& d, int64_t k, int64_t s, int64_t T, int
   return (b * T + t) * F + p;
 }
 
-template <typename T>
-inline T sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
-}
-
 // Which (direction, row) a flat work item of one step belongs to.
 struct WorkMap {
   std::vector<int64_t> dir, start;  // active directions and the first work item of each
@@ -66,17 +62,112 @@ struct WorkMap {
   }
 };
 
-// Runs fn(r, k) for every row k of every active direction r, in parallel.
-template <typename Fn>
-void for_each_row(const WorkMap& work, int64_t H, const Fn& fn) {
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(H, 1));
-  at::parallel_for(0, work.total, grain, [&](int64_t lo, int64_t hi) {
-    size_t a = 0;
-    for (int64_t item = lo; item < hi; ++item) {
-      while (a + 1 < work.start.size() && item >= work.start[a + 1]) ++a;
-      fn(work.dir[a], item - work.start[a]);
+// Pointers of one forward step. Row k of active direction r reads its gate pre-activations from xp (input
+// term) and hh (recurrent term) and writes y, and, when saving, the activated gates and the cell state.
+template <typename T>
+struct FwdStep {
+  const T* xp;
+  T* y;
+  T* gates;  // null when not saving
+  T* cell;
+  T* const* h;
+  T* const* c;
+  const T* const* hh;
+  const Direction* dirs;
+  const WorkMap* work;
+  int64_t s, T_, F, R, H, N;
+};
+
+template <typename T>
+MF_INLINE void fwd_rows(const FwdStep<T>& st, int64_t lo, int64_t hi) {
+  const int64_t H = st.H, G = 4 * H, R = st.R;
+  PointwiseScratch<T> scratch(G);
+  std::vector<T> act_buf(G);
+  size_t a = 0;
+  for (int64_t item = lo; item < hi; ++item) {
+    while (a + 1 < st.work->start.size() && item >= st.work->start[a + 1]) ++a;
+    const int64_t r = st.work->dir[a], k = item - st.work->start[a];
+    const int64_t n = position(st.dirs[r], k, st.s, st.T_, st.F);
+    T* act = st.gates ? st.gates + (r * st.N + n) * G : act_buf.data();
+    T* h = st.h[r] + k * H;
+    T* c = st.c[r] + k * H;
+    lstm_cell_pointwise(st.xp + n * R * G + r * G, st.hh[r] + k * G, act, h, c, H, scratch);
+    std::copy(h, h + H, st.y + n * R * H + r * H);
+    if (st.cell) std::copy(c, c + H, st.cell + (r * st.N + n) * H);
+  }
+}
+
+// Pointers of one backward step: gradients flow from grad_y and the step after (dh, dc) into the gate
+// pre-activations (dxp, and dg for the recurrent product).
+template <typename T>
+struct BwdStep {
+  const T* grad_y;
+  const T* gates;
+  const T* cell;
+  const T* c0;
+  T* dxp;
+  T* const* dh;
+  T* const* dc;
+  T* const* dg;
+  const Direction* dirs;
+  const WorkMap* work;
+  int64_t s, T_, F, R, H, N;
+};
+
+template <typename T>
+MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
+  const int64_t H = st.H, G = 4 * H, R = st.R, N = st.N;
+  PointwiseScratch<T> scratch(H);
+  std::vector<T> tc(H);
+  size_t a = 0;
+  for (int64_t item = lo; item < hi; ++item) {
+    while (a + 1 < st.work->start.size() && item >= st.work->start[a + 1]) ++a;
+    const int64_t r = st.work->dir[a], k = item - st.work->start[a];
+    const Direction& d = st.dirs[r];
+    const int64_t n = position(d, k, st.s, st.T_, st.F);
+    const T* c_prev = st.s == 0 ? st.c0 + r * H : st.cell + (r * N + position(d, k, st.s - 1, st.T_, st.F)) * H;
+    const T* gs = st.gates + (r * N + n) * G;
+    const T* gy = st.grad_y + n * R * H + r * H;
+    T* dh = st.dh[r] + k * H;
+    T* dc = st.dc[r] + k * H;
+    T* dg = st.dg[r] + k * G;
+    T* dx = st.dxp + n * R * G + r * G;
+    tanh_array(st.cell + (r * N + n) * H, tc.data(), H, scratch);
+#pragma omp simd
+    for (int64_t j = 0; j < H; ++j) {
+      const T gi = gs[j], gf = gs[H + j], gg = gs[2 * H + j], go = gs[3 * H + j];
+      const T t = tc[j];
+      const T dhj = gy[j] + dh[j];
+      const T dcj = dc[j] + dhj * go * (T(1) - t * t);
+      const T di = dcj * gg * gi * (T(1) - gi);
+      const T df = dcj * c_prev[j] * gf * (T(1) - gf);
+      const T dgg = dcj * gi * (T(1) - gg * gg);
+      const T dgo = dhj * t * go * (T(1) - go);
+      dc[j] = dcj * gf;
+      dg[j] = di;
+      dg[H + j] = df;
+      dg[2 * H + j] = dgg;
+      dg[3 * H + j] = dgo;
+      dx[j] = di;
+      dx[H + j] = df;
+      dx[2 * H + j] = dgg;
+      dx[3 * H + j] = dgo;
     }
-  });
+  }
+}
+
+// The row loops compiled for AVX-512 / AVX2 / baseline, chosen at load time.
+#define MELNET_FAST_ROWS(T)                                                                          \
+  MELNET_FAST_CPU_CLONES void run_rows(const FwdStep<T>& st, int64_t lo, int64_t hi) { fwd_rows(st, lo, hi); } \
+  MELNET_FAST_CPU_CLONES void run_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) { bwd_rows(st, lo, hi); }
+MELNET_FAST_ROWS(float)
+MELNET_FAST_ROWS(double)
+
+// Runs every row of every active direction of one step, in parallel chunks.
+template <typename Step>
+void run_step(const Step& st) {
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(st.H, 1));
+  at::parallel_for(0, st.work->total, grain, [&](int64_t lo, int64_t hi) { run_rows(st, lo, hi); });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
@@ -127,37 +218,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
       hhp[r] = hh[r].data_ptr<scalar_t>();
     }
     WorkMap work;
+    FwdStep<scalar_t> st{xp_p, y_p, gates_p, cell_p, hp.data(), cp.data(), hhp.data(), dirs.data(), &work,
+                         0, T, F, R, H, N};
     for (int64_t s = 0; s < steps; ++s) {
       work.build(dirs, s);
       for (int64_t r : work.dir) at::mm_out(hh[r], h_prev[r], w_hh[r].t());
-      for_each_row(work, H, [&](int64_t r, int64_t k) {
-        const int64_t n = position(dirs[r], k, s, T, F);
-        const scalar_t* xg = xp_p + n * R * G + r * G;
-        const scalar_t* hg = hhp[r] + k * G;
-        scalar_t* h = hp[r] + k * H;
-        scalar_t* c = cp[r] + k * H;
-        scalar_t* yo = y_p + n * R * H + r * H;
-        scalar_t* gs = save ? gates_p + (r * N + n) * G : nullptr;
-        scalar_t* cs = save ? cell_p + (r * N + n) * H : nullptr;
-        for (int64_t j = 0; j < H; ++j) {
-          const scalar_t gi = sigmoid(xg[j] + hg[j]);
-          const scalar_t gf = sigmoid(xg[H + j] + hg[H + j]);
-          const scalar_t gg = std::tanh(xg[2 * H + j] + hg[2 * H + j]);
-          const scalar_t go = sigmoid(xg[3 * H + j] + hg[3 * H + j]);
-          const scalar_t cn = gf * c[j] + gi * gg;
-          const scalar_t hn = go * std::tanh(cn);
-          c[j] = cn;
-          h[j] = hn;
-          yo[j] = hn;
-          if (gs) {
-            gs[j] = gi;
-            gs[H + j] = gf;
-            gs[2 * H + j] = gg;
-            gs[3 * H + j] = go;
-            cs[j] = cn;
-          }
-        }
-      });
+      st.s = s;
+      run_step(st);
     }
   });
   return {y, gates, cell};
@@ -223,38 +290,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       dgp[r] = dg_step[r].data_ptr<scalar_t>();
     }
     WorkMap work;
+    BwdStep<scalar_t> st{gy_p, gates_p, cell_p, c0_p, dxp_p, dhp.data(), dcp.data(), dgp.data(), dirs.data(), &work,
+                         0, T, F, R, H, N};
     for (int64_t s = steps - 1; s >= 0; --s) {
       work.build(dirs, s);
-      for_each_row(work, H, [&](int64_t r, int64_t k) {
-        const int64_t n = position(dirs[r], k, s, T, F);
-        const scalar_t* c_prev = s == 0 ? c0_p + r * H : cell_p + (r * N + position(dirs[r], k, s - 1, T, F)) * H;
-        const scalar_t* gs = gates_p + (r * N + n) * G;
-        const scalar_t* cs = cell_p + (r * N + n) * H;
-        const scalar_t* gy = gy_p + n * R * H + r * H;
-        scalar_t* dh = dhp[r] + k * H;
-        scalar_t* dc = dcp[r] + k * H;
-        scalar_t* dg = dgp[r] + k * G;
-        scalar_t* dx = dxp_p + n * R * G + r * G;
-        for (int64_t j = 0; j < H; ++j) {
-          const scalar_t gi = gs[j], gf = gs[H + j], gg = gs[2 * H + j], go = gs[3 * H + j];
-          const scalar_t tc = std::tanh(cs[j]);
-          const scalar_t dhj = gy[j] + dh[j];
-          const scalar_t dcj = dc[j] + dhj * go * (scalar_t(1) - tc * tc);
-          const scalar_t di = dcj * gg * gi * (scalar_t(1) - gi);
-          const scalar_t df = dcj * c_prev[j] * gf * (scalar_t(1) - gf);
-          const scalar_t dgg = dcj * gi * (scalar_t(1) - gg * gg);
-          const scalar_t dgo = dhj * tc * go * (scalar_t(1) - go);
-          dc[j] = dcj * gf;
-          dg[j] = di;
-          dg[H + j] = df;
-          dg[2 * H + j] = dgg;
-          dg[3 * H + j] = dgo;
-          dx[j] = di;
-          dx[H + j] = df;
-          dx[2 * H + j] = dgg;
-          dx[3 * H + j] = dgo;
-        }
-      });
+      st.s = s;
+      run_step(st);
       // Gradient reaching h at the previous position: [rows, 4H] x [4H, H].
       for (int64_t r : work.dir) at::mm_out(dh_rec[r], dg_step[r], w_hh[r]);
     }

@@ -9,98 +9,26 @@
 #include <torch/library.h>
 
 #include <cmath>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <limits>
 #include <vector>
 
 #include "common.h"
+#include "vec_math.h"
 
 namespace melnet_fast {
 namespace {
 
 constexpr int64_t kPerLayer = 14;
 
-// Everything the per-element loop calls is forced inline so that it is compiled inside each target clone
-// below (a call to a separate function would run its default, SSE2-only, code).
-#define MF_INLINE __attribute__((always_inline)) inline
 constexpr double kLogSqrt2Pi = 0.91893853320467274178;
 
-// exp for the LSTM gates, in passes over arrays that vectorise (libm's expf / tanhf are scalar calls and were a
-// third of the sampler's time): Cody-Waite reduction x = n ln2 + r with |r| <= ln2 / 2, a Taylor polynomial of
-// r (degree 7 in float, 13 in double: below one ulp), and 2^n assembled in the exponent bits. Arguments are
-// clamped to the range where 2^n is a normal number (the gates only need exp of moderate values).
+// The LSTM pointwise update of (h, c) [D] from pre-activation gates [4D] (overwritten by the activations).
 template <typename T>
-struct ExpConsts;
-template <>
-struct ExpConsts<float> {
-  using Int = int32_t;
-  static constexpr float lo = -87.0f, hi = 88.0f, log2e = 1.44269504088896341f;
-  static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-  static constexpr int bias = 127, shift = 23, degree = 7;
-};
-template <>
-struct ExpConsts<double> {
-  using Int = int64_t;
-  static constexpr double lo = -708.0, hi = 709.0, log2e = 1.4426950408889634074;
-  static constexpr double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-  static constexpr int bias = 1023, shift = 52, degree = 13;
-};
-
-template <typename T>
-struct PointwiseScratch {
-  std::vector<T> arg, scale;
-  std::vector<typename ExpConsts<T>::Int> bits;
-  explicit PointwiseScratch(int64_t D) : arg(4 * D), scale(4 * D), bits(4 * D) {}
-};
-
-// x[j] = exp(x[j]) for j < n.
-template <typename T>
-MF_INLINE void exp_inplace(T* x, int64_t n, PointwiseScratch<T>& s) {
-  using C = ExpConsts<T>;
-  using Int = typename C::Int;
-  T* scale = s.scale.data();
-  Int* bits = s.bits.data();
-  T inv_fact[C::degree + 1];
-  inv_fact[0] = T(1);
-  for (int d = 1; d <= C::degree; ++d) inv_fact[d] = inv_fact[d - 1] / T(d);
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) {
-    const T t = std::min(std::max(x[j], T(C::lo)), T(C::hi));
-    const T k = std::floor(t * T(C::log2e) + T(0.5));
-    const T r = (t - k * T(C::ln2_hi)) - k * T(C::ln2_lo);
-    T p = inv_fact[C::degree];
-    for (int d = C::degree - 1; d >= 0; --d) p = p * r + inv_fact[d];
-    x[j] = p;
-    bits[j] = (static_cast<Int>(k) + C::bias) << C::shift;
-  }
-  __builtin_memcpy(scale, bits, n * sizeof(T));  // reinterpret the exponent bits as the 2^k factors
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) x[j] *= scale[j];
-}
-
-// The LSTM pointwise update of (h, c) [D] from pre-activation gates [4D] (i, f, g, o):
-// sigmoid(v) = 1 / (1 + exp(-v)), tanh(v) = sign(v) (1 - exp(-2|v|)) / (1 + exp(-2|v|)).
-template <typename T>
-MF_INLINE void lstm_pointwise(const T* gates, T* h, T* c, int64_t D, PointwiseScratch<T>& s) {
-  T* e = s.arg.data();
-#pragma omp simd
-  for (int64_t j = 0; j < 4 * D; ++j) e[j] = (j >= 2 * D && j < 3 * D) ? T(-2) * std::abs(gates[j]) : -gates[j];
-  exp_inplace(e, 4 * D, s);
-#pragma omp simd
-  for (int64_t j = 0; j < D; ++j) {
-    const T i = T(1) / (T(1) + e[j]), f = T(1) / (T(1) + e[D + j]), o = T(1) / (T(1) + e[3 * D + j]);
-    const T ga = (T(1) - e[2 * D + j]) / (T(1) + e[2 * D + j]);
-    const T g = gates[2 * D + j] < T(0) ? -ga : ga;
-    const T cn = f * c[j] + i * g;
-    c[j] = cn;
-    h[j] = o;  // finished below, once tanh(c) is known
-    e[j] = T(-2) * std::abs(cn);
-  }
-  exp_inplace(e, D, s);
-#pragma omp simd
-  for (int64_t j = 0; j < D; ++j) {
-    const T ta = (T(1) - e[j]) / (T(1) + e[j]);
-    h[j] *= c[j] < T(0) ? -ta : ta;
-  }
+MF_INLINE void lstm_pointwise(T* gates, T* h, T* c, int64_t D, PointwiseScratch<T>& s) {
+  lstm_cell_pointwise(gates, static_cast<const T*>(nullptr), gates, h, c, D, s);
 }
 
 // A 64-byte vector of T (GCC vector extension): one zmm register in the AVX-512 clone, two ymm in the AVX2 one,
@@ -189,6 +117,45 @@ MF_INLINE void cell(const T* w_ih, const T* w_hh, const T* bias, const T* in, T*
   lstm_pointwise(gates, h, c, D, scratch);
 }
 
+// One of the three LSTMs of a time-delayed layer for the current frame: r = 0 the time LSTM (one step for
+// every channel at once, state carried across frames), r = 1 / 2 the forward / backward frequency LSTM over
+// the frame. Each reads ht [F, D] and writes its third of feats [F, 3D].
+template <typename T>
+struct TimeLayerArgs {
+  const T *w_ih, *w_hh, *bias, *h0, *c0, *ht;
+  T *t_h, *t_c, *gates, *sweep_h, *sweep_c, *feats;
+  PointwiseScratch<T>* scratch;
+  int64_t F, D;
+};
+
+template <typename T>
+MF_INLINE void time_layer_lstm_impl(const TimeLayerArgs<T>& a, int64_t r) {
+  const int64_t F = a.F, D = a.D, G = 4 * D;
+  // Input terms of every channel first; only the recurrent term of the sweeps stays sequential.
+  matmat(a.w_ih + r * G * D, a.ht, F, D, a.bias + r * G, G, D, a.gates, G);
+  if (r == 0) {
+    matmat(a.w_hh, a.t_h, F, D, static_cast<const T*>(nullptr), G, D, a.gates, G, true);
+    for (int64_t j = 0; j < F; ++j) {
+      T* h = a.t_h + j * D;
+      lstm_pointwise(a.gates + j * G, h, a.t_c + j * D, D, *a.scratch);
+      std::copy(h, h + D, a.feats + j * 3 * D);
+    }
+    return;
+  }
+  std::copy(a.h0 + r * D, a.h0 + (r + 1) * D, a.sweep_h);
+  std::copy(a.c0 + r * D, a.c0 + (r + 1) * D, a.sweep_c);
+  for (int64_t s = 0; s < F; ++s) {
+    const int64_t j = r == 1 ? s : F - 1 - s;
+    T* g = a.gates + j * G;
+    matvec(a.w_hh + r * G * D, a.sweep_h, static_cast<const T*>(nullptr), G, D, g, true);
+    lstm_pointwise(g, a.sweep_h, a.sweep_c, D, *a.scratch);
+    std::copy(a.sweep_h, a.sweep_h + D, a.feats + j * 3 * D + r * D);
+  }
+}
+
+MELNET_FAST_CPU_CLONES void time_layer_lstm(const TimeLayerArgs<float>& a, int64_t r) { time_layer_lstm_impl(a, r); }
+MELNET_FAST_CPU_CLONES void time_layer_lstm(const TimeLayerArgs<double>& a, int64_t r) { time_layer_lstm_impl(a, r); }
+
 template <typename T>
 struct LayerW {
   const T *t_w_ih, *t_w_hh, *t_bias, *t_h0, *t_c0, *t_proj_w, *t_proj_b;
@@ -222,8 +189,15 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
 
   // Caches: time LSTM (h, c) per layer and channel; the time-delayed stack's output per layer for this frame.
   std::vector<T> t_h(L * F * D), t_c(L * F * D), ht_layers(L * F * D);
-  PointwiseScratch<T> scratch(D);
-  std::vector<T> ht(F * D), feats(F * 3 * D), fgates(F * G), fh(D), fc(D), gates(G), hf(D), tmp(D), theta(3 * K), probs(K);
+  PointwiseScratch<T> scratch(4 * D);
+  std::vector<PointwiseScratch<T>> scratch3(3, PointwiseScratch<T>(4 * D));
+#ifdef _OPENMP
+  // Only worth a fork/join per layer and frame when each LSTM has real work (measured: D = 8 loses, 64 wins).
+  const bool inner_threads = !omp_in_parallel() && at::get_num_threads() > 1 && D >= 32;
+#else
+  const bool inner_threads = false;
+#endif
+  std::vector<T> ht(F * D), feats(F * 3 * D), fgates(3 * F * G), sweep_h(3 * D), sweep_c(3 * D), gates(G), hf(D), tmp(D), theta(3 * K), probs(K);
   for (int64_t l = 0; l < L; ++l) {
     for (int64_t j = 0; j < F; ++j) {
       std::copy(lw[l].t_h0, lw[l].t_h0 + D, &t_h[(l * F + j) * D]);
@@ -241,26 +215,15 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
     }
     for (int64_t l = 0; l < L; ++l) {
       const LayerW<T>& lay = lw[l];
-      // Time LSTM: one step for every channel at once.
-      matmat(lay.t_w_ih, ht.data(), F, D, lay.t_bias, G, D, fgates.data(), G);
-      matmat(lay.t_w_hh, &t_h[l * F * D], F, D, static_cast<const T*>(nullptr), G, D, fgates.data(), G, true);
-      for (int64_t j = 0; j < F; ++j) {
-        T* h = &t_h[(l * F + j) * D];
-        lstm_pointwise(&fgates[j * G], h, &t_c[(l * F + j) * D], D, scratch);
-        std::copy(h, h + D, &feats[j * 3 * D]);
-      }
-      for (int64_t r = 1; r <= 2; ++r) {  // frequency LSTMs, forward (r=1) and backward (r=2), over the frame
-        // Input terms of the whole frame first; only the recurrent term stays in the sequential loop.
-        matmat(lay.t_w_ih + r * G * D, ht.data(), F, D, lay.t_bias + r * G, G, D, fgates.data(), G);
-        std::copy(lay.t_h0 + r * D, lay.t_h0 + (r + 1) * D, fh.begin());
-        std::copy(lay.t_c0 + r * D, lay.t_c0 + (r + 1) * D, fc.begin());
-        for (int64_t s = 0; s < F; ++s) {
-          const int64_t j = r == 1 ? s : F - 1 - s;
-          T* g = &fgates[j * G];
-          matvec(lay.t_w_hh + r * G * D, fh.data(), static_cast<const T*>(nullptr), G, D, g, true);
-          lstm_pointwise(g, fh.data(), fc.data(), D, scratch);
-          std::copy(fh.begin(), fh.end(), &feats[j * 3 * D + r * D]);
-        }
+      // The three LSTMs of the layer write disjoint thirds of feats. At batch 1 they run on two threads (the
+      // outer loop over the batch is then serial); otherwise one after the other.
+#pragma omp parallel for num_threads(2) schedule(static, 1) if (inner_threads)
+      for (int64_t r = 0; r < 3; ++r) {
+        // A call, not inline code: the body of an OpenMP loop is outlined without the target clone's ISA.
+        time_layer_lstm(TimeLayerArgs<T>{lay.t_w_ih, lay.t_w_hh, lay.t_bias, lay.t_h0, lay.t_c0, ht.data(),
+                                         &t_h[l * F * D], &t_c[l * F * D], &fgates[r * F * G], &sweep_h[r * D],
+                                         &sweep_c[r * D], feats.data(), &scratch3[r], F, D},
+                        r);
       }
       // Projection and residual.
       matmat(lay.t_proj_w, feats.data(), F, 3 * D, lay.t_proj_b, D, 3 * D, ht.data(), D, true);
@@ -330,14 +293,6 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   }
   *log_density = logd;
 }
-
-// The per-element loop is bound by vector width: compile it for AVX-512 and AVX2 as well and pick at load time
-// (GCC function multi-versioning), so the package still runs on any x86-64.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define MELNET_FAST_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MELNET_FAST_CPU_CLONES
-#endif
 
 #define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                          \
   MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f, \

@@ -1,0 +1,76 @@
+"""Cases of the model-level benchmarks, shared by test_bench_model.py (pytest-benchmark) and
+bench_sampling.py (the table): sampling speed per provider and model.loss forward+backward per backend.
+
+Providers of sampling:
+  naive      what the public implementations do: the whole network re-run for every element (timed on a few
+             elements and extrapolated per element; it is O((T F)^2) in all)
+  reference  the eager cached sampler (O(T F) cell steps per layer, Python per element)
+  cpu        the C++ cached sampler (no Python per element)
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+import melnet_fast
+from melnet_fast import MelNet, MelNetConfig
+
+SAMPLING = [  # (preset, batch, frames)
+    ("tiny", 1, 16), ("tiny", 8, 16), ("small", 1, 8), ("small", 8, 8),
+]
+LOSS = [("tiny", 4, 32), ("small", 4, 16)]  # (preset, batch, frames)
+
+
+def build(preset: str, seed: int = 0) -> MelNet:
+    torch.manual_seed(seed)
+    model = MelNet(MelNetConfig.preset(preset)).eval()
+    with torch.no_grad():  # an untrained model with moderate heads, so samples stay finite
+        for tier in model.tiers:
+            tier.network.head.weight.mul_(0.1)
+    return model
+
+
+def sample_runner(model: MelNet, provider: str, batch: int, frames: int):
+    """A function that samples once and returns the number of elements it generated (per batch row)."""
+    n_mels = model.config.n_mels
+    if provider == "naive":
+        x = torch.zeros(batch, frames, n_mels)
+
+        def run():
+            # One element of the naive sampler = one full forward over the whole spectrogram.
+            with torch.no_grad(), melnet_fast.use_backend("auto"):
+                model(x)
+            return 1
+        return run
+
+    def run():
+        with melnet_fast.use_backend(provider):
+            model.sample(batch, frames, generator=torch.Generator().manual_seed(0))
+        return frames * n_mels
+    return run
+
+
+def loss_runner(model: MelNet, backend: str, batch: int, frames: int):
+    x = torch.randn(batch, frames, model.config.n_mels, generator=torch.Generator().manual_seed(1))
+
+    def run():
+        with melnet_fast.use_backend(backend):
+            model.zero_grad(set_to_none=True)
+            model.loss(x).backward()
+    return run
+
+
+def time_per_call(run, repeats: int, warmup: int) -> tuple[float, int]:
+    """Median seconds of one call, and what the call returned (elements generated)."""
+    out = None
+    for _ in range(warmup):
+        out = run()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = run()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2], out
