@@ -76,7 +76,8 @@ def main(argv=None) -> None:
         ms = {}
         for backend in ("reference", "cpu"):
             if backend in melnet_fast.available_backends():
-                ms[backend] = time_per_call(loss_runner(model, backend, batch, frames), max(args.repeats, 5), 1)[0] * 1e3
+                run = loss_runner(model, backend, batch, frames)
+                ms[backend] = time_per_call(run, max(args.repeats, 5), 1)[0] * 1e3
         for backend, v in ms.items():
             print(f"| {preset} | {batch}x{frames} | {backend} | {v:.1f} | {ms['reference'] / v:.2f}x |")
             rows.append(dict(ctx, kind="loss", preset=preset, batch=batch, frames=frames, provider=backend,

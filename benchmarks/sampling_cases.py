@@ -18,7 +18,7 @@ import melnet_fast
 from melnet_fast import MelNet, MelNetConfig
 
 SAMPLING = [  # (preset, batch, frames)
-    ("tiny", 1, 16), ("tiny", 8, 16), ("small", 1, 8), ("small", 8, 8),
+    ("tiny", 1, 32), ("tiny", 8, 32), ("small", 1, 32), ("small", 8, 32),
 ]
 LOSS = [("tiny", 4, 32), ("small", 4, 16)]  # (preset, batch, frames)
 
