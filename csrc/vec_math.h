@@ -30,6 +30,7 @@ struct ExpConsts<float> {
   using Int = int32_t;
   static constexpr float lo = -87.0f, hi = 88.0f, log2e = 1.44269504088896341f;
   static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  static constexpr float round_magic = 12582912.0f;  // 1.5 * 2^23
   static constexpr int bias = 127, shift = 23, degree = 7;
 };
 template <>
@@ -37,6 +38,7 @@ struct ExpConsts<double> {
   using Int = int64_t;
   static constexpr double lo = -708.0, hi = 709.0, log2e = 1.4426950408889634074;
   static constexpr double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+  static constexpr double round_magic = 6755399441055744.0;  // 1.5 * 2^52
   static constexpr int bias = 1023, shift = 52, degree = 13;
 };
 
@@ -47,6 +49,16 @@ struct PointwiseScratch {
   explicit PointwiseScratch(int64_t n) : arg(n), scale(n), bits(n) {}
 };
 
+// e^r = 1 + r (1 + r/2 (1 + r/3 (...))) to degree D, unrolled at compile time so the caller's loop vectorises.
+template <typename T, int K, int D>
+MF_INLINE T taylor_exp(T r) {
+  if constexpr (K > D) {
+    return T(1);
+  } else {
+    return T(1) + r * (T(1) / T(K)) * taylor_exp<T, K + 1, D>(r);
+  }
+}
+
 // x[j] = exp(x[j]) for j < n.
 template <typename T>
 MF_INLINE void exp_inplace(T* x, int64_t n, PointwiseScratch<T>& s) {
@@ -54,17 +66,15 @@ MF_INLINE void exp_inplace(T* x, int64_t n, PointwiseScratch<T>& s) {
   using Int = typename C::Int;
   T* scale = s.scale.data();
   Int* bits = s.bits.data();
-  T inv_fact[C::degree + 1];
-  inv_fact[0] = T(1);
-  for (int d = 1; d <= C::degree; ++d) inv_fact[d] = inv_fact[d - 1] / T(d);
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
-    const T t = std::min(std::max(x[j], T(C::lo)), T(C::hi));
-    const T k = std::floor(t * T(C::log2e) + T(0.5));
+    // Ternaries, not std::min / std::max: those take references and keep GCC from vectorising the loop.
+    const T v = x[j];
+    const T t = v < T(C::lo) ? T(C::lo) : (v > T(C::hi) ? T(C::hi) : v);
+    // Round to nearest by adding and removing 1.5 * 2^mantissa (std::floor is a call GCC will not vectorise).
+    const T k = (t * T(C::log2e) + T(C::round_magic)) - T(C::round_magic);
     const T r = (t - k * T(C::ln2_hi)) - k * T(C::ln2_lo);
-    T p = inv_fact[C::degree];
-    for (int d = C::degree - 1; d >= 0; --d) p = p * r + inv_fact[d];
-    x[j] = p;
+    x[j] = taylor_exp<T, 1, C::degree>(r);
     bits[j] = (static_cast<Int>(k) + C::bias) << C::shift;
   }
   __builtin_memcpy(scale, bits, n * sizeof(T));  // reinterpret the exponent bits as the 2^k factors
@@ -134,21 +144,42 @@ MF_INLINE void reserve(PointwiseScratch<T>& s, int64_t n) {
 }  // namespace melnet_fast
 
 // ---------------------------------------------------------------------------------------------------------------
-// Explicit 64-byte vectors (GCC vector extensions) with a full-range exp and log.
+// Explicit vectors (GCC vector extensions) with a full-range exp and log, at the native width of each target.
 //
-// The auto-vectoriser does not always turn the select-and-clamp code of a scalar exp into vector code (GCC 12
-// keeps branches for `x < lo ? lo : x` followed by arithmetic in the AVX2 and baseline builds), so these work on
-// whole vectors: one zmm register in the AVX-512 clone, two ymm in the AVX2 one, four xmm in the baseline, from
-// the same source. Like the rest of this file they are forced inline, to be compiled inside each target clone.
+// The auto-vectoriser does not always turn the select-and-clamp code of a scalar exp into vector code, so these
+// work on whole vectors. The width must match the target: GCC 12 splits a vector wider than the hardware's for
+// arithmetic but lowers its comparisons and selects lane by lane in scalar code. So a kernel is a template on
+// the vector size in bytes, compiled three times: 64 in a MELNET_FAST_TARGET_V4 function (AVX-512), 32 in a
+// MELNET_FAST_TARGET_V3 one (AVX2 + FMA), 16 in a plain one, and simd::cpu_level() picks one at run time.
+// Everything here is forced inline, so it is compiled inside each of them. Comparisons are used only as the
+// condition of a select (`a < b ? a : b`): a mask kept as an integer vector becomes scalar code in the AVX-512
+// build of GCC 12.
+#include <type_traits>
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32 / 64-byte vector arguments; always inlined, so no such call exists
 namespace melnet_fast {
 namespace simd {
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MELNET_FAST_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
+#define MELNET_FAST_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
+// 4: AVX-512 (x86-64-v4), 3: AVX2 + FMA (x86-64-v3), 1: anything else.
+inline int cpu_level() {
+  static const int level = __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 1;
+  return level;
+}
+#else
+#define MELNET_FAST_TARGET_V4
+#define MELNET_FAST_TARGET_V3
+inline int cpu_level() { return 1; }
+#endif
 
 template <typename T>
 struct VecTraits;
 template <>
 struct VecTraits<float> {
   using Int = int32_t;
-  // exp: arguments clamped to [lo, hi], which still underflows to 0 / overflows to inf; round-to-integer constant
+  // exp: arguments clamped to [lo, hi], which still underflow to 0 / overflow to inf; round-to-integer constant
   static constexpr float exp_lo = -110.0f, exp_hi = 89.0f, round_magic = 12582912.0f;  // 1.5 * 2^23
   static constexpr float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
   static constexpr int bias = 127, shift = 23, exp_degree = 7;
@@ -162,35 +193,36 @@ struct VecTraits<double> {
   static constexpr int bias = 1023, shift = 52, exp_degree = 13;
 };
 
-// Vec<T>: 64 bytes of T; IVec<T>: the same bits as integers of T's size (comparisons yield IVec masks, -1 / 0).
-template <typename T>
-struct Vec64Types {
-  typedef T type __attribute__((vector_size(64), aligned(sizeof(T))));
-  typedef typename VecTraits<T>::Int itype __attribute__((vector_size(64), aligned(sizeof(T))));
-  static constexpr int lanes = 64 / sizeof(T);
+// Vec<T, B>: B bytes of T; IVec<T, B>: integers of T's size (the bits of a Vec, by a cast).
+template <typename T, int B>
+struct VecTypes {
+  typedef T type __attribute__((vector_size(B), aligned(sizeof(T))));
+  typedef typename VecTraits<T>::Int itype __attribute__((vector_size(B), aligned(sizeof(T))));
 };
-template <typename T>
-using Vec = typename Vec64Types<T>::type;
-template <typename T>
-using IVec = typename Vec64Types<T>::itype;
-template <typename T>
+template <typename T, int B>
+using Vec = typename VecTypes<T, B>::type;
+template <typename T, int B>
+using IVec = typename VecTypes<T, B>::itype;
+template <typename V>
+using Elem = typename std::remove_cv<typename std::remove_reference<decltype(V{}[0])>::type>::type;
+template <typename V>
 constexpr int lanes() {
-  return Vec64Types<T>::lanes;
+  return sizeof(V) / sizeof(Elem<V>);
 }
 
-template <typename T>
-MF_INLINE Vec<T> load(const T* p) {
-  Vec<T> v;
+template <typename V>
+MF_INLINE V load(const Elem<V>* p) {
+  V v;
   __builtin_memcpy(&v, p, sizeof(v));
   return v;
 }
-template <typename T>
-MF_INLINE void store(T* p, const Vec<T>& v) {
+template <typename V>
+MF_INLINE void store(Elem<V>* p, const V& v) {
   __builtin_memcpy(p, &v, sizeof(v));
 }
-template <typename T>
-MF_INLINE Vec<T> splat(T s) {
-  return Vec<T>{} + s;
+template <typename V>
+MF_INLINE V splat(Elem<V> s) {
+  return V{} + s;
 }
 // max / min that return b when a is NaN (the vmaxps / vminps rule)
 template <typename V>
@@ -205,97 +237,93 @@ MF_INLINE V vmin(const V& a, const V& b) {
 // exp over the whole range: x = k ln2 + r (Cody-Waite, |r| <= ln2 / 2), a Taylor polynomial of r (degree 7 in
 // float, 13 in double, below one ulp), times 2^k applied as two normal factors 2^(k/2) 2^(k - k/2), so results
 // below the normal range come out as subnormals or 0 and above it as +inf. exp(-inf) = 0, NaN stays NaN.
-template <typename T>
-MF_INLINE Vec<T> exp_impl(const Vec<T>& x) {
+template <typename V>
+MF_INLINE V exp(const V& x) {
+  using T = Elem<V>;
   using C = VecTraits<T>;
-  const Vec<T> t = vmin(splat(T(C::exp_hi)), vmax(splat(T(C::exp_lo)), x));  // NaN passes through both
-  const Vec<T> magic = splat(T(C::round_magic));
-  const Vec<T> kr = t * T(C::log2e) + magic;  // k = round(t log2 e) sits in the low mantissa bits of kr
-  const Vec<T> k = kr - magic;
-  const Vec<T> r = (t - k * T(C::ln2_hi)) - k * T(C::ln2_lo);
+  using I = IVec<T, sizeof(V)>;
+  const V t = vmin(splat<V>(T(C::exp_hi)), vmax(splat<V>(T(C::exp_lo)), x));  // NaN passes through both
+  const V magic = splat<V>(T(C::round_magic));
+  const V kr = t * T(C::log2e) + magic;  // k = round(t log2 e) sits in the low mantissa bits of kr
+  const V k = kr - magic;
+  const V r = (t - k * T(C::ln2_hi)) - k * T(C::ln2_lo);
   T inv_fact[C::exp_degree + 1];
   inv_fact[0] = T(1);
   for (int d = 1; d <= C::exp_degree; ++d) inv_fact[d] = inv_fact[d - 1] / T(d);
-  Vec<T> p = splat(inv_fact[C::exp_degree]);
+  V p = splat<V>(inv_fact[C::exp_degree]);
   for (int d = C::exp_degree - 1; d >= 0; --d) p = p * r + inv_fact[d];
-  const IVec<T> ki = (IVec<T>)(kr) - (IVec<T>)(magic);
-  const IVec<T> half = ki >> 1;
-  const IVec<T> b1 = (half + C::bias) << C::shift;
-  const IVec<T> b2 = (ki - half + C::bias) << C::shift;
-  return p * (Vec<T>)(b1) * (Vec<T>)(b2);
+  const I ki = (I)(kr) - (I)(magic);
+  const I half = ki >> 1;
+  const I b1 = (half + C::bias) << C::shift;
+  const I b2 = (ki - half + C::bias) << C::shift;
+  return p * (V)(b1) * (V)(b2);
 }
 
-MF_INLINE Vec<float> exp(const Vec<float>& x) { return exp_impl<float>(x); }
-MF_INLINE Vec<double> exp(const Vec<double>& x) { return exp_impl<double>(x); }
-
-// log over the whole range (fdlibm / musl method): x = 2^k m with m in [sqrt(1/2), sqrt(2)), f = m - 1,
-// s = f / (2 + f), log(m) = f - f^2/2 + s (f^2/2 + R(s^2)) with the minimax R of fdlibm; about 1 ulp.
-// Subnormals are scaled up first; log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, NaN stays NaN.
-MF_INLINE Vec<float> log(const Vec<float>& x_in) {
-  using V = Vec<float>;
-  using I = IVec<float>;
-  const I tiny = x_in < 1.17549435e-38f;  // below the normal range (or <= 0, sorted out at the end)
-  const V x = tiny ? x_in * 33554432.0f : x_in;  // * 2^25
-  I ix = (I)(x);
-  ix += 0x3f800000 - 0x3f3504f3;
-  const I k = (ix >> 23) - 0x7f + (tiny & -25);
-  ix = (ix & 0x007fffff) + 0x3f3504f3;
-  const V m = (V)(ix);
-  const V f = m - 1.0f;
-  const V s = f / (f + 2.0f);
+// log(1 + f) + dk ln 2 for f in [sqrt(1/2) - 1, sqrt(2) - 1): s = f / (2 + f),
+// log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)) with the minimax R of fdlibm.
+template <typename V>
+MF_INLINE V log1p_reduced(const V& f, const V& dk) {
+  using T = Elem<V>;
+  const V s = f / (f + T(2));
   const V z = s * s;
   const V w = z * z;
-  const V t1 = w * (0.40000972152f + w * 0.24279078841f);
-  const V t2 = z * (0.66666662693f + w * 0.28498786688f);
-  const V R = t2 + t1;
-  const V hfsq = 0.5f * f * f;
-  const V dk = __builtin_convertvector(k, V);
-  const V r = s * (hfsq + R) + dk * 9.0580006145e-06f - hfsq + f + dk * 6.9313812256e-01f;
-  const V inf = splat(__builtin_inff());
-  const V special = x_in == 0.0f ? -inf : (x_in == inf ? inf : splat(__builtin_nanf("")));
-  return (x_in > 0.0f & x_in < inf) ? r : special;
+  const V hfsq = T(0.5) * f * f;
+  if constexpr (sizeof(T) == 4) {
+    const V t1 = w * (0.40000972152f + w * 0.24279078841f);
+    const V t2 = z * (0.66666662693f + w * 0.28498786688f);
+    return s * (hfsq + (t2 + t1)) + dk * 9.0580006145e-06f - hfsq + f + dk * 6.9313812256e-01f;
+  } else {
+    const V t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
+    const V t2 = z * (6.666666666666735130e-01 +
+                      w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    return s * (hfsq + (t2 + t1)) + dk * 1.90821492927058770002e-10 - hfsq + f + dk * 6.93147180369123816490e-01;
+  }
 }
 
-MF_INLINE Vec<double> log(const Vec<double>& x_in) {
-  using V = Vec<double>;
-  using I = IVec<double>;
-  const I tiny = x_in < 2.2250738585072014e-308;
-  const V x = tiny ? x_in * 18014398509481984.0 : x_in;  // * 2^54
-  I ix = (I)(x);
-  ix += int64_t(0x3ff00000 - 0x3fe6a09e) << 32;
-  const I k = (ix >> 52) - 0x3ff + (tiny & -54);
-  ix = (ix & 0x000fffffffffffffLL) + (int64_t(0x3fe6a09e) << 32);
-  const V m = (V)(ix);
-  const V f = m - 1.0;
-  const V hfsq = 0.5 * f * f;
-  const V s = f / (f + 2.0);
-  const V z = s * s;
-  const V w = z * z;
-  const V t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01 + w * 1.531383769920937332e-01));
-  const V t2 = z * (6.666666666666735130e-01 +
-                    w * (2.857142874366239149e-01 + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
-  const V R = t2 + t1;
-  const V dk = __builtin_convertvector(k, V);
-  const V r = s * (hfsq + R) + dk * 1.90821492927058770002e-10 - hfsq + f + dk * 6.93147180369123816490e-01;
-  const V inf = splat(__builtin_inf());
-  const V special = x_in == 0.0 ? -inf : (x_in == inf ? inf : splat(__builtin_nan("")));
-  return (x_in > 0.0 & x_in < inf) ? r : special;
+// log over the whole range (fdlibm / musl method): x = 2^k m with m in [sqrt(1/2), sqrt(2)), then
+// log1p_reduced(m - 1, k); below one ulp. Subnormals are scaled up first; log(0) = -inf, log(x < 0) = NaN,
+// log(inf) = inf, NaN stays NaN.
+template <typename V>
+MF_INLINE V log(const V& x_in) {
+  using T = Elem<V>;
+  using C = VecTraits<T>;
+  using Int = typename C::Int;
+  using I = IVec<T, sizeof(V)>;
+  constexpr bool f32 = sizeof(T) == 4;
+  const T min_normal = f32 ? T(1.17549435e-38f) : T(2.2250738585072014e-308);
+  const T up = f32 ? T(33554432.0f) : T(18014398509481984.0);  // 2^25, 2^54
+  constexpr int up_exp = f32 ? 25 : 54;
+  // sqrt(1/2) in the top bits: the mantissa is folded into [sqrt(1/2), sqrt(2)) around it
+  constexpr Int sqrt_half = f32 ? Int(0x3f3504f3) : Int(0x3fe6a09e) << 32;
+  constexpr Int one = Int(C::bias) << C::shift;
+  constexpr Int mant = (Int(1) << C::shift) - 1;
+  const V x = x_in < min_normal ? x_in * up : x_in;
+  I ix = (I)(x) + (one - sqrt_half);
+  const I k = (ix >> C::shift) - (x_in < min_normal ? I{} + (C::bias + up_exp) : I{} + C::bias);
+  ix = (ix & mant) + sqrt_half;
+  const V r = log1p_reduced((V)(ix) - T(1), __builtin_convertvector(k, V));
+  const V inf = splat<V>(T(__builtin_inf()));
+  const V finite_or_nan = x_in < inf ? r : x_in;  // log(inf) = inf, NaN stays
+  return x_in > T(0) ? finite_or_nan : (x_in == T(0) ? -inf : splat<V>(T(__builtin_nan(""))));
 }
 
 }  // namespace simd
 
-// x[j] = log(x[j]) for j < n (simd::log: full range, about 1 ulp).
-template <typename T>
+// x[j] = log(x[j]) for j < n with B-byte vectors (simd::log: full range, below one ulp). Call it with the B of
+// the target it is compiled in (see above).
+template <int B, typename T>
 MF_INLINE void log_inplace(T* x, int64_t n) {
-  constexpr int W = simd::lanes<T>();
+  using V = simd::Vec<T, B>;
+  constexpr int W = simd::lanes<V>();
   int64_t j = 0;
-  for (; j + W <= n; j += W) simd::store(x + j, simd::log(simd::load(x + j)));
+  for (; j + W <= n; j += W) simd::store(x + j, simd::log(simd::load<V>(x + j)));
   if (j < n) {
     T tail[W];
     for (int i = 0; i < W; ++i) tail[i] = j + i < n ? x[j + i] : T(1);
-    simd::store(tail, simd::log(simd::load(tail)));
+    simd::store(tail, simd::log(simd::load<V>(tail)));
     for (int64_t i = 0; j + i < n; ++i) x[j + i] = tail[i];
   }
 }
 
 }  // namespace melnet_fast
+#pragma GCC diagnostic pop
