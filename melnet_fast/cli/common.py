@@ -1,0 +1,155 @@
+"""What the CLI commands share: the user-error type, loading a run's model, devices, and small parsers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from melnet_fast.config import PRESETS, MelNetConfig
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: reported as one line, exit status 2, no traceback."""
+
+
+def preset_config(name: str, overrides: Dict[str, Any] | None = None) -> MelNetConfig:
+    """MelNetConfig of a preset (or "demo") with overrides; UserError when unknown or invalid."""
+    from melnet_fast.cli.demo import DEMO_PRESET, demo_config
+
+    try:
+        if name == DEMO_PRESET:
+            return demo_config(**(overrides or {}))
+        return MelNetConfig.preset(name, **(overrides or {}))
+    except TypeError as e:
+        raise UserError(f"invalid config override: {e}") from None
+    except ValueError as e:
+        if name not in PRESETS and name != DEMO_PRESET:
+            raise UserError(f"unknown preset {name!r}; presets: {', '.join(PRESETS + (DEMO_PRESET,))}") from None
+        raise UserError(f"invalid config: {e}") from None
+
+
+def parse_overrides(items: List[str] | None) -> Dict[str, Any]:
+    """["hidden_size=32", "layers=3,2,2", "f_max=3800.0"] -> {"hidden_size": 32, "layers": [3, 2, 2], ...}.
+    Values are read as JSON when they parse (numbers, null, true), comma lists as lists, else strings."""
+    out: Dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        key, text = item.split("=", 1)
+        out[key.strip()] = _value(text.strip())
+    return out
+
+
+def _value(text: str):
+    if "," in text and not text.startswith("["):
+        return [_value(t) for t in text.split(",")]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def pick_device(name: str, sampling: bool = False) -> torch.device:
+    """"auto" -> cuda when it can run the job, else cpu. For sampling, "auto" uses cuda only when the cuda
+    backend of melnet_fast is built (the per-element sampler is latency-bound: the C++ cpu loop beats plain
+    PyTorch on a GPU)."""
+    if name == "auto":
+        if sampling:
+            from melnet_fast.backends import why_unavailable
+
+            return torch.device("cuda" if why_unavailable("cuda") is None else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: torch sees no CUDA device here")
+    return device
+
+
+def load_run_model(run_dir: str, which: str = "best", device: torch.device | str = "cpu"):
+    """(run config doc, MelNet in eval mode on device, checkpoint path) of a run directory. UserError when the
+    run or its checkpoint is missing, or the checkpoint does not match the run's config."""
+    from melnet_fast.model import MelNet
+    from melnet_fast.train.run_dir import RunDir, RunDirError
+
+    run = RunDir(run_dir)
+    try:
+        doc = run.read_config()
+        path = run.model_checkpoint(which)
+        model = MelNet.load(path, config=doc["model"], map_location=device)
+    except (RunDirError, FileNotFoundError) as e:
+        raise UserError(str(e)) from None
+    except ValueError as e:
+        raise UserError(f"incompatible checkpoint: {e}") from None
+    model.eval()
+    return doc, model, path
+
+
+def frames_for(seconds: float, config: MelNetConfig) -> int:
+    """Frames of `seconds` of audio, rounded up to a multiple of config.time_factor."""
+    if not (isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"--seconds must be a positive number, got {seconds!r}")
+    frames = max(1, round(seconds * config.sample_rate / config.hop_length))
+    return -(-frames // config.time_factor) * config.time_factor
+
+
+def speaker_id(value: str | None, config: MelNetConfig, label_names: List[str]) -> torch.Tensor | None:
+    """--speaker (an id or a label name) -> LongTensor [1], or None for an unconditional model."""
+    if config.n_speakers == 0:
+        if value is not None:
+            raise UserError("--speaker was given but this model is not conditioned on speakers / labels")
+        return None
+    if value is None:
+        names = f" ({', '.join(f'{i}={n}' for i, n in enumerate(label_names))})" if label_names else ""
+        raise UserError(f"this model is conditioned on {config.n_speakers} speakers / labels: pass "
+                        f"--speaker ID{names}")
+    if value in label_names:
+        return torch.tensor([label_names.index(value)])
+    try:
+        sid = int(value)
+    except ValueError:
+        raise UserError(f"--speaker {value!r} is neither an id in 0..{config.n_speakers - 1} nor a label "
+                        f"name ({', '.join(label_names) or 'the run has no label names'})") from None
+    if not 0 <= sid < config.n_speakers:
+        raise UserError(f"--speaker {sid} is out of range 0..{config.n_speakers - 1}")
+    return torch.tensor([sid])
+
+
+def existing_file(path: str, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    return p
+
+
+def add_device_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument("--device", default=default, help="auto (default), cpu, cuda, cuda:N")
+
+
+def out_paths(out: str) -> Tuple[Path, Path, Path]:
+    """OUT.wav -> (OUT.wav, OUT.png, OUT.npy); the folder is created."""
+    wav = Path(out)
+    if wav.suffix.lower() != ".wav":
+        raise UserError(f"--out must name a .wav file, got {out}")
+    wav.parent.mkdir(parents=True, exist_ok=True)
+    return wav, wav.with_suffix(".png"), wav.with_suffix(".npy")
+
+
+def audible_range(spec: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """(spec clamped to [log floor, +60 dB over a full-scale sine], number of values that were not finite or
+    above that): what an undertrained model can draw (NaN, inf, runaway values) is not audio, and the inversion
+    needs finite power. Values below the log floor are just silence (the data is floored there) and are not
+    counted."""
+    from melnet_fast.plots import IMAGE_VMAX, IMAGE_VMIN
+
+    low, high = IMAGE_VMIN, IMAGE_VMAX + 2.0
+    spec = spec.float().cpu()
+    bad = int((~torch.isfinite(spec) | (spec > high)).sum())
+    return torch.nan_to_num(spec, nan=low, posinf=high, neginf=low).clamp(low, high), bad

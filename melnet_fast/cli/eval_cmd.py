@@ -1,0 +1,75 @@
+"""`melnet-fast eval`: held-out NLL per tier and overall, next to the run's per-channel Gaussian baseline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+from melnet_fast.cli.common import UserError, add_device_arg, load_run_model, pick_device
+from melnet_fast.train import SYNTHETIC, ChannelGaussian, DataSpec, RunDir, build_eval_dataset, evaluate
+from melnet_fast.train.evaluation import LN2
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="NLL of a run's model on data, per tier, next to the baseline",
+                       description="Score every segment of the data (non-overlapping, of the run's training crop "
+                                   "length) in nats and bits per element. With --json the last line printed is "
+                                   "one JSON object (nll_nats, nll_bits, baseline_nll_nats, tiers, ...).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    p.add_argument("--data", required=True, help="folder, CSV manifest, or 'synthetic' (the run's held-out clips)")
+    p.add_argument("--json", action="store_true", help="end with one JSON line")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
+    p.add_argument("--segment-frames", type=int, help="default: the run's training crop length")
+    p.add_argument("--max-segments", type=int, help="score only the first N segments")
+    p.add_argument("--batch-size", type=int, default=8)
+    add_device_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    device = pick_device(args.device)
+    doc, model, path = load_run_model(args.run, args.checkpoint, device)
+    c = model.config
+    run_dir = RunDir(args.run)
+    try:
+        baseline = ChannelGaussian.load(run_dir.baseline)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(f"{args.run}: no usable baseline.json ({e}); it is written when training starts") from None
+    if baseline.n_mels != c.n_mels:
+        raise UserError(f"{run_dir.baseline} has {baseline.n_mels} channels, the model {c.n_mels}")
+    frames = args.segment_frames or (doc.get("train") or {}).get("crop_frames") or c.max_frames
+    if frames % c.time_factor or frames < c.time_factor:
+        raise UserError(f"--segment-frames must be a positive multiple of {c.time_factor}, got {frames}")
+    if args.data != SYNTHETIC and not Path(args.data).exists():
+        raise UserError(f"--data {args.data}: no such folder or CSV file")
+    spec = DataSpec.from_dict(doc.get("data") or {"source": SYNTHETIC})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # files too short for one segment are simply not scored
+        try:
+            data = build_eval_dataset(args.data, spec, c, frames, cache_dir=run_dir.cache)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(f"--data {args.data}: {e}") from None
+    if c.n_speakers and data.label_names and spec.label_names and list(data.label_names) != spec.label_names:
+        raise UserError(f"--data {args.data} has labels {data.label_names}, the run was trained on "
+                        f"{spec.label_names}")
+    try:
+        result = evaluate(model, data, frames, baseline=baseline, batch_size=args.batch_size,
+                          max_segments=args.max_segments)
+    except ValueError as e:
+        raise UserError(f"--data {args.data}: {e}") from None
+    d = result.to_dict()
+    print(f"{path}: {result.segments} segments of {frames} frames x {c.n_mels} mels from {args.data}")
+    print(f"{'tier':>6} {'elements':>10} {'nats/elem':>10} {'bits/elem':>10} {'baseline':>10} {'bits':>8}")
+    for g, t in d["tiers"].items():
+        print(f"{g:>6} {t['elements']:>10} {t['nll_nats']:>10.4f} {t['nll_bits']:>10.4f} "
+              f"{t['baseline_nll_nats']:>10.4f} {t['baseline_nll_nats'] / LN2:>8.4f}")
+    print(f"{'all':>6} {sum(result.elements.values()):>10} {d['nll_nats']:>10.4f} {d['nll_bits']:>10.4f} "
+          f"{d['baseline_nll_nats']:>10.4f} {d['baseline_nll_bits']:>8.4f}")
+    print(f"model - baseline: {d['nll_nats'] - d['baseline_nll_nats']:+.4f} nats/element (negative is better)")
+    if args.json:
+        d.update(run=str(args.run), checkpoint=str(path), data=args.data)
+        print(json.dumps(d))
+    return 0

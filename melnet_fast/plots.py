@@ -1,0 +1,129 @@
+"""Figures of spectrograms (PNG): the tiers of a sample coarse to fine, real vs generated, and a lossless-ish
+grayscale image format that `melnet-fast invert` reads back.
+
+Figures use matplotlib's object API (matplotlib.figure.Figure), so no global pyplot state and no display.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from melnet_fast import audio
+from melnet_fast.multiscale import merge_tiers, split_tiers
+
+# The default value range of a spectrogram image: the log floor (-80 dB) to a full-scale sine (0 dB).
+IMAGE_VMIN = (math.log(audio.LOG_FLOOR) - audio.NORM_MEAN) / audio.NORM_STD
+IMAGE_VMAX = (0.0 - audio.NORM_MEAN) / audio.NORM_STD
+_META_KEY = "melnet_fast"
+
+
+def _as_array(x) -> np.ndarray:
+    x = x.detach().cpu().float().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"a spectrogram must be [T, F], got shape {x.shape}")
+    return x
+
+
+def _show(ax, x: np.ndarray, seconds: float, n_mels: int, vmin: float, vmax: float, title: str):
+    im = ax.imshow(x.T, origin="lower", aspect="auto", extent=(0, seconds, 0, n_mels), vmin=vmin, vmax=vmax,
+                   cmap="magma", interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("mel channel")
+    return im
+
+
+def tier_views(x: torch.Tensor, n_tiers: int) -> list[torch.Tensor]:
+    """x [T, F] -> [x^<2, x^<3, ..., x]: the spectrogram as known after tiers 1, 1..2, ..., 1..G, each at its
+    own (coarser) resolution [T_g, F_g]."""
+    tiers, _ = split_tiers(torch.as_tensor(x)[None], n_tiers)
+    return [merge_tiers(tiers[:g])[0] for g in range(1, n_tiers + 1)]
+
+
+def plot_tiers(path, x, n_tiers: int, settings=None, title: str = "generated") -> None:
+    """PNG of spectrogram x [T, F] (normalised log-mel) as the tiers build it: one panel per tier, coarse to
+    fine, all over the same time / mel axes. settings: anything audio.audio_settings takes (for the time axis)."""
+    from matplotlib.figure import Figure
+
+    s = audio.audio_settings(settings)
+    x = torch.as_tensor(_as_array(x))
+    seconds = x.shape[0] * s.hop_length / s.sample_rate
+    vmin, vmax = float(x.min()), float(x.max())
+    fig = Figure(figsize=(8, 1.9 * n_tiers + 0.4), layout="constrained")
+    axes = fig.subplots(n_tiers, 1, sharex=True, squeeze=False)[:, 0]
+    for g, (ax, view) in enumerate(zip(axes, tier_views(x, n_tiers)), start=1):
+        T, F = view.shape
+        label = f"{title}: tier 1" if g == 1 else f"tiers 1-{g}"
+        im = _show(ax, view.numpy(), seconds, x.shape[1], vmin, vmax, f"{label} ({T} frames x {F} channels)")
+    axes[-1].set_xlabel("time (s)")
+    fig.colorbar(im, ax=list(axes), label="normalised log-mel", shrink=0.8)
+    fig.savefig(os.fspath(path), dpi=110)
+
+
+def plot_comparison(path, real: Sequence, generated: Sequence, settings=None,
+                    real_titles: Sequence[str] | None = None, generated_titles: Sequence[str] | None = None) -> None:
+    """PNG with real spectrograms (left column) next to generated ones (right), each [T, F]; the titles name
+    each panel (default "#k")."""
+    from matplotlib.figure import Figure
+
+    s = audio.audio_settings(settings)
+    real = [_as_array(x) for x in real]
+    generated = [_as_array(x) for x in generated]
+    rows = max(len(real), len(generated))
+    values = np.concatenate([x.ravel() for x in real + generated])
+    vmin, vmax = float(values.min()), float(values.max())
+    fig = Figure(figsize=(11, 2.2 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False)
+    columns = (("real (held out)", real, real_titles), ("generated", generated, generated_titles))
+    for col, (kind, specs, titles) in enumerate(columns):
+        for row in range(rows):
+            ax = axes[row, col]
+            if row >= len(specs):
+                ax.axis("off")
+                continue
+            x = specs[row]
+            name = titles[row] if titles is not None and row < len(titles) else f"#{row + 1}"
+            im = _show(ax, x, x.shape[0] * s.hop_length / s.sample_rate, x.shape[1], vmin, vmax,
+                       f"{kind} {name}")
+        axes[-1, col].set_xlabel("time (s)")
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="normalised log-mel", shrink=0.8)
+    fig.savefig(os.fspath(path), dpi=110)
+
+
+def save_spectrogram_image(path, x, vmin: float | None = None, vmax: float | None = None) -> None:
+    """x [T, F] -> 16-bit grayscale PNG (width T, height F, low channels at the bottom); the value range
+    [vmin, vmax] (default: the data's) is stored in the PNG so load_spectrogram_image maps pixels back."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    x = _as_array(x)
+    vmin = float(x.min()) if vmin is None else float(vmin)
+    vmax = float(x.max()) if vmax is None else float(vmax)
+    scale = max(vmax - vmin, 1e-12)
+    pixels = np.round(np.clip((x - vmin) / scale, 0, 1) * 65535).astype(np.uint16)
+    info = PngInfo()
+    info.add_text(_META_KEY, json.dumps({"vmin": vmin, "vmax": vmax}))
+    Image.fromarray(np.ascontiguousarray(pixels.T[::-1])).save(os.fspath(path), pnginfo=info)
+
+
+def load_spectrogram_image(path) -> torch.Tensor:
+    """PNG -> spectrogram [T, F] float32 (T = width, F = height, the bottom row is channel 0).
+
+    Images written by save_spectrogram_image carry their value range; for any other image (colour is turned into
+    luminance) black..white map to IMAGE_VMIN..IMAGE_VMAX (the log floor to 0 dB)."""
+    from PIL import Image
+
+    with Image.open(os.fspath(path)) as im:
+        meta = json.loads(im.text[_META_KEY]) if _META_KEY in getattr(im, "text", {}) else {}
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            pixels = np.asarray(im, dtype=np.float64) / 65535.0
+        else:
+            pixels = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+    vmin, vmax = meta.get("vmin", IMAGE_VMIN), meta.get("vmax", IMAGE_VMAX)
+    x = vmin + pixels * (vmax - vmin)
+    return torch.from_numpy(np.ascontiguousarray(x[::-1].T)).float()

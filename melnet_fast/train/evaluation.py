@@ -1,0 +1,110 @@
+"""Held-out negative log-likelihood per tier and overall, in nats and bits per element, next to the baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from melnet_fast.model import MelNet
+from melnet_fast.multiscale import tier_index
+from melnet_fast.train.baseline import ChannelGaussian
+
+LN2 = math.log(2.0)
+
+
+@dataclasses.dataclass
+class EvalResult:
+    """NLLs in nats per element. tiers: tier -> model NLL; baseline_tiers: tier -> baseline NLL on the same
+    elements; elements: tier -> number of elements scored; segments: how many [frames, F] segments."""
+
+    tiers: Dict[int, float]
+    elements: Dict[int, int]
+    baseline_tiers: Dict[int, float]
+    segments: int
+    segment_frames: int
+
+    @property
+    def nll_nats(self) -> float:
+        """Overall model NLL: total nats over the scored tiers / their elements."""
+        n = sum(self.elements.values())
+        return sum(self.tiers[g] * self.elements[g] for g in self.tiers) / n
+
+    @property
+    def baseline_nll_nats(self) -> float | None:
+        if not self.baseline_tiers:
+            return None
+        n = sum(self.elements.values())
+        return sum(self.baseline_tiers[g] * self.elements[g] for g in self.baseline_tiers) / n
+
+    def to_dict(self) -> Dict:
+        base = self.baseline_nll_nats
+        return {
+            "nll_nats": self.nll_nats, "nll_bits": self.nll_nats / LN2,
+            "baseline_nll_nats": base, "baseline_nll_bits": None if base is None else base / LN2,
+            "tiers": {str(g): {"nll_nats": v, "nll_bits": v / LN2, "elements": self.elements[g],
+                               "baseline_nll_nats": self.baseline_tiers.get(g)}
+                      for g, v in self.tiers.items()},
+            "segments": self.segments, "segment_frames": self.segment_frames,
+        }
+
+
+def segments(dataset, frames: int, max_segments: int | None = None) -> List[Tuple[int, int]]:
+    """(item, start frame) of the non-overlapping segments of `frames` frames that tile every item (a shorter
+    remainder is dropped), item by item; the first max_segments of them when given. Deterministic."""
+    out = []
+    for i in range(len(dataset)):
+        for start in range(0, dataset.num_frames(i) - frames + 1, frames):
+            out.append((i, start))
+            if max_segments is not None and len(out) >= max_segments:
+                return out
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: MelNet, dataset, segment_frames: int, *, tiers: Sequence[int] | None = None,
+             baseline: ChannelGaussian | None = None, batch_size: int = 8, max_segments: int | None = None,
+             conditional: bool | None = None) -> EvalResult:
+    """Score the segments of `dataset` (see `segments`) with `model` on its own device.
+
+    dataset: anything with len, num_frames(i), spectrogram(i) -> [T_i, F] and labels (a SpectrogramCropDataset).
+    segment_frames: a multiple of model.config.time_factor. tiers: which tiers to score (default all).
+    conditional: pass the dataset labels as speaker ids (default: when the model has n_speakers > 0).
+    """
+    c = model.config
+    tiers = list(range(1, c.n_tiers + 1)) if tiers is None else sorted(tiers)
+    if segment_frames % c.time_factor:
+        raise ValueError(f"segment_frames={segment_frames} must be a multiple of {c.time_factor}")
+    conditional = c.n_speakers > 0 if conditional is None else conditional
+    param = next(model.parameters())
+    where = segments(dataset, segment_frames, max_segments)
+    if not where:
+        raise ValueError(f"no item of the evaluation data has {segment_frames} frames or more")
+    owner = tier_index(segment_frames, c.n_mels, c.n_tiers)  # [T, F]: which tier models each position
+    totals = {g: 0.0 for g in tiers}
+    base_totals = {g: 0.0 for g in tiers}
+    counts = {g: 0 for g in tiers}
+    was_training = model.training
+    model.eval()
+    try:
+        for b in range(0, len(where), batch_size):
+            chunk = where[b:b + batch_size]
+            x = torch.stack([dataset.spectrogram(i)[s:s + segment_frames] for i, s in chunk])
+            x = x.to(device=param.device, dtype=param.dtype)
+            labels = dataset.labels
+            cond = torch.tensor([labels[i] for i, _ in chunk], device=param.device) if conditional else None
+            base = baseline.nll(x) if baseline is not None else None
+            for g in tiers:
+                n = int((owner == g).sum()) * len(chunk)
+                totals[g] += float(model.loss(x, cond, tiers=[g])) * n
+                counts[g] += n
+                if base is not None:
+                    base_totals[g] += float(base[:, owner.to(base.device) == g].sum())
+    finally:
+        model.train(was_training)
+    return EvalResult(
+        tiers={g: totals[g] / counts[g] for g in tiers}, elements=counts,
+        baseline_tiers={g: base_totals[g] / counts[g] for g in tiers} if baseline is not None else {},
+        segments=len(where), segment_frames=segment_frames)

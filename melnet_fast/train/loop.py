@@ -1,0 +1,454 @@
+"""Trainer: the training loop of MelNet (all tiers or chosen ones), with validation, logging and checkpoints.
+
+One step: a batch of crops x [B, T, F] -> per-tier mean NLL (each tier's loss involves only its own parameters)
+-> backward of their sum, so each tier receives exactly the gradient of its own NLL, as if trained alone
+(paper, section 5) -> per-tier gradient clipping -> RMSProp. A step whose loss or gradient is not finite makes
+no update (the parameters and optimizer state are left as they were) and is reported; after `nan_patience`
+such steps in a row training stops with TrainingDiverged. Checkpoints are only written from finite parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from typing import Dict, List
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint as recompute_checkpoint
+
+from melnet_fast.config import MelNetConfig
+from melnet_fast.model import MelNet
+from melnet_fast.multiscale import tier_shapes
+from melnet_fast.train import distributed as dist_utils
+from melnet_fast.train.baseline import ChannelGaussian
+from melnet_fast.train.checkpointing import (
+    all_finite,
+    load_training_state,
+    rng_state,
+    save_training_state,
+    set_rng_state,
+)
+from melnet_fast.train.data_source import DataSpec, epoch_loader
+from melnet_fast.train.evaluation import LN2, EvalResult, evaluate
+from melnet_fast.train.metrics import MetricsLogger
+from melnet_fast.train.options import TrainOptions
+from melnet_fast.train.run_dir import RunDir, RunDirError
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient; the last good checkpoint is kept."""
+
+
+class TierLosses(nn.Module):
+    """forward(x [B, T, F], cond) -> [len(tiers)]: the mean NLL (nats per element) of each chosen tier.
+
+    A module of its own so that DistributedDataParallel can wrap it. recompute: run each tier's forward again
+    in backward instead of storing its activations (torch.utils.checkpoint)."""
+
+    def __init__(self, model: MelNet, tiers, recompute: bool = False):
+        super().__init__()
+        self.model, self.tiers, self.recompute = model, tuple(tiers), recompute
+
+    def _tier(self, x: torch.Tensor, cond, g: int) -> torch.Tensor:
+        return self.model.loss(x, cond, tiers=[g])
+
+    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        losses = []
+        for g in self.tiers:
+            if self.recompute and torch.is_grad_enabled():
+                losses.append(recompute_checkpoint(self._tier, x, cond, g, use_reentrant=False))
+            else:
+                losses.append(self._tier(x, cond, g))
+        return torch.stack(losses).float()
+
+
+@dataclasses.dataclass
+class StepResult:
+    """What one train_step did. losses: tier -> mean NLL (nats / element); grad_norms: tier -> norm before
+    clipping; skipped: no update was made (non-finite loss or gradient)."""
+
+    losses: Dict[int, float]
+    grad_norms: Dict[int, float]
+    skipped: bool
+    loss: float  # over the trained tiers, weighted by their element counts
+
+
+def _pick_device(name: str, local_rank: int | None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for but torch sees no CUDA device")
+        if device.index is None:
+            device = torch.device("cuda", local_rank or 0)
+        torch.cuda.set_device(device)
+    return device
+
+
+class Trainer:
+    """Trains a MelNet on a dataset of crops (see melnet_fast.data), logging to and checkpointing in run_dir.
+
+    train_data / val_data: SpectrogramCropDataset-like (crops [crop_frames, F] with labels, `spectrogram(i)`);
+    the crops must have options.crop_frames frames. run_dir None: nothing is written (library use, tests).
+    baseline: the per-channel Gaussian reported next to validation NLLs (default: fitted on train_data, and
+    kept in run_dir/baseline.json). resume: continue from run_dir's latest checkpoint when there is one.
+    distributed: None = when launched by torchrun (or a process group exists); see melnet_fast.train.distributed.
+    """
+
+    def __init__(self, model: MelNet, train_data, val_data=None, options: TrainOptions | None = None,
+                 run_dir=None, *, baseline: ChannelGaussian | None = None, data_spec: DataSpec | None = None,
+                 resume: bool = True, distributed: bool | None = None):
+        self.model = model
+        self.config: MelNetConfig = model.config
+        self.options = (options or TrainOptions()).resolved(self.config)
+        o = self.options
+        self.train_data, self.val_data = train_data, val_data
+        if len(train_data) == 0:
+            raise ValueError("the training data is empty")
+        if train_data.crop_frames != o.crop_frames:
+            raise ValueError(f"the training data serves crops of {train_data.crop_frames} frames, the options ask "
+                             f"for crop_frames={o.crop_frames}")
+        self.run = RunDir(run_dir).create() if run_dir is not None else None
+
+        if distributed is None:
+            distributed = dist_utils.launched_by_torchrun() or torch.distributed.is_initialized()
+        self.dist = None
+        if distributed:
+            costs = dist_utils.tier_costs(self.config, o.crop_frames)
+            self.dist = dist_utils.init_distributed(o.tiers, costs, o.tier_assignment)
+        self.is_main = self.dist is None or self.dist.is_main
+        self.tiers: tuple = self.dist.tiers if self.dist else o.tiers
+        self.device = _pick_device(o.device, self.dist.local_rank if self.dist else None)
+        self.amp = self.device.type == "cuda" if o.amp is None else bool(o.amp and self.device.type == "cuda")
+        self.conditional = self.config.n_speakers > 0
+        model.to(self.device)
+
+        # Every parameter goes to the optimizer, trained tiers or not, so that its state dict lines up whichever
+        # tiers a run (or a rank) trains; parameters without a gradient are left alone by RMSprop.
+        self.optimizer = torch.optim.RMSprop(model.parameters(), lr=o.learning_rate, momentum=o.momentum)
+        self._tier_params = {g: list(model.tiers[g - 1].parameters()) for g in self.tiers}
+        shapes = tier_shapes(o.crop_frames, self.config.n_mels, self.config.n_tiers)
+        self._tier_elements = {g: shapes[g - 1][0] * shapes[g - 1][1] for g in range(1, self.config.n_tiers + 1)}
+        self.loss_module: nn.Module = TierLosses(model, self.tiers, o.recompute)
+        if self.dist:
+            for g, tier in enumerate(model.tiers, start=1):
+                tier.requires_grad_(g in self.tiers)  # DDP synchronises exactly the trainable parameters
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.loss_module = DistributedDataParallel(
+                self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                process_group=self.dist.group)
+
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.skipped_steps = self._bad_in_a_row = self._streak = 0
+        self.best_val: float | None = None
+        self.best_step: int | None = None
+        self.last_checkpoint_step: int | None = None
+        self.last_val: EvalResult | None = None
+        self._last_val_step: int | None = None
+        self._iter = None
+        self.messages: List[str] = []
+        self._pending: List[str] = []
+
+        resumed = False
+        if resume and self.run is not None and self.run.latest_state.is_file():
+            self.load_state_dict(load_training_state(self.run.latest_state))
+            resumed = True
+        self.baseline = baseline if baseline is not None else self._baseline()
+        if self.run is not None and self.is_main:
+            self.run.write_config(self.config, o.to_dict(), data_spec.to_dict() if data_spec else {})
+        self.logger = MetricsLogger(self.run.root if self.run is not None and self.is_main else None,
+                                    self.config.n_tiers, resume_step=self.step if resumed else None,
+                                    echo=self.is_main)
+        for text in self._pending:  # said before the logger existed (e.g. while resuming)
+            self.logger.message(text)
+        self._pending.clear()
+
+    # ------------------------------------------------------------------ helpers
+    def say(self, text: str) -> None:
+        """Report a message (stderr, train.log, and self.messages)."""
+        self.messages.append(text)
+        logger = getattr(self, "logger", None)
+        if logger is None:
+            self._pending.append(text)
+        else:
+            logger.message(text)
+
+    def _baseline(self) -> ChannelGaussian:
+        path = self.run.baseline if self.run is not None else None
+        if path is not None and path.is_file():
+            return ChannelGaussian.load(path)
+        base = ChannelGaussian.fit(self.train_data.spectrogram(i) for i in range(len(self.train_data)))
+        if path is not None and self.is_main:
+            base.save(path)
+        return base
+
+    def _autocast(self):
+        if self.amp:
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _next_batch(self):
+        o = self.options
+        while True:
+            if self._iter is None:
+                shard, shards = 0, 1
+                if self.dist:
+                    ranks = self.dist.group_ranks
+                    shard, shards = ranks.index(self.dist.rank), len(ranks)
+                    if len(self.train_data) < shards:
+                        raise ValueError(f"{len(self.train_data)} training items cannot be shared by {shards} ranks")
+                loader, _ = epoch_loader(self.train_data, o.batch_size, o.seed, self.epoch, self.batch_in_epoch,
+                                         shard, shards, o.num_workers)
+                self._iter = iter(loader)
+            try:
+                batch = next(self._iter)
+            except StopIteration:
+                self.epoch, self.batch_in_epoch, self._iter = self.epoch + 1, 0, None
+                continue
+            self.batch_in_epoch += 1
+            return batch
+
+    # ------------------------------------------------------------------ one step
+    def compute_losses(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        """x [B, T, F] on the device -> [len(self.tiers)] mean NLL per trained tier (with autograd)."""
+        with self._autocast():
+            return self.loss_module(x, cond)
+
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> StepResult:
+        """One optimisation step on a batch x [B, T, F] (labels [B]: speaker / genre ids, used when the model
+        is conditional). Does not advance self.step (fit does)."""
+        self.model.train()
+        x = x.to(self.device, non_blocking=True)
+        cond = labels.to(self.device) if self.conditional and labels is not None else None
+        losses = self.compute_losses(x, cond)
+        # Backward even when the loss is not finite: under DDP every rank of a group must join the gradient
+        # all-reduce, and the non-finite gradient then tells all of them to skip the update.
+        losses.sum().backward()
+        max_norm = self.options.clip_grad_norm or math.inf
+        norms = {g: float(torch.nn.utils.clip_grad_norm_([p for p in self._tier_params[g] if p.grad is not None],
+                                                         max_norm))
+                 for g in self.tiers}
+        values = dict(zip(self.tiers, losses.detach().tolist()))
+        finite = all(math.isfinite(v) for v in values.values()) and all(math.isfinite(n) for n in norms.values())
+        if finite:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        n = sum(self._tier_elements[g] for g in self.tiers)
+        loss = sum(values[g] * self._tier_elements[g] for g in self.tiers) / n
+        return StepResult(values, norms, not finite, loss)
+
+    def _last_good(self) -> str:
+        if self.last_checkpoint_step is None:
+            return "no checkpoint has been written yet"
+        return (f"last good checkpoint: step {self.last_checkpoint_step}"
+                + (f" in {self.run.latest_state}" if self.run is not None else ""))
+
+    def _after_step(self, result: StepResult, out_of_time: bool) -> bool:
+        """Count and report a skipped step; stop after nan_patience failing steps in a row. Returns whether the
+        time budget is spent. Under torch.distributed both decisions are taken over all ranks (any rank failing
+        or out of time), since every rank must reach the same checkpoints and stop at the same step."""
+        if result.skipped:
+            self.skipped_steps += 1
+            self._bad_in_a_row += 1
+            what = ", ".join(f"tier {g} loss {result.losses[g]:.4g} grad norm {result.grad_norms[g]:.4g}"
+                             for g in self.tiers)
+            self.say(f"step {self.step}: non-finite loss or gradient ({what}); skipped the update (parameters "
+                     f"unchanged); {self._last_good()}")
+        else:
+            self._bad_in_a_row = 0
+        self._streak = self._bad_in_a_row
+        if self.dist:
+            states = dist_utils.all_gather((self._bad_in_a_row, out_of_time))
+            self._streak, out_of_time = max(b for b, _ in states), any(t for _, t in states)
+        if self._streak >= self.options.nan_patience:
+            where = self._last_good()
+            raise TrainingDiverged(f"{self._streak} consecutive steps had a non-finite loss or gradient (last at "
+                                   f"step {self.step}); stopped. {where[0].upper() + where[1:]}; lower the "
+                                   f"learning rate or check the data")
+        return out_of_time
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> Dict:
+        """Train until options.steps, or until a step ends after options.max_seconds, and return a summary dict:
+        step, skipped_steps,
+        best_val_nll_nats, val (the last validation's EvalResult.to_dict()), seconds, stopped ("steps" or
+        "time")."""
+        from tqdm.auto import tqdm
+
+        o = self.options
+        start = time.perf_counter()
+        stopped = "steps"
+        bar = tqdm(total=o.steps, initial=min(self.step, o.steps), desc="train", unit="step", dynamic_ncols=True,
+                   disable=not (o.progress and self.is_main))
+        interval = {"time": 0.0, "elements": 0, "loss": 0.0, "steps": 0}
+        elements_per_example = sum(self._tier_elements[g] for g in self.tiers)
+        rate = None
+        try:
+            while self.step < o.steps:
+                x, labels = self._next_batch()
+                t0 = time.perf_counter()
+                result = self.train_step(x, labels)
+                dt = time.perf_counter() - t0
+                self.step += 1
+                out_of_time = self._after_step(
+                    result, o.max_seconds is not None and time.perf_counter() - start >= o.max_seconds)
+                if not result.skipped:
+                    interval["loss"] += result.loss
+                    interval["steps"] += 1
+                elements = x.shape[0] * elements_per_example
+                interval["time"] += dt
+                interval["elements"] += elements
+                rate = elements / dt if rate is None else 0.9 * rate + 0.1 * elements / dt
+                bar.update(1)
+                bar.set_postfix(loss=f"{result.loss:.4f}", elem_s=f"{rate:,.0f}", refresh=False)
+                if o.log_every and self.step % o.log_every == 0:
+                    self._log_train(interval, result)
+                    interval = {"time": 0.0, "elements": 0, "loss": 0.0, "steps": 0}
+                if o.val_every and self.step % o.val_every == 0:
+                    self.validate()
+                if o.checkpoint_every and self.step % o.checkpoint_every == 0:
+                    self._checkpoint_unless_failing()
+                if out_of_time and self.step < o.steps:
+                    stopped = "time"
+                    self.say(f"time budget of {o.max_seconds:g} s reached at step {self.step}")
+                    break
+            if self._last_val_step != self.step:
+                self.validate()
+            if self.last_checkpoint_step != self.step:
+                self._checkpoint_unless_failing()
+        finally:
+            bar.close()
+            self.logger.flush()
+        return {"step": self.step, "skipped_steps": self.skipped_steps, "best_val_nll_nats": self.best_val,
+                "val": self.last_val.to_dict() if self.last_val is not None else None,
+                "seconds": time.perf_counter() - start, "stopped": stopped}
+
+    def _checkpoint_unless_failing(self) -> None:
+        # During a run of non-finite steps the last good checkpoint is the one from before it: keep that one.
+        if self._streak:
+            self.say(f"step {self.step}: checkpoint not written while steps are failing (last good checkpoint: "
+                     f"step {self.last_checkpoint_step})")
+            return
+        self.save_checkpoint()
+
+    def _log_train(self, interval, result: StepResult) -> None:
+        if not interval["steps"]:
+            return
+        loss = interval["loss"] / interval["steps"]
+        values = {"nll_nats": loss, "nll_bits": loss / LN2, "lr": self.optimizer.param_groups[0]["lr"],
+                  "grad_norm": max(result.grad_norms.values()), "skipped": self.skipped_steps,
+                  "elements_per_s": interval["elements"] / max(interval["time"], 1e-9)}
+        values.update({f"nll_tier{g}_nats": v for g, v in result.losses.items()})
+        self.logger.log(self.step, "train", values)
+
+    # ------------------------------------------------------------------ validation
+    def _val_batch_size(self) -> int:
+        # Without autograd a batch costs far less memory: small models validate in batches of up to 32 (fewer
+        # calls), large ones keep the training batch size (about 4M activations of width D per batch).
+        o, c = self.options, self.config
+        return max(o.batch_size, min(32, 2**22 // (o.crop_frames * c.n_mels * c.hidden_size)))
+
+    def validate(self) -> EvalResult | None:
+        """NLL of the held-out data (the first options.val_segments segments of crop_frames frames), logged as a
+        "val" row; a new best writes checkpoints/best.safetensors. None without validation data."""
+        if self.val_data is None:
+            return None
+        o = self.options
+        result = evaluate(self.model, self.val_data, o.crop_frames, tiers=self.tiers, baseline=self.baseline,
+                          batch_size=self._val_batch_size(), max_segments=o.val_segments)
+        if self.dist:  # every tier is scored on the ranks that train it; its group leader's figure counts
+            gathered = dist_utils.all_gather(result)
+            result = EvalResult({}, {}, {}, result.segments, result.segment_frames)
+            for tiers, ranks in self.dist.plan.groups:
+                r = gathered[ranks[0]]
+                for g in tiers:
+                    result.tiers[g], result.elements[g] = r.tiers[g], r.elements[g]
+                    result.baseline_tiers[g] = r.baseline_tiers[g]
+        self.last_val, self._last_val_step = result, self.step
+        nll = result.nll_nats
+        values = {"nll_nats": nll, "nll_bits": nll / LN2, "baseline_nll_nats": result.baseline_nll_nats}
+        values.update({f"nll_tier{g}_nats": v for g, v in result.tiers.items()})
+        self.logger.log(self.step, "val", values)
+        if math.isfinite(nll) and (self.best_val is None or nll < self.best_val):
+            self.best_val, self.best_step = nll, self.step
+            if self.run is not None:
+                if self.dist:
+                    dist_utils.broadcast_tiers(self.model, self.optimizer, self.dist)
+                if self.is_main and all_finite(self.model):
+                    self.model.save(self.run.best_model)
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict:
+        """Everything a resumed run needs to continue exactly (RNG state of this process only)."""
+        return {
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "model_config": self.config.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "rng": [rng_state()],
+            "best_val": self.best_val, "best_step": self.best_step, "skipped_steps": self.skipped_steps,
+            "options": self.options.to_dict(),
+        }
+
+    def load_state_dict(self, state: Dict) -> None:
+        """Restore a state_dict / checkpoint. RunDirError when it belongs to a model with another config."""
+        stored = MelNetConfig.from_dict(state["model_config"])
+        if stored != self.config:
+            diff = {k: (v, self.config.to_dict()[k]) for k, v in stored.to_dict().items()
+                    if v != self.config.to_dict()[k]}
+            raise RunDirError(f"the checkpoint is incompatible with this model: config fields differ "
+                              f"(checkpoint, now): {diff}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the options of this run win over the stored ones
+            group["lr"], group["momentum"] = self.options.learning_rate, self.options.momentum
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.best_val, self.best_step = state["best_val"], state["best_step"]
+        self.skipped_steps = state["skipped_steps"]
+        self.last_checkpoint_step = self.step
+        self._iter = None
+        rank = self.dist.rank if self.dist else 0
+        rngs = state["rng"]
+        if len(rngs) == (self.dist.world_size if self.dist else 1):
+            set_rng_state(rngs[rank])
+        else:
+            self.say(f"the checkpoint holds RNG states of {len(rngs)} processes, this run has "
+                     f"{self.dist.world_size if self.dist else 1}: RNG states not restored")
+        before = state.get("options", {})
+        changed = [k for k in ("batch_size", "crop_frames", "seed") if k in before
+                   and before[k] != getattr(self.options, k)]
+        if changed:
+            self.say(f"resuming with changed {', '.join(changed)}: the data order differs from the original run")
+        self.say(f"resumed from step {self.step}" + (f" ({self.run.latest_state})" if self.run else ""))
+
+    def save_checkpoint(self) -> bool:
+        """Write checkpoints/latest.pt (training state) and latest.safetensors (weights), atomically. Skipped,
+        with a message, when a parameter is not finite (the last good checkpoint stays). Returns whether written."""
+        if self.dist:
+            dist_utils.broadcast_tiers(self.model, self.optimizer, self.dist)
+            rngs = dist_utils.all_gather(rng_state())
+        if not all_finite(self.model):
+            self.say(f"step {self.step}: a parameter is not finite; checkpoint not written (last good checkpoint: "
+                     f"step {self.last_checkpoint_step})")
+            return False
+        self.last_checkpoint_step = self.step
+        if self.run is None or not self.is_main:
+            return True
+        state = self.state_dict()
+        if self.dist:
+            state["rng"] = rngs
+        save_training_state(self.run.latest_state, state)
+        self.model.save(self.run.latest_model)
+        return True
+
+    def close(self) -> None:
+        """Close the logs (and leave a process group this trainer created)."""
+        self.logger.close()
+        if self.dist:
+            self.dist.close()
