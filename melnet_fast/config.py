@@ -20,7 +20,7 @@ _PRESETS: Dict[str, Dict[str, Any]] = {
                     sample_rate=22050, hop_length=256, max_seconds=6.0, batch_size=16),
     "voxceleb2": dict(n_tiers=5, n_mels=180, hidden_size=512, layers=(16, 6, 5, 4, 3), n_mixtures=10,
                       sample_rate=16000, hop_length=180, max_seconds=6.0, batch_size=128),
-    "tiny": dict(n_tiers=3, n_mels=16, hidden_size=8, layers=(2, 1, 1), n_mixtures=3, feature_layers=1,
+    "tiny": dict(n_tiers=3, n_mels=16, hidden_size=4, layers=(2, 1, 1), n_mixtures=3, feature_layers=1,
                  sample_rate=8000, hop_length=128, max_seconds=2.0, batch_size=4),
     "small": dict(n_tiers=3, n_mels=32, hidden_size=64, layers=(4, 2, 2), n_mixtures=5, feature_layers=2,
                   sample_rate=16000, hop_length=160, max_seconds=4.0, batch_size=8),

@@ -8,6 +8,10 @@ import torch
 from torch import nn
 
 
+# Scale of the head's initial weights relative to nn.Linear's default (see GMMHead.__init__).
+INIT_SCALE = 0.1
+
+
 class MixtureParams(NamedTuple):
     """Unconstrained parameters of a K-component Gaussian mixture per element, each [..., K]:
     means, log standard deviations, and logits of the weights (pi = softmax(logit_pi))."""
@@ -24,6 +28,10 @@ class GMMHead(nn.Linear):
     def __init__(self, hidden_size: int, n_mixtures: int):
         super().__init__(hidden_size, 3 * n_mixtures)
         self.n_mixtures = n_mixtures
+        # A small initial head: each drawn value feeds the next channel's input, and with nn.Linear's default
+        # scale an untrained model's samples run away along frequency (to inf within a few channels).
+        with torch.no_grad():
+            self.weight.mul_(INIT_SCALE)
 
     def forward(self, h: torch.Tensor) -> MixtureParams:
         theta = super().forward(h)

@@ -108,6 +108,6 @@ def test_derived_sizes():
     assert c.max_frames == 860  # 10 s * 22050 / 256 = 861.3 frames, down to a multiple of 4
     assert [c.conditioning_dim(g) for g in (1, 2)] == [0, 512]
     s = MelNetConfig.preset("tiny", n_speakers=4, speaker_dim=3, cond_dim=2)
-    assert [s.conditioning_dim(g) for g in (1, 2, 3)] == [5, 13, 13]
+    assert [s.conditioning_dim(g) for g in (1, 2, 3)] == [5, 9, 9]  # hidden 4 + speaker 3 + features 2
     with pytest.raises(ValueError, match="tier must be an int in 1..3"):
         s.conditioning_dim(0)

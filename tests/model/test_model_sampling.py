@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import melnet_fast
+from melnet_fast import MelNet, MelNetConfig
 from melnet_fast.multiscale import split_tiers
 from melnet_fast.ops.gmm.naive import draw_noise, gmm_sample_from_noise
 from tests.model.helpers import BACKENDS, random_cond, random_model, random_spectrogram, tiny_config
@@ -129,3 +130,12 @@ def test_prime_of_all_frames_draws_nothing():
     prime = random_spectrogram(1, 4, config.n_mels)
     x, ld = model.sample(1, 4, prime=prime, generator=torch.Generator().manual_seed(0), return_log_prob=True)
     assert torch.equal(x, prime) and torch.equal(ld, torch.zeros(1, dtype=ld.dtype))
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_untrained_model_samples_stay_finite(preset):
+    # The drawn values feed the next channel's input; with a full-scale initial head they ran away to inf.
+    torch.manual_seed(0)
+    model = MelNet(MelNetConfig.preset(preset))
+    x = model.sample(2, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
