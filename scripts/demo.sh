@@ -5,10 +5,5 @@
 # Extra arguments go to `melnet-fast demo` (see `melnet-fast demo --help`), e.g. --train-minutes 5 --out DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
-MAX_JOBS=${MAX_JOBS:-2} .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
+source scripts/env.sh
 exec .venv/bin/melnet-fast demo "$@"

@@ -1,0 +1,8 @@
+# Sourced by scripts/test.sh and scripts/demo.sh: creates .venv with the pinned environment
+# (requirements-dev.txt) and builds the package and its extension into it.
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+MAX_JOBS=${MAX_JOBS:-2} .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
