@@ -62,14 +62,14 @@ struct WorkMap {
   }
 };
 
-// Pointers of one forward step. Row k of active direction r reads its gate pre-activations from xp (input
-// term) and hh (recurrent term) and writes y, and, when saving, the activated gates and the cell state.
+// Pointers of one forward step. Row k of active direction r finds the input term of its gate pre-activations
+// in pre [R, N, 4H] and the recurrent term in hh, and overwrites pre with the activated gates (which backward
+// keeps); it writes y and, when saving, the cell state.
 template <typename T>
 struct FwdStep {
-  const T* xp;
+  T* pre;
   T* y;
-  T* gates;  // null when not saving
-  T* cell;
+  T* cell;  // null when not saving
   T* const* h;
   T* const* c;
   const T* const* hh;
@@ -82,16 +82,15 @@ template <typename T>
 MF_INLINE void fwd_rows(const FwdStep<T>& st, int64_t lo, int64_t hi) {
   const int64_t H = st.H, G = 4 * H, R = st.R;
   PointwiseScratch<T> scratch(G);
-  std::vector<T> act_buf(G);
   size_t a = 0;
   for (int64_t item = lo; item < hi; ++item) {
     while (a + 1 < st.work->start.size() && item >= st.work->start[a + 1]) ++a;
     const int64_t r = st.work->dir[a], k = item - st.work->start[a];
     const int64_t n = position(st.dirs[r], k, st.s, st.T_, st.F);
-    T* act = st.gates ? st.gates + (r * st.N + n) * G : act_buf.data();
+    T* act = st.pre + (r * st.N + n) * G;
     T* h = st.h[r] + k * H;
     T* c = st.c[r] + k * H;
-    lstm_cell_pointwise(st.xp + n * R * G + r * G, st.hh[r] + k * G, act, h, c, H, scratch);
+    lstm_cell_pointwise(act, st.hh[r] + k * G, act, h, c, H, scratch);
     std::copy(h, h + H, st.y + n * R * H + r * H);
     if (st.cell) std::copy(c, c + H, st.cell + (r * st.N + n) * H);
   }
@@ -186,12 +185,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
               directions.size(), " directions");
 
   auto y = new_output({B, T, F, R * H}, x.options());
-  auto gates = save ? new_output({R, B, T, F, G}, x.options()) : at::empty({0}, x.options());
+  // The gate buffer first holds the input terms, then the activated gates: backward needs them, so it is an
+  // output when saving and a temporary otherwise (no separate [N, R*4H] projection buffer).
+  auto gates = new_output({R, B, T, F, G}, x.options());
   auto cell = save ? new_output({R, B, T, F, H}, x.options()) : at::empty({0}, x.options());
-  if (N == 0 || H == 0) return {y, gates, cell};
+  if (N == 0 || H == 0) return {y, save ? gates : at::empty({0}, x.options()), cell};
 
-  // Input projections of every direction at once: [N, I] x [I, R*4H].
-  auto xp = at::addmm(bias.reshape({1, R * G}), x.reshape({N, I}), w_ih.reshape({R * G, I}).t());
+  // Input projections of every direction, one GEMM each over all N positions: [N, I] x [I, 4H].
+  const auto x_flat = x.reshape({N, I});
+  for (int64_t r = 0; r < R; ++r) {
+    auto pre_r = gates[r].view({N, G});
+    at::addmm_out(pre_r, bias[r], x_flat, w_ih[r].t());
+  }
 
   std::vector<Direction> dirs;
   std::vector<at::Tensor> h_prev, c_prev, hh;
@@ -206,9 +211,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
   const int64_t steps = std::max(T, F);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_fwd_cpu", [&] {
-    const scalar_t* xp_p = xp.data_ptr<scalar_t>();
+    scalar_t* pre_p = gates.data_ptr<scalar_t>();
     scalar_t* y_p = y.data_ptr<scalar_t>();
-    scalar_t* gates_p = save ? gates.data_ptr<scalar_t>() : nullptr;
     scalar_t* cell_p = save ? cell.data_ptr<scalar_t>() : nullptr;
     std::vector<scalar_t*> hp(R), cp(R);
     std::vector<const scalar_t*> hhp(R);
@@ -218,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
       hhp[r] = hh[r].data_ptr<scalar_t>();
     }
     WorkMap work;
-    FwdStep<scalar_t> st{xp_p, y_p, gates_p, cell_p, hp.data(), cp.data(), hhp.data(), dirs.data(), &work,
+    FwdStep<scalar_t> st{pre_p, y_p, cell_p, hp.data(), cp.data(), hhp.data(), dirs.data(), &work,
                          0, T, F, R, H, N};
     for (int64_t s = 0; s < steps; ++s) {
       work.build(dirs, s);
@@ -227,6 +231,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
       run_step(st);
     }
   });
+  if (!save) gates = at::empty({0}, x.options());
   return {y, gates, cell};
 }
 
