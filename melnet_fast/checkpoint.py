@@ -27,7 +27,15 @@ def write_checkpoint(path: PathLike, state: Mapping[str, torch.Tensor], config: 
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state.items()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config, sort_keys=True)}
     data = safetensors_save(tensors, metadata=metadata)
+    atomic_write_bytes(path, data)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never half of one:
+    a temporary file in the same folder, flushed and fsynced, then os.replace."""
+    path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -7,7 +7,6 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-
 # Scale of the head's initial weights relative to nn.Linear's default (see GMMHead.__init__).
 INIT_SCALE = 0.1
 

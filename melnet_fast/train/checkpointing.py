@@ -11,35 +11,17 @@ from __future__ import annotations
 import io
 import os
 import random
-import tempfile
 from typing import Any, Dict
 
 import numpy as np
 import torch
 
+from melnet_fast.checkpoint import atomic_write_bytes
+
 FORMAT = "melnet_fast.train_state"
 FORMAT_VERSION = 1
 
 PathLike = str | os.PathLike
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never half of one:
-    a temporary file in the same folder, flushed and fsynced, then os.replace."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_text(path: PathLike, text: str) -> None:
