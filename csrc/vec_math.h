@@ -154,25 +154,37 @@ MF_INLINE void reserve(PointwiseScratch<T>& s, int64_t n) {
 // Everything here is forced inline, so it is compiled inside each of them. Comparisons are used only as the
 // condition of a select (`a < b ? a : b`): a mask kept as an integer vector becomes scalar code in the AVX-512
 // build of GCC 12.
+#include <cstdlib>
 #include <type_traits>
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"  // 32 / 64-byte vector arguments; always inlined, so no such call exists
 namespace melnet_fast {
 namespace simd {
 
+// The level of the host: 4 = AVX-512 (x86-64-v4), 3 = AVX2 + FMA (x86-64-v3), 1 = anything else. The environment
+// variable MELNET_FAST_CPU_LEVEL (1, 3 or 4) caps it, to test the narrower builds on a wider machine; it is
+// read once.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define MELNET_FAST_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
 #define MELNET_FAST_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
-// 4: AVX-512 (x86-64-v4), 3: AVX2 + FMA (x86-64-v3), 1: anything else.
-inline int cpu_level() {
-  static const int level = __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 1;
-  return level;
+inline int host_cpu_level() {
+  return __builtin_cpu_supports("x86-64-v4") ? 4 : __builtin_cpu_supports("x86-64-v3") ? 3 : 1;
 }
 #else
 #define MELNET_FAST_TARGET_V4
 #define MELNET_FAST_TARGET_V3
-inline int cpu_level() { return 1; }
+inline int host_cpu_level() { return 1; }
 #endif
+inline int cpu_level() {
+  static const int level = [] {
+    const int host = host_cpu_level();
+    const char* cap = std::getenv("MELNET_FAST_CPU_LEVEL");
+    if (cap == nullptr || *cap == '\0') return host;
+    const int c = std::atoi(cap);
+    return std::min(host, c >= 4 ? 4 : c >= 3 ? 3 : 1);
+  }();
+  return level;
+}
 
 template <typename T>
 struct VecTraits;
@@ -235,8 +247,9 @@ MF_INLINE V vmin(const V& a, const V& b) {
 }
 
 // exp over the whole range: x = k ln2 + r (Cody-Waite, |r| <= ln2 / 2), a Taylor polynomial of r (degree 7 in
-// float, 13 in double, below one ulp), times 2^k applied as two normal factors 2^(k/2) 2^(k - k/2), so results
-// below the normal range come out as subnormals or 0 and above it as +inf. exp(-inf) = 0, NaN stays NaN.
+// float, 13 in double), times 2^k applied as two normal factors 2^(k/2) 2^(k - k/2), so results below the normal
+// range come out as subnormals or 0 and above it as +inf. exp(-inf) = 0, NaN stays NaN. Measured against a
+// wider exp: at most 0.91 ulp in float and 0.87 in double with FMA (AVX2, AVX-512), 1.2 / 1.1 without.
 template <typename V>
 MF_INLINE V exp(const V& x) {
   using T = Elem<V>;
@@ -281,8 +294,8 @@ MF_INLINE V log1p_reduced(const V& f, const V& dk) {
 }
 
 // log over the whole range (fdlibm / musl method): x = 2^k m with m in [sqrt(1/2), sqrt(2)), then
-// log1p_reduced(m - 1, k); below one ulp. Subnormals are scaled up first; log(0) = -inf, log(x < 0) = NaN,
-// log(inf) = inf, NaN stays NaN.
+// log1p_reduced(m - 1, k); at most 0.8 ulp measured (relative error 1.5e-16 in double). Subnormals are scaled
+// up first; log(0) = -inf, log(x < 0) = NaN, log(inf) = inf, NaN stays NaN.
 template <typename V>
 MF_INLINE V log(const V& x_in) {
   using T = Elem<V>;
@@ -309,7 +322,7 @@ MF_INLINE V log(const V& x_in) {
 
 }  // namespace simd
 
-// x[j] = log(x[j]) for j < n with B-byte vectors (simd::log: full range, below one ulp). Call it with the B of
+// x[j] = log(x[j]) for j < n with B-byte vectors (simd::log: full range, at most 0.8 ulp). Call it with the B of
 // the target it is compiled in (see above).
 template <int B, typename T>
 MF_INLINE void log_inplace(T* x, int64_t n) {
