@@ -1,7 +1,7 @@
 // Fused CPU 2D LSTM sweep, forward and backward.
 //
 // All R directions of a call advance together: max(T, F) steps; at each step one GEMM per active direction
-// for the recurrent term (BLAS through at::mm_out into a reused buffer), then one OpenMP loop over the rows of
+// for the recurrent term (gemm.h: oneDNN or BLAS, into a reused buffer), then one OpenMP loop over the rows of
 // every active direction for the gate pointwise work. The input projections of all directions are one GEMM
 // before the loop; in backward, the weight and input gradients are one GEMM each after it.
 //
@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "gemm.h"
 #include "vec_math.h"
 
 #include <cmath>
@@ -195,7 +196,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
   const auto x_flat = x.reshape({N, I});
   for (int64_t r = 0; r < R; ++r) {
     auto pre_r = gates[r].view({N, G});
-    at::addmm_out(pre_r, bias[r], x_flat, w_ih[r].t());
+    pre_r.copy_(bias[r].unsqueeze(0).expand({N, G}));
+    gemm_into(x_flat, w_ih[r].t(), pre_r, /*accumulate=*/true);
   }
 
   std::vector<Direction> dirs;
@@ -226,7 +228,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
                          0, T, F, R, H, N};
     for (int64_t s = 0; s < steps; ++s) {
       work.build(dirs, s);
-      for (int64_t r : work.dir) at::mm_out(hh[r], h_prev[r], w_hh[r].t());
+      for (int64_t r : work.dir) gemm_into(h_prev[r], w_hh[r].t(), hh[r], false);
       st.s = s;
       run_step(st);
     }
@@ -302,12 +304,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       st.s = s;
       run_step(st);
       // Gradient reaching h at the previous position: [rows, 4H] x [4H, H].
-      for (int64_t r : work.dir) at::mm_out(dh_rec[r], dg_step[r], w_hh[r]);
+      for (int64_t r : work.dir) gemm_into(dg_step[r], w_hh[r], dh_rec[r], false);
     }
   });
 
-  auto dx = at::mm(dxp, w_ih.reshape({R * G, I})).reshape({B, T, F, I});
-  auto dw_ih = at::mm(dxp.t(), x.reshape({N, I})).reshape({R, G, I});
+  auto dx = at::empty({N, I}, x.options());
+  gemm_into(dxp, w_ih.reshape({R * G, I}), dx, false);
+  dx = dx.view({B, T, F, I});
+  auto dw_ih = at::empty({R * G, I}, x.options());
+  gemm_into(dxp.t(), x.reshape({N, I}), dw_ih, false);
+  dw_ih = dw_ih.view({R, G, I});
   auto dbias = dxp.sum(0).reshape({R, G});
   auto dw_hh = new_output({R, G, H}, x.options());
   auto dh0 = new_output({R, H}, x.options());
@@ -315,7 +321,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   for (int64_t r = 0; r < R; ++r) {
     const auto y_r = y.narrow(3, r * H, H);
     auto dw_hh_r = dw_hh[r];
-    at::mm_out(dw_hh_r, dxp.narrow(1, r * G, G).t(), previous_hidden(y_r, h0[r], dirs[r]));
+    gemm_into(dxp.narrow(1, r * G, G).t(), previous_hidden(y_r, h0[r], dirs[r]), dw_hh_r, false);
     dh0[r].copy_(dh_rec[r].sum(0));
     dc0[r].copy_(dc_next[r].sum(0));
   }
