@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "gemm.h"
+#include "small_gemm.h"
 #include "vec_math.h"
 
 #include <cmath>
@@ -164,6 +165,28 @@ MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
 MELNET_FAST_ROWS(float)
 MELNET_FAST_ROWS(double)
 
+// out [M, N] = a [M, K] @ wt [K, N] (all contiguous) for the per-step recurrent products when they are small
+// (a sweep at small batch, as in the feature networks during sampling): no BLAS call overhead.
+MELNET_FAST_CPU_CLONES void small_product(const float* a, const float* wt, float* out, int64_t M, int64_t K,
+                                          int64_t N) {
+  matmat(wt, a, M, K, static_cast<const float*>(nullptr), N, K, out, N);
+}
+MELNET_FAST_CPU_CLONES void small_product(const double* a, const double* wt, double* out, int64_t M, int64_t K,
+                                          int64_t N) {
+  matmat(wt, a, M, K, static_cast<const double*>(nullptr), N, K, out, N);
+}
+
+// out = a @ wt with wt [K, N] contiguous: the small kernel below kDnnlMinMacs, else gemm_into.
+template <typename T>
+void recurrent_product(const at::Tensor& a, const at::Tensor& wt, const at::Tensor& out) {
+  const int64_t M = a.size(0), K = a.size(1), N = wt.size(1);
+  if (M * K * N < kDnnlMinMacs) {
+    small_product(a.data_ptr<T>(), wt.data_ptr<T>(), out.data_ptr<T>(), M, K, N);
+  } else {
+    gemm_into(a, wt, out, false);
+  }
+}
+
 // Runs every row of every active direction of one step, in parallel chunks.
 template <typename Step>
 void run_step(const Step& st) {
@@ -221,8 +244,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
   }
 
   std::vector<Direction> dirs;
-  std::vector<at::Tensor> h_prev, c_prev, hh;
+  std::vector<at::Tensor> h_prev, c_prev, hh, w_hh_t;
   for (int64_t r = 0; r < R; ++r) {
+    w_hh_t.push_back(w_hh[r].t().contiguous());  // [H, 4H]: the layout of the recurrent product
     dirs.push_back(make_direction(directions[r], B, T, F));
     // clone, not contiguous(): with a single row the expanded view is already contiguous and the loop
     // below would then write the running state into the caller's h0 / c0.
@@ -248,7 +272,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
                          0, T, F, R, H, N};
     for (int64_t s = 0; s < steps; ++s) {
       work.build(dirs, s);
-      for (int64_t r : work.dir) gemm_into(h_prev[r], w_hh[r].t(), hh[r], false);
+      for (int64_t r : work.dir) recurrent_product<scalar_t>(h_prev[r], w_hh_t[r], hh[r]);
       st.s = s;
       run_step(st);
     }
@@ -324,7 +348,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       st.s = s;
       run_step(st);
       // Gradient reaching h at the previous position: [rows, 4H] x [4H, H].
-      for (int64_t r : work.dir) gemm_into(dg_step[r], w_hh[r], dh_rec[r], false);
+      for (int64_t r : work.dir) recurrent_product<scalar_t>(dg_step[r], w_hh[r], dh_rec[r]);
     }
   });
 

@@ -32,6 +32,10 @@ CASES = [
     case(1, 1, 6, 2, 3, ["f-", "t-"]),  # one sequence along frequency
 ]
 
+# Large enough that the per-step products of the time directions (66 rows x 64 x 256 >= 2^20 multiply-adds) go
+# through the BLAS / oneDNN path of csrc/gemm.h while the frequency directions (40 rows) stay on the small kernel.
+LARGE = [case(2, 20, 33, 16, 64, ["t+", "f-", "t-"])]
+
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("B, T, F, I, H, directions", CASES)
@@ -46,7 +50,7 @@ def test_float64_matches_reference(backend, B, T, F, I, H, directions):
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("B, T, F, I, H, directions", CASES)
+@pytest.mark.parametrize("B, T, F, I, H, directions", CASES + LARGE)
 def test_float32_error_within_reference_error(backend, B, T, F, I, H, directions):
     inputs32 = make_sweep_inputs(B, T, F, I, H, len(directions), torch.float32)
     exact = sweep_value_and_grads("reference", [t.double() for t in inputs32], directions)
