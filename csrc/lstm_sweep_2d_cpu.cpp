@@ -165,26 +165,30 @@ MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
 MELNET_FAST_ROWS(float)
 MELNET_FAST_ROWS(double)
 
-// out [M, N] = a [M, K] @ wt [K, N] (all contiguous) for the per-step recurrent products when they are small
-// (a sweep at small batch, as in the feature networks during sampling): no BLAS call overhead.
-MELNET_FAST_CPU_CLONES void small_product(const float* a, const float* wt, float* out, int64_t M, int64_t K,
-                                          int64_t N) {
-  matmat(wt, a, M, K, static_cast<const float*>(nullptr), N, K, out, N);
+// out [M, N] = bias + a [M, K] @ wt [K, N] (all contiguous; bias [N] or null) for the per-step recurrent
+// products when they are small (a sweep at small batch, as in the feature networks during sampling): no BLAS
+// call overhead.
+MELNET_FAST_CPU_CLONES void small_product(const float* a, const float* wt, const float* bias, float* out, int64_t M,
+                                          int64_t K, int64_t N) {
+  matmat(wt, a, M, K, bias, N, K, out, N);
 }
-MELNET_FAST_CPU_CLONES void small_product(const double* a, const double* wt, double* out, int64_t M, int64_t K,
-                                          int64_t N) {
-  matmat(wt, a, M, K, static_cast<const double*>(nullptr), N, K, out, N);
+MELNET_FAST_CPU_CLONES void small_product(const double* a, const double* wt, const double* bias, double* out,
+                                          int64_t M, int64_t K, int64_t N) {
+  matmat(wt, a, M, K, bias, N, K, out, N);
 }
 
-// out = a @ wt with wt [K, N] contiguous: the small kernel below kDnnlMinMacs, else gemm_into.
+// out = bias + a @ wt with wt [K, N] contiguous (bias [N] or undefined): the small kernel below kDnnlMinMacs,
+// else gemm_into.
 template <typename T>
-void recurrent_product(const at::Tensor& a, const at::Tensor& wt, const at::Tensor& out) {
+void recurrent_product(const at::Tensor& a, const at::Tensor& wt, const at::Tensor& bias, const at::Tensor& out) {
   const int64_t M = a.size(0), K = a.size(1), N = wt.size(1);
   if (M * K * N < kDnnlMinMacs) {
-    small_product(a.data_ptr<T>(), wt.data_ptr<T>(), out.data_ptr<T>(), M, K, N);
-  } else {
-    gemm_into(a, wt, out, false);
+    small_product(a.data_ptr<T>(), wt.data_ptr<T>(), bias.defined() ? bias.data_ptr<T>() : nullptr,
+                  out.data_ptr<T>(), M, K, N);
+    return;
   }
+  if (bias.defined()) out.copy_(bias.unsqueeze(0).expand({M, N}));
+  gemm_into(a, wt, out, /*accumulate=*/bias.defined());
 }
 
 // Runs every row of every active direction of one step, in parallel chunks.
@@ -194,21 +198,34 @@ void run_step(const Step& st) {
   at::parallel_for(0, st.work->total, grain, [&](int64_t lo, int64_t hi) { run_rows(st, lo, hi); });
 }
 
-// A per-thread scratch tensor reused across calls: backward's [N, R*4H] gate gradients are written in full
-// and dropped at the end of the call, and allocating them afresh cost a page fault per 4 KiB (about a quarter of
-// the backward's time at the benchmark size). Only buffers up to kMaxCachedBytes are kept.
-constexpr int64_t kMaxCachedBytes = int64_t(256) << 20;
+// Buffers of tens of megabytes (the saved gates and cell states, backward's gate gradients) come from a small
+// per-thread pool instead of fresh allocations: glibc maps anything above 32 MiB afresh on every call, and the
+// page faults of zeroing it were a quarter of the backward and a third of the forward at the benchmark size.
+// A pooled buffer is handed out again only once nothing else holds its storage (the autograd graph that saved
+// it, or a caller), so reuse is never visible; the pool keeps at most kPoolBuffers buffers of kPoolMaxBytes.
+constexpr int64_t kPoolMinBytes = int64_t(1) << 20;
+constexpr int64_t kPoolMaxBytes = int64_t(256) << 20;
+constexpr size_t kPoolBuffers = 4;
 
-at::Tensor workspace(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  thread_local at::Tensor cached;
+at::Tensor pooled(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  thread_local std::vector<at::Tensor> pool;
   int64_t numel = 1;
   for (int64_t s : sizes) numel *= s;
   const int64_t bytes = numel * static_cast<int64_t>(options.dtype().itemsize());
-  if (bytes > kMaxCachedBytes) return new_output(sizes, options);
-  if (!cached.defined() || cached.dtype() != options.dtype() || cached.numel() < numel || cached.use_count() > 1) {
-    cached = at::empty({numel}, options);
+  if (bytes < kPoolMinBytes || bytes > kPoolMaxBytes) return new_output(sizes, options);
+  at::Tensor buffer;
+  for (auto& t : pool) {
+    if (t.dtype() == options.dtype() && t.numel() >= numel && t.storage().use_count() == 1) {
+      buffer = t;
+      break;
+    }
   }
-  auto t = cached.narrow(0, 0, numel).view(sizes);
+  if (!buffer.defined()) {
+    buffer = at::empty({numel}, options);
+    if (pool.size() >= kPoolBuffers) pool.erase(pool.begin());
+    pool.push_back(buffer);
+  }
+  auto t = buffer.narrow(0, 0, numel).view(sizes);
   if (poison_outputs_flag().load(std::memory_order_relaxed)) t.fill_(std::numeric_limits<double>::quiet_NaN());
   return t;
 }
@@ -231,16 +248,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
   auto y = new_output({B, T, F, R * H}, x.options());
   // The gate buffer first holds the input terms, then the activated gates: backward needs them, so it is an
   // output when saving and a temporary otherwise (no separate [N, R*4H] projection buffer).
-  auto gates = new_output({R, B, T, F, G}, x.options());
-  auto cell = save ? new_output({R, B, T, F, H}, x.options()) : at::empty({0}, x.options());
+  auto gates = pooled({R, B, T, F, G}, x.options());
+  auto cell = save ? pooled({R, B, T, F, H}, x.options()) : at::empty({0}, x.options());
   if (N == 0 || H == 0) return {y, save ? gates : at::empty({0}, x.options()), cell};
 
-  // Input projections of every direction, one GEMM each over all N positions: [N, I] x [I, 4H].
+  // Input projections of every direction, one GEMM each over all N positions: [N, I] x [I, 4H] (no bias).
   const auto x_flat = x.reshape({N, I});
   for (int64_t r = 0; r < R; ++r) {
     auto pre_r = gates[r].view({N, G});
-    pre_r.copy_(bias[r].unsqueeze(0).expand({N, G}));
-    gemm_into(x_flat, w_ih[r].t(), pre_r, /*accumulate=*/true);
+    gemm_into(x_flat, w_ih[r].t(), pre_r, false);  // the bias joins the recurrent term, step by step
   }
 
   std::vector<Direction> dirs;
@@ -272,7 +288,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
                          0, T, F, R, H, N};
     for (int64_t s = 0; s < steps; ++s) {
       work.build(dirs, s);
-      for (int64_t r : work.dir) recurrent_product<scalar_t>(h_prev[r], w_hh_t[r], hh[r]);
+      for (int64_t r : work.dir) recurrent_product<scalar_t>(h_prev[r], w_hh_t[r], bias[r], hh[r]);
       st.s = s;
       run_step(st);
     }
@@ -317,7 +333,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   TORCH_CHECK(gates.numel() == R * N * G && cell.numel() == R * N * H,
               "lstm_sweep_2d backward: the forward did not save its gates (called with save=false)");
 
-  auto dxp = workspace({N, R * G}, x.options());  // gradients of the gate pre-activations
+  auto dxp = pooled({N, R * G}, x.options());  // gradients of the gate pre-activations
   std::vector<Direction> dirs;
   std::vector<at::Tensor> dh_rec, dc_next, dg_step;
   for (int64_t r = 0; r < R; ++r) {
@@ -348,7 +364,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       st.s = s;
       run_step(st);
       // Gradient reaching h at the previous position: [rows, 4H] x [4H, H].
-      for (int64_t r : work.dir) recurrent_product<scalar_t>(dg_step[r], w_hh[r], dh_rec[r]);
+      for (int64_t r : work.dir) recurrent_product<scalar_t>(dg_step[r], w_hh[r], at::Tensor(), dh_rec[r]);
     }
   });
 
