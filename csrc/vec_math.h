@@ -82,16 +82,18 @@ MF_INLINE void exp_inplace(T* x, int64_t n, PointwiseScratch<T>& s) {
   for (int64_t j = 0; j < n; ++j) x[j] *= scale[j];
 }
 
-// The LSTM pointwise update of one row from pre-activation gates pre = a + b (b may be null), gates (i, f, g, o):
+// The LSTM pointwise update of one row from pre-activation gates pre = a + b + bias (b, bias may be null), gates
+// (i, f, g, o):
 // act [4H] receives the activated gates, (h, c) [H] are updated in place.
 // sigmoid(v) = 1 / (1 + exp(-v)), tanh(v) = sign(v) (1 - exp(-2|v|)) / (1 + exp(-2|v|)).
 template <typename T>
-MF_INLINE void lstm_cell_pointwise(const T* a, const T* b, T* act, T* h, T* c, int64_t H, PointwiseScratch<T>& s) {
+MF_INLINE void lstm_cell_pointwise(const T* a, const T* b, T* act, T* h, T* c, int64_t H, PointwiseScratch<T>& s,
+                                   const T* bias = nullptr) {
   T* e = s.arg.data();
   const int64_t G = 4 * H;
 #pragma omp simd
   for (int64_t j = 0; j < G; ++j) {
-    const T v = b ? a[j] + b[j] : a[j];
+    const T v = (b ? a[j] + b[j] : a[j]) + (bias ? bias[j] : T(0));
     act[j] = v;
     e[j] = (j >= 2 * H && j < 3 * H) ? T(-2) * std::abs(v) : -v;
   }

@@ -31,11 +31,16 @@ def _setup_context(ctx, inputs, output):
     x, w_ih, w_hh, bias, h0, c0, directions, save = inputs
     y, gates, cell = output
     ctx.directions = directions
+    # gates and cell are saved state, never differentiated: without this autograd fills a zero gradient of
+    # their size (tens of megabytes) on every backward.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, w_ih, w_hh, h0, c0, y, gates, cell)
 
 
 def _backward(ctx, grad_y, _grad_gates, _grad_cell):
     x, w_ih, w_hh, h0, c0, y, gates, cell = ctx.saved_tensors
+    if grad_y is None:
+        grad_y = torch.zeros_like(y)
     dx, dw_ih, dw_hh, dbias, dh0, dc0 = torch.ops.melnet_fast.lstm_sweep_2d_bwd(
         grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, ctx.directions)
     return dx, dw_ih, dw_hh, dbias, dh0, dc0, None, None
