@@ -1,6 +1,7 @@
 """Fixtures for every test: kernel outputs poisoned with NaN, and the backend selection left as found."""
 
 import pytest
+import torch
 
 import melnet_fast
 from melnet_fast import _extension
@@ -27,3 +28,13 @@ def restore_backend():
     previous = melnet_fast.get_backend()
     yield
     melnet_fast.set_backend(previous)
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: tiny models and STFTs run fastest so on a shared 2-core machine (a
+    second thread only adds contention: measured 4.6x slower on the audio inversion tests)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

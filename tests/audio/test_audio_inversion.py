@@ -34,13 +34,7 @@ def test_signal(index=0, sr=8000, n=4000):
 test_signal.__test__ = False  # a helper, not a test
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny STFTs: a second thread only adds contention on a busy 2-core machine (measured 4.6x slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixture in tests/conftest.py
 
 
 @pytest.fixture(scope="module")

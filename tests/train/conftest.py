@@ -12,11 +12,8 @@ CROP = 16  # frames of a training crop: a multiple of the tiny preset's time fac
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread):
+    """Every test of this folder runs on one thread (fixture in tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session")
