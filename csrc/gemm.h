@@ -26,14 +26,12 @@ inline DnnlMatmulFn dnnl_matmul() {
 // [16, 64] x [64, 256] 7.7 vs 16 us; [64, 64] x [64, 256] even).
 constexpr int64_t kDnnlMinMacs = int64_t(1) << 20;
 
-// out = a @ b, or out += a @ b when accumulate; a [M, K], b [K, N], out [M, N] contiguous.
-inline void gemm_into(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out, bool accumulate) {
+// out = a @ b; a [M, K], b [K, N] (plain or transposed strides), out [M, N] contiguous.
+inline void gemm_into(const at::Tensor& a, const at::Tensor& b, const at::Tensor& out) {
   const bool big = a.size(0) * a.size(1) * b.size(1) >= kDnnlMinMacs;
   const DnnlMatmulFn fn = big && out.scalar_type() == at::kFloat ? dnnl_matmul() : nullptr;
   if (fn) {
-    fn(a, b, out, accumulate ? 1.0f : 0.0f, 1.0f);
-  } else if (accumulate) {
-    out.addmm_(a, b);
+    fn(a, b, out, 0.0f, 1.0f);
   } else {
     at::mm_out(const_cast<at::Tensor&>(out), a, b);
   }

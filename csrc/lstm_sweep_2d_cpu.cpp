@@ -166,30 +166,26 @@ MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
 MELNET_FAST_ROWS(float)
 MELNET_FAST_ROWS(double)
 
-// out [M, N] = bias + a [M, K] @ wt [K, N] (all contiguous; bias [N] or null) for the per-step recurrent
-// products when they are small (a sweep at small batch, as in the feature networks during sampling): no BLAS
-// call overhead.
-MELNET_FAST_CPU_CLONES void small_product(const float* a, const float* wt, const float* bias, float* out, int64_t M,
-                                          int64_t K, int64_t N) {
-  matmat(wt, a, M, K, bias, N, K, out, N);
+// out [M, N] = a [M, K] @ wt [K, N] (all contiguous) for the per-step recurrent products when they are small
+// (a sweep at small batch, as in the feature networks during sampling): no BLAS call overhead.
+MELNET_FAST_CPU_CLONES void small_product(const float* a, const float* wt, float* out, int64_t M, int64_t K,
+                                          int64_t N) {
+  matmat(wt, a, M, K, static_cast<const float*>(nullptr), N, K, out, N);
 }
-MELNET_FAST_CPU_CLONES void small_product(const double* a, const double* wt, const double* bias, double* out,
-                                          int64_t M, int64_t K, int64_t N) {
-  matmat(wt, a, M, K, bias, N, K, out, N);
+MELNET_FAST_CPU_CLONES void small_product(const double* a, const double* wt, double* out, int64_t M, int64_t K,
+                                          int64_t N) {
+  matmat(wt, a, M, K, static_cast<const double*>(nullptr), N, K, out, N);
 }
 
-// out = bias + a @ wt with wt [K, N] contiguous (bias [N] or undefined): the small kernel below kDnnlMinMacs,
-// else gemm_into.
+// out = a @ wt with wt [K, N] contiguous: the small kernel below kDnnlMinMacs, else gemm_into.
 template <typename T>
-void recurrent_product(const at::Tensor& a, const at::Tensor& wt, const at::Tensor& bias, const at::Tensor& out) {
+void recurrent_product(const at::Tensor& a, const at::Tensor& wt, const at::Tensor& out) {
   const int64_t M = a.size(0), K = a.size(1), N = wt.size(1);
   if (M * K * N < kDnnlMinMacs) {
-    small_product(a.data_ptr<T>(), wt.data_ptr<T>(), bias.defined() ? bias.data_ptr<T>() : nullptr,
-                  out.data_ptr<T>(), M, K, N);
-    return;
+    small_product(a.data_ptr<T>(), wt.data_ptr<T>(), out.data_ptr<T>(), M, K, N);
+  } else {
+    gemm_into(a, wt, out);
   }
-  if (bias.defined()) out.copy_(bias.unsqueeze(0).expand({M, N}));
-  gemm_into(a, wt, out, /*accumulate=*/bias.defined());
 }
 
 // Runs every row of every active direction of one step, in parallel chunks.
@@ -257,7 +253,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
   const auto x_flat = x.reshape({N, I});
   for (int64_t r = 0; r < R; ++r) {
     auto pre_r = gates[r].view({N, G});
-    gemm_into(x_flat, w_ih[r].t(), pre_r, false);  // the bias is added in the pointwise pass
+    gemm_into(x_flat, w_ih[r].t(), pre_r);  // the bias is added in the pointwise pass
   }
 
   std::vector<Direction> dirs;
@@ -289,7 +285,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
                          0, T, F, R, H, N};
     for (int64_t s = 0; s < steps; ++s) {
       work.build(dirs, s);
-      for (int64_t r : work.dir) recurrent_product<scalar_t>(h_prev[r], w_hh_t[r], at::Tensor(), hh[r]);
+      for (int64_t r : work.dir) recurrent_product<scalar_t>(h_prev[r], w_hh_t[r], hh[r]);
       st.s = s;
       run_step(st);
     }
@@ -365,15 +361,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       st.s = s;
       run_step(st);
       // Gradient reaching h at the previous position: [rows, 4H] x [4H, H].
-      for (int64_t r : work.dir) recurrent_product<scalar_t>(dg_step[r], w_hh[r], at::Tensor(), dh_rec[r]);
+      for (int64_t r : work.dir) recurrent_product<scalar_t>(dg_step[r], w_hh[r], dh_rec[r]);
     }
   });
 
   auto dx = at::empty({N, I}, x.options());
-  gemm_into(dxp, w_ih.reshape({R * G, I}), dx, false);
+  gemm_into(dxp, w_ih.reshape({R * G, I}), dx);
   dx = dx.view({B, T, F, I});
   auto dw_ih = at::empty({R * G, I}, x.options());
-  gemm_into(dxp.t(), x.reshape({N, I}), dw_ih, false);
+  gemm_into(dxp.t(), x.reshape({N, I}), dw_ih);
   dw_ih = dw_ih.view({R, G, I});
   auto dbias = dxp.sum(0).reshape({R, G});
   auto dw_hh = new_output({R, G, H}, x.options());

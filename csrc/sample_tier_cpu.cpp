@@ -113,7 +113,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   const T* head_b = w[5 + kPerLayer * L].data_ptr<T>();
 
   // Caches: time LSTM (h, c) per layer and channel; the time-delayed stack's output per layer for this frame.
-  std::vector<T> t_h(L * F * D), t_c(L * F * D), ht_layers(L * F * D);
+  std::vector<T> t_h(L * F * D), t_c(L * F * D), ht_layers(L * F * D), f_h(L * D), f_c(L * D);
   PointwiseScratch<T> scratch(4 * D);
   std::vector<PointwiseScratch<T>> scratch3(3, PointwiseScratch<T>(4 * D));
 #ifdef _OPENMP
@@ -157,7 +157,6 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
     if (i < n_prime) continue;  // primed frame: only the time-delayed caches advance
 
     // Frequency-delayed stack, channel by channel; its state restarts at every frame.
-    std::vector<T> f_h(L * D), f_c(L * D);
     for (int64_t l = 0; l < L; ++l) {
       std::copy(lw[l].f_h0, lw[l].f_h0 + D, &f_h[l * D]);
       std::copy(lw[l].f_c0, lw[l].f_c0 + D, &f_c[l * D]);

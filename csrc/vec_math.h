@@ -133,16 +133,6 @@ MF_INLINE void tanh_array(const T* x, T* out, int64_t n, PointwiseScratch<T>& s)
   }
 }
 
-// Sizes the scratch for n values; n may grow between calls.
-template <typename T>
-MF_INLINE void reserve(PointwiseScratch<T>& s, int64_t n) {
-  if (static_cast<int64_t>(s.arg.size()) < n) {
-    s.arg.resize(n);
-    s.scale.resize(n);
-    s.bits.resize(n);
-  }
-}
-
 }  // namespace melnet_fast
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -85,17 +85,27 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if why_unavailable(name) is None]
 
 
-def resolve(op: str, device: torch.device, supported: dict[str, set[str]]) -> str:
-    """Pick the concrete backend for `op` on `device`.
+# The dtypes each compiled backend's kernels take (a backend not listed takes every floating dtype).
+KERNEL_DTYPES = {"cpu": (torch.float32, torch.float64)}
+
+
+def _takes(name: str, dtype: torch.dtype) -> bool:
+    return dtype in KERNEL_DTYPES.get(name, (dtype,))
+
+
+def resolve(op: str, tensor: torch.Tensor, supported: dict[str, set[str]], arg: str = "x") -> str:
+    """Pick the concrete backend for `op` on the device and dtype of `tensor` (the op's argument `arg`).
 
     supported maps a backend name to the device types it implements for this op, e.g.
     {"reference": {"cpu", "cuda"}, "cpu": {"cpu"}}. With "auto" the first entry of `supported` that is
-    available and serves `device` wins, so callers list backends fastest first.
+    available and serves the device and dtype wins, so callers list backends fastest first; an explicitly chosen
+    backend that cannot take the dtype is a ValueError naming `arg`.
     """
+    device, dtype = tensor.device, tensor.dtype
     name = get_backend()
     if name == "auto":
         for candidate, devices in supported.items():
-            if device.type in devices and why_unavailable(candidate) is None:
+            if device.type in devices and _takes(candidate, dtype) and why_unavailable(candidate) is None:
                 return candidate
         return "reference"
     if name not in supported:
@@ -107,4 +117,7 @@ def resolve(op: str, device: torch.device, supported: dict[str, set[str]]) -> st
     missing = why_unavailable(name)
     if missing:
         raise RuntimeError(f"{op}: backend {name!r} is not available: {missing}")
+    if not _takes(name, dtype):
+        allowed = " or ".join(str(d).removeprefix("torch.") for d in KERNEL_DTYPES[name])
+        raise ValueError(f"{arg}: the {name} backend takes {allowed}, got {dtype}")
     return name

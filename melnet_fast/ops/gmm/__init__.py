@@ -10,7 +10,6 @@ from melnet_fast.ops.gmm.compiled import gmm_nll_compiled
 from melnet_fast.ops.gmm.naive import draw_noise, gmm_nll_ref, gmm_sample_from_noise, gmm_sample_ref
 
 SUPPORTED = {"cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
-COMPILED_DTYPES = (torch.float32, torch.float64)
 
 
 def _check_params(mu, log_sigma, logit_pi, lead=None):
@@ -39,11 +38,7 @@ def gmm_nll(x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi
     check_same({"x": x, "mu": mu, "log_sigma": log_sigma, "logit_pi": logit_pi})
     if x.numel() == 0:
         return x.new_zeros(x.shape)
-    name = backends.resolve("gmm_nll", x.device, SUPPORTED)
-    if name == "cpu" and x.dtype not in COMPILED_DTYPES:
-        if backends.get_backend() != "auto":
-            raise ValueError(f"x: the cpu backend takes float32 or float64, got {x.dtype}")
-        name = "reference"
+    name = backends.resolve("gmm_nll", x, SUPPORTED)
     if name == "reference":
         return gmm_nll_ref(x, mu, log_sigma, logit_pi)
     return gmm_nll_compiled(x, mu, log_sigma, logit_pi)
@@ -60,7 +55,7 @@ def gmm_sample(mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor
     """
     _check_params(mu, log_sigma, logit_pi)
     check_same({"mu": mu, "log_sigma": log_sigma, "logit_pi": logit_pi})
-    if not isinstance(temperature, (int, float)) or not temperature >= 0 or temperature != temperature:
+    if not isinstance(temperature, (int, float)) or not temperature >= 0:  # NaN fails >= too
         raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
     with torch.no_grad():
         return gmm_sample_ref(mu, log_sigma, logit_pi, float(temperature), generator)

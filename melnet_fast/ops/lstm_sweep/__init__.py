@@ -13,7 +13,6 @@ from melnet_fast.ops.lstm_sweep.naive import lstm_sweep_2d_ref
 
 # Backends that implement this op and the devices they serve, fastest first (the order "auto" tries).
 SUPPORTED = {"cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
-COMPILED_DTYPES = (torch.float32, torch.float64)
 
 
 def _check(x, w_ih, w_hh, bias, h0, c0, directions) -> tuple[int, int]:
@@ -61,12 +60,7 @@ def lstm_sweep_2d(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, bias:
     B, T, F, _ = x.shape
     if B == 0 or T == 0 or F == 0:
         return x.new_zeros(B, T, F, R * H)
-    name = backends.resolve("lstm_sweep_2d", x.device, SUPPORTED)
-    if name == "cpu" and x.dtype not in COMPILED_DTYPES:
-        if backends.get_backend() == "auto":
-            name = "reference"
-        else:
-            raise ValueError(f"x: the cpu backend takes float32 or float64, got {x.dtype}")
+    name = backends.resolve("lstm_sweep_2d", x, SUPPORTED)
     if name == "reference":
         return lstm_sweep_2d_ref(x, w_ih, w_hh, bias, h0, c0, list(directions))
     return lstm_sweep_2d_compiled(x, w_ih, w_hh, bias, h0, c0, list(directions))

@@ -13,7 +13,6 @@ from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
 from melnet_fast.ops.tier_sampling.weights import unpack
 
 SUPPORTED = {"cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
-COMPILED_DTYPES = (torch.float32, torch.float64)
 
 
 def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u: torch.Tensor,
@@ -57,11 +56,7 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
     tensors = {"x_init": x_init, "cz_t": cz_t, "cz_f": cz_f, "u": u, "eps": eps}
     tensors.update({f"weights[{i}]": w for i, w in enumerate(weights)})
     check_same(tensors)
-    name = backends.resolve("sample_tier", x_init.device, SUPPORTED)
-    if name == "cpu" and x_init.dtype not in COMPILED_DTYPES:
-        if backends.get_backend() != "auto":
-            raise ValueError(f"x_init: the cpu backend takes float32 or float64, got {x_init.dtype}")
-        name = "reference"
+    name = backends.resolve("sample_tier", x_init, SUPPORTED, arg="x_init")
     with torch.no_grad():
         if name == "reference":
             return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
