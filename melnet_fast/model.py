@@ -19,6 +19,11 @@ Cond = None | torch.Tensor | Dict[str, torch.Tensor]
 TIME_DIM, FREQ_DIM = 1, 2  # of spectrograms [B, T, F] and of parameters / features [B, T, F, C]
 
 
+def _as_dtype(params: MixtureParams, dtype: torch.dtype) -> MixtureParams:
+    """The head's output in the data's dtype: under bf16 autocast the head runs in bf16, the loss in float32."""
+    return MixtureParams(*(p.to(dtype) for p in params))
+
+
 class MelNet(nn.Module):
     """p(x) = prod_g p(x^g | x^<g) over the tiers of a spectrogram x [B, T, F] (F = config.n_mels).
 
@@ -150,7 +155,7 @@ class MelNet(nn.Module):
 
     def log_prob(self, x: torch.Tensor, cond: Cond = None) -> torch.Tensor:
         """x [B, T, F] -> [B, T, F]: log p(x[b, i, j] | its context) in nats; the sum is log p(x)."""
-        return -ops.gmm_nll(x, *self(x, cond))
+        return -ops.gmm_nll(x, *_as_dtype(self(x, cond), x.dtype))
 
     def loss(self, x: torch.Tensor, cond: Cond = None, tiers: Sequence[int] | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per element (a scalar).
@@ -163,7 +168,8 @@ class MelNet(nn.Module):
         total, count = 0.0, 0
         for g in chosen:
             params = self._tier_params(g, x_tiers, contexts, speaker, feature_tiers)
-            total = total + ops.gmm_nll(x_tiers[g - 1], *params).sum()
+            target = x_tiers[g - 1]
+            total = total + ops.gmm_nll(target, *_as_dtype(params, target.dtype)).sum()
             count += x_tiers[g - 1].numel()
         return total / count
 
@@ -171,7 +177,7 @@ class MelNet(nn.Module):
     @torch.no_grad()
     def sample(self, batch: int, frames: int, cond: Cond = None, temperature: float = 1.0,
                prime: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               return_log_prob: bool = False):
+               return_log_prob: bool = False, weight_dtype: torch.dtype | None = None):
         """Ancestral sampling with cached state (ops.sample_tier), tier after tier.
 
         Args:
@@ -183,6 +189,8 @@ class MelNet(nn.Module):
             generator: the source of every draw (two noise tensors per tier, drawn in tier order, even at tau=0).
             return_log_prob: also return the log density [batch] of the drawn (non-prime) elements under the
                 untempered model.
+            weight_dtype: torch.bfloat16 or torch.float16 to run the cuda sampler with weights in that dtype
+                (data and accumulation stay in the model's dtype); None = the model's dtype.
         Returns:
             x [batch, frames, n_mels], or (x, log_prob [batch]) with return_log_prob.
         """
@@ -196,6 +204,8 @@ class MelNet(nn.Module):
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
                 or not 0 <= temperature < float("inf"):
             raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if weight_dtype not in (None, p.dtype, torch.bfloat16, torch.float16):
+            raise ValueError(f"weight_dtype must be None, torch.bfloat16 or torch.float16, got {weight_dtype!r}")
         speaker, features = self._parse_cond(cond, batch, frames, F)
         G = c.n_tiers
         feature_tiers = split_tiers(features, G, TIME_DIM, FREQ_DIM)[0] if features is not None else [None] * G
@@ -216,7 +226,10 @@ class MelNet(nn.Module):
             if prime_tiers is not None:
                 n_prime = prime_tiers[g - 1].shape[1]
                 x_init[:, :n_prime] = prime_tiers[g - 1]
-            x_g, ld = ops.sample_tier(x_init, cz_t, cz_f, u, eps, tier.network.sampler_weights(),
+            weights = tier.network.sampler_weights()
+            if weight_dtype is not None:
+                weights = [w.to(weight_dtype) for w in weights]
+            x_g, ld = ops.sample_tier(x_init, cz_t, cz_f, u, eps, weights,
                                       c.layers[g - 1], c.n_mixtures, float(temperature), n_prime)
             log_density += ld
             x = x_g if g == 1 else interleave(x_g, x, FREQ_DIM if tier_axis(g) == "frequency" else TIME_DIM)

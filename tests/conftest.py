@@ -1,7 +1,16 @@
-"""Fixtures for every test: kernel outputs poisoned with NaN, and the backend selection left as found."""
+"""Fixtures for every test: kernel outputs poisoned with NaN, and the backend selection left as found.
+
+Without a CUDA device the Triton kernels run in Triton's CPU interpreter (TRITON_INTERPRET=1, read when a kernel
+is defined, so set here before any test imports melnet_fast.kernels); tests keep them at small sizes.
+"""
+
+import os
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import melnet_fast
 from melnet_fast import _extension

@@ -105,3 +105,24 @@ def test_auto_falls_back_to_reference_for_dtypes_without_kernels(monkeypatch):
         lstm_sweep_2d(x, *params, ["f-"])
     with melnet_fast.use_backend("cpu"), pytest.raises(ValueError, match="^x: the cpu backend"):
         gmm_nll(*make_gmm_inputs((2,), 2, torch.bfloat16))
+
+
+def test_auto_never_runs_triton_interpreter_on_cpu_tensors(monkeypatch):
+    """With TRITON_INTERPRET=1 the triton backend serves CPU tensors when asked by name, but "auto" keeps to the
+    cpu kernels (the interpreter is for tests)."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x = torch.randn(2, 3)
+    supported = {"cuda": {"cuda"}, "triton": {"cuda", "cpu"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+    assert backends.resolve("op", x, supported) == "cpu"
+    with melnet_fast.use_backend("triton"):
+        assert backends.resolve("op", x, supported) == "triton"
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert backends.resolve("op", x, {"triton": {"cuda", "cpu"}, "reference": {"cpu"}}) == "reference"
+
+
+def test_the_gpu_backends_take_half_precision_and_the_cpu_backend_refuses_it():
+    assert backends._takes("cuda", torch.bfloat16) and backends._takes("triton", torch.float16)
+    x = torch.randn(2, 3, dtype=torch.bfloat16)
+    with melnet_fast.use_backend("cpu"), pytest.raises(ValueError, match=r"x: the cpu backend takes float32"):
+        backends.resolve("op", x, {"cpu": {"cpu"}, "reference": {"cpu"}})
+    assert backends.resolve("op", x, {"cpu": {"cpu"}, "reference": {"cpu"}}) == "reference"

@@ -126,3 +126,18 @@ def test_bad_input_names_the_argument():
         sample_tier(x0, cz_t, cz_f, u, eps, w, 2, 3, n_prime=9)
     with pytest.raises(ValueError, match="temperature"):
         sample_tier(x0, cz_t, cz_f, u, eps, w, 2, 3, temperature=-1.0)
+
+
+def test_weights_of_another_dtype_than_the_data():
+    """bf16/fp16 weights with float32 data are the cuda sampler's mode: other backends and other mixes refuse."""
+    x0, cz_t, cz_f, u, eps, w = make_case(2, 4, 6, 5, 2, 3, dtype=torch.float32)
+    w16 = [t.to(torch.bfloat16) for t in w]
+    for backend in backends_here():
+        with melnet_fast.use_backend(backend), pytest.raises(ValueError, match="only the cuda backend"):
+            sample_tier(x0, cz_t, cz_f, u, eps, w16, 2, 3)
+    with pytest.raises(ValueError, match="bfloat16 or float16 with float32 data"):
+        sample_tier(x0.double(), cz_t.double(), cz_f.double(), u.double(), eps.double(), w16, 2, 3)
+    mixed = list(w16)
+    mixed[3] = w[3]
+    with pytest.raises(ValueError, match=r"weights\[3\] has dtype"):
+        sample_tier(x0, cz_t, cz_f, u, eps, mixed, 2, 3)

@@ -18,7 +18,9 @@ def _fwd_fake(x, w_ih, w_hh, bias, h0, c0, directions, save):
     R, G, H = w_hh.shape
     y = x.new_empty(B, T, F, R * H)
     if save:
-        return y, x.new_empty(R, B, T, F, G), x.new_empty(R, B, T, F, H)
+        # Gates are kept in x's dtype; the cell state is float32 for half-precision inputs (the kernels' state).
+        cell_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        return y, x.new_empty(R, B, T, F, G), x.new_empty(R, B, T, F, H, dtype=cell_dtype)
     return y, x.new_empty(0), x.new_empty(0)
 
 

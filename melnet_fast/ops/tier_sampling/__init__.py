@@ -12,7 +12,9 @@ from melnet_fast.ops.tier_sampling.compiled import sample_tier_compiled
 from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
 from melnet_fast.ops.tier_sampling.weights import unpack
 
-SUPPORTED = {"cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+SUPPORTED = {"cuda": {"cuda"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+# The cuda sampler also takes weights stored in these dtypes with float32 data (x_init, cz_t, cz_f, u, eps).
+CUDA_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u: torch.Tensor,
@@ -31,6 +33,8 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
         weights: the tier's flat weight list (layout in melnet_fast.ops.tier_sampling.weights).
         temperature: logits / tau, sigma * tau; 0 = mean of the most probable component.
         n_prime: number of leading frames taken from x_init instead of drawn.
+    Dtypes: every tensor of one dtype; or, with the cuda backend, bfloat16 / float16 weights and float32 data
+    (the kernel accumulates in float32).
     Returns:
         (x [B, T, F], log_density [B]): the sample and the sum over drawn elements of log p(x_ij) under the
         untempered mixture.
@@ -53,10 +57,22 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
     W = unpack(weights, n_layers, n_mixtures)
     if W.xt_w.shape[0] != D:
         raise ValueError(f"cz_t has {D} channels but the weights are {W.xt_w.shape[0]} wide")
-    tensors = {"x_init": x_init, "cz_t": cz_t, "cz_f": cz_f, "u": u, "eps": eps}
-    tensors.update({f"weights[{i}]": w for i, w in enumerate(weights)})
-    check_same(tensors)
+    data = {"x_init": x_init, "cz_t": cz_t, "cz_f": cz_f, "u": u, "eps": eps}
+    named_weights = {f"weights[{i}]": w for i, w in enumerate(weights)}
+    mixed = weights[0].dtype != x_init.dtype
+    if mixed:  # low-precision weights with float32 data: the cuda sampler's mode
+        check_same(data)
+        check_same(named_weights)
+        check_same({"x_init": x_init, "weights[0]": weights[0].to(x_init.dtype)})  # device only
+        if x_init.dtype != torch.float32 or weights[0].dtype not in CUDA_WEIGHT_DTYPES:
+            raise ValueError(f"weights have dtype {weights[0].dtype} but x_init has {x_init.dtype}; weights of "
+                             "another dtype than the data must be bfloat16 or float16 with float32 data")
+    else:
+        check_same({**data, **named_weights})
     name = backends.resolve("sample_tier", x_init, SUPPORTED, arg="x_init")
+    if mixed and name != "cuda":
+        raise ValueError(f"weights: the {name} sampler needs weights of the data's dtype {x_init.dtype}, got "
+                         f"{weights[0].dtype} (only the cuda backend takes bfloat16/float16 weights)")
     with torch.no_grad():
         if name == "reference":
             return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
