@@ -9,7 +9,11 @@ from melnet_fast.ops._checks import check_finite, check_same, check_tensor
 from melnet_fast.ops.gmm.compiled import gmm_nll_compiled
 from melnet_fast.ops.gmm.naive import draw_noise, gmm_nll_ref, gmm_sample_from_noise, gmm_sample_ref
 
-SUPPORTED = {"cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+# Backends that implement gmm_nll and the devices they serve, fastest first (the order "auto" tries; on CUDA
+# tensors "auto" times cuda against triton once per shape). Triton serves CPU tensors only in its interpreter.
+SUPPORTED = {"cuda": {"cuda"}, "triton": {"cuda", "cpu"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+# Most mixture components the cuda kernel takes (one row of its shared-memory tile, csrc/cuda/gmm_nll.cu).
+CUDA_MAX_K = 3071
 
 
 def _check_params(mu, log_sigma, logit_pi, lead=None):
@@ -24,6 +28,27 @@ def _check_params(mu, log_sigma, logit_pi, lead=None):
     check_finite("log_sigma", log_sigma)
 
 
+def _run(name, x, mu, log_sigma, logit_pi):
+    if name == "reference":
+        return gmm_nll_ref(x, mu, log_sigma, logit_pi)
+    if name == "triton":
+        from melnet_fast.ops.gmm.triton_backend import gmm_nll_triton  # imports triton: lazily
+
+        return gmm_nll_triton(x, mu, log_sigma, logit_pi)
+    return gmm_nll_compiled(x, mu, log_sigma, logit_pi)  # cpu and cuda: device dispatch
+
+
+def _timed_run(x, mu, log_sigma, logit_pi):
+    """run(name) for backends.resolve: forward, and backward when an input requires grad, with backend `name`."""
+    def run(name):
+        with backends.use_backend(name), torch.enable_grad():
+            args = [t.detach().requires_grad_(t.requires_grad) for t in (x, mu, log_sigma, logit_pi)]
+            nll = _run(name, *args)
+            if nll.requires_grad:
+                nll.backward(torch.ones_like(nll))
+    return run
+
+
 def gmm_nll(x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of x under a K-component Gaussian mixture, element by element.
 
@@ -32,16 +57,25 @@ def gmm_nll(x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi
         mu, log_sigma, logit_pi: [..., K] means, log standard deviations and unnormalised log weights.
     Returns:
         [...] -log sum_k softmax(logit_pi)_k N(x; mu_k, exp(log_sigma_k)). Differentiable in all four.
+
+    Dtypes: float32 and float64 on the CPU; float32, bfloat16 and float16 with the cuda and triton backends,
+    which compute in float32 whatever the storage dtype (float64 CUDA tensors go to the reference).
     """
     check_tensor("x", x, layout=" [...]")
     _check_params(mu, log_sigma, logit_pi, lead=x.shape)
     check_same({"x": x, "mu": mu, "log_sigma": log_sigma, "logit_pi": logit_pi})
     if x.numel() == 0:
         return x.new_zeros(x.shape)
-    name = backends.resolve("gmm_nll", x, SUPPORTED)
-    if name == "reference":
-        return gmm_nll_ref(x, mu, log_sigma, logit_pi)
-    return gmm_nll_compiled(x, mu, log_sigma, logit_pi)
+    K = mu.shape[-1]
+    supported = SUPPORTED
+    if K > CUDA_MAX_K:
+        if backends.get_backend() == "cuda" and x.is_cuda:
+            raise ValueError(f"mu: the cuda backend takes at most {CUDA_MAX_K} mixture components, got K={K}")
+        supported = {name: devices for name, devices in SUPPORTED.items() if name != "cuda"}
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, mu, log_sigma, logit_pi))
+    run = _timed_run(x, mu, log_sigma, logit_pi) if x.is_cuda else None
+    name = backends.resolve("gmm_nll", x, supported, shape_key=(tuple(x.shape), K, needs_grad), run=run)
+    return _run(name, x, mu, log_sigma, logit_pi)
 
 
 def gmm_sample(mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor, temperature: float = 1.0,
