@@ -102,12 +102,12 @@ def _extensions():
                 f"--threads={os.environ.get('MELNET_FAST_NVCC_THREADS', '2')}"] + gencode
         define_macros.append(("MELNET_FAST_WITH_CUDA", "1"))
         ext = CUDAExtension(
-            "melnet_fast._C", sources, define_macros=define_macros,
+            "melnet_fast._C", sources, define_macros=define_macros, include_dirs=[os.path.join(ROOT, "csrc")],
             extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"],
         )
     else:
         ext = CppExtension(
-            "melnet_fast._C", sources, define_macros=define_macros,
+            "melnet_fast._C", sources, define_macros=define_macros, include_dirs=[os.path.join(ROOT, "csrc")],
             extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
         )
     return [ext]

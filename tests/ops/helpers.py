@@ -41,7 +41,7 @@ def make_gmm_inputs(shape, K, dtype=torch.float64, seed=0) -> list[torch.Tensor]
 
 def random_like(t: torch.Tensor, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
+    return torch.randn(t.shape, generator=g, dtype=torch.float64).to(device=t.device, dtype=t.dtype)
 
 
 def _value_and_grads(op, backend: str, inputs: Sequence[torch.Tensor], extra=()) -> list[torch.Tensor]:

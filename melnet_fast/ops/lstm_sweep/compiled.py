@@ -17,11 +17,11 @@ def _fwd_fake(x, w_ih, w_hh, bias, h0, c0, directions, save):
     B, T, F, _ = x.shape
     R, G, H = w_hh.shape
     y = x.new_empty(B, T, F, R * H)
+    # Gates are kept in x's dtype; the cell state is float32 for half-precision inputs (the kernels' state).
+    cell_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     if save:
-        # Gates are kept in x's dtype; the cell state is float32 for half-precision inputs (the kernels' state).
-        cell_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         return y, x.new_empty(R, B, T, F, G), x.new_empty(R, B, T, F, H, dtype=cell_dtype)
-    return y, x.new_empty(0), x.new_empty(0)
+    return y, x.new_empty(0), x.new_empty(0, dtype=cell_dtype)
 
 
 def _bwd_fake(grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions):
