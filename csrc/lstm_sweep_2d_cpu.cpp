@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "sweep_host.h"
 #include "gemm.h"
 #include "small_gemm.h"
 #include "vec_math.h"
@@ -295,22 +296,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
 }
 
 // h of the previous position of every element along direction d (h0 at the first): [N, H].
-at::Tensor previous_hidden(const at::Tensor& y_r, const at::Tensor& h0_r, const Direction& d) {
-  // y_r [B, T, F, H]
-  const int64_t dim = d.along_t ? 1 : 2;
-  const int64_t L = y_r.size(dim);
-  std::vector<int64_t> shape(y_r.sizes().begin(), y_r.sizes().end());
-  shape[dim] = 1;
-  auto first = h0_r.view({1, 1, 1, -1}).expand(shape);
-  at::Tensor prev;
-  if (!d.reverse) {
-    prev = at::cat({first, y_r.narrow(dim, 0, L - 1)}, dim);
-  } else {
-    prev = at::cat({y_r.narrow(dim, 1, L - 1), first}, dim);
-  }
-  return prev.reshape({-1, y_r.size(3)});
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_bwd_cpu(
     const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
     const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& y_in, const at::Tensor& gates_in,
@@ -380,7 +365,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     auto dw_hh_r = dw_hh[r];
     // BLAS reads the column block of dxp in place through its leading dimension; oneDNN would first copy the
     // transposed block (40 ms of the backward at the benchmark size).
-    at::mm_out(dw_hh_r, dxp.narrow(1, r * G, G).t(), previous_hidden(y_r, h0[r], dirs[r]));
+    const auto h_prev = previous_hidden(y_r, h0[r], dirs[r].along_t, dirs[r].reverse);
+    at::mm_out(dw_hh_r, dxp.narrow(1, r * G, G).t(), h_prev);
     dh0[r].copy_(dh_rec[r].sum(0));
     dc0[r].copy_(dc_next[r].sum(0));
   }

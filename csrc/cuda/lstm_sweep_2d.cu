@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../common.h"
+#include "../sweep_host.h"
 #include "lstm_step.cuh"
 
 namespace melnet_fast {
@@ -189,18 +190,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cuda(
 }
 
 // h of the previous position along direction d of every position (h0 at the line's first): [N, H] contiguous.
-at::Tensor previous_hidden(const at::Tensor& y_r, const at::Tensor& h0_r, const Dir& d) {
-  // y_r [B, T, F, H] (a channel slice of y)
-  const int64_t dim = d.along_t ? 1 : 2;
-  const int64_t L = y_r.size(dim);
-  std::vector<int64_t> shape(y_r.sizes().begin(), y_r.sizes().end());
-  shape[dim] = 1;
-  const auto first = h0_r.view({1, 1, 1, -1}).expand(shape);
-  const auto prev = d.reverse ? at::cat({y_r.narrow(dim, 1, L - 1), first}, dim)
-                              : at::cat({first, y_r.narrow(dim, 0, L - 1)}, dim);
-  return prev.reshape({-1, y_r.size(3)});
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_bwd_cuda(
     const at::Tensor& grad_y_in, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh_in,
     const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& y_in, const at::Tensor& gates_in,
@@ -276,7 +265,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   for (int64_t r = 0; r < R; ++r) {
     const Dir& d = sz.geo.dir[r];
     // dw_hh[r] = sum over positions of dG_r^T h_prev, with h0 as h_prev at each line's first position.
-    const auto h_prev = previous_hidden(y4.narrow(3, r * H, H), h0[r], d);
+    const auto h_prev = previous_hidden(y4.narrow(3, r * H, H), h0[r], d.along_t, d.reverse);
     dw_hh[r].copy_(mm_f32(dgates.narrow(1, r * G, G).t(), h_prev));
     // h0 feeds the first step of every line: dh0[r] = (sum over lines of dG at the first position) @ w_hh[r].
     const auto first = dg5.select(3, r).select(d.along_t ? 1 : 2, d.reverse ? d.len - 1 : 0);  // [B, F|T, G]
