@@ -19,6 +19,7 @@ from tests.ops.helpers import (
     assert_error_within_reference,
     make_sweep_inputs,
     random_like,
+    strided_sweep_inputs,
 )
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -99,27 +100,10 @@ def test_error_within_reference_error(B, T, F, I, H, directions, dtype):
     check_against_reference(cuda_inputs(B, T, F, I, H, len(directions), dtype), directions)
 
 
-def strided(inputs):
-    """The same values held by non-contiguous views whose gaps are NaN (reading a gap poisons the result): x
-    permuted and strided, every other tensor with a stride of 2 in its last dimension."""
-    x, *rest = inputs
-    B, T, F, I = x.shape
-    big_x = torch.full((B, F, T, 2 * I), float("nan"), dtype=x.dtype, device=x.device)
-    views = [big_x[..., ::2].transpose(1, 2)]
-    for t in rest:
-        views.append(torch.full((*t.shape[:-1], 2 * t.shape[-1]), float("nan"), dtype=t.dtype,
-                                device=t.device)[..., ::2])
-    for v, t in zip(views, inputs):
-        v.copy_(t)
-    for name, v, t in zip(SWEEP_ARGS, views, inputs):
-        assert not v.is_contiguous() and torch.equal(v, t), name
-    return views
-
-
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_noncontiguous_inputs(dtype):
     directions = ["f-", "t+", "t-"]
-    inputs = strided(cuda_inputs(3, 11, 5, 9, 40, len(directions), dtype))
+    inputs = strided_sweep_inputs(cuda_inputs(3, 11, 5, 9, 40, len(directions), dtype))
     copies = [t.clone() for t in inputs]
     check_against_reference(inputs, directions)
     for name, t, c in zip(SWEEP_ARGS, inputs, copies):

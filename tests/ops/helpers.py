@@ -108,3 +108,20 @@ def gmm_vs_float64(backend: str, inputs32):
     ref32 = gmm_value_and_grads("reference", inputs32)
     fast = gmm_value_and_grads(backend, inputs32)
     return list(zip(GMM_RESULTS, fast, ref32, exact))
+
+
+def strided_sweep_inputs(inputs):
+    """The same values held by non-contiguous views whose gaps are NaN (reading a gap poisons the result): x
+    permuted and strided, every other tensor with a stride of 2 in its last dimension."""
+    x, *rest = inputs
+    B, T, F, I = x.shape
+    big_x = torch.full((B, F, T, 2 * I), float("nan"), dtype=x.dtype, device=x.device)
+    views = [big_x[..., ::2].transpose(1, 2)]
+    for t in rest:
+        views.append(torch.full((*t.shape[:-1], 2 * t.shape[-1]), float("nan"), dtype=t.dtype,
+                                device=t.device)[..., ::2])
+    for v, t in zip(views, inputs):
+        v.copy_(t)
+    for name, v, t in zip(SWEEP_ARGS, views, inputs):
+        assert not v.is_contiguous() and torch.equal(v, t), name
+    return views
