@@ -73,6 +73,26 @@ struct Geometry {
   Dir dir[kMaxDirections];
 };
 
+// Host-side launch shape, shared by lstm_sweep_2d.cu and the CPU emulator of these kernels (tests/cuda_emulation).
+// Steps of a sweep: the longest direction's length. Not max(T, F): when every direction runs along the shorter
+// axis the later steps would have no active direction, and a launch with zero line tiles is an invalid
+// configuration.
+inline int64_t sweep_steps(const Geometry& geo) {
+  int64_t steps = 0;
+  for (int r = 0; r < geo.R; ++r) steps = steps > geo.dir[r].len ? steps : geo.dir[r].len;
+  return steps;
+}
+
+// Line tiles of the launch of step s: enough for the direction with the most lines among those active at s
+// (at least one for every s < sweep_steps(geo)).
+inline int64_t line_tiles(const Geometry& geo, int64_t s) {
+  int64_t lines = 0;
+  for (int r = 0; r < geo.R; ++r) {
+    if (s < geo.dir[r].len && geo.dir[r].lines > lines) lines = geo.dir[r].lines;
+  }
+  return (lines + kLines - 1) / kLines;
+}
+
 // Flat position of line n of direction d at its position p along the line (0 <= p < d.len).
 __device__ __forceinline__ int64_t flat_position(const Dir& d, int64_t n, int64_t p, int64_t T, int64_t F) {
   if (d.along_t) {

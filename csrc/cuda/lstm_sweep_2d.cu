@@ -39,7 +39,7 @@ struct Sizes {
   int64_t B, T, F, I, R, H, G, N;
   Geometry geo;
   int64_t lines_max;  // the most lines of any direction: rows of the running-state buffers
-  int64_t steps;      // max(T, F)
+  int64_t steps;      // sweep_cuda::sweep_steps: max(T, F) when both axes are swept
 };
 
 void check_tensor(const char* op, const char* name, const at::Tensor& t, const at::Tensor& x,
@@ -95,20 +95,11 @@ Sizes check_args(const char* op, const at::Tensor& x, const at::Tensor& w_ih, co
     s.lines_max = std::max(s.lines_max, d.lines);
   }
   for (int64_t r = s.R; r < sweep_cuda::kMaxDirections; ++r) s.geo.dir[r] = Dir{0, 0, 0, 0};
-  s.steps = std::max(s.T, s.F);
+  s.steps = sweep_cuda::sweep_steps(s.geo);
   return s;
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// Line tiles of the launch of step s: enough for the direction with the most lines among those active.
-int64_t line_tiles(const Geometry& geo, int64_t s) {
-  int64_t lines = 0;
-  for (int r = 0; r < geo.R; ++r) {
-    if (s < geo.dir[r].len) lines = std::max(lines, geo.dir[r].lines);
-  }
-  return ceil_div(lines, sweep_cuda::kLines);
-}
 
 // The kernels' storage type for x's dtype.
 template <typename Fn>
@@ -180,7 +171,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cuda(
     p.geo = sz.geo;
     for (int64_t s = 0; s < sz.steps; ++s) {
       p.s = static_cast<int>(s);
-      const dim3 grid(static_cast<unsigned>(line_tiles(sz.geo, s)),
+      const dim3 grid(static_cast<unsigned>(sweep_cuda::line_tiles(sz.geo, s)),
                       static_cast<unsigned>(ceil_div(H, sweep_cuda::kFwdUnits)), static_cast<unsigned>(R));
       sweep_cuda::lstm_fwd_step_kernel<T_><<<grid, sweep_cuda::kThreads, 0, stream>>>(p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -189,7 +180,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cuda(
   return {y, gates, cell};
 }
 
-// h of the previous position along direction d of every position (h0 at the line's first): [N, H] contiguous.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_bwd_cuda(
     const at::Tensor& grad_y_in, const at::Tensor& x, const at::Tensor& w_ih, const at::Tensor& w_hh_in,
     const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& y_in, const at::Tensor& gates_in,
@@ -247,7 +237,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     p.geo = sz.geo;
     for (int64_t s = sz.steps - 1; s >= 0; --s) {
       p.s = static_cast<int>(s);
-      const dim3 grid(static_cast<unsigned>(line_tiles(sz.geo, s)),
+      const dim3 grid(static_cast<unsigned>(sweep_cuda::line_tiles(sz.geo, s)),
                       static_cast<unsigned>(ceil_div(H, sweep_cuda::kBwdUnits)), static_cast<unsigned>(R));
       sweep_cuda::lstm_bwd_step_kernel<T_><<<grid, sweep_cuda::kThreads, 0, stream>>>(p);
       C10_CUDA_KERNEL_LAUNCH_CHECK();

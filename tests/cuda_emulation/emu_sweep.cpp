@@ -1,0 +1,290 @@
+// Harness of the CUDA emulation test: runs the step kernels of csrc/cuda/lstm_step.cuh (the repository's file,
+// rewritten by build_emulator.py only to poison __shared__ variables) over all steps of one sweep, launched as
+// csrc/cuda/lstm_sweep_2d.cu launches them, on buffers read from and written to files. The GEMMs around the
+// steps are done by the test in torch (emulated_sweep.py).
+//
+//   emu_sweep fwd|bwd DTYPE B T F H ORDER POISON SAVE DIR CODE...   DTYPE f32|bf16|f16, CODE 0..3 per direction
+//   emu_sweep selftest NAME ORDER POISON DIR                          see emu_selftest.h
+//   emu_sweep convert DIR                                             the shim's float <-> 16-bit conversions
+//
+// Every global buffer sits between guard zones of 0xFF bytes (NaN in every float type, so a read past the end
+// poisons the results); a write into a guard zone, or into an input, is reported. Outputs start as 0xFF (NaN)
+// too, so an element the kernels leave unwritten stays NaN. Exit status 3 with "emu error: ..." on stderr on
+// any failed check.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "emu_runtime.h"
+// The rewritten copy of csrc/cuda/lstm_step.cuh in the build folder (its #line directive names the original).
+#include "lstm_step.cuh"
+#include "emu_selftest.h"
+
+namespace sc = melnet_fast::sweep_cuda;
+
+namespace {
+
+class Buffer {
+ public:
+  static constexpr size_t kGuard = 64 * 1024;
+
+  Buffer(std::string name, size_t bytes)
+      : name_(std::move(name)), bytes_(bytes), total_(kGuard + (bytes + 255) / 256 * 256 + kGuard) {
+    base_ = static_cast<unsigned char*>(std::aligned_alloc(256, total_));  // data 256-byte aligned like cudaMalloc's
+    if (base_ == nullptr) emu::fail("out of memory for %s", name_.c_str());
+    std::memset(base_, 0xFF, total_);
+  }
+  ~Buffer() { std::free(base_); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+
+  template <typename T>
+  T* as() {
+    return reinterpret_cast<T*>(base_ + kGuard);
+  }
+
+  // An input: read from DIR/NAME.bin, kept to check that the kernels do not write it.
+  void load(const std::string& dir) {
+    const std::string path = dir + "/" + name_ + ".bin";
+    FILE* f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) emu::fail("cannot open %s", path.c_str());
+    const size_t got = std::fread(base_ + kGuard, 1, bytes_, f);
+    const bool at_end = std::fgetc(f) == EOF;
+    std::fclose(f);
+    if (got != bytes_ || !at_end) emu::fail("%s does not hold %zu bytes", path.c_str(), bytes_);
+    copy_.assign(base_ + kGuard, base_ + kGuard + bytes_);
+  }
+
+  void save(const std::string& dir) const {
+    const std::string path = dir + "/" + name_ + ".bin";
+    FILE* f = std::fopen(path.c_str(), "wb");
+    if (f == nullptr || std::fwrite(base_ + kGuard, 1, bytes_, f) != bytes_) emu::fail("cannot write %s", path.c_str());
+    std::fclose(f);
+  }
+
+  void check() const {
+    const unsigned char* data = base_ + kGuard;
+    for (size_t i = 0; i < kGuard; ++i) {
+      if (base_[i] != 0xFF) emu::fail("%s written %zu bytes before its start", name_.c_str(), kGuard - i);
+    }
+    for (size_t i = 0; i < total_ - kGuard - bytes_; ++i) {
+      if (data[bytes_ + i] != 0xFF) emu::fail("%s written %zu bytes past its end", name_.c_str(), i + 1);
+    }
+    if (!copy_.empty() && std::memcmp(copy_.data(), data, bytes_) != 0) {
+      emu::fail("input %s was modified", name_.c_str());
+    }
+  }
+
+ private:
+  std::string name_;
+  size_t bytes_, total_;
+  unsigned char* base_ = nullptr;
+  std::vector<unsigned char> copy_;
+};
+
+// The sizes and direction table, as check_args in lstm_sweep_2d.cu derives them.
+struct Sweep {
+  int64_t B, T, F, R, H, G, N, lines_max, steps;
+  sc::Geometry geo;
+};
+
+Sweep make_sweep(int64_t B, int64_t T, int64_t F, int64_t H, const std::vector<int>& codes) {
+  Sweep s{};
+  s.B = B, s.T = T, s.F = F, s.H = H, s.G = 4 * H, s.N = B * T * F;
+  s.R = static_cast<int64_t>(codes.size());
+  if (B < 1 || T < 1 || F < 1 || H < 1 || s.R < 1 || s.R > sc::kMaxDirections) emu::fail("bad sizes");
+  s.geo.T = T, s.geo.F = F, s.geo.N = s.N;
+  s.geo.R = static_cast<int>(s.R), s.geo.H = static_cast<int>(H);
+  s.lines_max = 0;
+  for (int64_t r = 0; r < s.R; ++r) {
+    const int code = codes[r];
+    if (code < 0 || code > 3) emu::fail("direction code %d", code);
+    sc::Dir& d = s.geo.dir[r];
+    d.along_t = code < 2;
+    d.reverse = code % 2;
+    d.len = static_cast<int>(d.along_t ? T : F);
+    d.lines = d.along_t ? B * F : B * T;
+    s.lines_max = std::max(s.lines_max, d.lines);
+  }
+  for (int64_t r = s.R; r < sc::kMaxDirections; ++r) s.geo.dir[r] = sc::Dir{0, 0, 0, 0};
+  s.steps = sc::sweep_steps(s.geo);
+  return s;
+}
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Forward: pre, w_hh, h0, c0 in; y, c_run, and with save gates and cell out.
+template <typename T>
+void forward(const Sweep& sw, bool save, const std::string& dir) {
+  const int64_t N = sw.N, R = sw.R, G = sw.G, H = sw.H;
+  Buffer pre("pre", N * R * G * sizeof(T)), w_hh("w_hh", R * G * H * sizeof(T)), h0("h0", R * H * sizeof(T)),
+      c0("c0", R * H * sizeof(T));
+  for (Buffer* b : {&pre, &w_hh, &h0, &c0}) b->load(dir);
+  Buffer y("y", N * R * H * sizeof(T)), c_run("c_run", R * sw.lines_max * H * sizeof(float)),
+      gates("gates", save ? R * N * G * sizeof(T) : 0), cell("cell", save ? R * N * H * sizeof(float) : 0);
+  sc::FwdParams<T> p;
+  p.pre = pre.as<const T>();
+  p.w_hh = w_hh.as<const T>();
+  p.h0 = h0.as<const T>();
+  p.c0 = c0.as<const T>();
+  p.y = y.as<T>();
+  p.c_run = c_run.as<float>();
+  p.gates = save ? gates.as<T>() : nullptr;
+  p.cell = save ? cell.as<float>() : nullptr;
+  p.lines_max = sw.lines_max;
+  p.geo = sw.geo;
+  for (int64_t s = 0; s < sw.steps; ++s) {
+    p.s = static_cast<int>(s);
+    const int64_t tiles = sc::line_tiles(sw.geo, s);  // emu::launch reports an empty grid
+    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(ceil_div(H, sc::kFwdUnits)),
+                    static_cast<unsigned>(R));
+    emu::launch(sc::lstm_fwd_step_kernel<T>, grid, dim3(sc::kThreads), p);
+  }
+  for (Buffer* b : {&pre, &w_hh, &h0, &c0, &y, &c_run, &gates, &cell}) b->check();
+  for (Buffer* b : {&y, &c_run, &gates, &cell}) b->save(dir);
+}
+
+// Backward: grad_y, w_hh, gates, cell, c0 in; dgates and dc_run out.
+template <typename T>
+void backward(const Sweep& sw, const std::string& dir) {
+  const int64_t N = sw.N, R = sw.R, G = sw.G, H = sw.H;
+  Buffer grad_y("grad_y", N * R * H * sizeof(T)), w_hh("w_hh", R * G * H * sizeof(T)),
+      gates("gates", R * N * G * sizeof(T)), cell("cell", R * N * H * sizeof(float)), c0("c0", R * H * sizeof(T));
+  for (Buffer* b : {&grad_y, &w_hh, &gates, &cell, &c0}) b->load(dir);
+  Buffer dgates("dgates", N * R * G * sizeof(T)), dc_run("dc_run", R * sw.lines_max * H * sizeof(float));
+  sc::BwdParams<T> p;
+  p.grad_y = grad_y.as<const T>();
+  p.w_hh = w_hh.as<const T>();
+  p.gates = gates.as<const T>();
+  p.cell = cell.as<const float>();
+  p.c0 = c0.as<const T>();
+  p.dgates = dgates.as<T>();
+  p.dc_run = dc_run.as<float>();
+  p.lines_max = sw.lines_max;
+  p.geo = sw.geo;
+  for (int64_t s = sw.steps - 1; s >= 0; --s) {
+    p.s = static_cast<int>(s);
+    const int64_t tiles = sc::line_tiles(sw.geo, s);  // emu::launch reports an empty grid
+    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(ceil_div(H, sc::kBwdUnits)),
+                    static_cast<unsigned>(R));
+    emu::launch(sc::lstm_bwd_step_kernel<T>, grid, dim3(sc::kThreads), p);
+  }
+  for (Buffer* b : {&grad_y, &w_hh, &gates, &cell, &c0, &dgates, &dc_run}) b->check();
+  for (Buffer* b : {&dgates, &dc_run}) b->save(dir);
+}
+
+template <typename Fn>
+void dispatch(const std::string& dtype, Fn&& fn) {
+  if (dtype == "f32") {
+    fn(float{});
+  } else if (dtype == "bf16") {
+    fn(__nv_bfloat16{});
+  } else if (dtype == "f16") {
+    fn(__half{});
+  } else {
+    emu::fail("unknown dtype %s", dtype.c_str());
+  }
+}
+
+void run_selftest(const std::string& name, const std::string& dir) {
+  const int mode = selftest::mode_of(name);
+  Buffer out("out", (mode == selftest::kWmma ? 512 : 2 * selftest::kThreads) * sizeof(float));
+  Buffer a("a", 256 * sizeof(__nv_bfloat16)), b("b", 256 * sizeof(__nv_bfloat16));
+  if (mode == selftest::kWmma) {
+    a.load(dir);
+    b.load(dir);
+  }
+  selftest::Params p{out.as<float>(), a.as<const __nv_bfloat16>(), b.as<const __nv_bfloat16>(), mode};
+  emu::launch(selftest::kernel, dim3(2), dim3(selftest::kThreads), p);
+  for (Buffer* buf : {&out, &a, &b}) buf->check();
+  out.save(dir);
+}
+
+// f32.bin (n floats) -> bf16.bin, f16.bin; bits16.bin (all 65536 patterns) -> from_bf16.bin, from_f16.bin.
+void convert(const std::string& dir) {
+  auto read = [&](const std::string& name, size_t elt) {
+    std::vector<unsigned char> v;
+    FILE* f = std::fopen((dir + "/" + name).c_str(), "rb");
+    if (f == nullptr) emu::fail("cannot open %s", name.c_str());
+    for (int c; (c = std::fgetc(f)) != EOF;) v.push_back(static_cast<unsigned char>(c));
+    std::fclose(f);
+    if (v.size() % elt != 0) emu::fail("%s: size %zu", name.c_str(), v.size());
+    return v;
+  };
+  auto write = [&](const std::string& name, const void* data, size_t bytes) {
+    FILE* f = std::fopen((dir + "/" + name).c_str(), "wb");
+    if (f == nullptr || std::fwrite(data, 1, bytes, f) != bytes) emu::fail("cannot write %s", name.c_str());
+    std::fclose(f);
+  };
+  const auto f32 = read("f32.bin", 4);
+  const size_t n = f32.size() / 4;
+  std::vector<uint16_t> bf(n), hf(n);
+  for (size_t i = 0; i < n; ++i) {
+    float x;
+    std::memcpy(&x, &f32[4 * i], 4);
+    bf[i] = __float2bfloat16(x).bits;
+    hf[i] = __float2half(x).bits;
+  }
+  write("bf16.bin", bf.data(), 2 * n);
+  write("f16.bin", hf.data(), 2 * n);
+  const auto bits = read("bits16.bin", 2);
+  const size_t m = bits.size() / 2;
+  std::vector<float> from_bf(m), from_hf(m);
+  for (size_t i = 0; i < m; ++i) {
+    uint16_t u;
+    std::memcpy(&u, &bits[2 * i], 2);
+    from_bf[i] = __bfloat162float(__nv_bfloat16{u});
+    from_hf[i] = __half2float(__half{u});
+  }
+  write("from_bf16.bin", from_bf.data(), 4 * m);
+  write("from_f16.bin", from_hf.data(), 4 * m);
+}
+
+long arg_int(char** argv, int i) {
+  char* end = nullptr;
+  const long v = std::strtol(argv[i], &end, 10);
+  if (end == argv[i] || *end != '\0') emu::fail("argument %d: not an integer: %s", i, argv[i]);
+  return v;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string mode = argc > 1 ? argv[1] : "";
+  if (mode == "convert" && argc == 3) {
+    convert(argv[2]);
+    return 0;
+  }
+  if (mode == "selftest" && argc == 6) {
+    emu::g_order = static_cast<int>(arg_int(argv, 3));
+    emu::g_poison = static_cast<int>(arg_int(argv, 4));
+    run_selftest(argv[2], argv[5]);
+    return 0;
+  }
+  if ((mode == "fwd" || mode == "bwd") && argc >= 12) {
+    const std::string dtype = argv[2];
+    const int64_t B = arg_int(argv, 3), T = arg_int(argv, 4), F = arg_int(argv, 5), H = arg_int(argv, 6);
+    emu::g_order = static_cast<int>(arg_int(argv, 7));
+    emu::g_poison = static_cast<int>(arg_int(argv, 8));
+    const bool save = arg_int(argv, 9) != 0;
+    const std::string dir = argv[10];
+    std::vector<int> codes;
+    for (int i = 11; i < argc; ++i) codes.push_back(static_cast<int>(arg_int(argv, i)));
+    const Sweep sw = make_sweep(B, T, F, H, codes);
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      if (mode == "fwd") {
+        forward<T_>(sw, save, dir);
+      } else {
+        backward<T_>(sw, dir);
+      }
+    });
+    return 0;
+  }
+  std::fprintf(stderr, "usage: see the head of emu_sweep.cpp\n");
+  return 2;
+}
