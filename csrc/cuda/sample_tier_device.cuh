@@ -1,6 +1,6 @@
 // Device helpers of the persistent tier sampler (csrc/cuda/sample_tier.cu): float32 math on weights stored as
 // float32, bfloat16 or float16; warp-level dot products of a few weight rows against a few input vectors; the
-// LSTM pointwise update; exp/log used by the draw. Only sample_tier.cu includes this header.
+// LSTM pointwise update; exp/log used by the draw. Included by sample_tier_kernel.cuh only.
 #pragma once
 
 #include <cuda_bf16.h>

@@ -18,7 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 KERNEL_SOURCE = REPO / "csrc" / "cuda" / "lstm_step.cuh"
-HARNESS = [HERE / "emu_sweep.cpp", HERE / "emu_selftest.h", *sorted((HERE / "shim").glob("*.h"))]
+HARNESS = [HERE / "emu_sweep.cpp", HERE / "emu_selftest.h", HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h"))]
 FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wextra", "-Wno-unknown-pragmas"]
 # "sm80": the kernels as compiled for sm_80 and newer (wmma tensor-core path for 16-bit dtypes); "sm75": as for
 # older GPUs (FMA path for every dtype), selected by the __CUDA_ARCH__ test in lstm_step.cuh.

@@ -22,69 +22,14 @@
 #include "emu_runtime.h"
 // The rewritten copy of csrc/cuda/lstm_step.cuh in the build folder (its #line directive names the original).
 #include "lstm_step.cuh"
+#include "emu_buffer.h"
 #include "emu_selftest.h"
 
 namespace sc = melnet_fast::sweep_cuda;
 
 namespace {
 
-class Buffer {
- public:
-  static constexpr size_t kGuard = 64 * 1024;
-
-  Buffer(std::string name, size_t bytes)
-      : name_(std::move(name)), bytes_(bytes), total_(kGuard + (bytes + 255) / 256 * 256 + kGuard) {
-    base_ = static_cast<unsigned char*>(std::aligned_alloc(256, total_));  // data 256-byte aligned like cudaMalloc's
-    if (base_ == nullptr) emu::fail("out of memory for %s", name_.c_str());
-    std::memset(base_, 0xFF, total_);
-  }
-  ~Buffer() { std::free(base_); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-
-  template <typename T>
-  T* as() {
-    return reinterpret_cast<T*>(base_ + kGuard);
-  }
-
-  // An input: read from DIR/NAME.bin, kept to check that the kernels do not write it.
-  void load(const std::string& dir) {
-    const std::string path = dir + "/" + name_ + ".bin";
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (f == nullptr) emu::fail("cannot open %s", path.c_str());
-    const size_t got = std::fread(base_ + kGuard, 1, bytes_, f);
-    const bool at_end = std::fgetc(f) == EOF;
-    std::fclose(f);
-    if (got != bytes_ || !at_end) emu::fail("%s does not hold %zu bytes", path.c_str(), bytes_);
-    copy_.assign(base_ + kGuard, base_ + kGuard + bytes_);
-  }
-
-  void save(const std::string& dir) const {
-    const std::string path = dir + "/" + name_ + ".bin";
-    FILE* f = std::fopen(path.c_str(), "wb");
-    if (f == nullptr || std::fwrite(base_ + kGuard, 1, bytes_, f) != bytes_) emu::fail("cannot write %s", path.c_str());
-    std::fclose(f);
-  }
-
-  void check() const {
-    const unsigned char* data = base_ + kGuard;
-    for (size_t i = 0; i < kGuard; ++i) {
-      if (base_[i] != 0xFF) emu::fail("%s written %zu bytes before its start", name_.c_str(), kGuard - i);
-    }
-    for (size_t i = 0; i < total_ - kGuard - bytes_; ++i) {
-      if (data[bytes_ + i] != 0xFF) emu::fail("%s written %zu bytes past its end", name_.c_str(), i + 1);
-    }
-    if (!copy_.empty() && std::memcmp(copy_.data(), data, bytes_) != 0) {
-      emu::fail("input %s was modified", name_.c_str());
-    }
-  }
-
- private:
-  std::string name_;
-  size_t bytes_, total_;
-  unsigned char* base_ = nullptr;
-  std::vector<unsigned char> copy_;
-};
+using emu::Buffer;  // emu_buffer.h: guard zones, NaN start, input-unchanged check
 
 // The sizes and direction table, as check_args in lstm_sweep_2d.cu derives them.
 struct Sweep {

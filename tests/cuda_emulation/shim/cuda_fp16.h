@@ -52,3 +52,5 @@ inline __half __float2half(float f) {
   }
   return {static_cast<uint16_t>(out | (sign >> 16))};
 }
+
+inline __half __ushort_as_half(unsigned short bits) { return {bits}; }

@@ -1,0 +1,178 @@
+// Harness of the sampler's emulation test: runs sample_tier_kernel of csrc/cuda/sample_tier_kernel.cuh (the
+// repository's file, rewritten by build_grid_emulator.py only to give every block its own shared memory) with all
+// blocks of a small grid alive at once (emu_grid.h), after redoing the host side of csrc/cuda/sample_tier.cu:
+// constant float32 copies of the small weights, the weight address table, the 16-byte path condition, the
+// time-LSTM state initialisation, chunks of kMaxBatch rows, the dynamic shared memory of the head. The grid size
+// is an argument (on the GPU: SMs x occupancy, capped by MELNET_FAST_SAMPLER_MAX_BLOCKS).
+//
+//   emu_sample_tier WDTYPE B T F D L K N_PRIME TAU BLOCKS ORDER POISON DIR      WDTYPE f32|bf16|f16
+//
+// DIR holds x_init, cz_t, cz_f, u, eps (float32) and w0 ... w{n-1} (the flat weight list in WDTYPE, contiguous);
+// the harness writes x (float32 [B, T, F]) and log_density (float32 [B]) there. Every buffer is guarded
+// (emu_buffer.h); the scratch starts as NaN, as with the extension's poison_outputs flag.
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "emu_buffer.h"
+#include "emu_grid.h"
+// The rewritten copy of csrc/cuda/sample_tier_kernel.cuh in the build folder (its #line directive names the
+// original).
+#include "sample_tier_kernel.cuh"
+
+namespace sc = melnet_fast::sampler_cuda;
+
+namespace {
+
+// Elements of weights[idx] (expected_shape in sample_tier.cu).
+int64_t weight_numel(int64_t idx, int64_t D, int64_t L, int64_t K) {
+  if (idx < sc::kFirstLayer) return D;
+  if (idx == sc::kFirstLayer + sc::kPerLayer * L) return 3 * K * D;
+  if (idx == sc::kFirstLayer + sc::kPerLayer * L + 1) return 3 * K;
+  switch ((idx - sc::kFirstLayer) % sc::kPerLayer) {
+    case sc::kTWih: case sc::kTWhh: return 3 * 4 * D * D;
+    case sc::kTBias: return 3 * 4 * D;
+    case sc::kTH0: case sc::kTC0: return 3 * D;
+    case sc::kTProjW: return D * 3 * D;
+    case sc::kFWih: case sc::kFWhh: return 4 * D * D;
+    case sc::kFBias: return 4 * D;
+    case sc::kFH0: case sc::kFC0: return D;
+    case sc::kFProjW: return D * D;
+    default: return D;  // kTProjB, kFProjB
+  }
+}
+
+template <typename WT>
+void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64_t n_prime, float tau, int blocks,
+         const std::string& dir) {
+  using emu::Buffer;
+  const int64_t n_weights = sc::kFirstLayer + sc::kPerLayer * L + 2;
+  std::vector<std::unique_ptr<Buffer>> w;
+  for (int64_t idx = 0; idx < n_weights; ++idx) {
+    w.push_back(std::make_unique<Buffer>("w" + std::to_string(idx), weight_numel(idx, D, L, K) * sizeof(WT)));
+    w.back()->load(dir);
+  }
+  auto wf = [&](int64_t idx, int64_t e) { return sc::to_float(w[idx]->as<const WT>()[e]); };
+  Buffer x_init("x_init", B * T * F * 4), cz_t("cz_t", B * T * F * D * 4), cz_f("cz_f", B * T * F * D * 4),
+      u("u", B * T * F * 4), eps("eps", B * T * F * 4);
+  for (Buffer* b : {&x_init, &cz_t, &cz_f, &u, &eps}) b->load(dir);
+
+  // Weight table and the vector-path condition, as sample_tier_cuda builds them.
+  const int64_t vec_n = 16 / static_cast<int64_t>(sizeof(WT));
+  bool vec = D % vec_n == 0;
+  Buffer table("wtab", n_weights * sizeof(unsigned long long));
+  for (int64_t idx = 0; idx < n_weights; ++idx) {
+    const auto addr = reinterpret_cast<uintptr_t>(w[idx]->as<const WT>());
+    vec = vec && addr % 16 == 0;
+    table.as<unsigned long long>()[idx] = addr;
+  }
+  table.freeze();
+
+  Buffer x("x", B * T * F * 4), log_density("log_density", B * 4);
+  std::copy_n(x_init.as<const float>(), B * T * F, x.as<float>());
+
+  const int64_t Bc = std::min<int64_t>(B, sc::kMaxBatch);
+  const sc::Scratch so(Bc, F, D, L);
+  Buffer scratch("scratch", so.total * 4);  // 0xFF bytes: NaN, like the poison_outputs fill
+  float* base = scratch.as<float>();
+  for (int64_t d = 0; d < D; ++d) base[so.xfw + d] = wf(sc::kXfW, d);
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t lb = sc::kFirstLayer + sc::kPerLayer * l;
+    for (int64_t r = 0; r < 2; ++r) {
+      for (int64_t d = 0; d < D; ++d) {
+        base[so.swh0 + (l * 2 + r) * D + d] = wf(lb + sc::kTH0, (1 + r) * D + d);
+        base[so.swc0 + (l * 2 + r) * D + d] = wf(lb + sc::kTC0, (1 + r) * D + d);
+      }
+    }
+    for (int64_t d = 0; d < D; ++d) {
+      base[so.fh0 + l * D + d] = wf(lb + sc::kFH0, d);
+      base[so.fc0 + l * D + d] = wf(lb + sc::kFC0, d);
+    }
+  }
+  const int64_t head_rows = std::max<int64_t>(1, std::min<int64_t>(Bc, sc::kHeadSmemFloats / (3 * K)));
+  const size_t dyn_smem = static_cast<size_t>(head_rows * 3 * K) * sizeof(float);
+
+  for (int64_t b0 = 0; b0 < B; b0 += sc::kMaxBatch) {
+    const int64_t nb = std::min<int64_t>(sc::kMaxBatch, B - b0);
+    for (int64_t l = 0; l < L; ++l) {  // th parity 0 and tc, laid out with nb rows: h0 / c0 of direction 0
+      const int64_t lb = sc::kFirstLayer + sc::kPerLayer * l;
+      for (int64_t e = 0; e < nb * F * D; ++e) {
+        base[so.th + l * nb * F * D + e] = wf(lb + sc::kTH0, e % D);
+        base[so.tc + l * nb * F * D + e] = wf(lb + sc::kTC0, e % D);
+      }
+    }
+    sc::Params p;
+    p.B = static_cast<int>(nb);
+    p.T = static_cast<int>(T);
+    p.F = static_cast<int>(F);
+    p.D = static_cast<int>(D);
+    p.L = static_cast<int>(L);
+    p.K = static_cast<int>(K);
+    p.n_prime = static_cast<int>(n_prime);
+    p.head_rows = static_cast<int>(std::min(head_rows, nb));
+    p.tau = tau;
+    p.vec = vec;
+    p.wtab = table.as<const unsigned long long>();
+    p.cz_t = cz_t.as<const float>() + b0 * T * F * D;
+    p.cz_f = cz_f.as<const float>() + b0 * T * F * D;
+    p.u = u.as<const float>() + b0 * T * F;
+    p.eps = eps.as<const float>() + b0 * T * F;
+    p.x = x.as<float>() + b0 * T * F;
+    p.log_density = log_density.as<float>() + b0;
+    p.xfw = base + so.xfw;
+    p.swh0 = base + so.swh0;
+    p.swc0 = base + so.swc0;
+    p.fh0 = base + so.fh0;
+    p.fc0 = base + so.fc0;
+    p.xt = base + so.xt;
+    p.htl = base + so.htl;
+    p.th = base + so.th;
+    p.tc = base + so.tc;
+    p.sgx = base + so.sgx;
+    p.sh = base + so.sh;
+    p.sc = base + so.sc;
+    p.base0 = base + so.base0;
+    p.hf = base + so.hf;
+    p.fh = base + so.fh;
+    p.fc = base + so.fc;
+    emu::grid::launch(sc::sample_tier_kernel<WT>, dim3(blocks), dim3(sc::kThreads), dyn_smem, true, p);
+  }
+  for (auto& b : w) b->check();
+  for (Buffer* b : {&x_init, &cz_t, &cz_f, &u, &eps, &table, &x, &log_density, &scratch}) b->check();
+  x.save(dir);
+  log_density.save(dir);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 14) {
+    std::fprintf(stderr, "usage: see the head of emu_sample_tier.cpp\n");
+    return 2;
+  }
+  const std::string wdtype = argv[1];
+  const int64_t B = emu::arg_int(argv, 2), T = emu::arg_int(argv, 3), F = emu::arg_int(argv, 4),
+                D = emu::arg_int(argv, 5), L = emu::arg_int(argv, 6), K = emu::arg_int(argv, 7),
+                n_prime = emu::arg_int(argv, 8);
+  const float tau = static_cast<float>(emu::arg_double(argv, 9));
+  const int blocks = static_cast<int>(emu::arg_int(argv, 10));
+  emu::g_order = static_cast<int>(emu::arg_int(argv, 11));
+  emu::g_poison = static_cast<int>(emu::arg_int(argv, 12));
+  const std::string dir = argv[13];
+  if (B < 1 || T < 1 || F < 1 || D < 1 || L < 1 || K < 1 || 3 * K > sc::kHeadSmemFloats || n_prime < 0 ||
+      n_prime > T || blocks < 1) {
+    emu::fail("bad sizes");
+  }
+  if (wdtype == "f32") {
+    run<float>(B, T, F, D, L, K, n_prime, tau, blocks, dir);
+  } else if (wdtype == "bf16") {
+    run<__nv_bfloat16>(B, T, F, D, L, K, n_prime, tau, blocks, dir);
+  } else if (wdtype == "f16") {
+    run<__half>(B, T, F, D, L, K, n_prime, tau, blocks, dir);
+  } else {
+    emu::fail("unknown weight dtype %s", wdtype.c_str());
+  }
+  return 0;
+}
