@@ -259,24 +259,9 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
     p.eps = eps.data_ptr<float>() + b0 * T * F;
     p.x = x.data_ptr<float>() + b0 * T * F;
     p.log_density = log_density.data_ptr<float>() + b0;
-    p.xfw = base + so.xfw;
-    p.swh0 = base + so.swh0;
-    p.swc0 = base + so.swc0;
-    p.fh0 = base + so.fh0;
-    p.fc0 = base + so.fc0;
     // The state buffers are laid out for Bc rows; a chunk of nb <= Bc rows uses them with its own B = nb
     // (the kernel indexes every buffer with p.B, so the first nb-row-sized part of each is used).
-    p.xt = base + so.xt;
-    p.htl = base + so.htl;
-    p.th = base + so.th;
-    p.tc = base + so.tc;
-    p.sgx = base + so.sgx;
-    p.sh = base + so.sh;
-    p.sc = base + so.sc;
-    p.base0 = base + so.base0;
-    p.hf = base + so.hf;
-    p.fh = base + so.fh;
-    p.fc = base + so.fc;
+    so.bind(p, base);
     const int device = x_init.device().index();
     switch (wtype) {
       case at::kFloat: launch<float>(p, dyn_smem, stream, device); break;

@@ -596,6 +596,26 @@ struct Scratch {
     fc = take(L * B * D);
     total = o;
   }
+
+  // Points the state buffers of p into the allocation at base (shared by the host code and its CPU emulator).
+  void bind(Params& p, float* base) const {
+    p.xfw = base + xfw;
+    p.swh0 = base + swh0;
+    p.swc0 = base + swc0;
+    p.fh0 = base + fh0;
+    p.fc0 = base + fc0;
+    p.xt = base + xt;
+    p.htl = base + htl;
+    p.th = base + th;
+    p.tc = base + tc;
+    p.sgx = base + sgx;
+    p.sh = base + sh;
+    p.sc = base + sc;
+    p.base0 = base + base0;
+    p.hf = base + hf;
+    p.fh = base + fh;
+    p.fc = base + fc;
+  }
 };
 
 }  // namespace sampler_cuda

@@ -121,22 +121,7 @@ void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64
     p.eps = eps.as<const float>() + b0 * T * F;
     p.x = x.as<float>() + b0 * T * F;
     p.log_density = log_density.as<float>() + b0;
-    p.xfw = base + so.xfw;
-    p.swh0 = base + so.swh0;
-    p.swc0 = base + so.swc0;
-    p.fh0 = base + so.fh0;
-    p.fc0 = base + so.fc0;
-    p.xt = base + so.xt;
-    p.htl = base + so.htl;
-    p.th = base + so.th;
-    p.tc = base + so.tc;
-    p.sgx = base + so.sgx;
-    p.sh = base + so.sh;
-    p.sc = base + so.sc;
-    p.base0 = base + so.base0;
-    p.hf = base + so.hf;
-    p.fh = base + so.fh;
-    p.fc = base + so.fc;
+    so.bind(p, base);
     emu::grid::launch(sc::sample_tier_kernel<WT>, dim3(blocks), dim3(sc::kThreads), dyn_smem, true, p);
   }
   for (auto& b : w) b->check();

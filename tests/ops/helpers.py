@@ -111,17 +111,23 @@ def gmm_vs_float64(backend: str, inputs32):
 
 
 def strided_sweep_inputs(inputs):
-    """The same values held by non-contiguous views whose gaps are NaN (reading a gap poisons the result): x
-    permuted and strided, every other tensor with a stride of 2 in its last dimension."""
-    x, *rest = inputs
+    """The same values as `inputs`, each held by a non-contiguous view of a larger tensor on the same device whose
+    gaps are NaN (a kernel that reads a gap poisons its result): x strided on every axis but B and permuted,
+    w_ih column-major, the others strided in their last dimension."""
+    x, w_ih, w_hh, bias, h0, c0 = inputs
     B, T, F, I = x.shape
-    big_x = torch.full((B, F, T, 2 * I), float("nan"), dtype=x.dtype, device=x.device)
-    views = [big_x[..., ::2].transpose(1, 2)]
-    for t in rest:
-        views.append(torch.full((*t.shape[:-1], 2 * t.shape[-1]), float("nan"), dtype=t.dtype,
-                                device=t.device)[..., ::2])
-    for v, t in zip(views, inputs):
-        v.copy_(t)
+    R, G, H = w_hh.shape
+
+    def gaps(*shape):
+        return torch.full(shape, float("nan"), dtype=x.dtype, device=x.device)
+
+    views = [gaps(B, F, 2 * T, I + 3)[:, :, ::2, 1:I + 1].transpose(1, 2),  # [B, T, F, I]
+             gaps(R, I, G).transpose(1, 2),  # column-major [R, 4H, I]
+             gaps(R, G, 3 * H)[:, :, H:2 * H],
+             gaps(R, 2 * G)[:, ::2],
+             gaps(H, R).t(),
+             gaps(R + 1, H + 1)[1:, :H]]
     for name, v, t in zip(SWEEP_ARGS, views, inputs):
+        v.copy_(t)
         assert not v.is_contiguous() and torch.equal(v, t), name
     return views

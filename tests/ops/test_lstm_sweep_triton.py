@@ -27,9 +27,9 @@ from tests.ops.helpers import (  # noqa: E402
     assert_error_within_reference,
     make_sweep_inputs,
     random_like,
+    strided_sweep_inputs,
     sweep_value_and_grads,
 )
-from tests.ops.test_ops_noncontiguous import strided_sweep_inputs  # noqa: E402
 
 pytestmark = [
     pytest.mark.skipif(not backends.interpreting_triton(),

@@ -12,32 +12,11 @@ from tests.ops.helpers import (
     gmm_value_and_grads,
     make_gmm_inputs,
     make_sweep_inputs,
+    strided_sweep_inputs,
     sweep_value_and_grads,
 )
 
 BACKENDS = ["reference", "cpu"]
-
-
-def strided_sweep_inputs(inputs):
-    """The same values as `inputs`, each held by a non-contiguous view of a larger tensor."""
-    x, w_ih, w_hh, bias, h0, c0 = inputs
-    B, T, F, I = x.shape
-    R, G, H = w_hh.shape
-    big_x = torch.randn(B, F, 2 * T, I + 3, dtype=x.dtype)
-    x_view = big_x[:, :, ::2, 1:I + 1].transpose(1, 2)  # [B, T, F, I], strided on every axis but B
-    x_view.copy_(x)
-    w_ih_view = w_ih.transpose(1, 2).contiguous().transpose(1, 2)  # column-major [R, 4H, I]
-    w_hh_view = torch.randn(R, G, 3 * H, dtype=x.dtype)[:, :, H:2 * H]
-    w_hh_view.copy_(w_hh)
-    bias_view = torch.randn(R, 2 * G, dtype=x.dtype)[:, ::2]
-    bias_view.copy_(bias)
-    h0_view = h0.t().contiguous().t()
-    c0_view = torch.randn(R + 1, H + 1, dtype=x.dtype)[1:, :H]
-    c0_view.copy_(c0)
-    views = [x_view, w_ih_view, w_hh_view, bias_view, h0_view, c0_view]
-    for name, v, t in zip(("x", "w_ih", "w_hh", "bias", "h0", "c0"), views, inputs):
-        assert not v.is_contiguous() and torch.equal(v, t), name
-    return views
 
 
 def strided_gmm_inputs(inputs):

@@ -63,7 +63,9 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
     if mixed:  # low-precision weights with float32 data: the cuda sampler's mode
         check_same(data)
         check_same(named_weights)
-        check_same({"x_init": x_init, "weights[0]": weights[0].to(x_init.dtype)})  # device only
+        if weights[0].device != x_init.device:
+            raise ValueError(f"weights[0] is on {weights[0].device} but x_init is on {x_init.device}; "
+                             "all arguments must be on one device")
         if x_init.dtype != torch.float32 or weights[0].dtype not in CUDA_WEIGHT_DTYPES:
             raise ValueError(f"weights have dtype {weights[0].dtype} but x_init has {x_init.dtype}; weights of "
                              "another dtype than the data must be bfloat16 or float16 with float32 data")
