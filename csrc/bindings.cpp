@@ -3,7 +3,10 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <string>
+
 #include "common.h"
+#include "sampler_layout.h"
 
 TORCH_LIBRARY(melnet_fast, m) {
   // directions: 0 = t+, 1 = t-, 2 = f+, 3 = f-. save: keep gates and cell states for backward.
@@ -14,7 +17,7 @@ TORCH_LIBRARY(melnet_fast, m) {
   m.def("gmm_nll_fwd(Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) -> Tensor");
   m.def("gmm_nll_bwd(Tensor grad, Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
-  // One tier of ancestral sampling with cached state; weights in the layout of ops/tier_sampling/weights.py.
+  // One tier of ancestral sampling with cached state; weights in the order of csrc/sampler_layout.h.
   m.def("sample_tier(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
         "int n_layers, int n_mixtures, float temperature, int n_prime) -> (Tensor, Tensor)");
 }
@@ -23,10 +26,46 @@ TORCH_LIBRARY(melnet_fast, m) {
 bool melnet_fast_cuda_built();  // defined in csrc/cuda/registration.cu
 #endif
 
+namespace {
+
+// The sampler's weight list for n_layers layers (csrc/sampler_layout.h), one dict per tensor in list order:
+// index, section, key, layer (None outside the layer section), name, kind and shape as (coef, unit) pairs.
+pybind11::list sampler_layout(int64_t n_layers) {
+  namespace sl = melnet_fast::sampler_layout;
+  TORCH_CHECK(n_layers >= 1, "sampler_layout: n_layers must be >= 1, got ", n_layers);
+  static const char* kKinds[] = {"matrix", "vector", "state"};
+  static const char* kUnits[] = {"1", "D", "K"};
+  const sl::Layout layout(n_layers);
+  pybind11::list out;
+  for (int64_t idx = 0; idx < layout.size(); ++idx) {
+    const auto place = layout.locate(idx);
+    const sl::Entry& e = layout.entry(idx);
+    std::string name = e.name;
+    const auto at = name.find("{l}");
+    if (at != std::string::npos) name.replace(at, 3, std::to_string(place.copy));
+    pybind11::list shape;
+    for (int q = 0; q < e.rank; ++q) shape.append(pybind11::make_tuple(int(e.shape[q].coef), kUnits[e.shape[q].unit]));
+    pybind11::dict row;
+    row["index"] = idx;
+    row["section"] = sl::kSections[place.section].name;
+    row["key"] = e.key;
+    row["layer"] = place.section == sl::kLayers ? pybind11::object(pybind11::int_(place.copy)) : pybind11::none();
+    row["name"] = name;
+    row["kind"] = kKinds[e.kind];
+    row["shape"] = shape;
+    out.append(row);
+  }
+  return out;
+}
+
+}  // namespace
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "melnet_fast compiled kernels; the ops are registered under torch.ops.melnet_fast";
   m.def("set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
         "Fill every output buffer with NaN before kernels write it (for tests).");
+  m.def("sampler_layout", &sampler_layout, pybind11::arg("n_layers"),
+        "The tier samplers' weight list for n_layers layers (csrc/sampler_layout.h), one dict per tensor.");
   m.def("built_with_cuda", []() {
 #ifdef MELNET_FAST_WITH_CUDA
     return melnet_fast_cuda_built();

@@ -16,13 +16,14 @@
 #include <vector>
 
 #include "common.h"
+#include "sampler_layout.h"
 #include "small_gemm.h"
 #include "vec_math.h"
 
 namespace melnet_fast {
 namespace {
 
-constexpr int64_t kPerLayer = 14;
+namespace sl = sampler_layout;
 
 constexpr double kLogSqrt2Pi = 0.91893853320467274178;
 
@@ -98,19 +99,21 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   const T* czf = cz_f.data_ptr<T>() + b * T_ * F * D;
   const T* ub = u.data_ptr<T>() + b * T_ * F;
   const T* eb = eps.data_ptr<T>() + b * T_ * F;
-  const T* xt_w = w[0].data_ptr<T>();
-  const T* xt_b = w[1].data_ptr<T>();
-  const T* xf_w = w[2].data_ptr<T>();
-  const T* xf_b = w[3].data_ptr<T>();
+  const sl::Layout layout(L);
+  auto ptr = [&](int64_t idx) { return w[idx].data_ptr<T>(); };
+  const T* xt_w = ptr(layout.input(sl::kXtW));
+  const T* xt_b = ptr(layout.input(sl::kXtB));
+  const T* xf_w = ptr(layout.input(sl::kXfW));
+  const T* xf_b = ptr(layout.input(sl::kXfB));
   std::vector<LayerW<T>> lw(L);
   for (int64_t l = 0; l < L; ++l) {
-    const at::Tensor* p = &w[4 + kPerLayer * l];
-    lw[l] = {p[0].data_ptr<T>(), p[1].data_ptr<T>(), p[2].data_ptr<T>(),  p[3].data_ptr<T>(),  p[4].data_ptr<T>(),
-             p[5].data_ptr<T>(), p[6].data_ptr<T>(), p[7].data_ptr<T>(),  p[8].data_ptr<T>(),  p[9].data_ptr<T>(),
-             p[10].data_ptr<T>(), p[11].data_ptr<T>(), p[12].data_ptr<T>(), p[13].data_ptr<T>()};
+    auto lay = [&](sl::LayerEntry e) { return ptr(layout.layer(l, e)); };
+    lw[l] = {lay(sl::kTWih), lay(sl::kTWhh), lay(sl::kTBias), lay(sl::kTH0),  lay(sl::kTC0),
+             lay(sl::kTProjW), lay(sl::kTProjB), lay(sl::kFWih), lay(sl::kFWhh), lay(sl::kFBias),
+             lay(sl::kFH0), lay(sl::kFC0), lay(sl::kFProjW), lay(sl::kFProjB)};
   }
-  const T* head_w = w[4 + kPerLayer * L].data_ptr<T>();
-  const T* head_b = w[5 + kPerLayer * L].data_ptr<T>();
+  const T* head_w = ptr(layout.head(sl::kHeadW));
+  const T* head_b = ptr(layout.head(sl::kHeadB));
 
   // Caches: time LSTM (h, c) per layer and channel; the time-delayed stack's output per layer for this frame.
   std::vector<T> t_h(L * F * D), t_c(L * F * D), ht_layers(L * F * D), f_h(L * D), f_c(L * D);
@@ -232,8 +235,9 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, con
                                                    const at::Tensor& eps_in, at::TensorList weights_in,
                                                    int64_t n_layers, int64_t n_mixtures, double temperature,
                                                    int64_t n_prime) {
-  TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == 6 + kPerLayer * n_layers,
-              "sample_tier: expected ", 6 + kPerLayer * n_layers, " weight tensors, got ", weights_in.size());
+  const sl::Layout layout(n_layers);
+  TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == layout.size(), "sample_tier: expected ", layout.size(),
+              " weight tensors, got ", weights_in.size());
   const int64_t B = x_init.size(0);
   auto x = new_output(x_init.sizes(), x_init.options());
   x.copy_(x_init);
@@ -243,14 +247,9 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, con
   const auto eps = eps_in.contiguous();
   // Matrices are transposed once here (the last two dimensions) so that the kernels read them as axpys.
   std::vector<at::Tensor> w;
-  for (int64_t idx = 0; idx < static_cast<int64_t>(weights_in.size()); ++idx) {
-    const int64_t in_layer = (idx - 4) % kPerLayer;
-    const bool is_layer = idx >= 4 && idx < 4 + kPerLayer * n_layers;
-    const bool matrix = (is_layer && (in_layer == 0 || in_layer == 1 || in_layer == 5 || in_layer == 7 ||
-                                      in_layer == 8 || in_layer == 12)) ||
-                        idx == 4 + kPerLayer * n_layers;  // LSTM weights, projections, head
+  for (int64_t idx = 0; idx < layout.size(); ++idx) {
     const auto& t = weights_in[idx];
-    w.push_back(matrix ? t.transpose(-1, -2).contiguous() : t.contiguous());
+    w.push_back(layout.entry(idx).kind == sl::kMatrix ? t.transpose(-1, -2).contiguous() : t.contiguous());
   }
   auto log_density = new_output({B}, x_init.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sample_tier_cpu", [&] {

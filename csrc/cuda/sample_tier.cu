@@ -68,21 +68,12 @@ using namespace sampler_cuda;
 
 // ------------------------------------------------------------------------------------------------ host
 
-std::vector<int64_t> expected_shape(int64_t idx, int64_t D, int64_t L, int64_t K) {
-  if (idx < kFirstLayer) return idx % 2 == 0 ? std::vector<int64_t>{D, 1} : std::vector<int64_t>{D};
-  if (idx == kFirstLayer + kPerLayer * L) return {3 * K, D};
-  if (idx == kFirstLayer + kPerLayer * L + 1) return {3 * K};
-  switch ((idx - kFirstLayer) % kPerLayer) {
-    case kTWih: case kTWhh: return {3, 4 * D, D};
-    case kTBias: return {3, 4 * D};
-    case kTH0: case kTC0: return {3, D};
-    case kTProjW: return {D, 3 * D};
-    case kFWih: case kFWhh: return {1, 4 * D, D};
-    case kFBias: return {1, 4 * D};
-    case kFH0: case kFC0: return {1, D};
-    case kFProjW: return {D, D};
-    default: return {D};  // kTProjB, kFProjB
-  }
+// The shape weights[idx] must have (csrc/sampler_layout.h).
+std::vector<int64_t> expected_shape(const sl::Layout& layout, int64_t idx, int64_t D, int64_t K) {
+  const sl::Entry& e = layout.entry(idx);
+  std::vector<int64_t> shape;
+  for (int q = 0; q < e.rank; ++q) shape.push_back(sl::dim_size(e.shape[q], D, K));
+  return shape;
 }
 
 bool is_sampler_dtype(at::ScalarType t) {
@@ -130,7 +121,8 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   TORCH_CHECK(3 * n_mixtures <= kHeadSmemFloats, "sample_tier: the cuda sampler takes n_mixtures <= ",
               kHeadSmemFloats / 3, ", got ", n_mixtures);
   const int64_t L = n_layers, K = n_mixtures;
-  const int64_t n_weights = kFirstLayer + kPerLayer * L + 2;
+  const sl::Layout layout(L);
+  const int64_t n_weights = layout.size();
   TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == n_weights, "sample_tier: weights must hold ", n_weights,
               " tensors for n_layers=", L, ", got ", weights_in.size());
   TORCH_CHECK(x_init.dim() == 3, "sample_tier: x_init must be [B, T, F], got shape ", x_init.sizes());
@@ -159,9 +151,9 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   TORCH_CHECK(is_sampler_dtype(wtype), "sample_tier: weights must be float32, bfloat16 or float16, got ", wtype);
   for (int64_t idx = 0; idx < static_cast<int64_t>(weights_in.size()); ++idx) {
     const at::Tensor& w = weights_in[idx];
-    const auto shape = expected_shape(idx, D, L, K);
-    TORCH_CHECK(w.sizes() == at::IntArrayRef(shape), "sample_tier: weights[", idx, "] must have shape ",
-                at::IntArrayRef(shape), " (hidden ", D, ", K=", K, "), got ", w.sizes());
+    const auto shape = expected_shape(layout, idx, D, K);
+    TORCH_CHECK(w.sizes() == at::IntArrayRef(shape), "sample_tier: weights[", idx, "] (", layout.entry(idx).name,
+                ") must have shape ", at::IntArrayRef(shape), " (hidden ", D, ", K=", K, "), got ", w.sizes());
     TORCH_CHECK(w.device() == x_init.device(), "sample_tier: weights[", idx, "] is on ", w.device(),
                 " but x_init is on ", x_init.device());
     TORCH_CHECK(w.scalar_type() == wtype, "sample_tier: weights[", idx, "] has dtype ", w.scalar_type(),
@@ -220,13 +212,12 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   };
   float* base = scratch.data_ptr<float>();
   // Constant float32 copies of the small weights (copy_ converts the dtype).
-  view(so.xfw, {D}).copy_(w[kXfW].view({D}));
+  view(so.xfw, {D}).copy_(w[layout.input(sl::kXfW)].view({D}));
   for (int64_t l = 0; l < L; ++l) {
-    const int64_t lb = kFirstLayer + kPerLayer * l;
-    view(so.swh0, {L, 2, D}).select(0, l).copy_(w[lb + kTH0].narrow(0, 1, 2));
-    view(so.swc0, {L, 2, D}).select(0, l).copy_(w[lb + kTC0].narrow(0, 1, 2));
-    view(so.fh0, {L, D}).select(0, l).copy_(w[lb + kFH0][0]);
-    view(so.fc0, {L, D}).select(0, l).copy_(w[lb + kFC0][0]);
+    view(so.swh0, {L, 2, D}).select(0, l).copy_(w[layout.layer(l, sl::kTH0)].narrow(0, 1, 2));
+    view(so.swc0, {L, 2, D}).select(0, l).copy_(w[layout.layer(l, sl::kTC0)].narrow(0, 1, 2));
+    view(so.fh0, {L, D}).select(0, l).copy_(w[layout.layer(l, sl::kFH0)][0]);
+    view(so.fc0, {L, D}).select(0, l).copy_(w[layout.layer(l, sl::kFC0)][0]);
   }
 
   const int64_t head_rows = std::max<int64_t>(1, std::min<int64_t>(Bc, kHeadSmemFloats / (3 * K)));
@@ -236,10 +227,11 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
     const int64_t nb = std::min<int64_t>(kMaxBatch, B - b0);
     // Time LSTM state of every (b, j) starts at its trainable h0 / c0 (direction 0); parity 0 is frame 0's input.
     for (int64_t l = 0; l < L; ++l) {
-      const int64_t lb = kFirstLayer + kPerLayer * l;
+      const auto& h0 = w[layout.layer(l, sl::kTH0)];
+      const auto& c0 = w[layout.layer(l, sl::kTC0)];
       // Laid out with nb rows, as the kernel indexes them (p.B = nb).
-      view(so.th, {2, L, nb, F, D}).select(0, 0).select(0, l).copy_(w[lb + kTH0][0].view({1, 1, D}).expand({nb, F, D}));
-      view(so.tc, {L, nb, F, D}).select(0, l).copy_(w[lb + kTC0][0].view({1, 1, D}).expand({nb, F, D}));
+      view(so.th, {2, L, nb, F, D}).select(0, 0).select(0, l).copy_(h0[0].view({1, 1, D}).expand({nb, F, D}));
+      view(so.tc, {L, nb, F, D}).select(0, l).copy_(c0[0].view({1, 1, D}).expand({nb, F, D}));
     }
     Params p;
     p.B = static_cast<int>(nb);

@@ -17,8 +17,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-KERNEL_SOURCE = REPO / "csrc" / "cuda" / "lstm_step.cuh"
-HARNESS = [HERE / "emu_sweep.cpp", HERE / "emu_selftest.h", HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h"))]
+CSRC = REPO / "csrc"
+KERNEL_SOURCE = CSRC / "cuda" / "lstm_step.cuh"
+# The torch-free headers of csrc/ that device code includes unchanged (found through -I csrc).
+SHARED_HEADERS = [CSRC / name for name in ("sampler_layout.h",)]
+HARNESS = [HERE / "emu_sweep.cpp", HERE / "emu_selftest.h", HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")),
+           *SHARED_HEADERS]
 FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wextra", "-Wno-unknown-pragmas"]
 # "sm80": the kernels as compiled for sm_80 and newer (wmma tensor-core path for 16-bit dtypes); "sm75": as for
 # older GPUs (FMA path for every dtype), selected by the __CUDA_ARCH__ test in lstm_step.cuh.
@@ -88,7 +92,7 @@ def build(kernel_source: Path | None = None, variants=tuple(VARIANTS), cache_roo
         if exe.exists():
             continue
         partial = out_dir / f".emu_sweep_{v}.{os.getpid()}"
-        cmd = [cxx, *FLAGS, *VARIANTS[v], f"-I{out_dir}", f"-I{HERE / 'shim'}", f"-I{HERE}",
+        cmd = [cxx, *FLAGS, *VARIANTS[v], f"-I{out_dir}", f"-I{HERE / 'shim'}", f"-I{HERE}", f"-I{CSRC}",
                str(HERE / "emu_sweep.cpp"), "-o", str(partial)]
         jobs[v] = (partial, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     errors = []

@@ -6,15 +6,18 @@ import torch
 import melnet_fast
 from melnet_fast.ops import gmm_nll_ref, lstm_sweep_2d_ref, sample_tier
 from melnet_fast.ops.gmm.naive import draw_noise
-from melnet_fast.ops.tier_sampling.weights import expected_shapes, unpack
+from melnet_fast.ops.tier_sampling.layout import layout, unpack
 
 
 def random_weights(D, L, K, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
-    w = [torch.randn(s, generator=g, dtype=dtype) * (0.6 if len(s) > 1 else 0.3) for s in expected_shapes(D, L, K)]
-    # A small head keeps sigma moderate: the drawn value feeds the next channel's input, and a large head
-    # turns that loop into an explosion (inf samples) with random weights.
-    w[-2] *= 0.1
+    w = []
+    for slot in layout(L):
+        shape = slot.size(D, K)
+        # A small head keeps sigma moderate: the drawn value feeds the next channel's input, and a large head
+        # turns that loop into an explosion (inf samples) with random weights.
+        scale = 0.06 if slot.key == "head_w" else 0.6 if len(shape) > 1 else 0.3
+        w.append(torch.randn(shape, generator=g, dtype=dtype) * scale)
     return w
 
 
@@ -141,3 +144,4 @@ def test_weights_of_another_dtype_than_the_data():
     mixed[3] = w[3]
     with pytest.raises(ValueError, match=r"weights\[3\] has dtype"):
         sample_tier(x0, cz_t, cz_f, u, eps, mixed, 2, 3)
+

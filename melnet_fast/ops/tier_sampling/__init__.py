@@ -9,8 +9,8 @@ import torch
 from melnet_fast import backends
 from melnet_fast.ops._checks import check_same, check_tensor
 from melnet_fast.ops.tier_sampling.compiled import sample_tier_compiled
+from melnet_fast.ops.tier_sampling.layout import unpack
 from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
-from melnet_fast.ops.tier_sampling.weights import unpack
 
 SUPPORTED = {"cuda": {"cuda"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
 # The cuda sampler also takes weights stored in these dtypes with float32 data (x_init, cz_t, cz_f, u, eps).
@@ -30,7 +30,7 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
         x_init: [B, T, F]; its first n_prime frames are the prime (kept), the rest is overwritten.
         cz_t, cz_f: [B, T, F, D] conditioning terms W_z^t z and W_z^f z (zeros without conditioning).
         u, eps: [B, T, F] noise of the draws (gmm_sample_from_noise: u picks the component, eps the value).
-        weights: the tier's flat weight list (layout in melnet_fast.ops.tier_sampling.weights).
+        weights: the tier's flat weight list (order: csrc/sampler_layout.h, melnet_fast.ops.tier_sampling.layout).
         temperature: logits / tau, sigma * tau; 0 = mean of the most probable component.
         n_prime: number of leading frames taken from x_init instead of drawn.
     Dtypes: every tensor of one dtype; or, with the cuda backend, bfloat16 / float16 weights and float32 data

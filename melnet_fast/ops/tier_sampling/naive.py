@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from melnet_fast.ops.gmm.naive import gmm_nll_ref, gmm_sample_from_noise
-from melnet_fast.ops.tier_sampling.weights import unpack
+from melnet_fast.ops.tier_sampling.layout import unpack
 
 
 def _cell(inp, h, c, w_ih, w_hh, bias):
