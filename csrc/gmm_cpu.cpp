@@ -34,8 +34,6 @@
 namespace melnet_fast {
 namespace {
 
-constexpr double kLogSqrt2Pi = 0.91893853320467274178;
-
 template <typename T>
 struct GmmPointers {
   const T* x;
@@ -221,7 +219,7 @@ MF_INLINE void fwd_elements(const GmmPointers<simd::Elem<V>>& p, int64_t e0, int
     const int64_t n = std::min<int64_t>(W, e1 - e);
     V se, bmax, sa;
     mixture_rows(p, e, n, L, S, U, B, se, bmax, sa);
-    const V nll = (T(kLogSqrt2Pi) - bmax) - simd::log(sa / se);
+    const V nll = (T(math::kLogSqrt2Pi) - bmax) - simd::log(sa / se);
     // every component has density 0 (max b = -inf): nll = +inf, not inf - inf
     store_part(p.nll + e, bmax > -std::numeric_limits<T>::infinity() ? nll : -bmax, n);
   }

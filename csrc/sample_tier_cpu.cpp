@@ -12,10 +12,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include <limits>
 #include <vector>
 
 #include "common.h"
+#include "mixture_draw.h"
 #include "sampler_layout.h"
 #include "small_gemm.h"
 #include "vec_math.h"
@@ -24,8 +24,6 @@ namespace melnet_fast {
 namespace {
 
 namespace sl = sampler_layout;
-
-constexpr double kLogSqrt2Pi = 0.91893853320467274178;
 
 // The LSTM pointwise update of (h, c) [D] from pre-activation gates [4D] (overwritten by the activations).
 template <typename T>
@@ -125,7 +123,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
 #else
   const bool inner_threads = false;
 #endif
-  std::vector<T> ht(F * D), feats(F * 3 * D), fgates(3 * F * G), sweep_h(3 * D), sweep_c(3 * D), gates(G), hf(D), tmp(D), theta(3 * K), probs(K);
+  std::vector<T> ht(F * D), feats(F * 3 * D), fgates(3 * F * G), sweep_h(3 * D), sweep_c(3 * D), gates(G), hf(D), tmp(D), theta(3 * K);
   for (int64_t l = 0; l < L; ++l) {
     for (int64_t j = 0; j < F; ++j) {
       std::copy(lw[l].t_h0, lw[l].t_h0 + D, &t_h[(l * F + j) * D]);
@@ -175,47 +173,9 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
         matvec(lay.f_proj_w, &f_h[l * D], lay.f_proj_b, D, D, hf.data(), true);
       }
       matvec(head_w, hf.data(), head_b, 3 * K, D, theta.data());
-      const T* mu = theta.data();
-      const T* ls = mu + K;
-      const T* lp = mu + 2 * K;
-      // Draw (the rule of gmm_sample_from_noise).
-      int64_t k_sel = 0;
-      T value;
-      if (tau == T(0)) {
-        for (int64_t k = 1; k < K; ++k)
-          if (lp[k] > lp[k_sel]) k_sel = k;
-        value = mu[k_sel];
-      } else {
-        T mx = -std::numeric_limits<T>::infinity();
-        for (int64_t k = 0; k < K; ++k) mx = std::max(mx, lp[k] / tau);
-        T sum = 0;
-        for (int64_t k = 0; k < K; ++k) sum += (probs[k] = std::exp(lp[k] / tau - mx));
-        T cdf = 0;
-        const T uij = ub[i * F + j];
-        int64_t below = 0;
-        for (int64_t k = 0; k < K; ++k) {
-          cdf += probs[k] / sum;
-          below += cdf <= uij ? 1 : 0;
-        }
-        k_sel = std::min(below, K - 1);
-        value = mu[k_sel] + tau * std::exp(ls[k_sel]) * eb[i * F + j];
-      }
-      xb[i * F + j] = value;
-      // Log density of the drawn value under the untempered mixture.
-      T lmx = -std::numeric_limits<T>::infinity();
-      for (int64_t k = 0; k < K; ++k) lmx = std::max(lmx, lp[k]);
-      T lse = 0;
-      for (int64_t k = 0; k < K; ++k) lse += std::exp(lp[k] - lmx);
-      lse = lmx + std::log(lse);
-      T amax = -std::numeric_limits<T>::infinity();
-      for (int64_t k = 0; k < K; ++k) {
-        const T z = (value - mu[k]) * std::exp(-ls[k]);
-        probs[k] = lp[k] - lse - T(0.5) * z * z - ls[k] - T(kLogSqrt2Pi);
-        amax = std::max(amax, probs[k]);
-      }
-      T sa = 0;
-      for (int64_t k = 0; k < K; ++k) sa += std::exp(probs[k] - amax);
-      logd += amax + std::log(sa);
+      const Drawn<T> dr = draw_mixture(theta.data(), static_cast<int>(K), tau, ub[i * F + j], eb[i * F + j]);
+      xb[i * F + j] = dr.value;
+      logd += dr.log_density;
     }
   }
   *log_density = logd;

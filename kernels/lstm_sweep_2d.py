@@ -18,7 +18,8 @@ reads only rows of the previous (forward) or next (backward) position, written b
 writes rows of the current position: programs of one launch never read what another writes.
 
 Precision: storage float32, bfloat16 or float16; cell state, gate math and every accumulation float32. float32
-tile products run in exact fp32 (input_precision="ieee", never TF32).
+tile products run in exact fp32 (input_precision="ieee", never TF32). Activations from scalar_math, the twin of
+csrc/scalar_math.h.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+from melnet_fast.kernels import scalar_math as sm
 
 # Upper limits of the tile sizes (each tile is the next power of two of its extent, at least 16: tl.dot needs
 # every dimension >= 16; rows / columns beyond the extent are masked); float32 halves the depth limit "k". Tiles of
@@ -90,20 +92,6 @@ def _fp32_dot(dtype: torch.dtype) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- jit helpers
-
-
-@triton.jit
-def _tanh(x):
-    """tanh in fp32 with a small relative error everywhere (no tanh in tl, and libdevice's is not interpreted).
-    |x| < 1/8: odd Taylor series to x^7 (next term 62/2835 x^9, relative < 2e-9). Otherwise (1-e)/(1+e) with
-    e = exp(-2|x|) <= exp(-1/4): the argument is never positive (no overflow) and 1-e >= 0.22 cancels < 3 bits."""
-    a = tl.abs(x)
-    x2 = x * x
-    small = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0))))
-    e = tl.exp(-2.0 * a)
-    big = (1.0 - e) / (1.0 + e)
-    big = tl.where(x < 0, -big, big)
-    return tl.where(a < 0.125, small, big)
 
 
 @triton.jit
@@ -183,17 +171,17 @@ def _fwd_step_kernel(
 
     # Gates and the cell update, all in fp32.
     pre_at = pre_ptr + row[:, None] * (R * H4) + r64 * H4 + j[None, :]
-    gi = tl.sigmoid(acc_i + tl.load(pre_at, mask=ok, other=0.0).to(tl.float32))
-    gf = tl.sigmoid(acc_f + tl.load(pre_at + H, mask=ok, other=0.0).to(tl.float32))
-    gg = _tanh(acc_g + tl.load(pre_at + 2 * H, mask=ok, other=0.0).to(tl.float32))
-    go = tl.sigmoid(acc_o + tl.load(pre_at + 3 * H, mask=ok, other=0.0).to(tl.float32))
+    gi = sm.sigmoid(acc_i + tl.load(pre_at, mask=ok, other=0.0).to(tl.float32))
+    gf = sm.sigmoid(acc_f + tl.load(pre_at + H, mask=ok, other=0.0).to(tl.float32))
+    gg = sm.tanh(acc_g + tl.load(pre_at + 2 * H, mask=ok, other=0.0).to(tl.float32))
+    go = sm.sigmoid(acc_o + tl.load(pre_at + 3 * H, mask=ok, other=0.0).to(tl.float32))
     c_at = c_run_ptr + (r64 * N_MAX + n[:, None]) * H + j[None, :]
     if FIRST:
         c_prev = tl.load(c0_ptr + r64 * H + j, mask=j_ok, other=0.0).to(tl.float32)[None, :]
     else:
         c_prev = tl.load(c_at, mask=ok, other=0.0)
     c = gf * c_prev + gi * gg
-    h_new = go * _tanh(c)
+    h_new = go * sm.tanh(c)
     tl.store(c_at, c, mask=ok)
     tl.store(y_ptr + row[:, None] * (R * H) + r64 * H + j[None, :], h_new.to(y_ptr.dtype.element_ty), mask=ok)
     if SAVE:
@@ -271,7 +259,7 @@ def _bwd_step_kernel(
         c_prev = tl.load(cell_ptr + (r64 * ROWS + prev[:, None]) * H + j[None, :], mask=ok, other=0.0)
 
     dc_at = dc_ptr + (r64 * N_MAX + n[:, None]) * H + j[None, :]
-    tc = _tanh(c)
+    tc = sm.tanh(c)
     dc = tl.load(dc_at, mask=ok, other=0.0) + dh * go * (1.0 - tc * tc)
     d_i = dc * gg * gi * (1.0 - gi)
     d_f = dc * c_prev * gf * (1.0 - gf)

@@ -28,6 +28,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "scalar_math.h"
+
 namespace melnet_fast {
 namespace sweep_cuda {
 
@@ -128,55 +130,6 @@ __device__ __forceinline__ __half from_float<__half>(float v) {
 template <typename T>
 __device__ __forceinline__ T zero_value() {
   return from_float<T>(0.0f);
-}
-
-// ---- Activations accurate to a few float32 ulps ----
-// The extension is built with --use_fast_math, which turns expf into ex2.approx-based code, '/' into an
-// approximate division and tanhf into tanh.approx (relative error ~2^-11): far outside the float32 tests'
-// tolerance. So exp is computed here with explicit FMAs (Cody-Waite reduction + Taylor polynomial), divisions
-// with the IEEE-rounded __fdiv_rn / __frcp_rn, none of which the flag changes. NaN propagates (the trainer's
-// NaN checks rely on it).
-
-// exp(x) = scale * (1 + p) with scale = 2^j and p = expm1(x - j ln2); x is clamped to [-87, 88] so that 2^j
-// stays a normal float (the clamp keeps NaN: comparisons with NaN are false).
-struct ExpParts {
-  float scale, p;
-};
-__device__ __forceinline__ ExpParts exp_parts(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float j = rintf(x * 1.44269504f);
-  float r = fmaf(j, -0.693145751953125f, x);  // ln2 split in a high part exact for |j| < 2^11 and a low part
-  r = fmaf(j, -1.428606765330187e-6f, r);     // |r| <= 0.347
-  // expm1(r) = r (1 + r/2 + r^2/6 + ... + r^7/8!): truncation below 2e-8 relative at |r| = 0.347.
-  float p = 2.48015873e-5f;
-  p = fmaf(p, r, 1.98412698e-4f);
-  p = fmaf(p, r, 1.38888889e-3f);
-  p = fmaf(p, r, 8.33333333e-3f);
-  p = fmaf(p, r, 4.16666667e-2f);
-  p = fmaf(p, r, 1.66666667e-1f);
-  p = fmaf(p, r, 0.5f);
-  p = fmaf(p, r, 1.0f);
-  p = p * r;
-  const int ji = __float2int_rn(j);  // in [-126, 127] after the clamp (0 for NaN, whose p is NaN anyway)
-  return {__int_as_float((ji + 127) << 23), p};
-}
-
-__device__ __forceinline__ float sigmoid_acc(float x) {
-  const ExpParts e = exp_parts(-x);
-  return __frcp_rn(1.0f + fmaf(e.scale, e.p, e.scale));  // 1 / (1 + exp(-x))
-}
-
-__device__ __forceinline__ float tanh_acc(float x) {
-  const float a = fabsf(x);
-  float t;
-  if (a >= 10.0f) {
-    t = 1.0f;  // tanh(10) = 1 - 4e-9 rounds to 1
-  } else {
-    const ExpParts e = exp_parts(2.0f * a);
-    const float em = fmaf(e.scale, e.p, e.scale - 1.0f);  // expm1(2a), accurate also for small a (j = 0: em = p)
-    t = __fdiv_rn(em, em + 2.0f);                           // tanh(a) = expm1(2a) / (expm1(2a) + 2)
-  }
-  return copysignf(t, x);
 }
 
 // ---- Step parameters ----
@@ -392,14 +345,14 @@ __global__ void __launch_bounds__(kThreads) lstm_fwd_step_kernel(const FwdParams
     if (pos < 0 || j >= H) continue;
     const int64_t n = m0 + m;
     const T* pre = p.pre + pos * (R * (int64_t)G) + (int64_t)r * G;
-    const float gi = sigmoid_acc(sm.c[m][0 * kFwdUnits + jj] + to_float(pre[j]));
-    const float gf = sigmoid_acc(sm.c[m][1 * kFwdUnits + jj] + to_float(pre[H + j]));
-    const float gg = tanh_acc(sm.c[m][2 * kFwdUnits + jj] + to_float(pre[2 * H + j]));
-    const float go = sigmoid_acc(sm.c[m][3 * kFwdUnits + jj] + to_float(pre[3 * H + j]));
+    const float gi = math::sigmoid(sm.c[m][0 * kFwdUnits + jj] + to_float(pre[j]));
+    const float gf = math::sigmoid(sm.c[m][1 * kFwdUnits + jj] + to_float(pre[H + j]));
+    const float gg = math::tanh(sm.c[m][2 * kFwdUnits + jj] + to_float(pre[2 * H + j]));
+    const float go = math::sigmoid(sm.c[m][3 * kFwdUnits + jj] + to_float(pre[3 * H + j]));
     float* c_run = p.c_run + ((int64_t)r * p.lines_max + n) * H + j;
     const float c_prev = p.s == 0 ? to_float(p.c0[(int64_t)r * H + j]) : *c_run;
     const float c = fmaf(gf, c_prev, gi * gg);
-    const float h = go * tanh_acc(c);
+    const float h = go * math::tanh(c);
     *c_run = c;
     p.y[pos * (R * (int64_t)H) + (int64_t)r * H + j] = from_float<T>(h);
     if (p.gates != nullptr) {
@@ -536,7 +489,7 @@ __global__ void __launch_bounds__(kThreads) lstm_bwd_step_kernel(const BwdParams
     const float c_prev = prev < 0 ? to_float(p.c0[(int64_t)r * H + j]) : p.cell[((int64_t)r * N + prev) * H + j];
     float* dc_run = p.dc_run + ((int64_t)r * p.lines_max + n) * H + j;
     const float carry = last ? 0.0f : *dc_run;
-    const float tc = tanh_acc(c);
+    const float tc = math::tanh(c);
     const float dc = carry + dh * go * (1.0f - tc * tc);
     const float d_i = dc * gg * gi * (1.0f - gi);
     const float d_f = dc * c_prev * gf * (1.0f - gf);

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "mixture_draw.h"
 #include "sample_tier_device.cuh"
 #include "sampler_layout.h"
 
@@ -27,7 +28,6 @@ constexpr int kProjRows = 4;                // projection / head rows per task
 constexpr int kTimeCols = 4;                // (b, j) columns per task in the per-frame phases P1 and P3
 constexpr int kBatchCols = 4;               // batch columns per task in the per-channel phases when B >= 4
 constexpr int kHeadSmemFloats = 4096;       // shared floats for the head's outputs (16 KiB)
-constexpr float kLogSqrt2Pi = 0.91893853320467274178f;
 
 namespace sl = sampler_layout;  // the flat weight list: csrc/sampler_layout.h
 
@@ -406,56 +406,6 @@ __device__ void phase_freq_proj(const Params& p, int i, int j, int l, const floa
   }
 }
 
-// ------------------------------------------------------------------------------------------------ draw
-// The rule of gmm_sample_from_noise (ops/gmm/naive.py) and the log density of the drawn value under the
-// untempered mixture (-gmm_nll), as the CPU kernel computes them. theta = [mu (K), log_sigma (K), logit_pi (K)].
-struct Drawn {
-  float value, log_density;
-};
-__device__ Drawn draw_element(const float* theta, int K, float tau, float u, float eps) {
-  const float* mu = theta;
-  const float* ls = theta + K;
-  const float* lp = theta + 2 * K;
-  int k_sel = 0;
-  float value;
-  if (tau == 0.f) {  // the mean of the first most probable component
-    for (int k = 1; k < K; ++k) {
-      if (lp[k] > lp[k_sel]) k_sel = k;
-    }
-    value = mu[k_sel];
-  } else {  // inverse CDF of softmax(logit / tau): k = #{k : cdf_k <= u}, clamped to K-1
-    float mx = -INFINITY;
-    for (int k = 0; k < K; ++k) mx = fmaxf(mx, __fdiv_rn(lp[k], tau));
-    float sum = 0.f;
-    for (int k = 0; k < K; ++k) sum += exp_precise(__fdiv_rn(lp[k], tau) - mx);
-    float cdf = 0.f;
-    int below = 0;
-    for (int k = 0; k < K; ++k) {
-      cdf += __fdiv_rn(exp_precise(__fdiv_rn(lp[k], tau) - mx), sum);
-      below += cdf <= u ? 1 : 0;
-    }
-    k_sel = min(below, K - 1);
-    value = __fadd_rn(mu[k_sel], __fmul_rn(__fmul_rn(tau, exp_precise(ls[k_sel])), eps));
-  }
-  // log sum_k pi_k N(value; mu_k, sigma_k), pi = softmax(logit_pi): two log-sum-exps.
-  float lmx = -INFINITY;
-  for (int k = 0; k < K; ++k) lmx = fmaxf(lmx, lp[k]);
-  float lse = 0.f;
-  for (int k = 0; k < K; ++k) lse += exp_precise(lp[k] - lmx);
-  lse = lmx + logf(lse);
-  float amax = -INFINITY;
-  for (int k = 0; k < K; ++k) {
-    const float z = (value - mu[k]) * exp_precise(-ls[k]);
-    amax = fmaxf(amax, lp[k] - lse - 0.5f * z * z - ls[k] - kLogSqrt2Pi);
-  }
-  float sa = 0.f;
-  for (int k = 0; k < K; ++k) {
-    const float z = (value - mu[k]) * exp_precise(-ls[k]);
-    sa += exp_precise(lp[k] - lse - 0.5f * z * z - ls[k] - kLogSqrt2Pi - amax);
-  }
-  return {value, amax + logf(sa)};
-}
-
 // Head and draw of channel j, run by every block on the same hf (so every block gets the same values, bitwise:
 // same code, same inputs, same reduction order). Batch rows in chunks of head_rows: warps compute theta into
 // shared memory (tasks: group of kProjRows rows of W_head, batch row), then thread t draws row b0 + t. Block 0
@@ -491,7 +441,7 @@ __device__ void head_and_draw(const Params& p, int i, int j, float* s_theta, flo
     if (threadIdx.x < nb) {
       const int64_t b = b0 + threadIdx.x;
       const int64_t e = (b * p.T + i) * p.F + j;
-      const Drawn dr = draw_element(s_theta + threadIdx.x * K3, p.K, p.tau, p.u[e], p.eps[e]);
+      const Drawn<float> dr = draw_mixture(s_theta + threadIdx.x * K3, p.K, p.tau, p.u[e], p.eps[e]);
       s_val[b] = dr.value;
       if (blockIdx.x == 0) {
         p.x[e] = dr.value;

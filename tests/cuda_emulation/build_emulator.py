@@ -20,7 +20,7 @@ REPO = HERE.parents[1]
 CSRC = REPO / "csrc"
 KERNEL_SOURCE = CSRC / "cuda" / "lstm_step.cuh"
 # The torch-free headers of csrc/ that device code includes unchanged (found through -I csrc).
-SHARED_HEADERS = [CSRC / name for name in ("sampler_layout.h",)]
+SHARED_HEADERS = [CSRC / name for name in ("scalar_math.h", "mixture_draw.h", "sampler_layout.h")]
 HARNESS = [HERE / "emu_sweep.cpp", HERE / "emu_selftest.h", HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")),
            *SHARED_HEADERS]
 FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wextra", "-Wno-unknown-pragmas"]
@@ -108,6 +108,48 @@ def build(kernel_source: Path | None = None, variants=tuple(VARIANTS), cache_roo
     return exes
 
 
+# The maths harness: "device" compiles csrc/scalar_math.h as the CUDA kernels do (__CUDA_ARCH__ set, the shim's
+# intrinsics) with no contraction of multiply-adds, so that Triton's interpreter reproduces it bit for bit; "host"
+# with the flags of the extension's C++ sources (setup.py), as the CPU kernels use it.
+MATH_SOURCES = [HERE / "emu_math.cpp", CSRC / "scalar_math.h", CSRC / "vec_math.h", HERE / "shim" / "cuda_runtime.h",
+                HERE / "shim" / "emu_runtime.h"]
+MATH_VARIANTS = {"device": [*FLAGS, "-D__CUDA_ARCH__=900", f"-I{HERE / 'shim'}"],
+                 "host": ["-std=c++17", "-O3", "-fopenmp", "-Wall", "-Wextra"]}
+
+
+def build_math(cache_root: Path | None = None, cxx: str | None = None) -> dict[str, Path]:
+    """{"device": executable, "host": executable} of emu_math.cpp, compiled only when the cache lacks them."""
+    cxx = cxx or find_compiler()
+    if cxx is None:
+        raise BuildError("no C++ compiler found")
+    digest = hashlib.sha256()
+    for part in (_compiler_id(cxx).encode(), repr(MATH_VARIANTS).encode(),
+                 *(p.name.encode() + b"\0" + p.read_bytes() for p in MATH_SOURCES)):
+        digest.update(part + b"\0\0")
+    root = cache_root or Path(tempfile.gettempdir()) / f"melnet_fast_cuda_emulation-{os.getuid()}"
+    out_dir = root / f"math-{digest.hexdigest()[:20]}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exes, jobs = {}, {}
+    for variant, flags in MATH_VARIANTS.items():
+        exes[variant] = out_dir / f"emu_math_{variant}"
+        if exes[variant].exists():
+            continue
+        partial = out_dir / f".emu_math_{variant}.{os.getpid()}"
+        cmd = [cxx, *flags, f"-I{CSRC}", str(HERE / "emu_math.cpp"), "-o", str(partial)]
+        jobs[variant] = (partial, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    errors = []
+    for variant, (partial, proc) in jobs.items():
+        messages, _ = proc.communicate()
+        if proc.returncode != 0:
+            errors.append(f"emu_math {variant}: {cxx} failed ({proc.returncode}):\n{messages}")
+            partial.unlink(missing_ok=True)
+        else:
+            os.replace(partial, exes[variant])
+    if errors:
+        raise BuildError("\n".join(errors))
+    return exes
+
+
 if __name__ == "__main__":
-    for variant, exe in build().items():
+    for variant, exe in {**build(), **build_math()}.items():
         print(variant, exe)

@@ -19,7 +19,6 @@ from tests.ops.helpers import (  # noqa: E402
     strided_sweep_inputs,
     sweep_value_and_grads,
 )
-from tests.ops.test_lstm_sweep_triton import check_tanh, tanh_points  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -108,6 +107,3 @@ def test_without_grad_same_output():
         y = lstm_sweep_2d(*[t.clone().requires_grad_() for t in inputs], directions)
     assert y.grad_fn is None and torch.equal(y, y_grad)
 
-
-def test_tanh_relative_error():
-    check_tanh(tanh_points("cuda"))

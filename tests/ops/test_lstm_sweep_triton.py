@@ -6,15 +6,11 @@ takes 13-20 s on this 2-core machine, measured). tests/gpu/test_lstm_sweep_trito
 CUDA at larger sizes.
 """
 
-import math
-
 import pytest
 import torch
 
 pytest.importorskip("triton")
 
-import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
 from melnet_fast.kernels import lstm_sweep_2d as kernels  # noqa: E402
 
 import melnet_fast  # noqa: E402
@@ -152,33 +148,3 @@ def test_float64_is_refused_naming_x():
     inputs = make_sweep_inputs(1, 2, 2, 2, 2, 1, torch.float64)
     with melnet_fast.use_backend("triton"), pytest.raises(ValueError, match="^x: the triton backend takes"):
         lstm_sweep_2d(*inputs, ["t+"])
-
-
-@triton.jit
-def _tanh_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(y_ptr + i, kernels._tanh(tl.load(x_ptr + i, mask=i < n, other=0.0)), mask=i < n)
-
-
-def tanh_points(device="cpu") -> torch.Tensor:
-    """Arguments spanning both branches of the kernels' tanh, its switch at 1/8, tiny, saturated and infinite."""
-    x = torch.cat([torch.linspace(-12.0, 12.0, 2401, dtype=torch.float64),
-                   torch.tensor([1e-30, 1e-6, 0.1249999, 0.125, 0.1250001, 30.0, 88.0, 1e4, math.inf],
-                                dtype=torch.float64)])
-    return torch.cat([x, -x, torch.zeros(1, dtype=torch.float64)]).float().to(device)
-
-
-def check_tanh(x: torch.Tensor) -> None:
-    y = torch.empty_like(x)
-    _tanh_kernel[(triton.cdiv(x.numel(), 256),)](x, y, x.numel(), BLOCK=256)
-    want = torch.tanh(x.double())
-    err = (y.double() - want).abs()
-    # 8 units in the last place of the result: the GPU's tl.exp (ex2.approx) costs a few; a wrong branch or
-    # constant costs orders of magnitude more.
-    bound = 8 * torch.finfo(torch.float32).eps * want.abs()
-    bad = err > bound
-    assert not bad.any(), f"tanh({x[bad][:4].tolist()}) = {y[bad][:4].tolist()}, want {want[bad][:4].tolist()}"
-
-
-def test_tanh_relative_error():
-    check_tanh(tanh_points())

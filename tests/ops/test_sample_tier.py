@@ -145,3 +145,28 @@ def test_weights_of_another_dtype_than_the_data():
     with pytest.raises(ValueError, match=r"weights\[3\] has dtype"):
         sample_tier(x0, cz_t, cz_f, u, eps, mixed, 2, 3)
 
+
+def saturating(weights, L):
+    """The weights with every LSTM bias at +1e30 or -1e30 on half of its gate units: those pre-activations saturate
+    sigmoid to 1 / 0 and tanh to +-1 (an exp without a clamp gives NaN there)."""
+    out = [w.clone() for w in weights]
+    for slot in layout(L):
+        if slot.key in ("t_bias", "f_bias"):
+            flat = out[slot.index].view(-1)
+            flat[0::4] = 1e30
+            flat[1::4] = -1e30
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_saturated_gates(dtype):
+    x0, cz_t, cz_f, u, eps, w = make_case(2, 3, 5, 6, 2, 3, dtype=dtype, seed=11)
+    w = saturating(w, 2)
+    out = {}
+    for backend in backends_here():
+        with melnet_fast.use_backend(backend):
+            out[backend] = sample_tier(x0, cz_t, cz_f, u, eps, w, 2, 3, 1.0)
+    for x, ld in out.values():
+        assert torch.isfinite(x).all() and torch.isfinite(ld).all()
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(out["cpu"], out["reference"], rtol=tol, atol=tol)
