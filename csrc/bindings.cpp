@@ -4,9 +4,11 @@
 #include <torch/library.h>
 
 #include <string>
+#include <vector>
 
 #include "common.h"
 #include "sampler_layout.h"
+#include "sweep_geometry.h"
 
 TORCH_LIBRARY(melnet_fast, m) {
   // directions: 0 = t+, 1 = t-, 2 = f+, 3 = f-. save: keep gates and cell states for backward.
@@ -14,6 +16,12 @@ TORCH_LIBRARY(melnet_fast, m) {
         "int[] directions, bool save) -> (Tensor, Tensor, Tensor)");
   m.def("lstm_sweep_2d_bwd(Tensor grad_y, Tensor x, Tensor w_ih, Tensor w_hh, Tensor h0, Tensor c0, "
         "Tensor y, Tensor gates, Tensor cell, int[] directions) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // One step of the GPU sweep's fused kernels (csrc/cuda/lstm_sweep_2d.cu), writing the caller's buffers; the host
+  // that loops over the steps is melnet_fast/ops/lstm_sweep/gpu_host.py.
+  m.def("lstm_sweep_fwd_step(Tensor pre, Tensor w_hh, Tensor h0, Tensor c0, Tensor(a!) y, Tensor(b!) c_run, "
+        "Tensor(c!) gates, Tensor(d!) cell, int[] directions, int step, bool save) -> ()");
+  m.def("lstm_sweep_bwd_step(Tensor grad_y, Tensor w_hh, Tensor c0, Tensor gates, Tensor cell, Tensor(a!) dgates, "
+        "Tensor(b!) dc_run, int[] directions, int step) -> ()");
   m.def("gmm_nll_fwd(Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) -> Tensor");
   m.def("gmm_nll_bwd(Tensor grad, Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
@@ -58,14 +66,30 @@ pybind11::list sampler_layout(int64_t n_layers) {
   return out;
 }
 
+// The sweep geometry's step rule and line counts (csrc/sweep_geometry.h), for the test that pins the Python host's
+// mirror to them: (steps, [lines of each direction]).
+pybind11::tuple sweep_geometry(const std::vector<int64_t>& codes, int64_t B, int64_t T, int64_t F) {
+  TORCH_CHECK(!codes.empty() && codes.size() <= melnet_fast::sweep::kMaxDirections, "sweep_geometry: 1 to ",
+              melnet_fast::sweep::kMaxDirections, " codes");
+  for (int64_t c : codes) TORCH_CHECK(melnet_fast::sweep::valid_code(c), "sweep_geometry: bad code ", c);
+  const auto g = melnet_fast::sweep::make_geometry(B, T, F, 1, codes.data(), static_cast<int>(codes.size()));
+  pybind11::list lines;
+  for (size_t r = 0; r < codes.size(); ++r) lines.append(g.dir[r].lines);
+  return pybind11::make_tuple(melnet_fast::sweep::sweep_steps(g), lines);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "melnet_fast compiled kernels; the ops are registered under torch.ops.melnet_fast";
   m.def("set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
         "Fill every output buffer with NaN before kernels write it (for tests).");
+  m.def("poison_outputs", []() { return melnet_fast::poison_outputs_flag().load(); },
+        "Whether output buffers are filled with NaN first (set_poison_outputs).");
   m.def("sampler_layout", &sampler_layout, pybind11::arg("n_layers"),
         "The tier samplers' weight list for n_layers layers (csrc/sampler_layout.h), one dict per tensor.");
+  m.def("sweep_geometry", &sweep_geometry, pybind11::arg("codes"), pybind11::arg("B"), pybind11::arg("T"),
+        pybind11::arg("F"), "(steps, lines per direction) of a 2D LSTM sweep (csrc/sweep_geometry.h).");
   m.def("built_with_cuda", []() {
 #ifdef MELNET_FAST_WITH_CUDA
     return melnet_fast_cuda_built();

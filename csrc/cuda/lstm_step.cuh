@@ -1,6 +1,7 @@
-// Device side of the CUDA 2D LSTM sweep: the fused per-step kernels of the forward and backward recurrences
-// (the host side, with the GEMMs and the step loop, is csrc/cuda/lstm_sweep_2d.cu; the algorithm is the one of
-// the Triton backend). No torch headers here: plain pointers and sizes.
+// Device side of the CUDA 2D LSTM sweep: the fused per-step kernels of the forward and backward recurrences,
+// launched one step at a time by the ops of csrc/cuda/lstm_sweep_2d.cu; the host around them (input projections,
+// the step loop, the gradient GEMMs) is melnet_fast/ops/lstm_sweep/gpu_host.py, shared with the Triton backend.
+// No torch headers here: plain pointers and sizes.
 //
 // Layouts (N = B*T*F positions, flat position pos = (b*T + t)*F + f; G = 4H; gates ordered i, f, g, o):
 //   pre, dgates [N, R*G]   row pos, column r*G + k*H + j (like x @ w_ih^T over every direction at once)
@@ -29,11 +30,17 @@
 #include <type_traits>
 
 #include "scalar_math.h"
+#include "sweep_geometry.h"
 
 namespace melnet_fast {
 namespace sweep_cuda {
 
-constexpr int kMaxDirections = 4;
+using sweep::Dir;  // the sweep geometry: csrc/sweep_geometry.h
+using sweep::flat_position;
+using sweep::Geometry;
+using sweep::kMaxDirections;
+using sweep::step_position;
+
 constexpr int kThreads = 256;  // 8 warps per block, both kernels
 constexpr int kLines = 32;     // lines per block tile, both kernels
 constexpr int kChunk = 32;     // reduction length staged per shared-memory round (two wmma k-steps)
@@ -61,32 +68,9 @@ constexpr int operand_pad() {
 }
 constexpr int kResultPad = 4;
 
-struct Dir {
-  int along_t;    // 1: lines run along time (one per (b, f)); 0: along frequency (one per (b, t))
-  int reverse;    // 1: the line is walked from position L-1 down to 0
-  int len;        // L_r: positions per line (T or F) = the steps during which the direction is active
-  int64_t lines;  // N_r: B*F (along time) or B*T (along frequency)
-};
-
-struct Geometry {
-  int64_t T, F;  // grid sizes; N = B*T*F
-  int64_t N;
-  int R, H;
-  Dir dir[kMaxDirections];
-};
-
 // Host-side launch shape, shared by lstm_sweep_2d.cu and the CPU emulator of these kernels (tests/cuda_emulation).
-// Steps of a sweep: the longest direction's length. Not max(T, F): when every direction runs along the shorter
-// axis the later steps would have no active direction, and a launch with zero line tiles is an invalid
-// configuration.
-inline int64_t sweep_steps(const Geometry& geo) {
-  int64_t steps = 0;
-  for (int r = 0; r < geo.R; ++r) steps = steps > geo.dir[r].len ? steps : geo.dir[r].len;
-  return steps;
-}
-
 // Line tiles of the launch of step s: enough for the direction with the most lines among those active at s
-// (at least one for every s < sweep_steps(geo)).
+// (at least one for every s < sweep::sweep_steps(geo)).
 inline int64_t line_tiles(const Geometry& geo, int64_t s) {
   int64_t lines = 0;
   for (int r = 0; r < geo.R; ++r) {
@@ -94,18 +78,6 @@ inline int64_t line_tiles(const Geometry& geo, int64_t s) {
   }
   return (lines + kLines - 1) / kLines;
 }
-
-// Flat position of line n of direction d at its position p along the line (0 <= p < d.len).
-__device__ __forceinline__ int64_t flat_position(const Dir& d, int64_t n, int64_t p, int64_t T, int64_t F) {
-  if (d.along_t) {
-    const int64_t b = n / F, f = n - b * F;  // n = b*F + f
-    return (b * T + p) * F + f;
-  }
-  return n * F + p;  // n = b*T + t: (b*T + t)*F + p
-}
-
-// Position along the line at step s (valid for 0 <= s < d.len).
-__device__ __forceinline__ int64_t step_position(const Dir& d, int s) { return d.reverse ? d.len - 1 - s : s; }
 
 // ---- Conversions ----
 __device__ __forceinline__ float to_float(float v) { return v; }
@@ -433,7 +405,7 @@ __device__ __forceinline__ void bwd_product_fma(BwdSmem<T>& sm, const T* __restr
   __syncthreads();
 }
 
-// Grid: (ceil(max active lines / kLines), ceil(H / kBwdUnits), R), kThreads threads. Steps run s = max(T,F)-1
+// Grid: (ceil(max active lines / kLines), ceil(H / kBwdUnits), R), kThreads threads. Steps run s = steps-1
 // down to 0; the launch of step s reads the dgates written by the launch of step s + 1.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) lstm_bwd_step_kernel(const BwdParams<T> p) {

@@ -20,7 +20,7 @@ REPO = HERE.parents[1]
 CSRC = REPO / "csrc"
 KERNEL_SOURCE = CSRC / "cuda" / "lstm_step.cuh"
 # The torch-free headers of csrc/ that device code includes unchanged (found through -I csrc).
-SHARED_HEADERS = [CSRC / name for name in ("scalar_math.h", "mixture_draw.h", "sampler_layout.h")]
+SHARED_HEADERS = [CSRC / name for name in ("scalar_math.h", "mixture_draw.h", "sampler_layout.h", "sweep_geometry.h")]
 HARNESS = [HERE / "emu_sweep.cpp", HERE / "emu_selftest.h", HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")),
            *SHARED_HEADERS]
 FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wextra", "-Wno-unknown-pragmas"]

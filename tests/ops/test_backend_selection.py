@@ -71,7 +71,7 @@ def spy(monkeypatch, module, name):
 
 
 def test_auto_runs_the_cpu_kernels_for_cpu_float32(monkeypatch):
-    compiled = spy(monkeypatch, sweep_module, "lstm_sweep_2d_compiled")
+    compiled = spy(monkeypatch, sweep_module, "lstm_sweep_2d_cpp")
     reference = spy(monkeypatch, sweep_module, "lstm_sweep_2d_ref")
     inputs = make_sweep_inputs(2, 3, 5, 3, 4, 2, torch.float32)
     got = sweep_value_and_grads("auto", inputs, ["t-", "f+"])
@@ -97,7 +97,7 @@ def test_auto_resolves_to_cpu_on_cpu_tensors():
 
 
 def test_auto_falls_back_to_reference_for_dtypes_without_kernels(monkeypatch):
-    compiled = spy(monkeypatch, sweep_module, "lstm_sweep_2d_compiled")
+    compiled = spy(monkeypatch, sweep_module, "lstm_sweep_2d_cpp")
     x, *params = make_sweep_inputs(1, 2, 3, 2, 2, 1, torch.bfloat16)
     assert lstm_sweep_2d(x, *params, ["f-"]).dtype == torch.bfloat16
     assert compiled == []

@@ -21,7 +21,7 @@ def no_kernels(monkeypatch):
     def kernel_ran(*args, **kwargs):
         raise AssertionError("a kernel ran before the arguments were checked")
 
-    for module, names in ((sweep_module, ("lstm_sweep_2d_ref", "lstm_sweep_2d_compiled")),
+    for module, names in ((sweep_module, ("lstm_sweep_2d_ref", "lstm_sweep_2d_cpp")),
                           (gmm_module, ("gmm_nll_ref", "gmm_nll_compiled", "gmm_sample_ref"))):
         for name in names:
             monkeypatch.setattr(module, name, kernel_ran)

@@ -9,7 +9,7 @@ from torch.utils.checkpoint import checkpoint
 
 from melnet_fast import backends
 from melnet_fast.ops._checks import check_same, check_tensor
-from melnet_fast.ops.lstm_sweep.compiled import DIRECTION_CODES, lstm_sweep_2d_compiled
+from melnet_fast.ops.lstm_sweep.cpp_backend import DIRECTION_CODES, lstm_sweep_2d_cpp
 from melnet_fast.ops.lstm_sweep.naive import lstm_sweep_2d_ref
 
 # Backends that implement this op and the devices they serve, fastest first (the order "auto" tries; on CUDA
@@ -50,7 +50,7 @@ def _run(name, x, w_ih, w_hh, bias, h0, c0, directions):
         from melnet_fast.ops.lstm_sweep.triton_backend import lstm_sweep_2d_triton  # imports triton: lazily
 
         return lstm_sweep_2d_triton(x, w_ih, w_hh, bias, h0, c0, directions)
-    return lstm_sweep_2d_compiled(x, w_ih, w_hh, bias, h0, c0, directions)  # cpu and cuda: device dispatch
+    return lstm_sweep_2d_cpp(x, w_ih, w_hh, bias, h0, c0, directions)  # cpu and cuda: device dispatch
 
 
 def _timed_run(x, w_ih, w_hh, bias, h0, c0, directions):
