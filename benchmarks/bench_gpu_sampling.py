@@ -48,7 +48,7 @@ from melnet_fast.modules import TierNetwork
 from melnet_fast.multiscale import tier_shapes
 from melnet_fast.ops.gmm import draw_noise
 
-SAMPLER_OP = "melnet_fast.ops.tier_sampling"
+SAMPLER_OP = "sample_tier"
 NAIVE_MAX_POSITIONS = 2**21  # B*T*F of one naive forward; beyond it the forward's activations need > ~30 GB
 CSV_FIELDS = ["section", "case", "preset", "tier", "layers", "hidden", "grid", "batch", "provider", "frames_timed",
               "median_ms", "us_per_element", "elements_per_s", "speedup_vs_naive", "speedup_vs_reference"]

@@ -48,7 +48,7 @@ from melnet_fast.modules import SweepLSTM
 from melnet_fast.multiscale import tier_shapes
 from melnet_fast.ops import gmm_nll, lstm_sweep_2d
 
-SWEEP_OP, GMM_OP = "melnet_fast.ops.lstm_sweep", "melnet_fast.ops.gmm"
+SWEEP_OP, GMM_OP = "lstm_sweep_2d", "gmm_nll"
 CSV_FIELDS = ["section", "case", "size", "provider", "backend", "dtype", "recompute", "batch", "median_ms", "q1_ms",
               "q3_ms", "reps", "peak_extra_mib", "rel_err", "speedup", "speedup_vs", "kernel_ms", "floor_ms",
               "elements_per_s"]

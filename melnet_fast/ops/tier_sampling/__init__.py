@@ -6,13 +6,19 @@ from typing import Sequence
 
 import torch
 
-from melnet_fast import backends
+from melnet_fast.ops import dispatch
 from melnet_fast.ops._checks import check_same, check_tensor
-from melnet_fast.ops.tier_sampling.compiled import sample_tier_compiled
+from melnet_fast.ops.tier_sampling import compiled  # noqa: F401  (registers the C++ op's fake kernel)
 from melnet_fast.ops.tier_sampling.layout import unpack
 from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
 
-SUPPORTED = {"cuda": {"cuda"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+# cpu and cuda are one function: the extension's op runs the sampler of the tensors' device.
+OP = dispatch.register("sample_tier", "x_init", [
+    ("cuda", ["cuda"], "melnet_fast.ops.tier_sampling.compiled:sample_tier_compiled"),
+    ("cpu", ["cpu"], "melnet_fast.ops.tier_sampling.compiled:sample_tier_compiled"),
+    ("reference", ["cpu", "cuda"], "melnet_fast.ops.tier_sampling.naive:sample_tier_ref"),
+])
+
 # The cuda sampler also takes weights stored in these dtypes with float32 data (x_init, cz_t, cz_f, u, eps).
 CUDA_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -71,15 +77,12 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
                              "another dtype than the data must be bfloat16 or float16 with float32 data")
     else:
         check_same({**data, **named_weights})
-    name = backends.resolve("sample_tier", x_init, SUPPORTED, arg="x_init")
+    name = OP.resolve(x_init)
     if mixed and name != "cuda":
         raise ValueError(f"weights: the {name} sampler needs weights of the data's dtype {x_init.dtype}, got "
                          f"{weights[0].dtype} (only the cuda backend takes bfloat16/float16 weights)")
     with torch.no_grad():
-        if name == "reference":
-            return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
-        return sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature,
-                                    n_prime)
+        return OP.function(name)(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
 
 
 __all__ = ["sample_tier", "sample_tier_ref"]
