@@ -12,6 +12,7 @@ from melnet_fast import checkpoint, ops
 from melnet_fast.config import MelNetConfig
 from melnet_fast.modules import MixtureParams, Tier
 from melnet_fast.multiscale import interleave, merge_tiers, split_tiers, tier_axis, tier_shapes
+from melnet_fast.ops._checks import check_finite
 from melnet_fast.ops.gmm.naive import draw_noise
 
 Cond = None | torch.Tensor | Dict[str, torch.Tensor]
@@ -66,8 +67,7 @@ class MelNet(nn.Module):
         if x.dtype != p.dtype or x.device != p.device:
             raise ValueError(f"{name} is {x.dtype} on {x.device} but the model is {p.dtype} on {p.device}; "
                              f"convert one of them (x.to(...) or model.to(...))")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} holds NaN or inf; a spectrogram must be finite (log-amplitude, normalised)")
+        check_finite(name, x, f"{name} holds NaN or inf; a spectrogram must be finite (log-amplitude, normalised)")
 
     def _parse_cond(self, cond: Cond, B: int, T: int, F: int
                     ) -> Tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -105,7 +105,12 @@ class MelNet(nn.Module):
                        else type(speaker).__name__)
                 raise ValueError(f"speaker ids must be an integer tensor of shape [{B}] (one per example), "
                                  f"got {got}")
-            if B and not (0 <= int(speaker.min()) and int(speaker.max()) < c.n_speakers):
+            if torch.compiler.is_compiling():  # no data-dependent Python under tracing: a graph assertion (CPU)
+                if speaker.device.type == "cpu":
+                    torch._assert_async(((speaker >= 0) & (speaker < c.n_speakers)).all(),
+                                        f"speaker ids must lie in [0, {c.n_speakers})")
+            elif B and not (0 <= int(speaker.min()) and int(speaker.max()) < c.n_speakers):
+                # (a synchronisation for ids on a GPU: there an out-of-range id would stop the embedding's kernel)
                 raise ValueError(f"speaker ids must lie in [0, {c.n_speakers}), got min {int(speaker.min())}, "
                                  f"max {int(speaker.max())}")
             speaker = speaker.to(device=p.device, dtype=torch.long)
@@ -117,8 +122,7 @@ class MelNet(nn.Module):
             if features.dtype != p.dtype or features.device != p.device:
                 raise ValueError(f"features are {features.dtype} on {features.device} but the model is "
                                  f"{p.dtype} on {p.device}")
-            if not bool(torch.isfinite(features).all()):
-                raise ValueError("features hold NaN or inf; they must be finite")
+            check_finite("features", features, "features hold NaN or inf; they must be finite")
         return speaker, features
 
     def _check_tiers(self, tiers: Sequence[int] | None) -> List[int]:

@@ -54,7 +54,9 @@ class OpTable:
 
     def candidates(self, tensor: torch.Tensor, exclude: Sequence[str] = ()) -> list[str]:
         """The backends "auto" may run on tensor's device and dtype here, in the op's order."""
-        device, dtype = tensor.device, tensor.dtype
+        return self._candidates(tensor.device, tensor.dtype, exclude)
+
+    def _candidates(self, device: torch.device, dtype: torch.dtype, exclude: Sequence[str]) -> list[str]:
         return [b.name for b in self.backends if b.name not in exclude
                 and (b.name != "triton" or device.type != "cpu")  # the interpreter is for tests, never auto
                 and serves(b, device) and backends.takes(b.name, dtype) and backends.why_unavailable(b.name) is None]
@@ -64,10 +66,12 @@ class OpTable:
         does not implement the op, serve the device, run here or take the dtype is an error naming the argument)
         or, with "auto", the first candidate, unless melnet_fast.tune() recorded a faster one for (shape_key,
         dtype, device model)."""
-        device, dtype = tensor.device, tensor.dtype
+        return self._resolve(tensor.device, tensor.dtype, shape_key, exclude)
+
+    def _resolve(self, device: torch.device, dtype: torch.dtype, shape_key: tuple, exclude: Sequence[str]) -> str:
         name = backends.get_backend()
         if name == "auto":
-            candidates = self.candidates(tensor, exclude)
+            candidates = self._candidates(device, dtype, exclude)
             if not candidates:
                 return "reference"
             return autotune.choose(self.name, candidates, device, dtype, shape_key)
@@ -92,7 +96,12 @@ class OpTable:
 
     def choose(self, tensor: torch.Tensor, args: tuple, shape_key: tuple = (), exclude: Sequence[str] = ()) -> str:
         """resolve(tensor, shape_key, exclude); inside melnet_fast.tune(), with "auto", first time the candidates on
-        args (the arguments the backend functions take)."""
+        args (the arguments the backend functions take). Under torch.compile tracing the choice is made once, at
+        trace time, and fixed in the compiled graph."""
+        if torch.compiler.is_compiling():
+            device = tensor.device
+            return _resolve_at_trace_time(self.name, device.type, device.index, tensor.dtype, tuple(shape_key),
+                                          tuple(exclude))
         if autotune.tuning() and backends.get_backend() == "auto":
             autotune.tune_call(self, self.candidates(tensor, exclude), tensor, shape_key, args, {})
         return self.resolve(tensor, shape_key, exclude)
@@ -100,6 +109,18 @@ class OpTable:
     def __call__(self, tensor: torch.Tensor, *args, shape_key: tuple = (), exclude: Sequence[str] = ()):
         """Run the op with the backend choose() picks on args (tensor, the argument that chooses, is one of them)."""
         return self.function(self.choose(tensor, args, shape_key, exclude))(*args)
+
+
+@torch.compiler.assume_constant_result
+def _resolve_at_trace_time(op: str, device_type: str, device_index, dtype: torch.dtype, shape_key: tuple,
+                           exclude: tuple) -> str:
+    """The backend of op for these arguments, run by torch.compile's tracer as plain Python (backend selection,
+    environment, lazy imports) with the result a constant of the graph; the backend's function is loaded here so
+    that the traced code only looks it up."""
+    table = REGISTRY[op]
+    name = table._resolve(torch.device(device_type, device_index), dtype, shape_key, exclude)
+    table.function(name)
+    return name
 
 
 def serves(backend: Backend, device: torch.device) -> bool:

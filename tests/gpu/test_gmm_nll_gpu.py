@@ -253,3 +253,19 @@ def test_auto_without_a_tuned_choice_takes_cuda_and_times_nothing(monkeypatch):
     monkeypatch.setitem(gmm_module.OP._functions, "cuda", lambda *a: calls.append("cuda") or original(*a))
     gmm_nll(*cuda(make_gmm_inputs((3, 5), 4, torch.float32)))
     assert calls == ["cuda"]
+
+
+def test_finiteness_check_is_deferred_on_the_gpu(monkeypatch):
+    """No host sync per call: a non-finite log_sigma on CUDA is reported when raise_deferred_errors() reads the
+    verdicts (the trainer does after every step), or at once with MELNET_FAST_SYNC_CHECKS=1."""
+    from melnet_fast.ops import raise_deferred_errors
+
+    monkeypatch.delenv("MELNET_FAST_SYNC_CHECKS", raising=False)
+    x, mu, log_sigma, logit_pi = cuda(make_gmm_inputs((3, 4), 2, torch.float32))
+    log_sigma[1, 2, 0] = float("nan")
+    gmm_nll(x, mu, log_sigma, logit_pi)
+    with pytest.raises(ValueError, match="log_sigma must be finite"):
+        raise_deferred_errors()
+    monkeypatch.setenv("MELNET_FAST_SYNC_CHECKS", "1")
+    with pytest.raises(ValueError, match="log_sigma must be finite"):
+        gmm_nll(x, mu, log_sigma, logit_pi)

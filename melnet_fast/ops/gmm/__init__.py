@@ -45,6 +45,8 @@ def gmm_nll(x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi
 
     Dtypes: float32 and float64 on the CPU; float32, bfloat16 and float16 with the cuda and triton backends,
     which compute in float32 whatever the storage dtype (float64 CUDA tensors go to the reference).
+    log_sigma must be finite: a ValueError at once on CPU tensors; on a GPU the check costs no host sync and is
+    read by melnet_fast.ops.raise_deferred_errors() (see melnet_fast.ops._checks.check_finite).
     """
     check_tensor("x", x, layout=" [...]")
     _check_params(mu, log_sigma, logit_pi, lead=x.shape)
