@@ -1,6 +1,6 @@
 // One draw from a Gaussian mixture and the log density of the drawn value, shared by the CPU sampler
 // (csrc/sample_tier_cpu.cpp) and the CUDA sampler (csrc/cuda/sample_tier_kernel.cuh). The rule is the one of
-// gmm_sample_from_noise (melnet_fast/ops/gmm/naive.py), so equal noise gives equal samples on every backend.
+// gmm_sample_from_noise (melnet_fast/ops/gmm/reference.py), so equal noise gives equal samples on every backend.
 // Torch-free, host and device.
 #pragma once
 

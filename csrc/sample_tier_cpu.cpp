@@ -3,7 +3,7 @@
 //
 // Batch elements are independent, so each runs its whole tier in one thread (OpenMP over the batch); inside,
 // plain loops over contiguous rows of the weights (small matrix-vector products at batch 1, where BLAS calls
-// cost more than they save). The semantics are those of melnet_fast/ops/tier_sampling/naive.py.
+// cost more than they save). The semantics are those of melnet_fast/ops/tier_sampling/reference.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>

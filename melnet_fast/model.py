@@ -13,7 +13,7 @@ from melnet_fast.config import MelNetConfig
 from melnet_fast.modules import MixtureParams, Tier
 from melnet_fast.multiscale import interleave, merge_tiers, split_tiers, tier_axis, tier_shapes
 from melnet_fast.ops._checks import check_finite
-from melnet_fast.ops.gmm.naive import draw_noise
+from melnet_fast.ops.gmm.reference import draw_noise
 
 Cond = None | torch.Tensor | Dict[str, torch.Tensor]
 

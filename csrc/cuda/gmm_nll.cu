@@ -1,5 +1,5 @@
 // CUDA Gaussian-mixture NLL: the CUDA implementations of melnet_fast::gmm_nll_fwd and gmm_nll_bwd (schemas in
-// csrc/bindings.cpp; autograd in melnet_fast/ops/gmm/compiled.py, shared with the CPU kernel).
+// csrc/bindings.cpp; autograd in melnet_fast/ops/gmm/cpp_backend.py, shared with the CPU kernel).
 //
 // Numerics are those of the CPU kernel (csrc/gmm_cpu.cpp), in float32 for float32 / bfloat16 / float16 storage
 // (float64 storage, for gradcheck, computes in float64; the public op sends float64 to the reference). With

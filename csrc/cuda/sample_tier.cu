@@ -1,5 +1,5 @@
 // CUDA sampler of one MelNet tier with cached state: melnet_fast::sample_tier on CUDA tensors (schema in
-// csrc/bindings.cpp; semantics = the reference melnet_fast/ops/tier_sampling/naive.py, the same as the CPU kernel
+// csrc/bindings.cpp; semantics = the reference melnet_fast/ops/tier_sampling/reference.py, the same as the CPU kernel
 // csrc/sample_tier_cpu.cpp).
 //
 // One persistent cooperative kernel runs the whole tier: grid = SMs x the occupancy the kernel allows, so every
@@ -37,7 +37,7 @@
 // Weights (float32 / bfloat16 / float16) are only read, through the read-only path, and stay in L2 across steps.
 //
 // Occupancy (nvcc 13.0, sm_90, -Xptxas -v): 200-224 registers, no spills, so one 256-thread block per SM and a
-// grid of #SMs blocks (132 on H100 SXM / H200). Tuning hooks for a GPU session: weight rows are read in one place
+// grid of #SMs blocks (132 on H100 SXM / H200). Tuning hooks: weight rows are read in one place
 // (sampler_cuda::warp_dot), where the frequency-delayed cells' rows (the per-element working set) could be pinned
 // in shared memory per block; MELNET_FAST_SAMPLER_MAX_BLOCKS caps the grid (cheaper barriers, fewer warps).
 #include <ATen/ATen.h>

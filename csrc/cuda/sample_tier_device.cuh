@@ -128,7 +128,7 @@ struct AxpyIn {
 // afterwards. All 32 lanes must call it together (the task loops are warp-uniform). NR weight rows are loaded
 // once per chunk and used against NC input vectors (register tiling: NR*NC FMAs per NR+NC loads).
 // vec: 16-byte weight loads and float4 input loads (k steps of kN); else one element per lane per step.
-// Hook for a later GPU session: rows that stay hot for the whole kernel (the frequency-delayed cells) could be
+// Tuning hook: rows that stay hot for the whole kernel (the frequency-delayed cells) could be
 // pinned in shared memory per block; this is the one place where the weight rows are read.
 template <int NR, int NC, typename WT, typename In>
 __device__ __forceinline__ void warp_dot(const WT* const (&row)[NR], const In (&in)[NC], int n, bool vec, int lane,

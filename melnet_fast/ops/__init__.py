@@ -1,7 +1,9 @@
 """The op layer: pure tensor functions, differentiable, dispatched to a backend (see melnet_fast.backends).
 
-Each op lives in its own folder: `naive.py` holds the plain-PyTorch reference (the oracle of the tests),
-`compiled.py` the registrations of the C++/CUDA kernels, and the folder's `__init__` the public function.
+Each op lives in its own folder: `reference.py` holds the plain-PyTorch reference (the oracle of the tests),
+`cpp_backend.py` the registrations of the extension's C++ / CUDA kernels, `triton_backend.py` (where there is one)
+the Triton kernels' ops, and the folder's `__init__` the public function and its row in the one registry of
+backends (dispatch.py).
 """
 
 from melnet_fast.ops._checks import raise_deferred_errors

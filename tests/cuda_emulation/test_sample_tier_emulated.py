@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
+from melnet_fast.ops.tier_sampling.reference import sample_tier_ref
 from tests.cuda_emulation import build_emulator, build_grid_emulator
 from tests.cuda_emulation.emulated_sample_tier import emulated_sample_tier
 from tests.gpu.test_sample_tier_cuda_gpu import FACTOR, chosen_components, expected_log_density, scaled_weights

@@ -16,9 +16,9 @@ import torch
 
 import melnet_fast
 from melnet_fast.ops import gmm_nll_ref, sample_tier
-from melnet_fast.ops.gmm.naive import draw_noise
+from melnet_fast.ops.gmm.reference import draw_noise
 from melnet_fast.ops.tier_sampling.layout import layout
-from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
+from melnet_fast.ops.tier_sampling.reference import sample_tier_ref
 from tests.model.helpers import random_model, tiny_config
 from tests.ops.helpers import assert_error_within_reference
 from tests.ops.test_sample_tier import make_case, tier_forward

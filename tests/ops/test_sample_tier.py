@@ -1,11 +1,11 @@
-"""The tier samplers (reference and cpu) against naive recomputation of the full tier network."""
+"""The tier samplers (reference and cpu) against recomputation of the full tier network per element."""
 
 import pytest
 import torch
 
 import melnet_fast
 from melnet_fast.ops import gmm_nll_ref, lstm_sweep_2d_ref, sample_tier
-from melnet_fast.ops.gmm.naive import draw_noise
+from melnet_fast.ops.gmm.reference import draw_noise
 from melnet_fast.ops.tier_sampling.layout import layout, unpack
 
 
@@ -22,7 +22,8 @@ def random_weights(D, L, K, dtype, seed=0):
 
 
 def tier_forward(x, cz_t, cz_f, weights, L, K):
-    """The full tier network under teacher forcing (DESIGN.md section 1), composed from the reference sweep."""
+    """The full tier network under teacher forcing (the paper, section 4; TierNetwork), composed from the reference
+    sweep."""
     W = unpack(weights, L, K)
     x_t = torch.nn.functional.pad(x, (0, 0, 1, 0))[:, :-1]  # frame i sees frame i-1
     x_f = torch.nn.functional.pad(x, (1, 0))[..., :-1]  # channel j sees channel j-1
@@ -58,7 +59,7 @@ CASES = [pytest.param(2, 4, 6, 5, 2, 3, id="B2-T4-F6-D5-L2-K3"),
 
 @pytest.mark.parametrize("backend", backends_here())
 @pytest.mark.parametrize("B,T,F,D,L,K", CASES)
-def test_temperature_zero_equals_naive_recomputation(backend, B, T, F, D, L, K):
+def test_temperature_zero_equals_recomputation_per_element(backend, B, T, F, D, L, K):
     x0, cz_t, cz_f, u, eps, w = make_case(B, T, F, D, L, K)
     with melnet_fast.use_backend(backend):
         got, _ = sample_tier(x0, cz_t, cz_f, u, eps, w, L, K, temperature=0.0)

@@ -7,16 +7,16 @@ import torch
 from melnet_fast import backends
 from melnet_fast.ops import dispatch
 from melnet_fast.ops._checks import check_finite, check_same, check_tensor
-from melnet_fast.ops.gmm import compiled  # noqa: F401  (registers the C++ ops' fake kernels and autograd)
-from melnet_fast.ops.gmm.naive import draw_noise, gmm_nll_ref, gmm_sample_from_noise, gmm_sample_ref
+from melnet_fast.ops.gmm import cpp_backend  # noqa: F401  (registers the C++ ops' fake kernels and autograd)
+from melnet_fast.ops.gmm.reference import draw_noise, gmm_nll_ref, gmm_sample_from_noise, gmm_sample_ref
 
 # The backends of gmm_nll, fastest first (the order "auto" tries; melnet_fast.tune() may prefer triton to cuda per
 # shape). cpu and cuda are one function: the extension's op runs the kernel of the tensors' device.
 OP = dispatch.register("gmm_nll", "x", [
-    ("cuda", ["cuda"], "melnet_fast.ops.gmm.compiled:gmm_nll_compiled"),
+    ("cuda", ["cuda"], "melnet_fast.ops.gmm.cpp_backend:gmm_nll_cpp"),
     ("triton", ["cuda", "cpu"], "melnet_fast.ops.gmm.triton_backend:gmm_nll_triton"),
-    ("cpu", ["cpu"], "melnet_fast.ops.gmm.compiled:gmm_nll_compiled"),
-    ("reference", ["cpu", "cuda"], "melnet_fast.ops.gmm.naive:gmm_nll_ref"),
+    ("cpu", ["cpu"], "melnet_fast.ops.gmm.cpp_backend:gmm_nll_cpp"),
+    ("reference", ["cpu", "cuda"], "melnet_fast.ops.gmm.reference:gmm_nll_ref"),
 ])
 # Most mixture components the cuda kernel takes (one row of its shared-memory tile, csrc/cuda/gmm_nll.cu).
 CUDA_MAX_K = 3071

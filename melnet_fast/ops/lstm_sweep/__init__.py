@@ -10,7 +10,7 @@ from torch.utils.checkpoint import checkpoint
 from melnet_fast.ops import dispatch
 from melnet_fast.ops._checks import check_same, check_tensor
 from melnet_fast.ops.lstm_sweep.cpp_backend import DIRECTION_CODES
-from melnet_fast.ops.lstm_sweep.naive import lstm_sweep_2d_ref
+from melnet_fast.ops.lstm_sweep.reference import lstm_sweep_2d_ref
 
 # The backends, fastest first (the order "auto" tries; melnet_fast.tune() may prefer triton to cuda per shape).
 # cpu and cuda are one function: the extension's op runs the kernel of the tensors' device.
@@ -18,7 +18,7 @@ OP = dispatch.register("lstm_sweep_2d", "x", [
     ("cuda", ["cuda"], "melnet_fast.ops.lstm_sweep.cpp_backend:lstm_sweep_2d_cpp"),
     ("triton", ["cuda", "cpu"], "melnet_fast.ops.lstm_sweep.triton_backend:lstm_sweep_2d_triton"),
     ("cpu", ["cpu"], "melnet_fast.ops.lstm_sweep.cpp_backend:lstm_sweep_2d_cpp"),
-    ("reference", ["cpu", "cuda"], "melnet_fast.ops.lstm_sweep.naive:lstm_sweep_2d_ref"),
+    ("reference", ["cpu", "cuda"], "melnet_fast.ops.lstm_sweep.reference:lstm_sweep_2d_ref"),
 ])
 
 

@@ -8,15 +8,15 @@ import torch
 
 from melnet_fast.ops import dispatch
 from melnet_fast.ops._checks import check_same, check_tensor
-from melnet_fast.ops.tier_sampling import compiled  # noqa: F401  (registers the C++ op's fake kernel)
+from melnet_fast.ops.tier_sampling import cpp_backend  # noqa: F401  (registers the C++ op's fake kernel)
 from melnet_fast.ops.tier_sampling.layout import unpack
-from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
+from melnet_fast.ops.tier_sampling.reference import sample_tier_ref
 
 # cpu and cuda are one function: the extension's op runs the sampler of the tensors' device.
 OP = dispatch.register("sample_tier", "x_init", [
-    ("cuda", ["cuda"], "melnet_fast.ops.tier_sampling.compiled:sample_tier_compiled"),
-    ("cpu", ["cpu"], "melnet_fast.ops.tier_sampling.compiled:sample_tier_compiled"),
-    ("reference", ["cpu", "cuda"], "melnet_fast.ops.tier_sampling.naive:sample_tier_ref"),
+    ("cuda", ["cuda"], "melnet_fast.ops.tier_sampling.cpp_backend:sample_tier_cpp"),
+    ("cpu", ["cpu"], "melnet_fast.ops.tier_sampling.cpp_backend:sample_tier_cpp"),
+    ("reference", ["cpu", "cuda"], "melnet_fast.ops.tier_sampling.reference:sample_tier_ref"),
 ])
 
 # The cuda sampler also takes weights stored in these dtypes with float32 data (x_init, cz_t, cz_f, u, eps).

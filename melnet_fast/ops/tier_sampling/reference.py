@@ -1,11 +1,11 @@
 """Reference cached sampler of one tier, in eager PyTorch: O(T*F) cell steps per layer, a Python loop per
-element. The oracle of the compiled samplers (and what public cached samplers do, minus their GRUs)."""
+element. The oracle of the C++ and CUDA samplers (and what public cached samplers do, minus their GRUs)."""
 
 from __future__ import annotations
 
 import torch
 
-from melnet_fast.ops.gmm.naive import gmm_nll_ref, gmm_sample_from_noise
+from melnet_fast.ops.gmm.reference import gmm_nll_ref, gmm_sample_from_noise
 from melnet_fast.ops.tier_sampling.layout import unpack
 
 
