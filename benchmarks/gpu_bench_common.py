@@ -21,6 +21,7 @@ import torch
 
 from melnet_fast import backends
 from melnet_fast.ops import dispatch
+from melnet_fast.ops.autotune import elapsed_ms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -104,20 +105,7 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 2, r
         sync(device)
         one = time.perf_counter() - t
     n = max(min_reps, min(reps, int(max_s / max(one, 1e-6))))
-    times = []
-    for _ in range(n):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-    return summarize(times)
+    return summarize([elapsed_ms(fn, device) for _ in range(n)])
 
 
 def summarize(times_ms: list[float]) -> dict:

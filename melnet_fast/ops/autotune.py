@@ -84,7 +84,9 @@ def _run_once(fn: Callable, args, kwargs) -> None:
         torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
 
 
-def _elapsed_ms(fn: Callable, device: torch.device) -> float:
+def elapsed_ms(fn: Callable, device: torch.device) -> float:
+    """Milliseconds of one call of fn(): between two CUDA events on a GPU (asynchronous work included), by
+    perf_counter on the CPU."""
     if device.type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
@@ -107,7 +109,7 @@ def time_backends(op, names: list[str], device: torch.device, args, kwargs, repe
             run()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)  # an asynchronous error of the warm-up surfaces here
-            times[name] = statistics.median(_elapsed_ms(run, device) for _ in range(repeats))
+            times[name] = statistics.median(elapsed_ms(run, device) for _ in range(repeats))
         except Exception as exc:
             if is_device_error(exc):
                 raise

@@ -65,6 +65,28 @@ def _compiler_id(cxx: str) -> str:
     return f"{cxx}\n{out}"
 
 
+def compile_all(commands: dict[str, list[str]], exes: dict[str, Path], cxx: str) -> None:
+    """Runs the compile commands (without their "-o OUTPUT") of the executables exes lacks, in parallel, each into
+    a partial file renamed into place when it succeeds. Raises BuildError with every failure's messages."""
+    jobs = {}
+    for name, cmd in commands.items():
+        if exes[name].exists():
+            continue
+        partial = exes[name].parent / f".{exes[name].name}.{os.getpid()}"
+        jobs[name] = (partial, subprocess.Popen([*cmd, "-o", str(partial)], stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT, text=True))
+    errors = []
+    for name, (partial, proc) in jobs.items():
+        messages, _ = proc.communicate()
+        if proc.returncode != 0:
+            errors.append(f"{exes[name].name}: {cxx} failed ({proc.returncode}):\n{messages}")
+            partial.unlink(missing_ok=True)
+        else:
+            os.replace(partial, exes[name])
+    if errors:
+        raise BuildError("\n".join(errors))
+
+
 def build(kernel_source: Path | None = None, variants=tuple(VARIANTS), cache_root: Path | None = None,
           cxx: str | None = None) -> dict[str, Path]:
     """{variant: executable}, compiling (in parallel) only what the cache lacks. Raises BuildError with the
@@ -87,24 +109,8 @@ def build(kernel_source: Path | None = None, variants=tuple(VARIANTS), cache_roo
     os.replace(tmp, header)  # same content for the same key: a concurrent build may replace it harmlessly
 
     exes = {v: out_dir / f"emu_sweep_{v}" for v in variants}
-    jobs = {}
-    for v, exe in exes.items():
-        if exe.exists():
-            continue
-        partial = out_dir / f".emu_sweep_{v}.{os.getpid()}"
-        cmd = [cxx, *FLAGS, *VARIANTS[v], f"-I{out_dir}", f"-I{HERE / 'shim'}", f"-I{HERE}", f"-I{CSRC}",
-               str(HERE / "emu_sweep.cpp"), "-o", str(partial)]
-        jobs[v] = (partial, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    errors = []
-    for v, (partial, proc) in jobs.items():
-        messages, _ = proc.communicate()
-        if proc.returncode != 0:
-            errors.append(f"variant {v}: {cxx} failed ({proc.returncode}):\n{messages}")
-            partial.unlink(missing_ok=True)
-        else:
-            os.replace(partial, exes[v])
-    if errors:
-        raise BuildError("\n".join(errors))
+    compile_all({v: [cxx, *FLAGS, *VARIANTS[v], f"-I{out_dir}", f"-I{HERE / 'shim'}", f"-I{HERE}", f"-I{CSRC}",
+                     str(HERE / "emu_sweep.cpp")] for v in variants}, exes, cxx)
     return exes
 
 
@@ -129,24 +135,9 @@ def build_math(cache_root: Path | None = None, cxx: str | None = None) -> dict[s
     root = cache_root or Path(tempfile.gettempdir()) / f"melnet_fast_cuda_emulation-{os.getuid()}"
     out_dir = root / f"math-{digest.hexdigest()[:20]}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    exes, jobs = {}, {}
-    for variant, flags in MATH_VARIANTS.items():
-        exes[variant] = out_dir / f"emu_math_{variant}"
-        if exes[variant].exists():
-            continue
-        partial = out_dir / f".emu_math_{variant}.{os.getpid()}"
-        cmd = [cxx, *flags, f"-I{CSRC}", str(HERE / "emu_math.cpp"), "-o", str(partial)]
-        jobs[variant] = (partial, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    errors = []
-    for variant, (partial, proc) in jobs.items():
-        messages, _ = proc.communicate()
-        if proc.returncode != 0:
-            errors.append(f"emu_math {variant}: {cxx} failed ({proc.returncode}):\n{messages}")
-            partial.unlink(missing_ok=True)
-        else:
-            os.replace(partial, exes[variant])
-    if errors:
-        raise BuildError("\n".join(errors))
+    exes = {variant: out_dir / f"emu_math_{variant}" for variant in MATH_VARIANTS}
+    compile_all({variant: [cxx, *flags, f"-I{CSRC}", str(HERE / "emu_math.cpp")]
+                 for variant, flags in MATH_VARIANTS.items()}, exes, cxx)
     return exes
 
 
