@@ -23,49 +23,48 @@ namespace melnet_fast {
 #define MELNET_FAST_CPU_CLONES
 #endif
 
-// Scratch of the passes below: exp's arguments, its two 2^k factors and their exponent bits.
+// Scratch of the passes below: exp's arguments, and the 2^h factors of exp_inplace with their exponent bits.
 template <typename T>
 struct PointwiseScratch {
   using Bits = typename math::ExpConstants<T>::Bits;
-  std::vector<T> arg, scale1, scale2;
-  std::vector<Bits> bits1, bits2;
-  explicit PointwiseScratch(int64_t n) : arg(n), scale1(n), scale2(n), bits1(n), bits2(n) {}
+  std::vector<T> arg, scale;
+  std::vector<Bits> bits;
+  explicit PointwiseScratch(int64_t n) : arg(n), scale(n), bits(n) {}
 };
 
 // x[j] = exp(x[j]) for j < n, in passes over arrays that GCC vectorises: math::exp's algorithm and constants
 // (csrc/scalar_math.h), with the clamp and the rounding to an integer written as ternaries and the magic-number
 // trick (std::min / std::max take references and std::floor is a call: either keeps GCC from vectorising).
+// 2^k = 2^(k - 2h) 2^h 2^h with h = floor(k / 2): one factor from exponent bits (one reinterpreting copy), the
+// odd part (1 or 2) applied first, so that the last product alone rounds (into the subnormals, or to inf).
 template <typename T>
 MF_INLINE void exp_inplace(T* x, int64_t n, PointwiseScratch<T>& s) {
   using C = math::ExpConstants<T>;
   using Bits = typename C::Bits;
   using U = typename C::UBits;
-  Bits* b1 = s.bits1.data();
-  Bits* b2 = s.bits2.data();
+  Bits* bits = s.bits.data();
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) {
     const T v = x[j];
     const T t = v < C::lo ? C::lo : (v > C::hi ? C::hi : v);
     const T k = (t * C::log2e + C::round_magic) - C::round_magic;
     const T r = (t - k * C::ln2_hi) - k * C::ln2_lo;
-    x[j] = T(1) + math::expm1_poly<T>(r);
     const Bits ki = static_cast<Bits>(k);  // NaN: p is NaN and the factors do not matter
     const Bits h = ki >> 1;
-    b1[j] = static_cast<Bits>(static_cast<U>(h + C::bias) << C::mantissa_bits);
-    b2[j] = static_cast<Bits>(static_cast<U>(ki - h + C::bias) << C::mantissa_bits);
+    x[j] = (T(1) + math::expm1_poly<T>(r)) * ((ki & 1) ? T(2) : T(1));
+    bits[j] = static_cast<Bits>(static_cast<U>(h + C::bias) << C::mantissa_bits);
   }
-  __builtin_memcpy(s.scale1.data(), b1, n * sizeof(T));  // reinterpret the exponent bits as the 2^k factors
-  __builtin_memcpy(s.scale2.data(), b2, n * sizeof(T));
-  const T* s1 = s.scale1.data();
-  const T* s2 = s.scale2.data();
+  __builtin_memcpy(s.scale.data(), bits, n * sizeof(T));  // reinterpret the exponent bits as the 2^h factors
+  const T* scale = s.scale.data();
 #pragma omp simd
-  for (int64_t j = 0; j < n; ++j) x[j] = (x[j] * s1[j]) * s2[j];
+  for (int64_t j = 0; j < n; ++j) x[j] = (x[j] * scale[j]) * scale[j];
 }
 
-// sigmoid(v) from e = exp(-|v|), as math::sigmoid: 1 / (1 + e) for v >= 0, e / (1 + e) below.
+// sigmoid(v) from e = exp(-|v|), as math::sigmoid: 1 / (1 + e) for v >= 0, e (1 / (1 + e)) below (one division).
 template <typename T>
 MF_INLINE T sigmoid_from_exp(T v, T e) {
-  return v >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+  const T d = T(1) / (T(1) + e);
+  return v >= T(0) ? d : e * d;
 }
 
 // The LSTM pointwise update of one row from pre-activation gates pre = a + b + bias (b, bias may be null), gates
