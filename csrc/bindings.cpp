@@ -14,8 +14,11 @@ TORCH_LIBRARY(melnet_fast, m) {
   // directions: 0 = t+, 1 = t-, 2 = f+, 3 = f-. save: keep gates and cell states for backward.
   m.def("lstm_sweep_2d_fwd(Tensor x, Tensor w_ih, Tensor w_hh, Tensor bias, Tensor h0, Tensor c0, "
         "int[] directions, bool save) -> (Tensor, Tensor, Tensor)");
+  // With one direction, h0 / c0 may be per line [1, lines, H]; dh_last / dc_last [1, lines, H] are the gradients
+  // reaching each line's last h and c from beyond the grid (the segmented recompute's spans).
   m.def("lstm_sweep_2d_bwd(Tensor grad_y, Tensor x, Tensor w_ih, Tensor w_hh, Tensor h0, Tensor c0, "
-        "Tensor y, Tensor gates, Tensor cell, int[] directions) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "Tensor y, Tensor gates, Tensor cell, int[] directions, Tensor? dh_last=None, Tensor? dc_last=None) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // One step of the GPU sweep's fused kernels (csrc/cuda/lstm_sweep_2d.cu), writing the caller's buffers; the host
   // that loops over the steps is melnet_fast/ops/lstm_sweep/gpu_host.py.
   m.def("lstm_sweep_fwd_step(Tensor pre, Tensor w_hh, Tensor h0, Tensor c0, Tensor(a!) y, Tensor(b!) c_run, "
