@@ -122,6 +122,7 @@ def main(argv=None) -> int:
     case = f"B{B}-T{T}-F{F}-I{I}-H{H}-{'.'.join(args.directions)}"
     modes = ["stored", "recompute"] + [f"recompute:{k}" for k in args.spans]
     own = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--smoke"]
+    context = run_context(torch.device(args.device))  # the commit and date the runs start from
     rows = []
     for mode in modes:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "benchmarks")])}
@@ -135,7 +136,7 @@ def main(argv=None) -> int:
     for r in rows:
         r["vs_stored"] = r["peak_extra_mib"] / rows[0]["peak_extra_mib"]
     if args.out:
-        res = Results(args.out, "sweep_memory", run_context(torch.device(args.device)), CSV_FIELDS)
+        res = Results(args.out, "sweep_memory", context, CSV_FIELDS)
         res["rows"] = rows
         res.save()
         res.append_csv(rows)
