@@ -28,6 +28,8 @@ TORCH_LIBRARY(melnet_fast, m) {
   m.def("gmm_nll_fwd(Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) -> Tensor");
   m.def("gmm_nll_bwd(Tensor grad, Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
+  // A benchmark probe (csrc/cuda/grid_barrier.cu): one cooperative launch passing `barriers` grid-wide barriers.
+  m.def("grid_barrier_probe(Tensor(a!) counter, int blocks, int barriers) -> ()");
   // One tier of ancestral sampling with cached state; weights in the order of csrc/sampler_layout.h.
   m.def("sample_tier(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
         "int n_layers, int n_mixtures, float temperature, int n_prime) -> (Tensor, Tensor)");

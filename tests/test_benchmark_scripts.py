@@ -101,3 +101,18 @@ def test_sweep_memory_smoke(tmp_path):
     assert rows["recompute"]["saved_mib"] < 0.5 * rows["stored"]["saved_mib"]
     assert len(csv_rows(tmp_path, "sweep_memory")) == 2
     assert "peak vs stored" in stdout
+
+
+def test_gpu_round_smoke(tmp_path):
+    """scripts/gpu_round.sh --smoke: every step's command runs (GPU tests collected, benchmarks at tiny sizes), at
+    most 8 files come back, and the summary lists every step as ok or skipped."""
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_round.sh"), "--smoke"], capture_output=True,
+                          text=True, timeout=1200, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) <= 8 and {"logs.tgz", "summary.txt", "gpu_round.json", "sweep_memory.json"} <= set(files), files
+    summary = (tmp_path / "summary.txt").read_text()
+    for name in ("info", "build", "tests-cuda", "measure", "tests-triton", "sanitize", "memory"):
+        assert any(line.startswith(name) for line in summary.splitlines()), (name, summary)
+    assert load(tmp_path, "gpu_round")["smoke"] is True
