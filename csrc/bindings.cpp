@@ -87,10 +87,12 @@ pybind11::tuple sweep_geometry(const std::vector<int64_t>& codes, int64_t B, int
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "melnet_fast compiled kernels; the ops are registered under torch.ops.melnet_fast";
-  m.def("set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
-        "Fill every output buffer with NaN before kernels write it (for tests).");
-  m.def("poison_outputs", []() { return melnet_fast::poison_outputs_flag().load(); },
-        "Whether output buffers are filled with NaN first (set_poison_outputs).");
+  m.def(
+      "set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
+      "Fill every output buffer with NaN before kernels write it (for tests).");
+  m.def(
+      "poison_outputs", []() { return melnet_fast::poison_outputs_flag().load(); },
+      "Whether output buffers are filled with NaN first (set_poison_outputs).");
   m.def("sampler_layout", &sampler_layout, pybind11::arg("n_layers"),
         "The tier samplers' weight list for n_layers layers (csrc/sampler_layout.h), one dict per tensor.");
   m.def("sweep_geometry", &sweep_geometry, pybind11::arg("codes"), pybind11::arg("B"), pybind11::arg("T"),

@@ -131,8 +131,8 @@ MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
     const int64_t r = st.work->dir[a], k = item - st.work->start[a];
     const Dir& d = st.dirs[r];
     const int64_t n = position(d, k, st.s, st.T_, st.F);
-    const T* c_prev = st.s == 0 ? st.c0 + r * H + k * st.c0_line
-                                : st.cell + (r * N + position(d, k, st.s - 1, st.T_, st.F)) * H;
+    const T* c_prev =
+        st.s == 0 ? st.c0 + r * H + k * st.c0_line : st.cell + (r * N + position(d, k, st.s - 1, st.T_, st.F)) * H;
     const T* gs = st.gates + (r * N + n) * G;
     const T* gy = st.grad_y + n * R * H + r * H;
     T* dh = st.dh[r] + k * H;
@@ -164,7 +164,7 @@ MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
 }
 
 // The row loops compiled for AVX-512 / AVX2 / baseline, chosen at load time.
-#define MELNET_FAST_ROWS(T)                                                                          \
+#define MELNET_FAST_ROWS(T)                                                                                    \
   MELNET_FAST_CPU_CLONES void run_rows(const FwdStep<T>& st, int64_t lo, int64_t hi) { fwd_rows(st, lo, hi); } \
   MELNET_FAST_CPU_CLONES void run_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) { bwd_rows(st, lo, hi); }
 MELNET_FAST_ROWS(float)
@@ -235,15 +235,17 @@ at::Tensor pooled(at::IntArrayRef sizes, const at::TensorOptions& options) {
 // direction only).
 at::Tensor line_states(const at::Tensor& state, int64_t r, int64_t R, int64_t lines, const char* name) {
   if (state.dim() == 2) return state[r].unsqueeze(0).expand({lines, state.size(1)});
-  TORCH_CHECK(state.dim() == 3 && R == 1 && state.size(0) == 1 && state.size(1) == lines,
-              "lstm_sweep_2d: per-line ", name, " must be [1, lines, H] with one direction (", lines,
-              " lines), got ", state.sizes(), " with ", R, " directions");
+  TORCH_CHECK(state.dim() == 3 && R == 1 && state.size(0) == 1 && state.size(1) == lines, "lstm_sweep_2d: per-line ",
+              name, " must be [1, lines, H] with one direction (", lines, " lines), got ", state.sizes(), " with ", R,
+              " directions");
   return state[0];
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
-    const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in, const at::Tensor& bias_in,
-    const at::Tensor& h0_in, const at::Tensor& c0_in, at::IntArrayRef directions, bool save) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in,
+                                                                     const at::Tensor& w_hh_in,
+                                                                     const at::Tensor& bias_in, const at::Tensor& h0_in,
+                                                                     const at::Tensor& c0_in,
+                                                                     at::IntArrayRef directions, bool save) {
   const auto x = x_in.contiguous();
   const auto w_ih = w_ih_in.contiguous();
   const auto w_hh = w_hh_in.contiguous();
@@ -295,8 +297,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
       hhp[r] = hh[r].data_ptr<scalar_t>();
     }
     WorkMap work;
-    FwdStep<scalar_t> st{pre_p, bias.data_ptr<scalar_t>(), y_p, cell_p, hp.data(), cp.data(), hhp.data(), dirs.data(), &work,
-                         0, T, F, R, H, N};
+    FwdStep<scalar_t> st{pre_p,      bias.data_ptr<scalar_t>(),
+                         y_p,        cell_p,
+                         hp.data(),  cp.data(),
+                         hhp.data(), dirs.data(),
+                         &work,      0,
+                         T,          F,
+                         R,          H,
+                         N};
     for (int64_t s = 0; s < steps; ++s) {
       work.build(dirs, s);
       for (int64_t r : work.dir) recurrent_product<scalar_t>(h_prev[r], w_hh_t[r], hh[r]);
@@ -318,8 +326,8 @@ at::Tensor previous_hidden(const at::Tensor& y_r, const at::Tensor& h0_r, bool a
   std::vector<int64_t> shape(y_r.sizes().begin(), y_r.sizes().end());
   shape[dim] = 1;
   const auto first = h0_r.reshape(shape);  // lines b*F + f (along time) or b*T + t (along frequency)
-  const auto prev = reverse ? at::cat({y_r.narrow(dim, 1, L - 1), first}, dim)
-                            : at::cat({first, y_r.narrow(dim, 0, L - 1)}, dim);
+  const auto prev =
+      reverse ? at::cat({y_r.narrow(dim, 1, L - 1), first}, dim) : at::cat({first, y_r.narrow(dim, 0, L - 1)}, dim);
   return prev.reshape({-1, y_r.size(3)});
 }
 
@@ -379,8 +387,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       dgp[r] = dg_step[r].data_ptr<scalar_t>();
     }
     WorkMap work;
-    BwdStep<scalar_t> st{gy_p, gates_p, cell_p, c0_p, per_line ? H : 0, dxp_p, dhp.data(), dcp.data(), dgp.data(),
-                         dirs.data(), &work, 0, T, F, R, H, N};
+    BwdStep<scalar_t> st{gy_p,  gates_p,    cell_p,     c0_p,       per_line ? H : 0,
+                         dxp_p, dhp.data(), dcp.data(), dgp.data(), dirs.data(),
+                         &work, 0,          T,          F,          R,
+                         H,     N};
     for (int64_t s = steps - 1; s >= 0; --s) {
       work.build(dirs, s);
       st.s = s;
