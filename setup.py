@@ -120,8 +120,7 @@ def _cmdclass():
 
 
 setup(
-    packages=find_packages(include=["melnet_fast", "melnet_fast.*"]) + ["melnet_fast.kernels"],
-    package_dir={"melnet_fast": "melnet_fast", "melnet_fast.kernels": "kernels"},
+    packages=find_packages(include=["melnet_fast", "melnet_fast.*"]),
     ext_modules=_extensions(),
     cmdclass=_cmdclass(),
 )
