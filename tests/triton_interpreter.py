@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 
 
 @functools.lru_cache(maxsize=1)
@@ -33,7 +34,9 @@ def problem() -> str | None:
 
     out = torch.zeros(1)
     try:
-        count[(1,)](out, 3)
+        with warnings.catch_warnings():  # numpy < 2.4 only deprecates what the probe looks for
+            warnings.filterwarnings("ignore", "Conversion of an array with ndim > 0", DeprecationWarning)
+            count[(1,)](out, 3)
     except Exception as e:  # the interpreter wraps the numpy error in its own InterpreterError
         return (f"Triton {triton.__version__}'s interpreter cannot run loops over run-time bounds with numpy "
                 f"{numpy.__version__} ({type(e).__name__}: {e}); use numpy<2.4 (as requirements-dev.txt pins) "
