@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from melnet_fast import audio
+from melnet_fast._optional import require
 from melnet_fast.synthetic import GENRES, SYNTH_VERSION, synth_clip
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
@@ -259,8 +260,7 @@ class AudioFolderDataset(SpectrogramCropDataset):
         return torch.from_numpy(np.array(spec, dtype=np.float32)), frames
 
     def _compute(self, path: Path) -> torch.Tensor:
-        import soundfile
-
+        soundfile = require("soundfile", "reading audio files")
         try:
             info = soundfile.info(str(path))
             if info.frames == 0:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as recompute_checkpoint
 
+from melnet_fast._optional import require
 from melnet_fast.config import MelNetConfig
 from melnet_fast.model import MelNet
 from melnet_fast.multiscale import tier_shapes
@@ -278,8 +279,7 @@ class Trainer:
         step, skipped_steps,
         best_val_nll_nats, val (the last validation's EvalResult.to_dict()), seconds, stopped ("steps" or
         "time")."""
-        from tqdm.auto import tqdm
-
+        tqdm = require("tqdm.auto", "the progress bar").tqdm
         o = self.options
         start = time.perf_counter()
         stopped = "steps"

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, List
 
+from melnet_fast._optional import missing_message, require
 from melnet_fast.train.checkpointing import atomic_write_text
 
 
@@ -48,7 +49,8 @@ class MetricsLogger:
 
                 self._writer = SummaryWriter(str(self.root / "tensorboard"), purge_step=resume_step)
             except ImportError as e:  # the `train` extra is optional for library users
-                warnings.warn(f"TensorBoard logging is off ({e}); pip install tensorboard", stacklevel=2)
+                warnings.warn(f"TensorBoard logging is off ({e}): "
+                              f"{missing_message('tensorboard', 'TensorBoard logging')}", stacklevel=2)
 
     def _prepare_csv(self, resume_step: int | None) -> None:
         if not self.csv_path.exists():
@@ -80,8 +82,7 @@ class MetricsLogger:
     def message(self, text: str) -> None:
         """A line for the user: stderr (above the progress bar) and train.log."""
         if self.echo:
-            from tqdm.auto import tqdm
-
+            tqdm = require("tqdm.auto", "the progress bar").tqdm
             tqdm.write(text, file=sys.stderr)
         if self.root is not None:
             with open(self.log_path, "a") as f:
