@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+MANIFEST_COLUMNS = ("path", "label", "speaker", "text", "split", "start", "end")  # of the generic CSV
 SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {"val": "validation", "valid": "validation", "dev": "validation"}
 LABEL_COLUMNS = ("label", "genre")  # the first one a CSV has is its label column (else `speaker` labels it)
@@ -272,4 +273,5 @@ def _read_folder(root: Path, label_from_folder: bool) -> Corpus:
     return Corpus(root, "folder", [Entry(p) for p in files])
 
 
-__all__ = ["AUDIO_EXTENSIONS", "SPLITS", "MANIFEST_NAME", "CorpusError", "Entry", "Corpus", "read_corpus"]
+__all__ = ["AUDIO_EXTENSIONS", "MANIFEST_COLUMNS", "SPLITS", "MANIFEST_NAME", "CorpusError", "Entry", "Corpus",
+           "read_corpus"]
