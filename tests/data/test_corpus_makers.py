@@ -5,7 +5,6 @@ with tiny generated audio standing in for the external tools (so CI runs them ev
 import hashlib
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +15,7 @@ from melnet_fast.cli import main
 from melnet_fast.corpora import read_corpus
 from melnet_fast.corpus_makers import MissingTool, common, music, speech
 from melnet_fast.train import DataSpec, build_datasets
+from tests.corpus_fakes import fake_tone, patch_music_tools
 
 TINY = MelNetConfig.preset("tiny")
 
@@ -70,36 +70,9 @@ def test_plan_clips_is_seeded_and_balanced():
         assert len({p["speaker"] for p in plan if p["text"] == text}) == 2
 
 
-def _fake_tone(seconds, sr, seed):
-    """A harmonic tone with a little noise, standing in for a rendered piece or a spoken sentence."""
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = 110.0 * (1 + seed % 7)
-    w = sum(0.2 / k * np.sin(2 * np.pi * k * f0 * t) for k in range(1, 4))
-    return (w + 0.01 * np.random.default_rng(seed).standard_normal(t.size)).astype(np.float32)
-
-
 @pytest.fixture
 def fake_music_tools(monkeypatch):
-    """music21 and FluidSynth replaced by synthetic pieces of known lengths (the writer, splits and manifest are
-    the real ones)."""
-    lengths = {"bach": [9.0, 7.5, 13.0], "folk": [6.2, 4.0, 10.0, 12.5]}
-
-    def candidates(label, seed):
-        return [f"/corpus/{label}/piece{k}.xml" for k in range(len(lengths[label]))]
-
-    def render(source, program, out_path, max_seconds, sample_rate, soundfont, fluidsynth):
-        label, k = source.split("/")[2], int(source[-5])
-        seconds = min(lengths[label][k], max_seconds)
-        w = _fake_tone(seconds, sample_rate, k + 10 * program)
-        common.write_flac(Path(out_path), common.tidy(w, sample_rate), sample_rate)
-        return seconds
-
-    monkeypatch.setattr(music, "candidate_pieces", candidates)
-    monkeypatch.setattr(music, "render_piece", render)
-    monkeypatch.setattr(music, "find_program", lambda *a, **k: "fluidsynth")
-    monkeypatch.setattr(music, "find_file", lambda *a, **k: "gm.sf2")
-    monkeypatch.setattr(music, "_music21", lambda: type("m21", (), {"__version__": "test"}))
-    monkeypatch.setattr(music.subprocess, "run", lambda *a, **k: type("done", (), {"stdout": "FluidSynth test"}))
+    patch_music_tools(monkeypatch)
 
 
 def test_music_corpus_writer_splits_by_piece(fake_music_tools, tmp_path):
@@ -135,7 +108,7 @@ def test_speech_corpus_writer_carries_text_and_splits_by_sentence(monkeypatch, t
     monkeypatch.setattr(speech.subprocess, "run", lambda *a, **k: type("done", (), {"stdout": "eSpeak NG test"}))
 
     def speak(espeak, voice, rate, pitch, text, out_path):
-        w = _fake_tone(0.5 + len(text) / 100, 8000, rate + pitch)
+        w = fake_tone(0.5 + len(text) / 100, 8000, rate + pitch)
         common.write_flac(out_path, common.tidy(w, 8000), 8000)
         return 0.5 + len(text) / 100
 
