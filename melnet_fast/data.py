@@ -264,14 +264,11 @@ class AudioFolderDataset(SpectrogramCropDataset):
                 raise _Skip("empty")
             if info.channels > self.max_channels:
                 raise _Skip("too many channels", f"{info.channels} > {self.max_channels}")
-            waveform, _ = audio.load_audio(path, self.settings.sample_rate)
+            waveform, _ = audio.load_audio(path, self.settings.sample_rate, start=start, end=end)
         except _Skip:
             raise
         except Exception as e:  # libsndfile reports a bad file in several exception types
             raise _Skip("unreadable", f"{type(e).__name__}: {e}") from None
-        if start is not None or end is not None:
-            sr = self.settings.sample_rate
-            waveform = waveform[round((start or 0.0) * sr):None if end is None else round(end * sr)]
         if waveform.numel() == 0:
             raise _Skip("empty")
         peak = float(waveform.abs().max())

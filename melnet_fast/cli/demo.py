@@ -114,8 +114,7 @@ def _music_data(args, config, run_dir):
 
     def write_real(k, path):  # the audio of held-out (test) excerpt k
         entry = test.entries[k]
-        waveform, sr = load_audio(entry.path, config.sample_rate)
-        waveform = waveform[round((entry.start or 0) * sr):None if entry.end is None else round(entry.end * sr)]
+        waveform, sr = load_audio(entry.path, config.sample_rate, start=entry.start, end=entry.end)
         save_wav(path, waveform, sr)
         return f"{entry.label} ({Path(entry.path).stem})"
 
