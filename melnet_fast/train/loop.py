@@ -109,7 +109,8 @@ def _pick_device(name: str, local_rank: int | None) -> torch.device:
 
 
 class Trainer:
-    """Trains a MelNet on a dataset of crops (see melnet_fast.data), logging to and checkpointing in run_dir.
+    """Trains a MelNet on a dataset of variable-length examples (see melnet_fast.data), logging to and
+    checkpointing in run_dir.
 
     train_data / val_data: SpectrogramCropDataset-like (examples of at most crop_frames frames, `item_frames(i)`,
     labels, `spectrogram(i)`), with crop_frames = options.crop_frames. run_dir None: nothing is written (library
@@ -400,7 +401,7 @@ class Trainer:
         return max(o.batch_size, min(32, 2**22 // (o.crop_frames * c.n_mels * c.hidden_size)))
 
     def validate(self) -> EvalResult | None:
-        """NLL of the held-out data (the first options.val_segments segments of crop_frames frames), logged as a
+        """NLL of the held-out data (the first options.val_segments segments of up to crop_frames frames), logged as a
         "val" row; a new best writes checkpoints/best.safetensors. None without validation data."""
         if self.val_data is None:
             return None
