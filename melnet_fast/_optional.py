@@ -17,6 +17,7 @@ OPTIONAL = {
     "matplotlib": ("matplotlib", "plots"),
     "PIL": ("pillow", "plots"),
     "triton": ("triton", "triton"),
+    "music21": ("music21", "corpora"),
 }
 
 

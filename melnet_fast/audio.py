@@ -396,14 +396,21 @@ def spectrogram_to_waveform(spec: torch.Tensor, settings: Any = None, *, method:
 # ----------------------------------------------------------------------------------------------- I/O
 
 
-def load_audio(path, sample_rate: int | None = None, *, mono: bool = True) -> Tuple[torch.Tensor, int]:
+def load_audio(path, sample_rate: int | None = None, *, mono: bool = True, start: float | None = None,
+               end: float | None = None) -> Tuple[torch.Tensor, int]:
     """Read wav / flac / ogg (anything libsndfile reads) -> (waveform, rate).
 
     waveform: float32 [samples] (mono mix) or [channels, samples] when mono=False, resampled to `sample_rate`
-    if given (rate is then sample_rate). Raises soundfile's error on unreadable files.
+    if given (rate is then sample_rate). start / end: seconds of the file to read (None = from its start / to its
+    end); only that part is decoded. Raises soundfile's error on unreadable files.
     """
     soundfile = require("soundfile", "reading audio files")
-    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [samples, channels]
+    frames = {}
+    if start is not None or end is not None:
+        file_rate = soundfile.info(str(path)).samplerate
+        frames = {"start": round((start or 0.0) * file_rate),
+                  "stop": None if end is None else round(end * file_rate)}
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True, **frames)  # [samples, channels]
     w = torch.from_numpy(np.ascontiguousarray(data.T))
     if mono:
         w = w.mean(dim=0)

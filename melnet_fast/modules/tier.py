@@ -35,17 +35,19 @@ class Tier(nn.Module):
         self.network = TierNetwork(hidden_size, n_layers, n_mixtures, self.cond_dim)
 
     def conditioning(self, grid: Tuple[int, int, int], context: torch.Tensor | None = None,
-                     speaker: torch.Tensor | None = None, features: torch.Tensor | None = None
-                     ) -> torch.Tensor | None:
+                     speaker: torch.Tensor | None = None, features: torch.Tensor | None = None,
+                     lengths: torch.Tensor | None = None) -> torch.Tensor | None:
         """z [B, T, F, Dz] on this tier's grid = (B, T, F), or None when Dz = 0.
 
         context: x^<g [B, T, F] (upsampling tiers); speaker: LongTensor [B]; features: [B, T, F, features_dim].
-        Each must be given exactly when this tier uses it (checked by the caller, MelNet).
+        Each must be given exactly when this tier uses it (checked by the caller, MelNet). lengths: LongTensor
+        [B] of real frames on this tier's grid, or None (all real): the feature-extraction network reads
+        backwards in time from each example's last real frame.
         """
         B, T, F = grid
         parts = []
         if self.upsampling:
-            parts.append(self.feature_net(context))
+            parts.append(self.feature_net(context, lengths))
         if self.n_speakers > 0:
             parts.append(self.speaker_embedding(speaker)[:, None, None, :].expand(B, T, F, -1))
         if self.features_dim > 0:
@@ -55,7 +57,12 @@ class Tier(nn.Module):
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                speaker: torch.Tensor | None = None, features: torch.Tensor | None = None) -> MixtureParams:
-        """x^g [B, T, F] -> MixtureParams of p(x^g | x^<g, speaker, features), each [B, T, F, K]."""
-        z = self.conditioning(tuple(x.shape), context, speaker, features)
+                speaker: torch.Tensor | None = None, features: torch.Tensor | None = None,
+                lengths: torch.Tensor | None = None) -> MixtureParams:
+        """x^g [B, T, F] -> MixtureParams of p(x^g | x^<g, speaker, features), each [B, T, F, K].
+
+        lengths: LongTensor [B] of real frames (padding at the end), or None. The tier network itself needs no
+        lengths: it is causal in time, so padding after a frame never reaches it; the feature network does.
+        """
+        z = self.conditioning(tuple(x.shape), context, speaker, features, lengths)
         return self.network(x, z)
