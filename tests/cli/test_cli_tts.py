@@ -1,0 +1,54 @@
+"""`melnet-fast tts`: audio, spectrogram and alignment plots of a text model's run, and clear errors."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from melnet_fast import MelNet
+from melnet_fast.train.run_dir import RunDir
+from tests.cli.conftest import cli, ok
+from tests.model.helpers import tts_config
+
+
+@pytest.fixture(scope="module")
+def tts_run(tmp_path_factory) -> Path:
+    """A run directory holding an untrained tts_tiny model (its small initial head keeps samples finite)."""
+    root = tmp_path_factory.mktemp("tts") / "run"
+    run = RunDir(root).create()
+    config = tts_config(n_mels=16)
+    run.write_config(config, {}, {"source": "synthetic"})
+    torch.manual_seed(0)
+    model = MelNet(config)
+    model.save(run.best_model)
+    return root
+
+
+def test_tts_writes_audio_and_alignment(tts_run, tmp_path):
+    out = tmp_path / "speech.wav"
+    result = ok(cli("tts", "--run", tts_run, "--text", "Hello there.", "--text", "Two",
+                    "--out", out, "--max-seconds", 0.5, "--iters", 2, "--device", "cpu"))
+    for k in (1, 2):
+        wav = tmp_path / f"speech-{k}.wav"
+        assert wav.stat().st_size > 44
+        assert (tmp_path / f"speech-{k}-alignment.png").stat().st_size > 0
+        assert (tmp_path / f"speech-{k}.png").stat().st_size > 0
+        spec = np.load(tmp_path / f"speech-{k}.npy")
+        assert spec.shape[1] == 16 and 1 <= spec.shape[0] <= 32 and np.isfinite(spec).all()
+    assert "speech-1.wav" in result.stdout and "s," in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--text", "日本"], "outside the model's vocabulary"),
+    (["--text", "   "], "is empty after normalisation"),
+    (["--text", "ok", "--stop-threshold", "1.5"], "--stop-threshold must lie in"),
+])
+def test_tts_bad_input_is_one_clear_line(tts_run, tmp_path, args, message):
+    result = cli("tts", "--run", tts_run, *args, "--out", tmp_path / "x.wav", "--device", "cpu")
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tts_on_a_run_without_text_is_a_clear_error(trained_run, tmp_path):
+    result = cli("tts", "--run", trained_run, "--text", "hello", "--out", tmp_path / "x.wav", "--device", "cpu")
+    assert result.returncode == 2 and "not a text-to-speech run" in result.stderr
