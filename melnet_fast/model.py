@@ -6,12 +6,22 @@ import os
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
+import torch.nn.functional as Fn
 from torch import nn
 
 from melnet_fast import checkpoint, ops
 from melnet_fast.config import MelNetConfig
+from melnet_fast.lengths import check_lengths, length_mask, masked_fill_padding
 from melnet_fast.modules import MixtureParams, Tier
-from melnet_fast.multiscale import interleave, merge_tiers, split_tiers, tier_axis, tier_shapes
+from melnet_fast.multiscale import (
+    crop_lengths,
+    interleave,
+    merge_tiers,
+    split_tiers,
+    tier_axis,
+    tier_lengths,
+    tier_shapes,
+)
 from melnet_fast.ops.gmm.naive import draw_noise
 from melnet_fast.text import TextFrontEnd
 
@@ -31,6 +41,7 @@ class TextSample(NamedTuple):
     lengths: torch.Tensor
     alignment: torch.Tensor
     log_prob: torch.Tensor | None
+
 
 TIME_DIM, FREQ_DIM = 1, 2  # of spectrograms [B, T, F] and of parameters / features [B, T, F, C]
 
@@ -63,6 +74,20 @@ class _Rows(NamedTuple):
         return None if t is None else t[:, :frames]
 
 
+class _Prepared(NamedTuple):
+    """MelNet's checked inputs: x [B, T', F] (T' = T, or the longest real length, padding zeroed),
+    full_lengths [B] or None, and per tier g (index g - 1): x^g, x^<g, features, real lengths (or None), and
+    the encoded texts (initial tier only)."""
+
+    x: torch.Tensor
+    full_lengths: torch.Tensor | None
+    x_tiers: List[torch.Tensor]
+    contexts: List[torch.Tensor | None]
+    speaker: torch.Tensor | None
+    feature_tiers: List[torch.Tensor | None]
+    lengths: List[torch.Tensor | None]
+    text: Tuple[torch.Tensor, torch.Tensor] | None  # (ids [B, U], text lengths [B]) of a text model
+
 class MelNet(nn.Module):
     """p(x) = prod_g p(x^g | x^<g) over the tiers of a spectrogram x [B, T, F] (F = config.n_mels).
 
@@ -72,6 +97,12 @@ class MelNet(nn.Module):
     "features" holding those, and for a text model (config.has_text) "text": a list of B strings (encoded by
     `text_frontend`), or symbol ids LongTensor [B, U] with "text_lengths" LongTensor [B] (as its encode gives).
     Only the initial tier reads the text; the upsampling tiers see it through the coarser tiers they condition on.
+
+    Variable-length batches: forward, log_prob and loss take `lengths`, a LongTensor [B] of real frames per
+    example (time_factor <= lengths[b] <= T; the rest of x is padding at the end and may hold anything). A
+    length that is not a multiple of config.time_factor is cropped to one (the frames past it count as padding
+    in every tier, so every tier sees whole frames of its context). Padded positions contribute nothing: the
+    loss is the mean over the real elements, the same whatever the padding holds and however long it is.
     """
 
     def __init__(self, config: MelNetConfig):
@@ -99,7 +130,9 @@ class MelNet(nn.Module):
     def _param(self) -> torch.Tensor:
         return self.tiers[0].network.x_time_proj.weight
 
-    def _check_x(self, x, name: str = "x") -> None:
+    def _check_x(self, x, name: str = "x", lengths=None) -> torch.Tensor | None:
+        """Check x (shape, dtype, device; finite at its real positions) and lengths. Returns the cropped lengths
+        [B] on the model's device (see the class docstring), or None when every example fills all T frames."""
         c, p = self.config, self._param()
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
             got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
@@ -117,12 +150,24 @@ class MelNet(nn.Module):
         if x.dtype != p.dtype or x.device != p.device:
             raise ValueError(f"{name} is {x.dtype} on {x.device} but the model is {p.dtype} on {p.device}; "
                              f"convert one of them (x.to(...) or model.to(...))")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} holds NaN or inf; a spectrogram must be finite (log-amplitude, normalised)")
+        if lengths is not None:
+            lengths = check_lengths(lengths, B, T, minimum=c.time_factor,
+                                    why=f" and at least time_factor={c.time_factor} (one frame in every tier)")
+            lengths = crop_lengths(lengths.to(p.device), c.n_tiers)
+            if bool((lengths == T).all()):
+                lengths = None
+        finite = torch.isfinite(x)
+        if lengths is not None:
+            finite = finite | ~length_mask(lengths, T)[:, :, None]
+        if not bool(finite.all()):
+            raise ValueError(f"{name} holds NaN or inf; a spectrogram must be finite (log-amplitude, normalised)"
+                             + (" at its real positions (padding may hold anything)" if lengths is not None else ""))
+        return lengths
 
-    def _parse_cond(self, cond: Cond, B: int, T: int, F: int
+    def _parse_cond(self, cond: Cond, B: int, T: int, F: int, lengths: torch.Tensor | None = None
                     ) -> Tuple[torch.Tensor | None, torch.Tensor | None]:
-        """cond -> (speaker LongTensor [B] or None, features [B, T, F, cond_dim] or None), checked."""
+        """cond -> (speaker LongTensor [B] or None, features [B, T, F, cond_dim] or None), checked (features
+        at the real positions of `lengths` only, when given)."""
         c = self.config
         speaker = features = None
         if isinstance(cond, dict):
@@ -168,8 +213,12 @@ class MelNet(nn.Module):
             if features.dtype != p.dtype or features.device != p.device:
                 raise ValueError(f"features are {features.dtype} on {features.device} but the model is "
                                  f"{p.dtype} on {p.device}")
-            if not bool(torch.isfinite(features).all()):
-                raise ValueError("features hold NaN or inf; they must be finite")
+            finite = torch.isfinite(features)
+            if lengths is not None:
+                finite = finite | ~length_mask(lengths, T)[:, :, None, None]
+            if not bool(finite.all()):
+                raise ValueError("features hold NaN or inf; they must be finite"
+                                 + (" at the real positions" if lengths is not None else ""))
         return speaker, features
 
     def _parse_text(self, cond: Cond, B: int) -> Tuple[torch.Tensor, torch.Tensor] | None:
@@ -221,55 +270,88 @@ class MelNet(nn.Module):
         return sorted(set(tiers))
 
     # ------------------------------------------------------------------ density
-    def _tier_params(self, g: int, x_tiers, contexts, speaker, feature_tiers, text=None) -> MixtureParams:
-        return self.tiers[g - 1](x_tiers[g - 1], contexts[g - 1], speaker, feature_tiers[g - 1],
-                                 text if g == 1 else None)
-
-    def _prepare(self, x: torch.Tensor, cond: Cond):
-        self._check_x(x)
+    def _prepare(self, x: torch.Tensor, cond: Cond, lengths):
+        """Checked inputs, split into tiers. With padding, x (and features) are cut after the longest example
+        and zeroed at padded positions, so that nothing of the padding reaches the networks."""
+        lengths = self._check_x(x, lengths=lengths)
         B, T, F = x.shape
-        speaker, features = self._parse_cond(cond, B, T, F)
+        speaker, features = self._parse_cond(cond, B, T, F, lengths)
         text = self._parse_text(cond, B)
         G = self.config.n_tiers
+        if lengths is not None:
+            T = int(lengths.max())
+            mask = length_mask(lengths, T)
+            x = masked_fill_padding(x[:, :T], mask)
+            if features is not None:
+                features = masked_fill_padding(features[:, :T], mask)
         x_tiers, contexts = split_tiers(x, G, TIME_DIM, FREQ_DIM)
         feature_tiers = split_tiers(features, G, TIME_DIM, FREQ_DIM)[0] if features is not None else [None] * G
-        return x_tiers, contexts, speaker, feature_tiers, text
+        lens = tier_lengths(lengths, G) if lengths is not None else [None] * G
+        return _Prepared(x, lengths, x_tiers, contexts, speaker, feature_tiers, lens, text)
 
-    def forward(self, x: torch.Tensor, cond: Cond = None) -> MixtureParams:
-        """x [B, T, F] -> MixtureParams(mu, log_sigma, logit_pi), each [B, T, F, K] at full resolution:
-        the parameters of p(x[b, i, j] | everything before it in the multiscale order, cond)."""
-        x_tiers, contexts, speaker, feature_tiers, text = self._prepare(x, cond)
-        per_tier = [self._tier_params(g, x_tiers, contexts, speaker, feature_tiers, text)
-                    for g in range(1, self.config.n_tiers + 1)]
+    def _tier_params(self, g: int, prep: _Prepared) -> MixtureParams:
+        i = g - 1
+        return self.tiers[i](prep.x_tiers[i], prep.contexts[i], prep.speaker, prep.feature_tiers[i], prep.lengths[i],
+                             prep.text if g == 1 else None)
+
+    def _params(self, prep: _Prepared) -> MixtureParams:
+        per_tier = [self._tier_params(g, prep) for g in range(1, self.config.n_tiers + 1)]
         return MixtureParams(*(merge_tiers([p[k] for p in per_tier], TIME_DIM, FREQ_DIM) for k in range(3)))
 
-    def log_prob(self, x: torch.Tensor, cond: Cond = None) -> torch.Tensor:
-        """x [B, T, F] -> [B, T, F]: log p(x[b, i, j] | its context) in nats; the sum is log p(x)."""
-        return -ops.gmm_nll(x, *_as_dtype(self(x, cond), x.dtype))
+    def forward(self, x: torch.Tensor, cond: Cond = None, lengths: torch.Tensor | None = None) -> MixtureParams:
+        """x [B, T, F] -> MixtureParams(mu, log_sigma, logit_pi), each [B, T, F, K] at full resolution:
+        the parameters of p(x[b, i, j] | everything before it in the multiscale order, cond).
+        lengths: LongTensor [B] of real frames (see the class docstring); parameters at padded positions are
+        meaningless (zeros after the longest example)."""
+        prep = self._prepare(x, cond, lengths)
+        params = self._params(prep)
+        pad = x.shape[TIME_DIM] - prep.x.shape[TIME_DIM]
+        return MixtureParams(*(Fn.pad(p, (0, 0, 0, 0, 0, pad)) for p in params)) if pad else params
 
-    def loss(self, x: torch.Tensor, cond: Cond = None, tiers: Sequence[int] | None = None) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, cond: Cond = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, F] -> [B, T, F]: log p(x[b, i, j] | its context) in nats; the sum is log p(x).
+        lengths: LongTensor [B] of real frames (see the class docstring); padded positions hold 0."""
+        prep = self._prepare(x, cond, lengths)
+        logp = -ops.gmm_nll(prep.x, *_as_dtype(self._params(prep), x.dtype))
+        if prep.full_lengths is None:
+            return logp
+        logp = masked_fill_padding(logp, length_mask(prep.full_lengths, prep.x.shape[TIME_DIM]))
+        return Fn.pad(logp, (0, 0, 0, x.shape[TIME_DIM] - prep.x.shape[TIME_DIM]))
+
+    def loss(self, x: torch.Tensor, cond: Cond = None, tiers: Sequence[int] | None = None,
+             lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood in nats per element (a scalar).
 
         tiers: tier numbers (1 = initial) to include, default all; only those tiers' networks run, so each
         tier can be trained on its own. The mean is over the elements of the chosen tiers.
+        lengths: LongTensor [B] of real frames (see the class docstring): the mean is then over the real
+        elements only, each weighted equally (a long example counts for more elements than a short one).
         """
         chosen = self._check_tiers(tiers)
-        x_tiers, contexts, speaker, feature_tiers, text = self._prepare(x, cond)
+        prep = self._prepare(x, cond, lengths)
         total, count = 0.0, 0
         for g in chosen:
-            params = self._tier_params(g, x_tiers, contexts, speaker, feature_tiers, text)
-            target = x_tiers[g - 1]
-            total = total + ops.gmm_nll(target, *_as_dtype(params, target.dtype)).sum()
-            count += x_tiers[g - 1].numel()
+            params = self._tier_params(g, prep)
+            target = prep.x_tiers[g - 1]
+            nll = ops.gmm_nll(target, *_as_dtype(params, target.dtype))
+            tier_lengths_ = prep.lengths[g - 1]
+            if tier_lengths_ is None:
+                total = total + nll.sum()
+                count += nll.numel()
+            else:
+                total = total + masked_fill_padding(nll, length_mask(tier_lengths_, nll.shape[TIME_DIM])).sum()
+                count = count + tier_lengths_.sum() * nll.shape[FREQ_DIM]
         return total / count
 
-    def alignment(self, x: torch.Tensor, cond: Cond) -> torch.Tensor:
-        """The attention of a text model under teacher forcing: x [B, T, F] and its texts -> [B, T_1, U], the
-        weights over the symbols (end-of-text last; zeros on padding) of every initial-tier frame."""
+    def alignment(self, x: torch.Tensor, cond: Cond, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """The attention of a text model under teacher forcing: x [B, T, F] and its texts -> [B, T'_1, U], the
+        weights over the symbols (end-of-text last; zeros on padding) of every initial-tier frame (T'_1 frames:
+        up to the longest of `lengths` when given; a row's frames past its own length are meaningless)."""
         if not self.config.has_text:
             raise ValueError("alignment: this model is not conditioned on text")
-        x_tiers, _, speaker, feature_tiers, text = self._prepare(x, cond)
-        return self.tiers[0].forward_with_alignment(x_tiers[0], None, speaker, feature_tiers[0], text)[1]
+        prep = self._prepare(x, cond, lengths)
+        return self.tiers[0].forward_with_alignment(prep.x_tiers[0], None, prep.speaker, prep.feature_tiers[0],
+                                                    prep.lengths[0], prep.text)[1]
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

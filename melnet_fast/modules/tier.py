@@ -41,17 +41,19 @@ class Tier(nn.Module):
                                    attention_mixtures if n_text_symbols else 0, attention_layer)
 
     def conditioning(self, grid: Tuple[int, int, int], context: torch.Tensor | None = None,
-                     speaker: torch.Tensor | None = None, features: torch.Tensor | None = None
-                     ) -> torch.Tensor | None:
+                     speaker: torch.Tensor | None = None, features: torch.Tensor | None = None,
+                     lengths: torch.Tensor | None = None) -> torch.Tensor | None:
         """z [B, T, F, Dz] on this tier's grid = (B, T, F), or None when Dz = 0.
 
         context: x^<g [B, T, F] (upsampling tiers); speaker: LongTensor [B]; features: [B, T, F, features_dim].
-        Each must be given exactly when this tier uses it (checked by the caller, MelNet).
+        Each must be given exactly when this tier uses it (checked by the caller, MelNet). lengths: LongTensor
+        [B] of real frames on this tier's grid, or None (all real): the feature-extraction network reads
+        backwards in time from each example's last real frame.
         """
         B, T, F = grid
         parts = []
         if self.upsampling:
-            parts.append(self.feature_net(context))
+            parts.append(self.feature_net(context, lengths))
         if self.n_speakers > 0:
             parts.append(self.speaker_embedding(speaker)[:, None, None, :].expand(B, T, F, -1))
         if self.features_dim > 0:
@@ -70,12 +72,17 @@ class Tier(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
                 speaker: torch.Tensor | None = None, features: torch.Tensor | None = None,
-                text: Tuple[torch.Tensor, torch.Tensor] | None = None) -> MixtureParams:
-        """x^g [B, T, F] -> MixtureParams of p(x^g | x^<g, speaker, features, text), each [B, T, F, K]."""
-        return self.forward_with_alignment(x, context, speaker, features, text)[0]
+                lengths: torch.Tensor | None = None, text: Tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> MixtureParams:
+        """x^g [B, T, F] -> MixtureParams of p(x^g | x^<g, speaker, features, text), each [B, T, F, K].
 
-    def forward_with_alignment(self, x, context=None, speaker=None, features=None, text=None):
-        """(forward's MixtureParams, attention weights [B, T, U] per frame or None); text as for forward:
-        (ids [B, U], lengths [B])."""
-        z = self.conditioning(tuple(x.shape), context, speaker, features)
+        lengths: LongTensor [B] of real frames (padding at the end), or None. The tier network itself needs no
+        lengths: it is causal in time, so padding after a frame never reaches it; the feature network does.
+        text: (ids LongTensor [B, U], text lengths LongTensor [B]) for the initial tier of a text model.
+        """
+        return self.forward_with_alignment(x, context, speaker, features, lengths, text)[0]
+
+    def forward_with_alignment(self, x, context=None, speaker=None, features=None, lengths=None, text=None):
+        """(forward's MixtureParams, attention weights [B, T, U] per frame or None without text)."""
+        z = self.conditioning(tuple(x.shape), context, speaker, features, lengths)
         return self.network.forward_with_alignment(x, z, self.encode_text(text))
