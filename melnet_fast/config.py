@@ -235,7 +235,7 @@ class MelNetConfig:
                                                                                + _linear_params(D, D))
             if g == 1 and self.has_text:
                 Ka = self.attention_mixtures
-                n += self.n_text_symbols * D + 2 * _lstm_params(1, D, D) + _linear_params(2 * D, D)  # encoder
+                n += self.n_text_symbols * D + _lstm_params(2, D, D) + _linear_params(2 * D, D)  # encoder
                 n += 4 * D * 2 * D + 4 * D * D + 4 * D + 2 * D + _linear_params(D, 3 * Ka) + _linear_params(D, D)
             if g > 1:
                 n += _linear_params(1, D) + self.feature_layers * (_lstm_params(4, D, D) + _linear_params(4 * D, D))

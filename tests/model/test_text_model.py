@@ -112,6 +112,23 @@ def test_text_padding_does_not_change_the_loss_or_gradients():
             torch.testing.assert_close(a, b)
 
 
+def test_spectrogram_and_text_padding_together():
+    """A batch of utterances of different lengths (frames and symbols): each row scores as it does alone."""
+    model = random_model(tts_config())
+    xs = [random_spectrogram(1, 8, 8, seed=1), random_spectrogram(1, 4, 8, seed=2)]
+    texts = ["a longer text", "Hi"]
+    x = torch.cat([xs[0], torch.cat([xs[1], torch.full((1, 4, 8), float("nan"), dtype=torch.float64)], 1)])
+    lengths = torch.tensor([8, 4])
+    batch = model.log_prob(x, {"text": texts}, lengths=lengths)
+    alone = [model.log_prob(xs[b], {"text": texts[b:b + 1]})[0] for b in range(2)]
+    for b in range(2):
+        torch.testing.assert_close(batch[b, :int(lengths[b])], alone[b])
+    want = -(alone[0].sum() + alone[1].sum()) / (12 * 8)
+    torch.testing.assert_close(model.loss(x, {"text": texts}, lengths=lengths), want)
+    al = model.alignment(x, {"text": texts}, lengths=lengths)
+    torch.testing.assert_close(al[1, :2, :3], model.alignment(xs[1], {"text": texts[1:]})[0])
+
+
 def test_sampled_alignment_equals_teacher_forced_alignment():
     model = random_model(tts_config())
     cond = text_cond(2)
