@@ -306,8 +306,9 @@ def _finite_number(name: str, v) -> None:
 
 def parameter_table(names=PRESETS) -> str:
     """A text table of the parameter counts of the given presets, per tier and in total."""
-    lines = [f"{'preset':<10} {'total':>13}  per tier (tier 1 first)"]
+    width = max(10, *(len(name) for name in names))
+    lines = [f"{'preset':<{width}} {'total':>13}  per tier (tier 1 first)"]
     for name in names:
         counts = MelNetConfig.preset(name).parameter_counts()
-        lines.append(f"{name:<10} {sum(counts):>13,}  " + " / ".join(f"{c:,}" for c in counts))
+        lines.append(f"{name:<{width}} {sum(counts):>13,}  " + " / ".join(f"{c:,}" for c in counts))
     return "\n".join(lines)
