@@ -49,6 +49,11 @@ def test_tts_bad_input_is_one_clear_line(tts_run, tmp_path, args, message):
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_sample_on_a_text_run_points_to_tts(tts_run, tmp_path):
+    result = cli("sample", "--run", tts_run, "--out", tmp_path / "x.wav", "--device", "cpu")
+    assert result.returncode == 2 and "melnet-fast tts --run" in result.stderr
+
+
 def test_tts_on_a_run_without_text_is_a_clear_error(trained_run, tmp_path):
     result = cli("tts", "--run", trained_run, "--text", "hello", "--out", tmp_path / "x.wav", "--device", "cpu")
     assert result.returncode == 2 and "not a text-to-speech run" in result.stderr
