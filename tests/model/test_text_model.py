@@ -151,19 +151,22 @@ def test_text_sample_equals_naive_recomputation(temperature):
     torch.testing.assert_close(got.log_prob, want_ld)
 
 
-def _stopping_model():
+def _stopping_model(**overrides):
     """A random text model whose attention moves fast, so that rows stop at different frames."""
-    model = random_model(tts_config())
+    model = random_model(tts_config(**overrides))
     with torch.no_grad():
         window = model.tiers[0].network.centralized.attention.window
         window.bias[:window.bias.shape[0] // 3] += 0.7
     return model
 
 
-@pytest.mark.parametrize("primed", [False, True], ids=["unprimed", "primed"])
-def test_accumulated_density_equals_log_prob_row_by_row(primed):
-    model = _stopping_model()
+@pytest.mark.parametrize("primed,speakers", [(False, 0), (True, 0), (False, 3)],
+                         ids=["unprimed", "primed", "speakers"])
+def test_accumulated_density_equals_log_prob_row_by_row(primed, speakers):
+    model = _stopping_model(n_speakers=speakers, speaker_dim=2)
     cond = {"text": ["a cat", "the longest text of this batch"]}
+    if speakers:
+        cond["speaker"] = torch.tensor([2, 0])
     P = 2 if primed else 0
     prime = random_spectrogram(2, P, 8, seed=4) if primed else None
     with melnet_fast.use_backend("reference"):
@@ -172,7 +175,7 @@ def test_accumulated_density_equals_log_prob_row_by_row(primed):
     assert n[0] < n[1], f"rows should stop at different frames, got lengths {n}"
     for b in range(2):
         x_b = s.x[b:b + 1, :n[b]]
-        one = {"text": cond["text"][b:b + 1]}
+        one = {k: v[b:b + 1] for k, v in cond.items()}
         drawn = torch.ones(n[b], 8, dtype=torch.bool)
         drawn[:P] = False
         torch.testing.assert_close(model.log_prob(x_b, one)[0, drawn].sum(), s.log_prob[b])
