@@ -14,15 +14,21 @@ from melnet_fast.train.evaluation import LN2
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="NLL of a run's model on data, per tier, next to the baseline",
-                       description="Score every segment of the data (non-overlapping, of the run's training crop "
-                                   "length) in nats and bits per element. With --json the last line printed is "
-                                   "one JSON object (nll_nats, nll_bits, baseline_nll_nats, tiers, ...).",
+                       description="Score all of the data (each item cut into non-overlapping segments of up to the "
+                                   "run's training example length) in nats and bits per element. With --json the "
+                                   "last line printed is one JSON object (nll_nats, nll_bits, baseline_nll_nats, "
+                                   "tiers, ...).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", required=True, metavar="RUN_DIR")
-    p.add_argument("--data", required=True, help="folder, CSV manifest, or 'synthetic' (the run's held-out clips)")
+    p.add_argument("--data", required=True, help="a corpus (folder, CSV manifest, LJSpeech, VCTK, MAESTRO) or "
+                                                 "'synthetic' (the run's held-out clips)")
+    p.add_argument("--split", choices=("train", "validation", "test", "all"),
+                   help="which entries of a corpus with splits to score (default: its held-out entries: test, "
+                        "else validation)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--segment-frames", type=int, help="default: the run's training crop length")
+    p.add_argument("--segment-frames", type=int, help="longest segment scored at once (default: the run's maximum "
+                                                      "training example length)")
     p.add_argument("--max-segments", type=int, help="score only the first N segments")
     p.add_argument("--batch-size", type=int, default=8)
     add_device_arg(p)
@@ -47,9 +53,9 @@ def run(args) -> int:
         raise UserError(f"--data {args.data}: no such folder or CSV file")
     spec = DataSpec.from_dict(doc.get("data") or {"source": SYNTHETIC})
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # files too short for one segment are simply not scored
+        warnings.simplefilter("ignore")  # files too short to score are simply left out
         try:
-            data = build_eval_dataset(args.data, spec, c, frames, cache_dir=run_dir.cache)
+            data = build_eval_dataset(args.data, spec, c, frames, cache_dir=run_dir.cache, split=args.split)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(f"--data {args.data}: {e}") from None
     if c.n_speakers and data.label_names and spec.label_names and list(data.label_names) != spec.label_names:
@@ -61,7 +67,9 @@ def run(args) -> int:
     except ValueError as e:
         raise UserError(f"--data {args.data}: {e}") from None
     d = result.to_dict()
-    print(f"{path}: {result.segments} segments of {frames} frames x {c.n_mels} mels from {args.data}")
+    split = getattr(data, "split", None)
+    print(f"{path}: {result.segments} segments of up to {frames} frames x {c.n_mels} mels from {args.data}"
+          + (f" (split: {split})" if split else ""))
     print(f"{'tier':>6} {'elements':>10} {'nats/elem':>10} {'bits/elem':>10} {'baseline':>10} {'bits':>8}")
     for g, t in d["tiers"].items():
         print(f"{g:>6} {t['elements']:>10} {t['nll_nats']:>10.4f} {t['nll_bits']:>10.4f} "
@@ -70,6 +78,6 @@ def run(args) -> int:
           f"{d['baseline_nll_nats']:>10.4f} {d['baseline_nll_bits']:>8.4f}")
     print(f"model - baseline: {d['nll_nats'] - d['baseline_nll_nats']:+.4f} nats/element (negative is better)")
     if args.json:
-        d.update(run=str(args.run), checkpoint=str(path), data=args.data)
+        d.update(run=str(args.run), checkpoint=str(path), data=args.data, split=split)
         print(json.dumps(d))
     return 0

@@ -21,7 +21,7 @@ _OPTION_FLAGS = {"steps": "steps", "batch_size": "batch_size", "crop_frames": "c
                  "momentum": "momentum", "clip_grad_norm": "clip_grad_norm", "seed": "seed",
                  "log_every": "log_every", "val_every": "val_every", "checkpoint_every": "checkpoint_every",
                  "val_segments": "val_segments", "workers": "num_workers", "tier_assignment": "tier_assignment",
-                 "device": "device"}
+                 "device": "device", "bucket_batches": "bucket_batches"}
 
 
 def add_parser(sub) -> None:
@@ -30,14 +30,20 @@ def add_parser(sub) -> None:
         description="Train MelNet. A new run needs --data and --preset; running the same command again resumes "
                     "the run in --out from its latest checkpoint, exactly where it stopped.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", help="a folder of audio (wav/flac/ogg), a CSV manifest with a 'path' column, or "
-                                  "'synthetic' (the embedded synthetic music)")
+    p.add_argument("--data", help="a corpus: a folder of audio (wav/flac/ogg), a CSV manifest (path, and optional "
+                                  "label, speaker, text, split, start, end columns), LJSpeech (metadata.csv + "
+                                  "wavs/), VCTK-style speaker folders, MAESTRO (maestro-v*.csv); or 'synthetic' (the "
+                                  "embedded synthetic music)")
     p.add_argument("--preset", help="model preset: tiny, small, blizzard, maestro, voxceleb2, demo")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (created if needed)")
     p.add_argument("--tiers", type=int, nargs="+", metavar="G", help="tiers to train (default: all)")
     p.add_argument("--steps", type=int, help="total training steps (default 1000)")
     p.add_argument("--batch-size", type=int, help="default: the preset's")
-    p.add_argument("--crop-frames", type=int, help="frames per training example (default: the preset's max)")
+    p.add_argument("--crop-frames", type=int, help="maximum frames per training example: longer ones are cropped "
+                                                   "at a random offset, shorter ones padded (default: the preset's "
+                                                   "max_seconds)")
+    p.add_argument("--bucket-batches", type=int, help="batch examples of similar length within pools of this many "
+                                                      "batches, 0 = random batches (32)")
     p.add_argument("--lr", type=float, help="RMSProp learning rate (default: the preset's, 1e-4)")
     p.add_argument("--momentum", type=float, help="RMSProp momentum (default 0.9)")
     p.add_argument("--clip-grad-norm", type=float, help="per-tier gradient clipping, 0 = off (default 1)")
@@ -48,7 +54,8 @@ def add_parser(sub) -> None:
                    help="condition on the data's labels (genre of the synthetic data, CSV label / speaker / genre "
                         "column, or folder with --label-from-folder)")
     p.add_argument("--label-from-folder", action="store_true", help="label folder data by top-level subfolder")
-    p.add_argument("--val-data", help="held-out data (default: a split of --data; synthetic: its own clips)")
+    p.add_argument("--val-data", help="held-out data (default: the validation split of --data, or a random "
+                                      "share of it; synthetic: its own clips)")
     p.add_argument("--val-fraction", type=float, default=None, help="held-out share of folder data (0.1)")
     p.add_argument("--synthetic-clips", type=int, help="training clips of --data synthetic (64)")
     p.add_argument("--synthetic-val-clips", type=int, help="held-out clips of --data synthetic (8)")
@@ -172,7 +179,7 @@ def run(args) -> int:
     counts = model.parameter_counts()
     print(f"  model: {config.n_tiers} tiers, {sum(counts):,} parameters ({' / '.join(f'{c:,}' for c in counts)}); "
           f"{len(train)} training items, {len(val) if val is not None else 0} held out; "
-          f"crops of {resolved.crop_frames} frames x {config.n_mels} mels", flush=True)
+          f"examples of up to {resolved.crop_frames} frames x {config.n_mels} mels", flush=True)
     try:
         trainer = Trainer(model, train, val, options, run_dir.root, data_spec=spec)
     except RunDirError as e:
@@ -200,6 +207,11 @@ def run(args) -> int:
 def _report(summary, run_dir: RunDir) -> None:
     print(f"done: step {summary['step']} ({summary['seconds']:.0f} s, stopped by {summary['stopped']}); "
           f"{summary['skipped_steps']} skipped step(s)")
+    if summary.get("elements_per_s"):
+        padded = summary.get("padded_share")
+        print(f"throughput: {summary['elements_per_s']:,.0f} elements/s = {summary['audio_seconds_per_s']:.3f} s of "
+              f"audio per s ({summary['audio_khz']:.2f} kHz of audio samples per s)"
+              + (f"; {padded:.1%} of the batched elements were padding" if padded is not None else ""))
     val = summary["val"]
     if val is not None:
         nll, base = val["nll_nats"], val["baseline_nll_nats"]

@@ -2,7 +2,9 @@
 
 metrics.csv has a fixed header, so it loads straight into pandas / a spreadsheet:
     step, split ("train" or "val"), time (unix), elapsed_s, nll_nats, nll_bits, nll_tier<g>_nats for each tier,
-    baseline_nll_nats (val rows), lr, grad_norm, elements_per_s, skipped (steps skipped so far, train rows).
+    baseline_nll_nats (val rows), lr, grad_norm, elements_per_s, audio_seconds_per_s and audio_khz (the audio
+    rate: seconds of audio and kHz of audio samples per second of training steps), padded_share (of the current
+    epoch's batches), skipped (steps skipped so far, train rows).
 A resumed run first drops the rows logged after its checkpoint, so every step appears once.
 """
 
@@ -23,7 +25,8 @@ from melnet_fast.train.checkpointing import atomic_write_text
 def csv_columns(n_tiers: int) -> List[str]:
     return (["step", "split", "time", "elapsed_s", "nll_nats", "nll_bits"]
             + [f"nll_tier{g}_nats" for g in range(1, n_tiers + 1)]
-            + ["baseline_nll_nats", "lr", "grad_norm", "elements_per_s", "skipped"])
+            + ["baseline_nll_nats", "lr", "grad_norm", "elements_per_s", "audio_seconds_per_s", "audio_khz",
+               "padded_share", "skipped"])
 
 
 class MetricsLogger:
