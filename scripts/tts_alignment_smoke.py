@@ -42,7 +42,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=24)
     parser.add_argument("--out", default="tts_smoke")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (a tiny model runs fastest on one)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     F, T = 16, 48
     config = MelNetConfig.preset("tts_tiny", n_tiers=2, n_mels=F, hidden_size=args.hidden, layers=(3, 1),
