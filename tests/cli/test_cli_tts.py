@@ -1,5 +1,6 @@
 """`melnet-fast tts`: audio, spectrogram and alignment plots of a text model's run, and clear errors."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,37 @@ def test_sample_on_a_text_run_points_to_tts(tts_run, tmp_path):
 def test_tts_on_a_run_without_text_is_a_clear_error(trained_run, tmp_path):
     result = cli("tts", "--run", trained_run, "--text", "hello", "--out", tmp_path / "x.wav", "--device", "cpu")
     assert result.returncode == 2 and "not a text-to-speech run" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def text_corpus(tmp_path_factory) -> Path:
+    """A CSV manifest (path, text) of 6 short wav files: a tone per word."""
+    from melnet_fast.audio import save_wav
+
+    root = tmp_path_factory.mktemp("corpus")
+    rows = ["path,text"]
+    for k, text in enumerate(["one tone", "two tones", "a third", "four", "five and more", "six"]):
+        t = np.arange(int(8000 * (0.4 + 0.1 * k))) / 8000
+        wave = 0.3 * np.sin(2 * np.pi * (200 + 50 * k) * t) * np.minimum(1, 10 * t)
+        save_wav(root / f"clip{k}.wav", torch.from_numpy(wave).float(), 8000)
+        rows.append(f"clip{k}.wav,{text}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+def test_train_eval_and_speak_with_a_text_corpus(text_corpus, tmp_path):
+    run = tmp_path / "run"
+    ok(cli("train", "--data", text_corpus, "--preset", "tts_tiny", "--steps", 2, "--batch-size", 2,
+           "--val-every", 2, "--checkpoint-every", 2, "--log-every", 1, "--no-progress", "--out", run))
+    result = ok(cli("eval", "--run", run, "--data", text_corpus, "--json"))
+    doc = json.loads(result.stdout.strip().splitlines()[-1])
+    assert np.isfinite(doc["nll_nats"]) and set(doc["tiers"]) == {"1", "2", "3"}
+    ok(cli("tts", "--run", run, "--text", "two tones", "--out", tmp_path / "s.wav", "--max-seconds", 0.3,
+           "--iters", 2, "--device", "cpu"))
+    assert (tmp_path / "s-alignment.png").is_file()
+
+
+def test_a_text_model_needs_texts(tmp_path):
+    result = cli("train", "--data", "synthetic", "--preset", "tts_tiny", "--steps", 1, "--synthetic-clips", 2,
+                 "--synthetic-val-clips", 1, "--no-progress", "--out", tmp_path / "run")
+    assert result.returncode == 2 and "no item is usable by a text model: 2 without text" in result.stderr
