@@ -30,6 +30,18 @@ def batch_cond(config: MelNetConfig, labels: torch.Tensor | None, texts: Sequenc
     return cond or None
 
 
+def mismatched_texts(texts: Sequence[str]) -> list[str]:
+    """Each text replaced by another one of similar length (texts sorted by length, each taking the next one's,
+    the longest the shortest's): conditioning on them measures how much a text model uses its text."""
+    if len(texts) < 2:
+        raise ValueError("mismatched texts need at least two texts")
+    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))
+    out = list(texts)
+    for k, i in enumerate(order):
+        out[i] = texts[order[(k + 1) % len(order)]]
+    return out
+
+
 def whole_utterances(dataset, what: str = "the data"):
     """The items of `dataset` that a text model learns from or is scored on: those with a text and no longer than
     the dataset's crop_frames (longer ones would be cropped, and a crop does not match its text). The others are

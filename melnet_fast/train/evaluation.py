@@ -75,7 +75,7 @@ def segments(dataset, frames: int, max_segments: int | None = None, multiple: in
 @torch.no_grad()
 def evaluate(model: MelNet, dataset, segment_frames: int, *, tiers: Sequence[int] | None = None,
              baseline: ChannelGaussian | None = None, batch_size: int = 8, max_segments: int | None = None,
-             conditional: bool | None = None) -> EvalResult:
+             conditional: bool | None = None, texts: Sequence[str] | None = None) -> EvalResult:
     """Score the segments of `dataset` (see `segments`) with `model` on its own device.
 
     dataset: anything with len, num_frames(i), spectrogram(i) -> [T_i, F] and labels (a SpectrogramCropDataset).
@@ -83,7 +83,8 @@ def evaluate(model: MelNet, dataset, segment_frames: int, *, tiers: Sequence[int
     a last shorter one, scored in batches of similar lengths with `lengths` (every element of an item counts,
     but the last few frames short of a multiple of time_factor). tiers: which tiers to score (default all).
     conditional: pass the dataset labels as speaker ids (default: when the model has n_speakers > 0).
-    A text model scores whole utterances with their texts (dataset.texts): every item must fit in one segment.
+    A text model scores whole utterances with their texts (dataset.texts, or `texts`, one per item, e.g.
+    train.conditioning.mismatched_texts(dataset.texts)): every item must fit in one segment.
     """
     c = model.config
     tiers = list(range(1, c.n_tiers + 1)) if tiers is None else sorted(tiers)
@@ -116,8 +117,8 @@ def evaluate(model: MelNet, dataset, segment_frames: int, *, tiers: Sequence[int
             for k, (i, s, n) in enumerate(chunk):
                 x[k, :n] = dataset.spectrogram(i)[s:s + n].to(x)
             labels = torch.tensor([dataset.labels[i] for i, _, _ in chunk]) if conditional else None
-            texts = [dataset.texts[i] for i, _, _ in chunk] if c.has_text else None
-            cond = batch_cond(c, labels, texts, param.device)
+            chunk_texts = [(texts or dataset.texts)[i] for i, _, _ in chunk] if c.has_text else None
+            cond = batch_cond(c, labels, chunk_texts, param.device)
             real = length_mask(lengths, T)[:, :, None]  # [B, T, 1]
             base = baseline.nll(x) if baseline is not None else None
             for g in tiers:

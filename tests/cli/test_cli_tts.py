@@ -82,7 +82,10 @@ def test_train_eval_and_speak_with_a_text_corpus(text_corpus, tmp_path):
            "--val-every", 2, "--checkpoint-every", 2, "--log-every", 1, "--no-progress", "--out", run))
     result = ok(cli("eval", "--run", run, "--data", text_corpus, "--json"))
     doc = json.loads(result.stdout.strip().splitlines()[-1])
-    assert np.isfinite(doc["nll_nats"]) and set(doc["tiers"]) == {"1", "2", "3"}
+    assert np.isfinite(doc["nll_nats"]) and set(doc["tiers"]) == {"1", "2", "3"} and doc["texts"] == "own"
+    other = json.loads(ok(cli("eval", "--run", run, "--data", text_corpus, "--json", "--split", "all",
+                              "--other-texts")).stdout.strip().splitlines()[-1])
+    assert other["texts"] == "other" and np.isfinite(other["tiers"]["1"]["nll_nats"])
     ok(cli("tts", "--run", run, "--text", "two tones", "--out", tmp_path / "s.wav", "--max-seconds", 0.3,
            "--iters", 2, "--device", "cpu"))
     assert (tmp_path / "s-alignment.png").is_file()
