@@ -28,13 +28,17 @@ def letter_spectrum(letter: str, n_mels: int, alphabet: str = ALPHABET) -> np.nd
 
 
 def synthetic_text_speech(n_clips: int, frames: int, n_mels: int, seed: int = 0, alphabet: str = ALPHABET,
-                          fill: Tuple[float, float] = (0.55, 0.85)) -> Tuple[torch.Tensor, List[str]]:
-    """(spectrograms [n_clips, frames, n_mels] float32, texts): random words of `alphabet` letters spoken letter
-    by letter (2-4 frames each, a 1-2 frame pause between words) over a share `fill` of the clip, then silence.
-    Deterministic in `seed`."""
+                          fill: Tuple[float, float] = (0.55, 0.85)
+                          ) -> Tuple[torch.Tensor, List[str], torch.Tensor]:
+    """(spectrograms [n_clips, frames, n_mels] float32, texts, positions LongTensor [n_clips, frames]): random
+    words of `alphabet` letters spoken letter by letter (2-4 frames each, a 1-2 frame pause between words) over a
+    share `fill` of the clip, then silence. positions[n, i] is the index in texts[n] of the symbol sounding at
+    frame i (the space during a pause, 0 before the first letter, len(texts[n]) after the last: the true
+    alignment). Deterministic in `seed`."""
     rng = np.random.default_rng(seed)
     spectra = {ch: letter_spectrum(ch, n_mels, alphabet) for ch in alphabet}
     specs = np.full((n_clips, frames, n_mels), SILENCE, dtype=np.float32)
+    positions = np.zeros((n_clips, frames), dtype=np.int64)
     texts = []
     for n in range(n_clips):
         budget = int(rng.uniform(*fill) * frames)
@@ -44,11 +48,16 @@ def synthetic_text_speech(n_clips: int, frames: int, n_mels: int, seed: int = 0,
             durations = rng.integers(2, 5, size=len(word))
             if words and t + durations.sum() > budget:
                 break
-            for ch, d in zip(word, durations):
+            start = sum(len(w) + 1 for w in words)  # index of the word's first letter in the text
+            for k, (ch, d) in enumerate(zip(word, durations)):
                 specs[n, t:t + d] = spectra[ch]
+                positions[n, t:t + d] = start + k
                 t += int(d)
             words.append(word)
-            t += int(rng.integers(1, 3))
+            pause = int(rng.integers(1, 3))
+            positions[n, t:t + pause] = start + len(word)  # the space after the word
+            t += pause
         texts.append(" ".join(words))
+        positions[n, t - pause:] = len(texts[-1])  # after the last word: end of text
     specs += rng.normal(0, NOISE, size=specs.shape).astype(np.float32)
-    return torch.from_numpy(specs), texts
+    return torch.from_numpy(specs), texts, torch.from_numpy(positions)
