@@ -212,6 +212,17 @@ def test_compiled_samplers_route_text_models_to_the_reference_visibly():
         torch.testing.assert_close(auto.x, ref.x)
 
 
+def test_low_precision_weights_are_refused_for_text_models():
+    model = random_model(tts_config(), dtype=torch.float32)
+    x = torch.zeros(1, 2, 4)
+    cz = torch.zeros(1, 2, 4, 8)
+    weights = [w.to(torch.bfloat16) for w in model.tiers[0].network.sampler_weights()]
+    with pytest.raises(ValueError, match="weights: the .* sampler"):
+        ops.sample_tier_centralized(x, cz, cz, x, x, weights, 2, 3, 1.0, 0,
+                                    model.tiers[0].network.centralized_sampler_weights(), 1,
+                                    torch.zeros(1, 3, 8), torch.tensor([3]))
+
+
 def test_checkpoint_keeps_the_vocabulary(tmp_path):
     config = tts_config(text_symbols="zyx ,.abc", text_max_length=40)
     model = random_model(config)

@@ -80,6 +80,9 @@ def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torc
         and after lengths[b], and log_density sums the drawn elements before lengths[b].
     """
     _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
+    if weights[0].dtype != x_init.dtype:
+        raise ValueError(f"weights: the reference sampler (the only one with the centralized stack yet) needs "
+                         f"weights of the data's dtype {x_init.dtype}, got {weights[0].dtype}")
     B, _, F = x_init.shape
     W = unpack_centralized(centralized_weights, n_layers)
     D = cz_t.shape[-1]
