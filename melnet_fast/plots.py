@@ -124,3 +124,29 @@ def load_spectrogram_image(path) -> torch.Tensor:
     vmin, vmax = meta.get("vmin", IMAGE_VMIN), meta.get("vmax", IMAGE_VMAX)
     x = vmin + pixels * (vmax - vmin)
     return torch.from_numpy(np.ascontiguousarray(x[::-1].T)).float()
+
+
+def plot_alignment(path, alignment, symbols: str, settings=None, frame_seconds: float | None = None,
+                   title: str = "attention") -> None:
+    """PNG of a text model's alignment [T_1, U] (attention weight of symbol u at initial-tier frame i): frames
+    (as seconds) on the x axis, the symbols of the text (end-of-text last, shown as "~") on the y axis.
+    frame_seconds: duration of one initial-tier frame (default: one hop of `settings`)."""
+    from matplotlib.figure import Figure
+
+    a = _as_array(alignment)
+    T, U = a.shape
+    if len(symbols) != U:
+        raise ValueError(f"plot_alignment: {len(symbols)} symbols for an alignment over {U} positions")
+    s = audio.audio_settings(settings)
+    step = frame_seconds if frame_seconds is not None else s.hop_length / s.sample_rate
+    fig = Figure(figsize=(max(6.0, min(16.0, 0.04 * T + 3)), max(3.0, min(14.0, 0.16 * U + 1.2))),
+                 layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(a.T, origin="lower", aspect="auto", extent=(0, T * step, -0.5, U - 0.5), vmin=0.0,
+                   vmax=max(1e-6, float(a.max())), cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(U), labels=["␣" if ch == " " else ch for ch in symbols], fontsize=7)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("text")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="attention weight", shrink=0.8)
+    fig.savefig(os.fspath(path), dpi=110)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from melnet_fast.cli.common import UserError, add_device_arg, load_run_model, pick_device
 from melnet_fast.train import SYNTHETIC, ChannelGaussian, DataSpec, RunDir, build_eval_dataset, evaluate
+from melnet_fast.train.conditioning import mismatched_texts
 from melnet_fast.train.evaluation import LN2
 
 
@@ -31,6 +32,9 @@ def add_parser(sub) -> None:
                                                       "training example length)")
     p.add_argument("--max-segments", type=int, help="score only the first N segments")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--other-texts", action="store_true",
+                   help="text models: score each utterance with another one's text of similar length (how much the "
+                        "model uses the text: compare with the NLL of its own texts)")
     add_device_arg(p)
     p.set_defaults(func=run)
 
@@ -61,15 +65,19 @@ def run(args) -> int:
     if c.n_speakers and data.label_names and spec.label_names and list(data.label_names) != spec.label_names:
         raise UserError(f"--data {args.data} has labels {data.label_names}, the run was trained on "
                         f"{spec.label_names}")
+    if args.other_texts and not c.has_text:
+        raise UserError("--other-texts: this run's model is not conditioned on text")
     try:
+        texts = mismatched_texts(data.texts) if args.other_texts else None
         result = evaluate(model, data, frames, baseline=baseline, batch_size=args.batch_size,
-                          max_segments=args.max_segments)
+                          max_segments=args.max_segments, texts=texts)
     except ValueError as e:
         raise UserError(f"--data {args.data}: {e}") from None
     d = result.to_dict()
     split = getattr(data, "split", None)
     print(f"{path}: {result.segments} segments of up to {frames} frames x {c.n_mels} mels from {args.data}"
-          + (f" (split: {split})" if split else ""))
+          + (f" (split: {split})" if split else "")
+          + (", each with another utterance's text" if args.other_texts else ""))
     print(f"{'tier':>6} {'elements':>10} {'nats/elem':>10} {'bits/elem':>10} {'baseline':>10} {'bits':>8}")
     for g, t in d["tiers"].items():
         print(f"{g:>6} {t['elements']:>10} {t['nll_nats']:>10.4f} {t['nll_bits']:>10.4f} "
@@ -79,5 +87,7 @@ def run(args) -> int:
     print(f"model - baseline: {d['nll_nats'] - d['baseline_nll_nats']:+.4f} nats/element (negative is better)")
     if args.json:
         d.update(run=str(args.run), checkpoint=str(path), data=args.data, split=split)
+        if c.has_text:
+            d["texts"] = "other" if args.other_texts else "own"
         print(json.dumps(d))
     return 0

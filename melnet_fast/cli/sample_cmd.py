@@ -104,6 +104,9 @@ def run(args) -> int:
     device = pick_device(args.device, sampling=True)
     doc, model, path = load_run_model(args.run, args.checkpoint, device)
     c: MelNetConfig = model.config
+    if c.has_text:
+        raise UserError(f"{args.run} holds a text-to-speech model: speak text with `melnet-fast tts --run "
+                        f"{args.run} --text \"...\" --out OUT.wav`")
     if args.count < 1:
         raise UserError(f"--count must be >= 1, got {args.count}")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):

@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
                                   "label, speaker, text, split, start, end columns), LJSpeech (metadata.csv + "
                                   "wavs/), VCTK-style speaker folders, MAESTRO (maestro-v*.csv); or 'synthetic' (the "
                                   "embedded synthetic music)")
-    p.add_argument("--preset", help="model preset: tiny, small, blizzard, maestro, voxceleb2, demo")
+    p.add_argument("--preset", help="model preset: tiny, small, blizzard, maestro, voxceleb2, demo; text-to-speech "
+                                    "(a corpus with texts): tts_tiny, tts_small, tts_blizzard")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (created if needed)")
     p.add_argument("--tiers", type=int, nargs="+", metavar="G", help="tiers to train (default: all)")
     p.add_argument("--steps", type=int, help="total training steps (default 1000)")

@@ -121,11 +121,22 @@ def held_out_split(corpus) -> str | None:
 
 def build_datasets(spec: DataSpec, config: MelNetConfig, crop_frames: int, cache_dir=None):
     """(train dataset, held-out dataset or None) of examples of at most crop_frames frames (lengths a multiple of
-    config.time_factor); labels and texts as the data has them.
+    config.time_factor); labels and texts as the data has them. For a text model only whole utterances with a
+    text are kept (train.conditioning.whole_utterances).
 
     Raises FileNotFoundError / ValueError (from melnet_fast.data and melnet_fast.corpora) when the source has no
     usable audio or does not parse.
     """
+    train, held_out = _build_datasets(spec, config, crop_frames, cache_dir)
+    if not config.has_text:
+        return train, held_out
+    from melnet_fast.train.conditioning import whole_utterances
+
+    return (whole_utterances(train, "the training data"),
+            None if held_out is None else whole_utterances(held_out, "the held-out data"))
+
+
+def _build_datasets(spec: DataSpec, config: MelNetConfig, crop_frames: int, cache_dir=None):
     if spec.source == SYNTHETIC:
         train = _synthetic(spec, config, crop_frames, False, cache_dir)
         corpus = None
@@ -168,7 +179,12 @@ def build_eval_dataset(source: str, spec: DataSpec, config: MelNetConfig, segmen
         split = next((s for s in ("test", "validation") if s in present), None)
     elif split == "all":
         split = None
-    return _corpus(source, config, segment_frames, spec.label_from_folder, cache_dir, split, corpus)
+    data = _corpus(source, config, segment_frames, spec.label_from_folder, cache_dir, split, corpus)
+    if config.has_text:  # a text model scores whole utterances, each with its text
+        from melnet_fast.train.conditioning import whole_utterances
+
+        return whole_utterances(data, f"--data {source}")
+    return data
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

@@ -12,6 +12,7 @@ from melnet_fast.lengths import length_mask
 from melnet_fast.model import MelNet
 from melnet_fast.multiscale import tier_index
 from melnet_fast.train.baseline import ChannelGaussian
+from melnet_fast.train.conditioning import batch_cond
 
 LN2 = math.log(2.0)
 
@@ -74,7 +75,7 @@ def segments(dataset, frames: int, max_segments: int | None = None, multiple: in
 @torch.no_grad()
 def evaluate(model: MelNet, dataset, segment_frames: int, *, tiers: Sequence[int] | None = None,
              baseline: ChannelGaussian | None = None, batch_size: int = 8, max_segments: int | None = None,
-             conditional: bool | None = None) -> EvalResult:
+             conditional: bool | None = None, texts: Sequence[str] | None = None) -> EvalResult:
     """Score the segments of `dataset` (see `segments`) with `model` on its own device.
 
     dataset: anything with len, num_frames(i), spectrogram(i) -> [T_i, F] and labels (a SpectrogramCropDataset).
@@ -82,6 +83,8 @@ def evaluate(model: MelNet, dataset, segment_frames: int, *, tiers: Sequence[int
     a last shorter one, scored in batches of similar lengths with `lengths` (every element of an item counts,
     but the last few frames short of a multiple of time_factor). tiers: which tiers to score (default all).
     conditional: pass the dataset labels as speaker ids (default: when the model has n_speakers > 0).
+    A text model scores whole utterances with their texts (dataset.texts, or `texts`, one per item, e.g.
+    train.conditioning.mismatched_texts(dataset.texts)): every item must fit in one segment.
     """
     c = model.config
     tiers = list(range(1, c.n_tiers + 1)) if tiers is None else sorted(tiers)
@@ -92,6 +95,12 @@ def evaluate(model: MelNet, dataset, segment_frames: int, *, tiers: Sequence[int
     where = segments(dataset, segment_frames, max_segments, c.time_factor)
     if not where:
         raise ValueError(f"no item of the evaluation data has {c.time_factor} frames or more")
+    if c.has_text:
+        cut = sorted({i for i, start, _ in where if start > 0})
+        if cut:
+            raise ValueError(f"a text model scores whole utterances, but {len(cut)} items are longer than "
+                             f"segment_frames={segment_frames} (item {cut[0]} has {dataset.num_frames(cut[0])} "
+                             f"frames): raise the segment length")
     where = sorted(where, key=lambda seg: seg[2])  # batches of similar lengths: little padding
     owner = tier_index(segment_frames, c.n_mels, c.n_tiers).to(param.device)  # [T, F]: tier of each position
     totals = {g: 0.0 for g in tiers}
@@ -107,8 +116,9 @@ def evaluate(model: MelNet, dataset, segment_frames: int, *, tiers: Sequence[int
             x = param.new_zeros(len(chunk), T, c.n_mels)
             for k, (i, s, n) in enumerate(chunk):
                 x[k, :n] = dataset.spectrogram(i)[s:s + n].to(x)
-            labels = dataset.labels
-            cond = torch.tensor([labels[i] for i, _, _ in chunk], device=param.device) if conditional else None
+            labels = torch.tensor([dataset.labels[i] for i, _, _ in chunk]) if conditional else None
+            chunk_texts = [(texts or dataset.texts)[i] for i, _, _ in chunk] if c.has_text else None
+            cond = batch_cond(c, labels, chunk_texts, param.device)
             real = length_mask(lengths, T)[:, :, None]  # [B, T, 1]
             base = baseline.nll(x) if baseline is not None else None
             for g in tiers:

@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -33,6 +33,7 @@ from melnet_fast.train.checkpointing import (
     save_training_state,
     set_rng_state,
 )
+from melnet_fast.train.conditioning import batch_cond
 from melnet_fast.train.data_source import DataSpec, epoch_loader
 from melnet_fast.train.evaluation import LN2, EvalResult, evaluate
 from melnet_fast.train.metrics import MetricsLogger
@@ -253,13 +254,13 @@ class Trainer:
             return self.loss_module(x, cond, lengths)
 
     def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None,
-                   lengths: torch.Tensor | None = None) -> StepResult:
+                   lengths: torch.Tensor | None = None, texts: Sequence[str] | None = None) -> StepResult:
         """One optimisation step on a batch x [B, T, F] (labels [B]: speaker / genre ids, used when the model
-        is conditional; lengths [B]: real frames of each example, None = all T). Does not advance self.step
-        (fit does)."""
+        is conditional; lengths [B]: real frames of each example, None = all T; texts: B strings, for a text
+        model). Does not advance self.step (fit does)."""
         self.model.train()
         x = x.to(self.device, non_blocking=True)
-        cond = labels.to(self.device) if self.conditional and labels is not None else None
+        cond = batch_cond(self.config, labels if self.conditional else None, texts, self.device)
         losses = self.compute_losses(x, cond, lengths)
         # Backward even when the loss is not finite: under DDP every rank of a group must join the gradient
         # all-reduce, and the non-finite gradient then tells all of them to skip the update.
@@ -326,7 +327,7 @@ class Trainer:
             while self.step < o.steps:
                 batch = self._next_batch()
                 t0 = time.perf_counter()
-                result = self.train_step(batch.spec, batch.labels, batch.lengths)
+                result = self.train_step(batch.spec, batch.labels, batch.lengths, batch.texts)
                 dt = time.perf_counter() - t0
                 self.step += 1
                 out_of_time = self._after_step(
