@@ -131,8 +131,7 @@ def plot_alignment(path, alignment, symbols: str, settings=None, frame_seconds: 
     """PNG of a text model's alignment [T_1, U] (attention weight of symbol u at initial-tier frame i): frames
     (as seconds) on the x axis, the symbols of the text (end-of-text last, shown as "~") on the y axis.
     frame_seconds: duration of one initial-tier frame (default: one hop of `settings`)."""
-    from matplotlib.figure import Figure
-
+    Figure = require("matplotlib.figure", "plotting").Figure
     a = _as_array(alignment)
     T, U = a.shape
     if len(symbols) != U:
