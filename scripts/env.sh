@@ -15,7 +15,7 @@ build_stamp=$( (env | grep -E '^(MELNET_FAST_(CUDA|CUDA_ARCHS|NVCC_THREADS|DEBUG
                git ls-files -s -- "${build_inputs[@]}"
                git diff --no-ext-diff -- "${build_inputs[@]}"
                git ls-files -z --others --exclude-standard -- "${build_inputs[@]}" | xargs -0 -r sha1sum
-               ls -l melnet_fast/_C*.so 2>/dev/null) | sha1sum)
+               ls -l melnet_fast/_C*.so 2>/dev/null || true) | sha1sum)
 if [ "$(cat .venv/.melnet_fast_build 2>/dev/null)" != "$build_stamp" ]; then
   MAX_JOBS=${MAX_JOBS:-2} .venv/bin/python -m pip install -q --disable-pip-version-check --no-build-isolation \
     --no-deps -e .
