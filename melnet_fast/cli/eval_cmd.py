@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
-from melnet_fast.cli.common import UserError, add_device_arg, load_run_model, pick_device
+from melnet_fast.cli.common import HelpFormatter, UserError, add_device_arg, in_range, load_run_model, pick_device
+from melnet_fast.data import SkippedAudioWarning
 from melnet_fast.train import SYNTHETIC, ChannelGaussian, DataSpec, RunDir, build_eval_dataset, evaluate
 from melnet_fast.train.evaluation import LN2
 
@@ -16,8 +17,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="NLL of a run's model on data, per tier, next to the baseline",
                        description="Score every segment of the data (non-overlapping, of the run's training crop "
                                    "length) in nats and bits per element. With --json the last line printed is "
-                                   "one JSON object (nll_nats, nll_bits, baseline_nll_nats, tiers, ...).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "one JSON object (nll_nats, nll_bits, baseline_nll_nats, tiers, skipped, ...). "
+                                   "Files that cannot be scored (unreadable, NaN samples, silent, shorter than a "
+                                   "segment, ...) are skipped and listed.",
+                       formatter_class=HelpFormatter)
     p.add_argument("--run", required=True, metavar="RUN_DIR")
     p.add_argument("--data", required=True, help="folder, CSV manifest, or 'synthetic' (the run's held-out clips)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
@@ -30,6 +33,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    in_range(args.batch_size, "--batch-size", 1, integer=True)
+    in_range(args.max_segments, "--max-segments", 1, integer=True)
+    in_range(args.segment_frames, "--segment-frames", 1, integer=True)
     device = pick_device(args.device)
     doc, model, path = load_run_model(args.run, args.checkpoint, device)
     c = model.config
@@ -45,13 +51,20 @@ def run(args) -> int:
         raise UserError(f"--segment-frames must be a positive multiple of {c.time_factor}, got {frames}")
     if args.data != SYNTHETIC and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: no such folder or CSV file")
-    spec = DataSpec.from_dict(doc.get("data") or {"source": SYNTHETIC})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # files too short for one segment are simply not scored
+    try:
+        spec = DataSpec.from_dict(doc.get("data") or {"source": SYNTHETIC})
+    except ValueError as e:
+        raise UserError(f"{run_dir.config}: invalid data description: {e}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             data = build_eval_dataset(args.data, spec, c, frames, cache_dir=run_dir.cache)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(f"--data {args.data}: {e}") from None
+    for w in caught:  # the skipped files are listed below, the rest (a damaged cache file...) said here
+        if not issubclass(w.category, SkippedAudioWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    skipped = getattr(data, "skipped", {})
     if c.n_speakers and data.label_names and spec.label_names and list(data.label_names) != spec.label_names:
         raise UserError(f"--data {args.data} has labels {data.label_names}, the run was trained on "
                         f"{spec.label_names}")
@@ -69,7 +82,9 @@ def run(args) -> int:
     print(f"{'all':>6} {sum(result.elements.values()):>10} {d['nll_nats']:>10.4f} {d['nll_bits']:>10.4f} "
           f"{d['baseline_nll_nats']:>10.4f} {d['baseline_nll_bits']:>8.4f}")
     print(f"model - baseline: {d['nll_nats'] - d['baseline_nll_nats']:+.4f} nats/element (negative is better)")
+    for reason, paths in skipped.items():
+        print(f"skipped {len(paths)} {reason} file(s): {', '.join(paths)}")
     if args.json:
-        d.update(run=str(args.run), checkpoint=str(path), data=args.data)
+        d.update(run=str(args.run), checkpoint=str(path), data=args.data, skipped=skipped)
         print(json.dumps(d))
     return 0

@@ -1,5 +1,6 @@
 """The CLI's small parsers and guards, in process (no subprocess needed)."""
 
+import argparse
 import math
 
 import pytest
@@ -63,3 +64,18 @@ def test_every_command_has_help():
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([command, "--help"])
         assert exit_info.value.code == 0
+
+
+def test_help_gives_each_default_once():
+    """--help shows a default once ("(default 1000)" written in the text, or "(default: X)" added), and never
+    "(default: None)"."""
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in sub.choices.items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            text = formatter._expand_help(action) if action.help else ""
+            assert text.count("default") <= 1, (name, action.dest, text)
+            assert "(default: None)" not in text and "(default: False)" not in text, (name, action.dest, text)
+        assert "(default: None)" not in parser.format_help()
+    train = sub.choices["train"].format_help()
+    assert "(default 1000)" in train and "(default 1000) (default" not in train
