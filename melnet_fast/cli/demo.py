@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from melnet_fast.cli.common import HelpFormatter
 from melnet_fast.config import MelNetConfig
 
 DEMO_PRESET = "demo"
@@ -29,19 +30,13 @@ def demo_config(**overrides) -> MelNetConfig:
     return MelNetConfig.preset("tiny", **{**DEMO_OVERRIDES, **overrides})
 
 
-def _formatter():
-    from melnet_fast.cli.common import HelpFormatter  # common imports this module (the demo preset)
-
-    return HelpFormatter
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="train on synthetic music for a few minutes, sample, compare to a baseline",
                        description="Train a small MelNet on the embedded synthetic music (CPU is fine), print its "
                                    "held-out NLL next to a per-channel Gaussian baseline, and write sampled audio "
                                    "and a PNG of real vs generated spectrograms. Running it again on the same --out "
                                    "resumes training for another budget.",
-                       formatter_class=_formatter())
+                       formatter_class=HelpFormatter)
     p.add_argument("--out", default="demo_out", metavar="DIR", help="run directory")
     p.add_argument("--train-minutes", type=float, default=2.5, help="training time budget")
     p.add_argument("--max-steps", type=int, default=100_000, help="stop earlier after this many steps")

@@ -41,6 +41,9 @@ _OPTION_FLAGS = {"steps": "steps", "batch_size": "batch_size", "crop_frames": "c
                  "device": "device"}
 
 
+_OPT, _DATA = TrainOptions(), DataSpec(SYNTHETIC)  # the defaults --help shows
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train a model (or resume the run in --out)",
@@ -57,12 +60,13 @@ def add_parser(sub) -> None:
                    help="start the run in --out over from step 0: its files move to RUN_DIR/previous/<time>/; "
                         "model, data and options as given, else as the old run had them")
     p.add_argument("--tiers", type=int, nargs="+", metavar="G", help="tiers to train (default: all)")
-    p.add_argument("--steps", type=int, help="total training steps (default 1000)")
+    p.add_argument("--steps", type=int, help=f"total training steps (default {_OPT.steps})")
     p.add_argument("--batch-size", type=int, help="default: the preset's")
     p.add_argument("--crop-frames", type=int, help="frames per training example (default: the preset's max)")
     p.add_argument("--lr", type=float, help="RMSProp learning rate (default: the preset's, 1e-4)")
     p.add_argument("--momentum", type=float, help="RMSProp momentum (default 0.9)")
-    p.add_argument("--clip-grad-norm", type=float, help="per-tier gradient clipping, 0 = off (default 1)")
+    p.add_argument("--clip-grad-norm", type=float,
+                   help=f"per-tier gradient clipping, 0 = off (default {_OPT.clip_grad_norm:g})")
     p.add_argument("--max-minutes", type=float, help="stop after this much training time in this invocation")
     p.add_argument("--set", action="append", dest="overrides", metavar="KEY=VALUE",
                    help="override a model config field, e.g. --set hidden_size=32 --set layers=3,2,2")
@@ -71,17 +75,20 @@ def add_parser(sub) -> None:
                         "column, or folder with --label-from-folder)")
     p.add_argument("--label-from-folder", action="store_true", help="label folder data by top-level subfolder")
     p.add_argument("--val-data", help="held-out data (default: a split of --data; synthetic: its own clips)")
-    p.add_argument("--val-fraction", type=float, default=None, help="held-out share of folder data (default 0.1)")
-    p.add_argument("--synthetic-clips", type=int, help="training clips of --data synthetic (default 64)")
-    p.add_argument("--synthetic-val-clips", type=int, help="held-out clips of --data synthetic (default 8)")
-    p.add_argument("--seed", type=int, help="seed of the initial weights and the data order (default 0)")
-    p.add_argument("--log-every", type=int, help="steps between metrics.csv rows (default 10)")
-    p.add_argument("--val-every", type=int, help="steps between validations (default 200)")
-    p.add_argument("--val-segments", type=int, help="held-out segments per validation (default 64)")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 200)")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help=f"held-out share of folder data (default {_DATA.val_fraction:g})")
+    p.add_argument("--synthetic-clips", type=int,
+                   help=f"training clips of --data synthetic (default {_DATA.synthetic_clips})")
+    p.add_argument("--synthetic-val-clips", type=int,
+                   help=f"held-out clips of --data synthetic (default {_DATA.synthetic_val_clips})")
+    p.add_argument("--seed", type=int, help=f"seed of the initial weights and the data order (default {_OPT.seed})")
+    p.add_argument("--log-every", type=int, help=f"steps between metrics.csv rows (default {_OPT.log_every})")
+    p.add_argument("--val-every", type=int, help=f"steps between validations (default {_OPT.val_every})")
+    p.add_argument("--val-segments", type=int, help=f"held-out segments per validation (default {_OPT.val_segments})")
+    p.add_argument("--checkpoint-every", type=int, help=f"steps between checkpoints (default {_OPT.checkpoint_every})")
     p.add_argument("--recompute", action="store_true", help="recompute activations in backward (less memory)")
     p.add_argument("--amp", choices=("auto", "on", "off"), default=None, help="bf16 autocast (auto: on CUDA)")
-    p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
+    p.add_argument("--workers", type=int, help=f"DataLoader worker processes (default {_OPT.num_workers})")
     p.add_argument("--tier-assignment", help="under torchrun: 'tier', 'data' or a spec like '0:1,2;1:3'")
     add_device_arg(p, default=None)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -140,7 +140,7 @@ class Trainer:
         self._lock = None
         try:
             if self.run is not None and self.is_main:
-                self._lock = self.run.claim("train", say=self.say)
+                self._lock = self.run.claim("melnet_fast Trainer", arg="run_dir", say=self.say)
             self._setup(model, o, resume, baseline, data_spec)
         except BaseException:
             self.close()

@@ -80,6 +80,10 @@ class RunLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
+                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP):  # some network file systems
+                    self.say(f"{self.path}: this file system cannot lock files ({e.strerror}); nothing stops a "
+                             f"second process from writing the run")
+                    break
                 os.close(fd)
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
