@@ -53,7 +53,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     except BaseException as e:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(e, OSError):  # name the file being written, not its temporary name
+        if isinstance(e, OSError) and e.errno is not None:  # name the file being written, not its temporary
             raise OSError(e.errno, e.strerror, path) from None
         raise
 
