@@ -230,20 +230,20 @@ def _setup(args, run: RunDir, say):
     return (*setup, False)
 
 
-def _finished(args, run: RunDir, options: TrainOptions) -> bool:
-    """Whether the resumed run has reached --steps and validated there (nothing left to do). UserError when it
-    cannot resume or --steps is below its step."""
+def _resume_step(args, run: RunDir, options: TrainOptions):
+    """(the step the run resumes at, None when it has no checkpoint yet; whether it has reached --steps and
+    validated there, so nothing is left to do). UserError when it cannot resume or --steps is below its step."""
     try:
         state = run.training_state(peek=True)
     except RunDirError as e:
         raise UserError(str(e)) from None
     if state is None:
-        return False
+        return None, False
     step = int(state["step"])
     if options.steps < step:
         raise UserError(f"--steps {options.steps} is below the step the run in {args.out} has reached ({step}); "
                         f"pass --steps above {step} to train further")
-    return step == options.steps and state.get("val_step") == step
+    return step, step == options.steps and state.get("val_step") == step
 
 
 def _check_resources(args, config, options: TrainOptions, run: RunDir) -> None:
@@ -275,12 +275,19 @@ def run(args) -> int:
                 resolved = options.resolved(config)
             except ValueError as e:
                 raise UserError(_flag(str(e))) from None
-            if resuming and _finished(args, run_dir, options):
+            step, finished = _resume_step(args, run_dir, options) if resuming else (None, False)
+            if finished:
                 print(f"the run in {run_dir.root} has reached --steps {options.steps} already: nothing to train "
                       f"(pass a larger --steps to train further)")
                 return 0
             _check_resources(args, config, options, run_dir)
-            print(f"{'resuming' if resuming else 'new'} run in {run_dir.root}: data {spec.source}", flush=True)
+            if not resuming:
+                head = f"new run in {run_dir.root}"
+            elif step is not None:
+                head = f"resuming run in {run_dir.root} at step {step}"
+            else:
+                head = f"the run in {run_dir.root} wrote no checkpoint before it stopped: starting it again at step 0"
+            print(f"{head}; data {spec.source}", flush=True)
             train, val = _datasets(spec, config, resolved.crop_frames, run_dir)
             spec.label_names = list(train.label_names) or None
             if args.conditional and not resuming:
