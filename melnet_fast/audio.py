@@ -35,6 +35,8 @@ from typing import Any, Tuple
 import numpy as np
 import torch
 
+from melnet_fast._optional import require
+
 LOG_FLOOR = 1e-8
 NORM_MEAN = -12.0
 NORM_STD = 3.5
@@ -139,7 +141,7 @@ class _Frontend:
     """The transforms of one AudioSettings on one device (built once, see _frontend)."""
 
     def __init__(self, s: AudioSettings, device: torch.device):
-        import torchaudio  # imported here: the package imports without the audio extra
+        torchaudio = require("torchaudio", "the mel spectrogram front end")
 
         with warnings.catch_warnings():
             # Narrow low mel filters can be empty at small n_fft; those channels sit at the log floor.
@@ -191,9 +193,7 @@ def resample(waveform: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     """[..., samples] at orig_sr -> [..., samples * new_sr / orig_sr] (torchaudio sinc resampler)."""
     if int(orig_sr) == int(new_sr):
         return waveform
-    import torchaudio
-
-    return torchaudio.functional.resample(waveform, int(orig_sr), int(new_sr))
+    return require("torchaudio", "resampling").functional.resample(waveform, int(orig_sr), int(new_sr))
 
 
 def mel_spectrogram(waveform, settings: Any = None, *, input_rate: int | None = None,
@@ -242,8 +242,7 @@ def spectral_convergence(mel_target: torch.Tensor, mel_estimate: torch.Tensor) -
 
 
 def _progress(n: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
+    tqdm = require("tqdm.auto", "the progress bar").tqdm
     return tqdm(total=n, desc=desc, disable=not enabled, leave=False)
 
 
@@ -416,15 +415,21 @@ def spectrogram_to_waveform(spec: torch.Tensor, settings: Any = None, *, method:
 # ----------------------------------------------------------------------------------------------- I/O
 
 
-def load_audio(path, sample_rate: int | None = None, *, mono: bool = True) -> Tuple[torch.Tensor, int]:
+def load_audio(path, sample_rate: int | None = None, *, mono: bool = True, start: float | None = None,
+               end: float | None = None) -> Tuple[torch.Tensor, int]:
     """Read wav / flac / ogg (anything libsndfile reads) -> (waveform, rate).
 
     waveform: float32 [samples] (mono mix) or [channels, samples] when mono=False, resampled to `sample_rate`
-    if given (rate is then sample_rate). Raises soundfile's error on unreadable files.
+    if given (rate is then sample_rate). start / end: seconds of the file to read (None = from its start / to its
+    end); only that part is decoded. Raises soundfile's error on unreadable files.
     """
-    import soundfile
-
-    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [samples, channels]
+    soundfile = require("soundfile", "reading audio files")
+    frames = {}
+    if start is not None or end is not None:
+        file_rate = soundfile.info(str(path)).samplerate
+        frames = {"start": round((start or 0.0) * file_rate),
+                  "stop": None if end is None else round(end * file_rate)}
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True, **frames)  # [samples, channels]
     w = torch.from_numpy(np.ascontiguousarray(data.T))
     if mono:
         w = w.mean(dim=0)
@@ -436,8 +441,7 @@ def load_audio(path, sample_rate: int | None = None, *, mono: bool = True) -> Tu
 def save_wav(path, waveform, sample_rate: int, *, subtype: str = "PCM_16") -> None:
     """Write waveform [samples] or [channels, samples] to a wav file. Samples beyond [-1, 1] are clipped
     (with a warning) since PCM cannot hold them."""
-    import soundfile
-
+    soundfile = require("soundfile", "writing wav files")
     w = torch.as_tensor(waveform).detach().cpu().float()
     if w.dim() not in (1, 2):
         raise ValueError(f"waveform must be [samples] or [channels, samples], got shape {tuple(w.shape)}")

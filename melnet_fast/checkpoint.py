@@ -11,9 +11,8 @@ import os
 from typing import Any, Dict, Mapping, Tuple
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save as safetensors_save
 
+from melnet_fast._optional import require
 from melnet_fast.atomic_files import atomic_write_bytes
 
 FORMAT = "melnet_fast.MelNet"
@@ -27,7 +26,7 @@ def write_checkpoint(path: PathLike, state: Mapping[str, torch.Tensor], config: 
     path = os.fspath(path)
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state.items()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(config, sort_keys=True)}
-    data = safetensors_save(tensors, metadata=metadata)
+    data = require("safetensors.torch", "saving a checkpoint").save(tensors, metadata=metadata)
     atomic_write_bytes(path, data)
 
 
@@ -37,6 +36,7 @@ def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu"
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path}")
+    safe_open = require("safetensors", "reading a checkpoint").safe_open
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}

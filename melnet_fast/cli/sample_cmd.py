@@ -136,6 +136,9 @@ def run(args) -> int:
     device = pick_device(args.device, sampling=True)
     doc, model, path = load_run_model(args.run, args.checkpoint, device)
     c: MelNetConfig = model.config
+    if c.has_text:
+        raise UserError(f"{args.run} holds a text-to-speech model: speak text with `melnet-fast tts --run "
+                        f"{args.run} --text \"...\" --out OUT.wav`")
     frames = frames_for(args.seconds, c)
     check_length(frames, c)
     label_names = (doc.get("data") or {}).get("label_names") or []

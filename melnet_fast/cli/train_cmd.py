@@ -38,7 +38,7 @@ _OPTION_FLAGS = {"steps": "steps", "batch_size": "batch_size", "crop_frames": "c
                  "momentum": "momentum", "clip_grad_norm": "clip_grad_norm", "seed": "seed",
                  "log_every": "log_every", "val_every": "val_every", "checkpoint_every": "checkpoint_every",
                  "val_segments": "val_segments", "workers": "num_workers", "tier_assignment": "tier_assignment",
-                 "device": "device"}
+                 "device": "device", "bucket_batches": "bucket_batches"}
 
 
 _OPT, _DATA = TrainOptions(), DataSpec(SYNTHETIC)  # the defaults --help shows
@@ -52,9 +52,12 @@ def add_parser(sub) -> None:
                     "finish the current step, write a checkpoint and exit with status 128 + the signal number; "
                     "a second one stops at once.",
         formatter_class=HelpFormatter)
-    p.add_argument("--data", help="a folder of audio (wav/flac/ogg), a CSV manifest with a 'path' column, or "
-                                  "'synthetic' (the embedded synthetic music)")
-    p.add_argument("--preset", help="model preset: tiny, small, blizzard, maestro, voxceleb2, demo")
+    p.add_argument("--data", help="a corpus: a folder of audio (wav/flac/ogg), a CSV manifest (path, and optional "
+                                  "label, speaker, text, split, start, end columns), LJSpeech (metadata.csv + "
+                                  "wavs/), VCTK-style speaker folders, MAESTRO (maestro-v*.csv); or 'synthetic' (the "
+                                  "embedded synthetic music)")
+    p.add_argument("--preset", help="model preset: tiny, small, blizzard, maestro, voxceleb2, demo; text-to-speech "
+                                    "(a corpus with texts): tts_tiny, tts_small, tts_blizzard")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory (created if needed)")
     p.add_argument("--restart", action="store_true",
                    help="start the run in --out over from step 0: its files move to RUN_DIR/previous/<time>/; "
@@ -62,7 +65,11 @@ def add_parser(sub) -> None:
     p.add_argument("--tiers", type=int, nargs="+", metavar="G", help="tiers to train (default: all)")
     p.add_argument("--steps", type=int, help=f"total training steps (default {_OPT.steps})")
     p.add_argument("--batch-size", type=int, help="default: the preset's")
-    p.add_argument("--crop-frames", type=int, help="frames per training example (default: the preset's max)")
+    p.add_argument("--crop-frames", type=int, help="maximum frames per training example: longer ones are cropped "
+                                                   "at a random offset, shorter ones padded (default: the preset's "
+                                                   "max_seconds)")
+    p.add_argument("--bucket-batches", type=int, help="batch examples of similar length within pools of this many "
+                                                      f"batches, 0 = random batches (default {_OPT.bucket_batches})")
     p.add_argument("--lr", type=float, help="RMSProp learning rate (default: the preset's, 1e-4)")
     p.add_argument("--momentum", type=float, help="RMSProp momentum (default 0.9)")
     p.add_argument("--clip-grad-norm", type=float,
@@ -74,7 +81,8 @@ def add_parser(sub) -> None:
                    help="condition on the data's labels (genre of the synthetic data, CSV label / speaker / genre "
                         "column, or folder with --label-from-folder)")
     p.add_argument("--label-from-folder", action="store_true", help="label folder data by top-level subfolder")
-    p.add_argument("--val-data", help="held-out data (default: a split of --data; synthetic: its own clips)")
+    p.add_argument("--val-data", help="held-out data (default: the validation split of --data, or a random "
+                                      "share of it; synthetic: its own clips)")
     p.add_argument("--val-fraction", type=float, default=None,
                    help=f"held-out share of folder data (default {_DATA.val_fraction:g})")
     p.add_argument("--synthetic-clips", type=int,
@@ -300,8 +308,8 @@ def run(args) -> int:
             counts = model.parameter_counts()
             print(f"  model: {config.n_tiers} tiers, {sum(counts):,} parameters "
                   f"({' / '.join(f'{c:,}' for c in counts)}); {len(train)} training items, "
-                  f"{len(val) if val is not None else 0} held out; crops of {resolved.crop_frames} frames x "
-                  f"{config.n_mels} mels", flush=True)
+                  f"{len(val) if val is not None else 0} held out; examples of up to {resolved.crop_frames} "
+                  f"frames x {config.n_mels} mels", flush=True)
             try:
                 trainer = Trainer(model, train, val, options, run_dir.root, data_spec=spec)
             except RunDirError as e:
@@ -357,6 +365,11 @@ def _datasets(spec: DataSpec, config, crop_frames: int, run_dir: RunDir):
 def _report(summary, run_dir: RunDir) -> None:
     print(f"done: step {summary['step']} ({summary['seconds']:.0f} s, stopped by {summary['stopped']}); "
           f"{summary['skipped_steps']} skipped step(s)")
+    if summary.get("elements_per_s"):
+        padded = summary.get("padded_share")
+        print(f"throughput: {summary['elements_per_s']:,.0f} elements/s = {summary['audio_seconds_per_s']:.3f} s of "
+              f"audio per s ({summary['audio_khz']:.2f} kHz of audio samples per s)"
+              + (f"; {padded:.1%} of the batched elements were padding" if padded is not None else ""))
     val = summary["val"]
     if val is not None:
         nll, base = val["nll_nats"], val["baseline_nll_nats"]

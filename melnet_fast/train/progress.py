@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Callable
 
+from melnet_fast._optional import require
+
 
 class TrainProgress:
     """update(step, **postfix) after each step; close() at the end.
@@ -21,8 +23,7 @@ class TrainProgress:
 
     def __init__(self, step0: int, steps: int, max_seconds: float | None, *, enabled: bool = True,
                  start: float | None = None, clock: Callable[[], float] = time.perf_counter, file=None):
-        from tqdm.auto import tqdm
-
+        tqdm = require("tqdm.auto", "the progress bar").tqdm
         self.step0, self.steps, self.max_seconds, self.clock = step0, steps, max_seconds, clock
         self.start = clock() if start is None else start
         file = file or sys.stderr
@@ -38,8 +39,7 @@ class TrainProgress:
             self.bar.set_postfix(**postfix, refresh=False)
             self.bar.update(step - self.bar.n)
             return
-        from tqdm.auto import tqdm
-
+        tqdm = require("tqdm.auto", "the progress bar").tqdm
         elapsed = self.clock() - self.start
         done = step - self.step0
         left = max(0.0, self.max_seconds - elapsed)

@@ -73,10 +73,10 @@ class StopAfter:
         self.requested = None
         real = trainer.train_step
 
-        def train_step(x, labels=None):
+        def train_step(*args, **kwargs):
             if trainer.step + 1 == step:
                 self.requested = 15
-            return real(x, labels)
+            return real(*args, **kwargs)
 
         trainer.train_step = train_step
 

@@ -1,0 +1,97 @@
+"""`melnet-fast tts`: audio, spectrogram and alignment plots of a text model's run, and clear errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from melnet_fast import MelNet
+from melnet_fast.train.run_dir import RunDir
+from tests.cli.conftest import cli, ok
+from tests.model.helpers import tts_config
+
+
+@pytest.fixture(scope="module")
+def tts_run(tmp_path_factory) -> Path:
+    """A run directory holding an untrained tts_tiny model (its small initial head keeps samples finite)."""
+    root = tmp_path_factory.mktemp("tts") / "run"
+    run = RunDir(root).create()
+    config = tts_config(n_mels=16)
+    run.write_config(config, {}, {"source": "synthetic"})
+    torch.manual_seed(0)
+    model = MelNet(config)
+    model.save(run.best_model)
+    return root
+
+
+def test_tts_writes_audio_and_alignment(tts_run, tmp_path):
+    out = tmp_path / "speech.wav"
+    result = ok(cli("tts", "--run", tts_run, "--text", "Hello there.", "--text", "Two",
+                    "--out", out, "--max-seconds", 0.5, "--iters", 2, "--device", "cpu"))
+    for k in (1, 2):
+        wav = tmp_path / f"speech-{k}.wav"
+        assert wav.stat().st_size > 44
+        assert (tmp_path / f"speech-{k}-alignment.png").stat().st_size > 0
+        assert (tmp_path / f"speech-{k}.png").stat().st_size > 0
+        spec = np.load(tmp_path / f"speech-{k}.npy")
+        assert spec.shape[1] == 16 and 1 <= spec.shape[0] <= 32 and np.isfinite(spec).all()
+    assert "speech-1.wav" in result.stdout and "s," in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--text", "日本"], "outside the model's vocabulary"),
+    (["--text", "   "], "is empty after normalisation"),
+    (["--text", "ok", "--stop-threshold", "1.5"], "--stop-threshold must lie in"),
+])
+def test_tts_bad_input_is_one_clear_line(tts_run, tmp_path, args, message):
+    result = cli("tts", "--run", tts_run, *args, "--out", tmp_path / "x.wav", "--device", "cpu")
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sample_on_a_text_run_points_to_tts(tts_run, tmp_path):
+    result = cli("sample", "--run", tts_run, "--out", tmp_path / "x.wav", "--device", "cpu")
+    assert result.returncode == 2 and "melnet-fast tts --run" in result.stderr
+
+
+def test_tts_on_a_run_without_text_is_a_clear_error(trained_run, tmp_path):
+    result = cli("tts", "--run", trained_run, "--text", "hello", "--out", tmp_path / "x.wav", "--device", "cpu")
+    assert result.returncode == 2 and "not a text-to-speech run" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def text_corpus(tmp_path_factory) -> Path:
+    """A CSV manifest (path, text) of 6 short wav files: a tone per word."""
+    from melnet_fast.audio import save_wav
+
+    root = tmp_path_factory.mktemp("corpus")
+    rows = ["path,text"]
+    for k, text in enumerate(["one tone", "two tones", "a third", "four", "five and more", "six"]):
+        t = np.arange(int(8000 * (0.4 + 0.1 * k))) / 8000
+        wave = 0.3 * np.sin(2 * np.pi * (200 + 50 * k) * t) * np.minimum(1, 10 * t)
+        save_wav(root / f"clip{k}.wav", torch.from_numpy(wave).float(), 8000)
+        rows.append(f"clip{k}.wav,{text}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return root / "manifest.csv"
+
+
+def test_train_eval_and_speak_with_a_text_corpus(text_corpus, tmp_path):
+    run = tmp_path / "run"
+    ok(cli("train", "--data", text_corpus, "--preset", "tts_tiny", "--steps", 2, "--batch-size", 2,
+           "--val-every", 2, "--checkpoint-every", 2, "--log-every", 1, "--no-progress", "--out", run))
+    result = ok(cli("eval", "--run", run, "--data", text_corpus, "--json"))
+    doc = json.loads(result.stdout.strip().splitlines()[-1])
+    assert np.isfinite(doc["nll_nats"]) and set(doc["tiers"]) == {"1", "2", "3"} and doc["texts"] == "own"
+    other = json.loads(ok(cli("eval", "--run", run, "--data", text_corpus, "--json", "--split", "all",
+                              "--other-texts")).stdout.strip().splitlines()[-1])
+    assert other["texts"] == "other" and np.isfinite(other["tiers"]["1"]["nll_nats"])
+    ok(cli("tts", "--run", run, "--text", "two tones", "--out", tmp_path / "s.wav", "--max-seconds", 0.3,
+           "--iters", 2, "--device", "cpu"))
+    assert (tmp_path / "s-alignment.png").is_file()
+
+
+def test_a_text_model_needs_texts(tmp_path):
+    result = cli("train", "--data", "synthetic", "--preset", "tts_tiny", "--steps", 1, "--synthetic-clips", 2,
+                 "--synthetic-val-clips", 1, "--no-progress", "--out", tmp_path / "run")
+    assert result.returncode == 2 and "no item is usable by a text model: 2 without text" in result.stderr
