@@ -96,18 +96,32 @@ def to_audio(spec: torch.Tensor, config: MelNetConfig, method: str = "gradient",
 def write_outputs(wav: Path, spec: torch.Tensor, config: MelNetConfig, method: str, iters: int,
                   seed: int = 0, title: str = "generated", progress: bool = True) -> dict:
     """Write wav (audio), wav.png (tiers coarse to fine) and wav.npy ([T, F], the values as drawn); returns the
-    inversion info, with "clamped": how many values were outside the audible range (see audible_range).
-    Nothing is written before the inversion has succeeded."""
-    from melnet_fast.plots import plot_tiers
+    inversion info, with "clamped": how many values were outside the audible range (see audible_range), and
+    "padded": the silent frames appended for the audio to a spectrogram shorter than the inversion needs
+    (audio.min_frames). Nothing is written before the inversion has succeeded."""
+    from melnet_fast.plots import IMAGE_VMIN, plot_tiers
 
     drawn = spec.float().cpu().numpy()
     spec, clamped = audible_range(spec)
-    waveform, info = to_audio(spec, config, method, iters, seed, progress)
+    short = audio.min_frames(config) - spec.shape[0]
+    heard = spec
+    if short > 0:  # a text model can stop before the inversion's window is filled: silence after its end
+        heard = torch.cat([spec, spec.new_full((short, spec.shape[1]), IMAGE_VMIN)])  # audible_range's floor
+    waveform, info = to_audio(heard, config, method, iters, seed, progress)
     np.save(wav.with_suffix(".npy"), drawn)
     audio.save_wav(wav, (0.99 * waveform / max(1.0, float(waveform.abs().max()))), config.sample_rate)
     plot_tiers(wav.with_suffix(".png"), spec, config.n_tiers, config, title=title)
-    info["clamped"] = clamped
+    info["clamped"], info["padded"] = clamped, max(0, short)
     return info
+
+
+def lock_if_inside(run_dir: RunDir, path: Path, command: str):
+    """The run's lock (RunDir.claim, RunLockedError naming the holder) when `path` lies inside the run directory,
+    so that no trainer writes there at the same time; None when it lies outside."""
+    if not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(run_dir.root)):
+        return None
+    return run_dir.claim(command, arg="--out", hint="wait for it to finish, or pass an --out outside the run to "
+                                                    "write while it trains")
 
 
 def check_length(frames: int, config: MelNetConfig, arg: str = "--seconds") -> None:
@@ -148,9 +162,7 @@ def run(args) -> int:
     run_dir = RunDir(args.run)
     out = args.out or str(run_dir.samples / f"sample-seed{args.seed}.wav")
     wav, _, _ = out_paths(out)
-    inside = Path(os.path.realpath(wav)).is_relative_to(os.path.realpath(run_dir.root))
-    lock = (run_dir.claim("melnet-fast sample", arg="--out", hint="wait for it to finish, or pass an --out "
-                          "outside the run to sample while it trains") if inside else None)
+    lock = lock_if_inside(run_dir, wav, "melnet-fast sample")
     try:
         return _sample(args, model, path, c, frames, cond, prime, wav)
     finally:
