@@ -48,6 +48,8 @@ def run(args) -> int:
     device = pick_device(args.device)
     doc, model, path = load_run_model(args.run, args.checkpoint, device)
     c = model.config
+    if args.other_texts and not c.has_text:
+        raise UserError("--other-texts: this run's model is not conditioned on text")
     run_dir = RunDir(args.run)
     try:
         baseline = ChannelGaussian.load(run_dir.baseline)
@@ -77,10 +79,11 @@ def run(args) -> int:
     if c.n_speakers and data.label_names and spec.label_names and list(data.label_names) != spec.label_names:
         raise UserError(f"--data {args.data} has labels {data.label_names}, the run was trained on "
                         f"{spec.label_names}")
-    if args.other_texts and not c.has_text:
-        raise UserError("--other-texts: this run's model is not conditioned on text")
     try:
         texts = mismatched_texts(data.texts) if args.other_texts else None
+    except ValueError as e:
+        raise UserError(f"--other-texts: {e} (--data {args.data} has {len(data)} scorable item(s))") from None
+    try:
         result = evaluate(model, data, frames, baseline=baseline, batch_size=args.batch_size,
                           max_segments=args.max_segments, texts=texts)
     except ValueError as e:

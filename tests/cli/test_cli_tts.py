@@ -151,6 +151,29 @@ def test_train_eval_and_speak_with_a_text_corpus(text_corpus, tmp_path):
     ok(cli("tts", "--run", run, "--text", "two tones", "--out", tmp_path / "s.wav", "--max-seconds", 0.3,
            "--iters", 2, "--device", "cpu"))
     assert (tmp_path / "s-alignment.png").is_file()
+    # The same corpus with a NaN and a silent file added: those are skipped and listed, the rest scores the same.
+    import soundfile
+
+    bad = tmp_path / "bad_corpus"
+    bad.mkdir()
+    rows = text_corpus.read_text().splitlines()
+    for row in rows[1:]:
+        (bad / row.split(",")[0]).symlink_to(text_corpus.parent / row.split(",")[0])
+    broken = np.full(4000, 0.1, np.float32)
+    broken[100] = np.nan
+    soundfile.write(bad / "nan.wav", broken, 8000, subtype="FLOAT")
+    soundfile.write(bad / "silent.wav", np.zeros(4000, np.float32), 8000)
+    (bad / "manifest.csv").write_text("\n".join(rows + ["nan.wav,not a number", "silent.wav,quiet"]) + "\n")
+    result = ok(cli("eval", "--run", run, "--data", bad / "manifest.csv", "--json"))
+    with_bad = json.loads(result.stdout.strip().splitlines()[-1])
+    assert with_bad["skipped"] == {"non-finite": [str(bad / "nan.wav")], "silent": [str(bad / "silent.wav")]}
+    assert "skipped 1 non-finite file(s)" in result.stdout
+    assert with_bad["nll_nats"] == pytest.approx(doc["nll_nats"], rel=1e-5)
+
+
+def test_eval_other_texts_needs_a_text_model(capsys, trained_run):
+    line = _error_line(capsys, "eval", "--run", trained_run, "--data", "synthetic", "--other-texts")
+    assert "--other-texts: this run's model is not conditioned on text" in line
 
 
 def test_a_text_model_needs_texts(tmp_path):
