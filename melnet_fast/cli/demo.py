@@ -95,9 +95,11 @@ def _music_data(args, config, run_dir):
     from melnet_fast.corpus_makers import MissingTool, make_music_corpus
     from melnet_fast.corpus_makers.music import describe
     from melnet_fast.train import DataSpec, build_datasets, build_eval_dataset
+    from melnet_fast.train.preflight import writable_directory
 
     corpus = Path(args.corpus) if args.corpus else Path(run_dir.root) / "music_corpus"
     if not (corpus / MANIFEST_NAME).is_file():
+        writable_directory(corpus, "--corpus")
         print(f"[1/4] making the music corpus in {corpus} ({args.pieces} pieces per collection)", flush=True)
         try:
             summary = make_music_corpus(corpus, **{**DEMO_MUSIC, "pieces_per_label": args.pieces},

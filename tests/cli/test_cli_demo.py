@@ -43,3 +43,14 @@ def test_demo_music_names_what_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(common.shutil, "which", lambda name: None)
     assert main(["demo", "--data", "music", "--out", str(tmp_path / "d"), "--no-progress"]) == 2
     assert "fluidsynth is not installed: install the Debian package fluidsynth" in capsys.readouterr().err
+
+
+def test_demo_music_flags_and_corpus_folder_are_checked_first(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    for args, fragment in ((["--pieces", "0"], "--pieces must be an integer >= 1, got 0"),
+                           (["--corpus", str(tmp_path / "file")], "--corpus")):
+        assert main(["demo", "--data", "music", "--out", str(tmp_path / "d"), "--no-progress", *args]) == 2
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
+    assert "is a file; expected a directory" in lines[0]
