@@ -77,6 +77,7 @@ def _main_error(capsys, *args) -> str:
     pytest.param(["--val-fraction", "-0.1"], ["--val-fraction", "got -0.1"], id="val-fraction-negative"),
     pytest.param(["--val-fraction", "nan"], ["--val-fraction", "got nan"], id="val-fraction-nan"),
     pytest.param(["--steps", "-5"], ["--steps", ">= 0, got -5"], id="steps-negative"),
+    pytest.param(["--bucket-batches", "-1"], ["--bucket-batches", ">= 0, got -1"], id="bucket-batches-negative"),
     pytest.param(["--max-minutes", "-1"], ["--max-minutes must be a number >= 0"], id="max-minutes-negative"),
     pytest.param(["--synthetic-clips", "0"], ["--synthetic-clips must be an integer >= 1"], id="no-clips"),
     pytest.param(["--tier-assignment", "bogus"], ["tier assignment 'bogus' must be 'tier', 'data' or look like"],
