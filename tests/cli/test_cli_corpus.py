@@ -7,6 +7,7 @@ import pytest
 
 from melnet_fast.cli import main
 from melnet_fast.corpus_makers import music
+from tests.cli.conftest import main_error
 from tests.corpus_fakes import patch_music_tools
 
 
@@ -57,12 +58,9 @@ def test_train_and_eval_on_a_corpus_with_splits(monkeypatch, tmp_path, capsys, o
 def test_data_mistakes_are_one_line_before_any_work(capsys, tmp_path, args, fragments):
     (tmp_path / "file").write_text("not a folder")
     args = [a.format(file=tmp_path / "file", dir=tmp_path) for a in args]
-    assert main(["data", *args]) == 2
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
+    line = main_error(capsys, "data", *args)
     for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+        assert fragment in line, line
     assert not (tmp_path / "c").exists(), "nothing is made before the checks pass"
 
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from tests.cli.conftest import cli
+from tests.cli.conftest import cli, main_error
 
 
 def _one_line_error(result, *fragments):
@@ -57,17 +57,6 @@ SMALL_TRAIN = ["train", "--data", "synthetic", "--preset", "tiny", "--steps", "4
                "--crop-frames", "16", "--synthetic-clips", "4", "--synthetic-val-clips", "2", "--no-progress"]
 
 
-def _main_error(capsys, *args) -> str:
-    """Run the command in process (the errors come before any long work) and return its one error line."""
-    from melnet_fast.cli import main
-
-    status = main([str(a) for a in args])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert status == 2 and len(lines) == 1 and "Traceback" not in err, (status, err)
-    return lines[0]
-
-
 @pytest.mark.parametrize("args, fragments", [
     pytest.param(["--out", "{file}"], ["--out", "is a file; expected a directory"], id="out-is-a-file"),
     pytest.param(["--out", "{file}/run"], ["--out", "is a file, not a directory"], id="out-under-a-file"),
@@ -93,13 +82,13 @@ def test_train_mistakes(capsys, tmp_path, args, fragments):
     (tmp_path / "file").write_text("not a folder")
     args = [a.format(file=tmp_path / "file") for a in args]
     out = [] if "--out" in args else ["--out", tmp_path / "run"]
-    line = _main_error(capsys, *SMALL_TRAIN, *out, *args)
+    line = main_error(capsys, *SMALL_TRAIN, *out, *args)
     for fragment in fragments:
         assert fragment in line, line
 
 
 def test_steps_below_the_runs_step(capsys, run_copy):
-    line = _main_error(capsys, *SMALL_TRAIN, "--out", run_copy, "--steps", "3")
+    line = main_error(capsys, *SMALL_TRAIN, "--out", run_copy, "--steps", "3")
     assert "--steps 3 is below the step the run" in line and "(4)" in line
 
 
@@ -132,18 +121,18 @@ def test_sample_mistakes(capsys, trained_run, tmp_path, args, fragments):
     _wav(tmp_path / "nan.wav", [0.1] * 1000 + [math.nan] + [0.1] * 1000)
     args = [a.format(file=tmp_path / "file", dir=tmp_path) for a in args]
     out = [] if "--out" in args else ["--out", tmp_path / "out" / "s.wav"]
-    line = _main_error(capsys, "sample", "--run", trained_run, "--seconds", "0.5", *out, *args)
+    line = main_error(capsys, "sample", "--run", trained_run, "--seconds", "0.5", *out, *args)
     for fragment in fragments:
         assert fragment in line, line
     assert not (tmp_path / "out").exists(), "nothing is written before the checks pass"
 
 
 def test_eval_and_invert_mistakes(capsys, trained_run, tmp_path):
-    assert "--batch-size must be an integer >= 1, got 0" in _main_error(
+    assert "--batch-size must be an integer >= 1, got 0" in main_error(
         capsys, "eval", "--run", trained_run, "--data", "synthetic", "--batch-size", "0")
     spec = tmp_path / "spec.npy"
     np.save(spec, np.zeros((3, 16), np.float32))
-    assert "--iters must be an integer >= 1" in _main_error(
+    assert "--iters must be an integer >= 1" in main_error(
         capsys, "invert", spec, tmp_path / "a.wav", "--preset", "tiny", "--iters", "0")
-    assert "has 3 frames; the inversion needs at least 5" in _main_error(
+    assert "has 3 frames; the inversion needs at least 5" in main_error(
         capsys, "invert", spec, tmp_path / "a.wav", "--preset", "tiny")

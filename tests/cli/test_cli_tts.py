@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from melnet_fast import MelNet
-from melnet_fast.cli import main
 from melnet_fast.train import run_lock
 from melnet_fast.train.run_dir import RunDir
-from tests.cli.conftest import cli, ok
+from tests.cli.conftest import cli, main_error, ok
 from tests.model.helpers import tts_config
 from tests.train.test_run_lock import HOLDER
 
@@ -55,15 +54,6 @@ def test_tts_bad_input_is_one_clear_line(tts_run, tmp_path, args, message):
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
-def _error_line(capsys, *args) -> str:
-    """Run the command in process (its checks come before any sampling) and return its one error line."""
-    status = main([str(a) for a in args])
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert status == 2 and len(lines) == 1 and "Traceback" not in err, (status, err)
-    return lines[0]
-
-
 @pytest.mark.parametrize("args, fragments", [
     pytest.param(["--temperature", "nan"], ["--temperature must be a number >= 0, got nan"], id="temperature-nan"),
     pytest.param(["--iters", "0"], ["--iters must be an integer >= 1, got 0"], id="iters-0"),
@@ -83,7 +73,7 @@ def test_tts_mistakes_are_one_line_before_any_output(capsys, tts_run, tmp_path, 
     (tmp_path / "file").write_text("not a folder")
     args = [a.format(file=tmp_path / "file", dir=tmp_path) for a in args]
     out = [] if "--out" in args else ["--out", tmp_path / "out" / "s.wav"]
-    line = _error_line(capsys, "tts", "--run", tts_run, "--text", "ok", *out, *args,
+    line = main_error(capsys, "tts", "--run", tts_run, "--text", "ok", *out, *args,
                        *([] if "--device" in args else ["--device", "cpu"]))
     for fragment in fragments:
         assert fragment in line, line
@@ -92,7 +82,7 @@ def test_tts_mistakes_are_one_line_before_any_output(capsys, tts_run, tmp_path, 
 
 def test_tts_checks_every_output_file_before_sampling(capsys, tts_run, tmp_path):
     (tmp_path / "o" / "s-2-alignment.png").mkdir(parents=True)
-    line = _error_line(capsys, "tts", "--run", tts_run, "--text", "one", "--text", "two", "--out",
+    line = main_error(capsys, "tts", "--run", tts_run, "--text", "one", "--text", "two", "--out",
                        tmp_path / "o" / "s.wav", "--device", "cpu")
     assert "--out" in line and "s-2-alignment.png is a directory; expected a file name" in line, line
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s-2-alignment.png"]
@@ -103,7 +93,7 @@ def test_tts_into_a_run_another_process_writes_is_refused(capsys, tts_run):
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        line = _error_line(capsys, "tts", "--run", tts_run, "--text", "ok", "--out",
+        line = main_error(capsys, "tts", "--run", tts_run, "--text", "ok", "--out",
                            tts_run / "samples" / "s.wav", "--device", "cpu")
     finally:
         holder.stdin.close()
@@ -172,7 +162,7 @@ def test_train_eval_and_speak_with_a_text_corpus(text_corpus, tmp_path):
 
 
 def test_eval_other_texts_needs_a_text_model(capsys, trained_run):
-    line = _error_line(capsys, "eval", "--run", trained_run, "--data", "synthetic", "--other-texts")
+    line = main_error(capsys, "eval", "--run", trained_run, "--data", "synthetic", "--other-texts")
     assert "--other-texts: this run's model is not conditioned on text" in line
 
 
