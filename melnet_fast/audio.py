@@ -119,6 +119,19 @@ def num_frames(num_samples: int, settings: Any = None) -> int:
     return 1 + int(num_samples) // audio_settings(settings).hop_length
 
 
+def min_samples(settings: Any = None) -> int:
+    """The fewest samples the front end's STFT accepts: its centred frames are padded by reflecting n_fft // 2
+    samples at each end, which needs more samples than that."""
+    return audio_settings(settings).n_fft // 2 + 1
+
+
+def min_frames(settings: Any = None) -> int:
+    """The fewest frames a spectrogram needs to be inverted: its waveform, (T - 1) * hop samples, must reach
+    min_samples."""
+    s = audio_settings(settings)
+    return -(-min_samples(s) // s.hop_length) + 1
+
+
 def num_samples(frames: int, settings: Any = None) -> int:
     """Samples of the waveform an inversion returns for T frames: (T - 1) * hop."""
     return (int(frames) - 1) * audio_settings(settings).hop_length
@@ -195,6 +208,9 @@ def mel_spectrogram(waveform, settings: Any = None, *, input_rate: int | None = 
     w = _as_mono(waveform)
     if input_rate is not None:
         w = resample(w, input_rate, s.sample_rate)
+    if w.numel() < min_samples(s):
+        raise ValueError(f"the waveform has {w.numel()} samples; the STFT (n_fft={s.n_fft}) needs at least "
+                         f"{min_samples(s)}")
     fe = _frontend(s, str(w.device))
     return fe.mel(w).transpose(0, 1) / fe.power_scale
 
@@ -389,6 +405,9 @@ def spectrogram_to_waveform(spec: torch.Tensor, settings: Any = None, *, method:
     s = audio_settings(settings)
     if spec.shape[1] != s.n_mels:
         raise ValueError(f"spec has {spec.shape[1]} mel channels, settings say n_mels={s.n_mels}")
+    if spec.shape[0] < min_frames(s):
+        raise ValueError(f"spec has {spec.shape[0]} frames; the inversion needs at least {min_frames(s)} (a "
+                         f"waveform of (T - 1) * hop_length >= {min_samples(s)} samples)")
     mel = from_log_mel(spec) if log else spec
     return _METHODS[method](mel, s, **kwargs)
 
@@ -435,8 +454,8 @@ def save_wav(path, waveform, sample_rate: int, *, subtype: str = "PCM_16") -> No
 
 
 __all__ = [
-    "AudioSettings", "audio_settings", "num_frames", "num_samples", "resample", "mel_spectrogram",
-    "to_log_mel", "from_log_mel", "log_mel_spectrogram", "spectral_convergence", "griffin_lim",
+    "AudioSettings", "audio_settings", "num_frames", "num_samples", "min_samples", "min_frames", "resample",
+    "mel_spectrogram", "to_log_mel", "from_log_mel", "log_mel_spectrogram", "spectral_convergence", "griffin_lim",
     "gradient_inversion", "spectrogram_to_waveform", "load_audio", "save_wav",
     "LOG_FLOOR", "NORM_MEAN", "NORM_STD",
 ]

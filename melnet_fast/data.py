@@ -35,12 +35,14 @@ from melnet_fast.corpora import AUDIO_EXTENSIONS, Corpus, Entry, read_corpus
 from melnet_fast.synthetic import GENRES, SYNTH_VERSION, synth_clip
 
 # Why a file is skipped, in the order the error message lists them.
-SKIP_REASONS = ("missing", "unreadable", "empty", "too many channels", "silent", "too short")
+SKIP_REASONS = ("missing", "unreadable", "empty", "non-finite", "too many channels", "silent", "too short")
 _CACHE_VERSION = 1  # bump when the stored spectrogram changes meaning
+_FLOOR = float(audio.to_log_mel(torch.zeros(())))  # the normalised value of silence (audio.LOG_FLOOR)
 
 
 class SkippedAudioWarning(UserWarning):
-    """A file of a dataset was left out (unreadable, empty, silent, too short, too many channels, missing)."""
+    """A file of a dataset was left out (unreadable, empty, non-finite, silent, too short, too many channels,
+    missing)."""
 
 
 class _Skip(Exception):
@@ -147,6 +149,9 @@ def _load_cached(path: Path | None, mmap: bool = False):
         array = np.load(path, mmap_mode="r" if mmap else None)
     except (OSError, ValueError):  # absent, or damaged: the caller computes it again
         return None
+    if not np.isfinite(array).all():  # damaged too (the dataset only stores finite spectrograms)
+        warnings.warn(f"cache file {path} holds NaN or inf: computing it again", stacklevel=3)
+        return None
     return array
 
 
@@ -172,8 +177,10 @@ class AudioFolderDataset(SpectrogramCropDataset):
     entry's [start, end) seconds when the corpus gives them.
 
     Bad files are skipped, each with one SkippedAudioWarning, and listed in `skipped` (reason -> paths):
-    missing, unreadable, empty, too many channels (> max_channels), silent (peak <= silence_threshold),
-    too short (fewer frames than min_frames, default frame_multiple). ValueError if nothing is usable.
+    missing, unreadable, empty, non-finite (NaN or inf samples, or a spectrogram that overflows), too many
+    channels (> max_channels), silent (peak <= silence_threshold, or every bin at the log floor), too short
+    (fewer frames than min_frames, default frame_multiple, or fewer samples than the STFT needs). ValueError if
+    nothing is usable. A cached spectrogram holding NaN or inf is computed again (with a warning).
 
     cache_dir: spectrograms are stored there as .npy, keyed by file path, mtime, size, excerpt, settings and the
     normalisation; later datasets read them instead of decoding audio (`cache_hits`, `cache_misses`).
@@ -252,6 +259,8 @@ class AudioFolderDataset(SpectrogramCropDataset):
         frames = spec.shape[0]
         if self._too_short(frames):
             raise _Skip("too short", f"{frames} frames < {self.min_frames}")
+        if spec.max() <= _FLOOR:  # nothing above the log floor: silence to the model, whatever the peak
+            raise _Skip("silent", "every bin at the log floor")
         if not in_memory:
             return str(cache), frames
         return torch.from_numpy(np.array(spec, dtype=np.float32)), frames
@@ -271,13 +280,21 @@ class AudioFolderDataset(SpectrogramCropDataset):
             raise _Skip("unreadable", f"{type(e).__name__}: {e}") from None
         if waveform.numel() == 0:
             raise _Skip("empty")
+        bad = int((~torch.isfinite(waveform)).sum())
+        if bad:
+            raise _Skip("non-finite", f"{bad} NaN or inf samples")
         peak = float(waveform.abs().max())
         if peak <= self.silence_threshold:
             raise _Skip("silent", f"peak {peak:.2g}")
         frames = audio.num_frames(waveform.numel(), self.settings)
         if self._too_short(frames):
             raise _Skip("too short", f"{frames} frames < {self.min_frames}")
-        return audio.log_mel_spectrogram(waveform, self.settings).float().contiguous()
+        if waveform.numel() < audio.min_samples(self.settings):  # the STFT's reflection padding needs them
+            raise _Skip("too short", f"{waveform.numel()} samples < {audio.min_samples(self.settings)}")
+        spec = audio.log_mel_spectrogram(waveform, self.settings).float().contiguous()
+        if not bool(torch.isfinite(spec).all()):
+            raise _Skip("non-finite", f"the spectrogram overflows (peak sample {peak:.3g})")
+        return spec
 
 
 # -------------------------------------------------------------------------------------------- synthetic

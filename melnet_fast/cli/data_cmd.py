@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from melnet_fast.cli.common import UserError
+from melnet_fast.cli.common import HelpFormatter, UserError, in_range
 
 
 def add_parser(sub) -> None:
@@ -16,7 +15,7 @@ def add_parser(sub) -> None:
     kinds = p.add_subparsers(dest="kind", required=True, metavar="KIND")
 
     music = kinds.add_parser(
-        "music", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "music", formatter_class=HelpFormatter,
         help="scores of music21's corpus played by FluidSynth, labelled by collection",
         description="Scores from the corpus music21 ships (Bach chorales, Palestrina, Monteverdi madrigals, "
                     "trecento songs, fiddle tunes) played by FluidSynth with a General MIDI SoundFont, cut into "
@@ -34,7 +33,7 @@ def add_parser(sub) -> None:
     music.set_defaults(func=run_music)
 
     speech = kinds.add_parser(
-        "speech", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "speech", formatter_class=HelpFormatter,
         help="English sentences read by espeak-ng in several voices, with their text",
         description="Sentences of the Debian package fortunes (quotations and proverbs) read by espeak-ng in "
                     "several voices (the speaker column), with the text of each clip in the manifest's text "
@@ -58,8 +57,13 @@ def _common(p) -> None:
 
 
 def _make(make, describe, args, **kwargs) -> int:
+    """Check the flags shared by both kinds and DIR (writable: created if needed), then make the corpus."""
     from melnet_fast.corpus_makers import MissingTool
+    from melnet_fast.train.preflight import writable_directory
 
+    in_range(args.held_out, "--held-out", 0, 0.5, high_open=True)  # validation and test each take this share
+    in_range(args.jobs, "--jobs", 1, integer=True)
+    writable_directory(args.out, "DIR")
     start = time.perf_counter()
     try:
         summary = make(args.out, seed=args.seed, held_out=args.held_out, jobs=args.jobs, install=args.install,
@@ -71,16 +75,38 @@ def _make(make, describe, args, **kwargs) -> int:
     return 0
 
 
-def run_music(args) -> int:
-    from melnet_fast.corpus_makers.music import COLLECTIONS, describe, make_music_corpus
+def _known(values, known, arg: str) -> tuple:
+    """values (None: all of known) as a tuple; UserError naming `arg` for a value not in known."""
+    unknown = [v for v in values or () if v not in known]
+    if unknown:
+        raise UserError(f"{arg}: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
+    return tuple(values or known)
 
-    return _make(make_music_corpus, describe, args, labels=tuple(args.labels or COLLECTIONS),
-                 pieces_per_label=args.pieces, clip_seconds=args.clip_seconds,
-                 max_piece_seconds=args.max_piece_seconds, sample_rate=args.sample_rate)
+
+def run_music(args) -> int:
+    from melnet_fast.corpus_makers.music import (
+        COLLECTIONS,
+        MIN_EXCERPT_SECONDS,
+        MIN_SAMPLE_RATE,
+        describe,
+        make_music_corpus,
+    )
+
+    labels = _known(args.labels, tuple(COLLECTIONS), "--labels")
+    in_range(args.pieces, "--pieces", 1, integer=True)
+    in_range(args.clip_seconds, "--clip-seconds", MIN_EXCERPT_SECONDS)
+    in_range(args.max_piece_seconds, "--max-piece-seconds", args.clip_seconds)
+    in_range(args.sample_rate, "--sample-rate", MIN_SAMPLE_RATE, integer=True)
+    return _make(make_music_corpus, describe, args, labels=labels, pieces_per_label=args.pieces,
+                 clip_seconds=args.clip_seconds, max_piece_seconds=args.max_piece_seconds,
+                 sample_rate=args.sample_rate)
 
 
 def run_speech(args) -> int:
     from melnet_fast.corpus_makers.speech import VOICES, describe, make_speech_corpus
 
-    return _make(make_speech_corpus, describe, args, n_sentences=args.sentences,
-                 speakers=tuple(args.speakers or VOICES), voices_per_sentence=args.voices_per_sentence)
+    speakers = _known(args.speakers, tuple(VOICES), "--speakers")
+    in_range(args.sentences, "--sentences", 1, integer=True)
+    in_range(args.voices_per_sentence, "--voices-per-sentence", 1, len(speakers), integer=True)
+    return _make(make_speech_corpus, describe, args, n_sentences=args.sentences, speakers=speakers,
+                 voices_per_sentence=args.voices_per_sentence)

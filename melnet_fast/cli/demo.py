@@ -9,13 +9,14 @@ the time budget on two CPU cores (the paper presets are untouched).
 
 from __future__ import annotations
 
-import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from melnet_fast.cli.common import HelpFormatter
 from melnet_fast.config import MelNetConfig
 
 DEMO_PRESET = "demo"
@@ -38,7 +39,7 @@ def add_parser(sub) -> None:
                                    "held-out NLL next to a per-channel Gaussian baseline, and write sampled audio "
                                    "and a PNG of real vs generated spectrograms. Running it again on the same --out "
                                    "resumes training for another budget.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--out", default="demo_out", metavar="DIR", help="run directory")
     p.add_argument("--data", choices=("synthetic", "music"), default="synthetic",
                    help="the embedded synthetic music, or the real music corpus of `melnet-fast data music` "
@@ -94,9 +95,11 @@ def _music_data(args, config, run_dir):
     from melnet_fast.corpus_makers import MissingTool, make_music_corpus
     from melnet_fast.corpus_makers.music import describe
     from melnet_fast.train import DataSpec, build_datasets, build_eval_dataset
+    from melnet_fast.train.preflight import writable_directory
 
     corpus = Path(args.corpus) if args.corpus else Path(run_dir.root) / "music_corpus"
     if not (corpus / MANIFEST_NAME).is_file():
+        writable_directory(corpus, "--corpus")
         print(f"[1/4] making the music corpus in {corpus} ({args.pieces} pieces per collection)", flush=True)
         try:
             summary = make_music_corpus(corpus, **{**DEMO_MUSIC, "pieces_per_label": args.pieces},
@@ -122,44 +125,69 @@ def _music_data(args, config, run_dir):
 
 
 def run(args) -> int:
-    from melnet_fast.cli.common import UserError, audible_range, frames_for, parse_overrides
-    from melnet_fast.cli.sample_cmd import generate, write_outputs
-    from melnet_fast.model import MelNet
-    from melnet_fast.plots import plot_comparison
-    from melnet_fast.train import RunDir, Trainer, TrainOptions, evaluate
-    from melnet_fast.train.evaluation import LN2
+    from melnet_fast.cli.common import UserError, frames_for, in_range, parse_overrides
+    from melnet_fast.cli.sample_cmd import check_length
+    from melnet_fast.train import RunDir, RunDirError, SignalStop
+    from melnet_fast.train.metrics import show
 
     start = time.perf_counter()
-    if args.samples < 1 or args.clips < 1 or args.val_clips < 1 or args.train_minutes < 0 or args.seconds <= 0 \
-            or args.pieces < 1:
-        raise UserError("--samples, --clips, --val-clips and --pieces must be >= 1, --train-minutes >= 0, "
-                        "--seconds > 0")
+    for flag in ("samples", "clips", "val_clips", "pieces", "max_steps", "iters"):
+        in_range(getattr(args, flag), f"--{flag.replace('_', '-')}", 1, integer=True)
+    in_range(args.train_minutes, "--train-minutes", 0)
+    in_range(args.seconds, "--seconds", 0, low_open=True)
+    in_range(args.temperature, "--temperature", 0)
     try:
         config = demo_config(**parse_overrides(args.overrides))
     except (TypeError, ValueError) as e:
         raise UserError(f"invalid --set: {e}") from None
+    frames = frames_for(args.seconds, config)
+    check_length(frames, config)
     run_dir = RunDir(args.out)
-    if run_dir.exists():
-        stored = run_dir.read_config()["model"]
-        if stored != config:
-            raise UserError(f"{args.out} holds a run with another config; pass another --out")
+    with SignalStop(say=show) as stop, run_dir.claim("melnet-fast demo", say=show):
+        if run_dir.exists():
+            try:
+                stored = run_dir.read_config()["model"]
+            except RunDirError as e:
+                raise UserError(str(e)) from None
+            if stored != config:
+                raise UserError(f"{args.out} holds a run with another config; pass another --out")
+        return _demo(args, config, frames, run_dir, stop, start)
+
+
+def _demo(args, config, frames: int, run_dir, stop, start: float) -> int:
+    from melnet_fast.cli.common import UserError, audible_range
+    from melnet_fast.cli.sample_cmd import generate, write_outputs
+    from melnet_fast.model import MelNet
+    from melnet_fast.plots import plot_comparison
+    from melnet_fast.train import RunDirError, Trainer, TrainOptions, evaluate
+    from melnet_fast.train.evaluation import LN2
+    from melnet_fast.train.stop_signals import signal_name
+
     make_data = _music_data if args.data == "music" else _synthetic_data
     spec, train, val, scored, scored_name, write_real = make_data(args, config, run_dir)
     torch.manual_seed(args.seed)
     model = MelNet(config)
     options = TrainOptions(steps=args.max_steps, max_seconds=args.train_minutes * 60, crop_frames=DEMO_CROP_FRAMES,
-                           seed=args.seed, log_every=10, val_every=100, val_segments=32, checkpoint_every=100,
-                           progress=not args.no_progress)
-    trainer = Trainer(model, train, val, options, run_dir.root, data_spec=spec)
+                           batch_size=min(config.batch_size, len(train)), seed=args.seed, log_every=10,
+                           val_every=100, val_segments=32, checkpoint_every=100, progress=not args.no_progress)
+    try:
+        trainer = Trainer(model, train, val, options, run_dir.root, data_spec=spec)
+    except (RunDirError, ValueError) as e:
+        raise UserError(str(e)) from None
     counts = model.parameter_counts()
     print(f"[2/4] training {sum(counts):,} parameters ({config.n_tiers} tiers, hidden {config.hidden_size}, layers "
           f"{list(config.layers)}) for up to {args.train_minutes:g} min on {trainer.device}"
           + (f", resuming at step {trainer.step}" if trainer.step else ""), flush=True)
     try:
-        summary = trainer.fit()
+        with stop.deferring():
+            summary = trainer.fit(stop=stop)
     finally:
         trainer.close()
     print(f"      {summary['step']} steps in {summary['seconds']:.0f} s", flush=True)
+    if summary["stopped"] == "signal":
+        print(f"stopped by {signal_name(stop.requested)}: checkpoint of step {summary['checkpoint_step']} in "
+              f"{run_dir.latest_state}; run the same command to go on", file=sys.stderr)
+        return stop.exit_status
 
     print(f"[3/4] scoring every {scored_name} segment", flush=True)
     model.eval()
@@ -167,7 +195,6 @@ def run(args) -> int:
     nll, base = result.nll_nats, result.baseline_nll_nats
 
     print(f"[4/4] sampling {args.samples} x {args.seconds:g} s and inverting to audio", flush=True)
-    frames = frames_for(args.seconds, config)
     x, _ = generate(model.cpu(), frames, count=args.samples, temperature=args.temperature, seed=args.seed)
     samples = Path(run_dir.samples)
     samples.mkdir(parents=True, exist_ok=True)

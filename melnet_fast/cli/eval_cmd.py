@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
-from melnet_fast.cli.common import UserError, add_device_arg, load_run_model, pick_device
+from melnet_fast.cli.common import HelpFormatter, UserError, add_device_arg, in_range, load_run_model, pick_device
+from melnet_fast.data import SkippedAudioWarning
 from melnet_fast.train import SYNTHETIC, ChannelGaussian, DataSpec, RunDir, build_eval_dataset, evaluate
 from melnet_fast.train.conditioning import mismatched_texts
 from melnet_fast.train.evaluation import LN2
@@ -18,8 +19,9 @@ def add_parser(sub) -> None:
                        description="Score all of the data (each item cut into non-overlapping segments of up to the "
                                    "run's training example length) in nats and bits per element. With --json the "
                                    "last line printed is one JSON object (nll_nats, nll_bits, baseline_nll_nats, "
-                                   "tiers, ...).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "tiers, skipped, ...). Files that cannot be scored (unreadable, NaN samples, "
+                                   "silent, too short, ...) are skipped and listed.",
+                       formatter_class=HelpFormatter)
     p.add_argument("--run", required=True, metavar="RUN_DIR")
     p.add_argument("--data", required=True, help="a corpus (folder, CSV manifest, LJSpeech, VCTK, MAESTRO) or "
                                                  "'synthetic' (the run's held-out clips)")
@@ -40,9 +42,14 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    in_range(args.batch_size, "--batch-size", 1, integer=True)
+    in_range(args.max_segments, "--max-segments", 1, integer=True)
+    in_range(args.segment_frames, "--segment-frames", 1, integer=True)
     device = pick_device(args.device)
     doc, model, path = load_run_model(args.run, args.checkpoint, device)
     c = model.config
+    if args.other_texts and not c.has_text:
+        raise UserError("--other-texts: this run's model is not conditioned on text")
     run_dir = RunDir(args.run)
     try:
         baseline = ChannelGaussian.load(run_dir.baseline)
@@ -55,20 +62,28 @@ def run(args) -> int:
         raise UserError(f"--segment-frames must be a positive multiple of {c.time_factor}, got {frames}")
     if args.data != SYNTHETIC and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: no such folder or CSV file")
-    spec = DataSpec.from_dict(doc.get("data") or {"source": SYNTHETIC})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # files too short to score are simply left out
+    try:
+        spec = DataSpec.from_dict(doc.get("data") or {"source": SYNTHETIC})
+    except ValueError as e:
+        raise UserError(f"{run_dir.config}: invalid data description: {e}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             data = build_eval_dataset(args.data, spec, c, frames, cache_dir=run_dir.cache, split=args.split)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(f"--data {args.data}: {e}") from None
+    for w in caught:  # the skipped files are listed below, the rest (a damaged cache file...) said here
+        if not issubclass(w.category, SkippedAudioWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    skipped = getattr(getattr(data, "base", data), "skipped", {})  # a text model scores a Subset of it
     if c.n_speakers and data.label_names and spec.label_names and list(data.label_names) != spec.label_names:
         raise UserError(f"--data {args.data} has labels {data.label_names}, the run was trained on "
                         f"{spec.label_names}")
-    if args.other_texts and not c.has_text:
-        raise UserError("--other-texts: this run's model is not conditioned on text")
     try:
         texts = mismatched_texts(data.texts) if args.other_texts else None
+    except ValueError as e:
+        raise UserError(f"--other-texts: {e} (--data {args.data} has {len(data)} scorable item(s))") from None
+    try:
         result = evaluate(model, data, frames, baseline=baseline, batch_size=args.batch_size,
                           max_segments=args.max_segments, texts=texts)
     except ValueError as e:
@@ -85,8 +100,10 @@ def run(args) -> int:
     print(f"{'all':>6} {sum(result.elements.values()):>10} {d['nll_nats']:>10.4f} {d['nll_bits']:>10.4f} "
           f"{d['baseline_nll_nats']:>10.4f} {d['baseline_nll_bits']:>8.4f}")
     print(f"model - baseline: {d['nll_nats'] - d['baseline_nll_nats']:+.4f} nats/element (negative is better)")
+    for reason, paths in skipped.items():
+        print(f"skipped {len(paths)} {reason} file(s): {', '.join(paths)}")
     if args.json:
-        d.update(run=str(args.run), checkpoint=str(path), data=args.data, split=split)
+        d.update(run=str(args.run), checkpoint=str(path), data=args.data, split=split, skipped=skipped)
         if c.has_text:
             d["texts"] = "other" if args.other_texts else "own"
         print(json.dumps(d))

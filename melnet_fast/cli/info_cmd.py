@@ -4,7 +4,6 @@ reason a backend is missing). The first thing to paste into a bug report."""
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.metadata
 import json
@@ -15,6 +14,7 @@ import torch
 
 import melnet_fast
 from melnet_fast import _extension, backends
+from melnet_fast.cli.common import HelpFormatter
 
 # The ops that dispatch, by the module that holds their SUPPORTED table.
 OPS = {"lstm_sweep_2d": "melnet_fast.ops.lstm_sweep", "gmm_nll": "melnet_fast.ops.gmm",
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                                    "was built against and runs with, the compiled CPU levels and CUDA "
                                    "architectures, the GPUs torch sees, and which backend 'auto' picks for each op "
                                    "(with the reason a backend is unavailable).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 

@@ -15,7 +15,7 @@ from typing import Dict, Iterable, List, Mapping, Sequence
 import numpy as np
 
 from melnet_fast._optional import require
-from melnet_fast.checkpoint import atomic_write_bytes
+from melnet_fast.atomic_files import atomic_write_bytes
 from melnet_fast.corpora import MANIFEST_COLUMNS, MANIFEST_NAME, SPLITS
 
 SUMMARY_NAME = "corpus.json"

@@ -47,6 +47,7 @@ COLLECTIONS: Dict[str, Tuple[str, str, int]] = {
 SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
 DEFAULT_QPM = 120.0  # music21 writes this tempo into the MIDI file when a score has none
 MIN_EXCERPT_SECONDS = 1.0  # a last excerpt shorter than this is dropped
+MIN_SAMPLE_RATE = 4000
 
 
 def _music21():
@@ -166,7 +167,7 @@ def make_music_corpus(out_dir, *, labels: Sequence[str] = tuple(COLLECTIONS), pi
     unknown = [x for x in labels if x not in COLLECTIONS]
     if unknown or not labels:
         raise ValueError(f"labels must be a non-empty subset of {list(COLLECTIONS)}, got {list(labels)}")
-    for name, v, low in (("pieces_per_label", pieces_per_label, 1), ("sample_rate", sample_rate, 4000)):
+    for name, v, low in (("pieces_per_label", pieces_per_label, 1), ("sample_rate", sample_rate, MIN_SAMPLE_RATE)):
         if not isinstance(v, int) or v < low:
             raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
     if not (clip_seconds >= MIN_EXCERPT_SECONDS and max_piece_seconds >= clip_seconds):

@@ -45,6 +45,14 @@ class DataSpec:
     label_from_folder: bool = False
     label_names: List[str] | None = None  # filled in by the trainer: label id -> name (genre, speaker, folder)
 
+    def __post_init__(self):
+        if not (isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction < 1):
+            raise ValueError(f"val_fraction must be a number in [0, 1), got {self.val_fraction!r}")
+        for name in ("synthetic_clips", "synthetic_val_clips"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 

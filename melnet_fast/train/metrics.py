@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from melnet_fast._optional import missing_message, require
-from melnet_fast.train.checkpointing import atomic_write_text
+from melnet_fast.atomic_files import atomic_write_text
 
 
 def csv_columns(n_tiers: int) -> List[str]:
@@ -82,11 +82,11 @@ class MetricsLogger:
                 if v is not None:
                     self._writer.add_scalar(f"{split}/{k}", float(v), step)
 
-    def message(self, text: str) -> None:
-        """A line for the user: stderr (above the progress bar) and train.log."""
-        if self.echo:
-            tqdm = require("tqdm.auto", "the progress bar").tqdm
-            tqdm.write(text, file=sys.stderr)
+    def message(self, text: str, echo: bool | None = None) -> None:
+        """A line for the user: stderr (above the progress bar; echo None: as the logger was made) and
+        train.log."""
+        if self.echo if echo is None else echo:
+            show(text)
         if self.root is not None:
             with open(self.log_path, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
@@ -99,6 +99,12 @@ class MetricsLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def show(text: str) -> None:
+    """A line for the user on stderr, above the progress bar if there is one."""
+    tqdm = require("tqdm.auto", "the progress bar").tqdm
+    tqdm.write(text, file=sys.stderr)
 
 
 def _fmt(v) -> str:

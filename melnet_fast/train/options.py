@@ -6,9 +6,13 @@ import dataclasses
 import math
 from typing import Any, Dict, Tuple
 
+import torch
+
 from melnet_fast.config import MelNetConfig
+from melnet_fast.train.distributed import read_assignment
 
 ASSIGNMENTS = ("tier", "data")
+DEVICE_TYPES = ("cpu", "cuda")  # where the ops run
 
 
 @dataclasses.dataclass
@@ -73,6 +77,10 @@ class TrainOptions:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.tier_assignment not in ASSIGNMENTS:
+            read_assignment(self.tier_assignment)  # the ranks are only known under torchrun: syntax here
+        if self.device != "auto" and _device_type(self.device) not in DEVICE_TYPES:
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def resolved(self, config: MelNetConfig) -> TrainOptions:
         """A copy with every None that has a config counterpart filled in, and checked against the config."""
@@ -103,3 +111,10 @@ class TrainOptions:
         if unknown:
             raise ValueError(f"unknown TrainOptions field(s) {unknown}")
         return cls(**d)
+
+
+def _device_type(name) -> str | None:
+    try:
+        return torch.device(name).type
+    except (RuntimeError, TypeError):
+        return None

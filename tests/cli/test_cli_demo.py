@@ -4,7 +4,7 @@ import re
 
 from melnet_fast.cli import main
 from melnet_fast.corpus_makers import common, music
-from tests.cli.conftest import cli, ok
+from tests.cli.conftest import cli, main_error, ok
 from tests.corpus_fakes import patch_music_tools
 
 
@@ -43,3 +43,11 @@ def test_demo_music_names_what_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(common.shutil, "which", lambda name: None)
     assert main(["demo", "--data", "music", "--out", str(tmp_path / "d"), "--no-progress"]) == 2
     assert "fluidsynth is not installed: install the Debian package fluidsynth" in capsys.readouterr().err
+
+
+def test_demo_music_flags_and_corpus_folder_are_checked_first(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    line = main_error(capsys, "demo", "--data", "music", "--out", tmp_path / "d", "--pieces", "0")
+    assert "--pieces must be an integer >= 1, got 0" in line, line
+    line = main_error(capsys, "demo", "--data", "music", "--out", tmp_path / "d", "--corpus", tmp_path / "file")
+    assert "--corpus" in line and "is a file; expected a directory" in line, line

@@ -39,11 +39,14 @@ def write_bad(folder):
     soundfile.write(folder / "silent.flac", np.zeros((SR, 1), np.float32), SR, format="FLAC")
     soundfile.write(folder / "short.wav", music(seconds=0.005), SR)  # 1 frame < MULT
     soundfile.write(folder / "surround.wav", music(channels=3), SR)
+    broken = music()
+    broken[[100, 2000], 0] = [np.nan, np.inf]  # one bad sample is enough to make every statistic NaN
+    soundfile.write(folder / "nan.wav", broken, SR, subtype="FLOAT")
     (folder / "readme.txt").write_text("not audio: ignored, not counted")
 
 
 BAD = {"unreadable": "text.wav", "empty": "empty.wav", "silent": "silent.flac", "too short": "short.wav",
-       "too many channels": "surround.wav"}
+       "too many channels": "surround.wav", "non-finite": "nan.wav"}
 
 
 @pytest.fixture
@@ -71,7 +74,7 @@ def test_nothing_usable_says_why(tmp_path):
     write_bad(tmp_path / "bad")
     with pytest.warns(data.SkippedAudioWarning), pytest.raises(ValueError) as e:
         data.AudioFolderDataset(tmp_path / "bad", SETTINGS, CROP, frame_multiple=MULT)
-    assert str(e.value) == (f"no usable audio in {tmp_path / 'bad'}: 1 unreadable, 1 empty, "
+    assert str(e.value) == (f"no usable audio in {tmp_path / 'bad'}: 1 unreadable, 1 empty, 1 non-finite, "
                             "1 too many channels, 1 silent, 1 too short")
     (tmp_path / "none").mkdir()
     with pytest.raises(ValueError, match="no usable audio in .*none: no .wav/.flac/.ogg files"):
@@ -166,6 +169,31 @@ def test_cache_is_read_the_second_time_and_follows_mtime(tmp_path, monkeypatch):
     third = data.AudioFolderDataset(tmp_path / "good", SETTINGS, CROP, frame_multiple=MULT, cache_dir=cache)
     assert (third.cache_hits, third.cache_misses) == (2, 1)
     assert not torch.equal(third.spectrogram(0), first.spectrogram(0))
+
+
+def test_damaged_cache_files(tmp_path):
+    """A cached spectrogram holding NaN is computed again from its audio (and said so); one whose every bin is
+    at the log floor is silence to the model and skipped as such, with or without the cache."""
+    write_good(tmp_path / "good")
+    cache = tmp_path / "cache"
+    first = data.AudioFolderDataset(tmp_path / "good", SETTINGS, CROP, cache_dir=cache)
+    files = sorted(cache.glob("*.npy"))  # a-..., b-..., c-...: the files' names lead
+    spec = np.load(files[0])
+    spec[3, 4] = np.nan
+    np.save(files[0], spec)
+    np.save(files[1], np.full_like(np.load(files[1]), data._FLOOR))
+    with pytest.warns(UserWarning) as record:
+        again = data.AudioFolderDataset(tmp_path / "good", SETTINGS, CROP, cache_dir=cache)
+    messages = [str(w.message) for w in record]
+    assert any(str(files[0]) in m and "NaN or inf: computing it again" in m for m in messages), messages
+    assert again.skip_counts == {"silent": 1} and "every bin at the log floor" in " ".join(messages)
+    assert (again.cache_hits, again.cache_misses) == (2, 1)
+    assert [p.name for p in again.paths] == ["a.wav", "c.ogg"]
+    kept = [first.paths.index(p) for p in again.paths]
+    for i, j in enumerate(kept):
+        assert torch.isfinite(again.spectrogram(i)).all()
+        torch.testing.assert_close(again.spectrogram(i), first.spectrogram(j), rtol=0, atol=0)
+    assert np.isfinite(np.load(files[0])).all(), "the damaged cache file was rewritten"
 
 
 def test_memory_mapped_items_equal_in_memory_items(tmp_path):
