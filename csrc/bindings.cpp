@@ -83,10 +83,12 @@ pybind11::tuple sweep_geometry(const std::vector<int64_t>& codes, int64_t B, int
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "melnet_fast compiled kernels; the ops are registered under torch.ops.melnet_fast";
-  m.def("set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
-        "Fill every output buffer with NaN before kernels write it (for tests).");
-  m.def("poison_outputs", []() { return melnet_fast::poison_outputs_flag().load(); },
-        "Whether output buffers are filled with NaN first (set_poison_outputs).");
+  m.def(
+      "set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
+      "Fill every output buffer with NaN before kernels write it (for tests).");
+  m.def(
+      "poison_outputs", []() { return melnet_fast::poison_outputs_flag().load(); },
+      "Whether output buffers are filled with NaN first (set_poison_outputs).");
   m.def("sampler_layout", &sampler_layout, pybind11::arg("n_layers"),
         "The tier samplers' weight list for n_layers layers (csrc/sampler_layout.h), one dict per tensor.");
   m.def("sweep_geometry", &sweep_geometry, pybind11::arg("codes"), pybind11::arg("B"), pybind11::arg("T"),
@@ -98,13 +100,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return false;
 #endif
   });
-  m.def("cpu_levels", []() {
+  m.def(
+      "cpu_levels",
+      []() {
 #ifdef MELNET_FAST_TARGET_CLONES
-    std::vector<int> compiled{4, 3, 1};
+        std::vector<int> compiled{4, 3, 1};
 #else
-    std::vector<int> compiled{1};
+        std::vector<int> compiled{1};
 #endif
-    return std::make_pair(compiled, melnet_fast::simd::cpu_level());
-  }, "(levels the CPU kernels are compiled for, the level this host runs): 4 = x86-64-v4 (AVX-512), "
-     "3 = x86-64-v3 (AVX2 + FMA), 1 = baseline");
+        return std::make_pair(compiled, melnet_fast::simd::cpu_level());
+      },
+      "(levels the CPU kernels are compiled for, the level this host runs): 4 = x86-64-v4 (AVX-512), "
+      "3 = x86-64-v3 (AVX2 + FMA), 1 = baseline");
 }

@@ -157,7 +157,7 @@ MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
 }
 
 // The row loops compiled for AVX-512 / AVX2 / baseline, chosen at load time.
-#define MELNET_FAST_ROWS(T)                                                                          \
+#define MELNET_FAST_ROWS(T)                                                                                    \
   MELNET_FAST_CPU_CLONES void run_rows(const FwdStep<T>& st, int64_t lo, int64_t hi) { fwd_rows(st, lo, hi); } \
   MELNET_FAST_CPU_CLONES void run_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) { bwd_rows(st, lo, hi); }
 MELNET_FAST_ROWS(float)
@@ -224,9 +224,11 @@ at::Tensor pooled(at::IntArrayRef sizes, const at::TensorOptions& options) {
   return t;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
-    const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in, const at::Tensor& bias_in,
-    const at::Tensor& h0_in, const at::Tensor& c0_in, at::IntArrayRef directions, bool save) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in,
+                                                                     const at::Tensor& w_hh_in,
+                                                                     const at::Tensor& bias_in, const at::Tensor& h0_in,
+                                                                     const at::Tensor& c0_in,
+                                                                     at::IntArrayRef directions, bool save) {
   const auto x = x_in.contiguous();
   const auto w_ih = w_ih_in.contiguous();
   const auto w_hh = w_hh_in.contiguous();
@@ -278,8 +280,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
       hhp[r] = hh[r].data_ptr<scalar_t>();
     }
     WorkMap work;
-    FwdStep<scalar_t> st{pre_p, bias.data_ptr<scalar_t>(), y_p, cell_p, hp.data(), cp.data(), hhp.data(), dirs.data(), &work,
-                         0, T, F, R, H, N};
+    FwdStep<scalar_t> st{pre_p,      bias.data_ptr<scalar_t>(),
+                         y_p,        cell_p,
+                         hp.data(),  cp.data(),
+                         hhp.data(), dirs.data(),
+                         &work,      0,
+                         T,          F,
+                         R,          H,
+                         N};
     for (int64_t s = 0; s < steps; ++s) {
       work.build(dirs, s);
       for (int64_t r : work.dir) recurrent_product<scalar_t>(h_prev[r], w_hh_t[r], hh[r]);
@@ -300,8 +308,8 @@ at::Tensor previous_hidden(const at::Tensor& y_r, const at::Tensor& h0_r, bool a
   std::vector<int64_t> shape(y_r.sizes().begin(), y_r.sizes().end());
   shape[dim] = 1;
   const auto first = h0_r.view({1, 1, 1, -1}).expand(shape);
-  const auto prev = reverse ? at::cat({y_r.narrow(dim, 1, L - 1), first}, dim)
-                            : at::cat({first, y_r.narrow(dim, 0, L - 1)}, dim);
+  const auto prev =
+      reverse ? at::cat({y_r.narrow(dim, 1, L - 1), first}, dim) : at::cat({first, y_r.narrow(dim, 0, L - 1)}, dim);
   return prev.reshape({-1, y_r.size(3)});
 }
 
@@ -348,8 +356,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       dgp[r] = dg_step[r].data_ptr<scalar_t>();
     }
     WorkMap work;
-    BwdStep<scalar_t> st{gy_p, gates_p, cell_p, c0_p, dxp_p, dhp.data(), dcp.data(), dgp.data(), dirs.data(), &work,
-                         0, T, F, R, H, N};
+    BwdStep<scalar_t> st{gy_p,        gates_p, cell_p, c0_p, dxp_p, dhp.data(), dcp.data(), dgp.data(),
+                         dirs.data(), &work,   0,      T,    F,     R,          H,          N};
     for (int64_t s = steps - 1; s >= 0; --s) {
       work.build(dirs, s);
       st.s = s;
