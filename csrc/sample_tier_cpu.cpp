@@ -87,9 +87,11 @@ struct LayerW {
 };
 
 template <typename T>
-__attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,
-                const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w, int64_t L, int64_t K,
-                double temperature, int64_t n_prime, T* log_density) {
+__attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t,
+                                                      const at::Tensor& cz_f, const at::Tensor& u,
+                                                      const at::Tensor& eps, const std::vector<at::Tensor>& w,
+                                                      int64_t L, int64_t K, double temperature, int64_t n_prime,
+                                                      T* log_density) {
   const int64_t T_ = x.size(1), F = x.size(2), D = cz_t.size(3);
   const int64_t G = 4 * D;
   T* xb = x.data_ptr<T>() + b * T_ * F;
@@ -106,9 +108,9 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   std::vector<LayerW<T>> lw(L);
   for (int64_t l = 0; l < L; ++l) {
     auto lay = [&](sl::LayerEntry e) { return ptr(layout.layer(l, e)); };
-    lw[l] = {lay(sl::kTWih), lay(sl::kTWhh), lay(sl::kTBias), lay(sl::kTH0),  lay(sl::kTC0),
-             lay(sl::kTProjW), lay(sl::kTProjB), lay(sl::kFWih), lay(sl::kFWhh), lay(sl::kFBias),
-             lay(sl::kFH0), lay(sl::kFC0), lay(sl::kFProjW), lay(sl::kFProjB)};
+    lw[l] = {lay(sl::kTWih),   lay(sl::kTWhh),   lay(sl::kTBias),  lay(sl::kTH0),   lay(sl::kTC0),
+             lay(sl::kTProjW), lay(sl::kTProjB), lay(sl::kFWih),   lay(sl::kFWhh),  lay(sl::kFBias),
+             lay(sl::kFH0),    lay(sl::kFC0),    lay(sl::kFProjW), lay(sl::kFProjB)};
   }
   const T* head_w = ptr(layout.head(sl::kHeadW));
   const T* head_b = ptr(layout.head(sl::kHeadB));
@@ -123,7 +125,8 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
 #else
   const bool inner_threads = false;
 #endif
-  std::vector<T> ht(F * D), feats(F * 3 * D), fgates(3 * F * G), sweep_h(3 * D), sweep_c(3 * D), gates(G), hf(D), tmp(D), theta(3 * K);
+  std::vector<T> ht(F * D), feats(F * 3 * D), fgates(3 * F * G), sweep_h(3 * D), sweep_c(3 * D), gates(G), hf(D),
+      tmp(D), theta(3 * K);
   for (int64_t l = 0; l < L; ++l) {
     for (int64_t j = 0; j < F; ++j) {
       std::copy(lw[l].t_h0, lw[l].t_h0 + D, &t_h[(l * F + j) * D]);
@@ -181,11 +184,11 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   *log_density = logd;
 }
 
-#define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                          \
+#define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                            \
   MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f, \
                                    const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w,   \
                                    int64_t L, int64_t K, double temperature, int64_t n_prime, T* log_density) {    \
-    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, log_density);                        \
+    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, log_density);                           \
   }
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, float)
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, double)

@@ -49,8 +49,20 @@ enum InputEntry : int8_t { kXtW, kXtB, kXfW, kXfB, kInputCount };
 // One layer: the time-delayed layer's three LSTMs (directions t+, f+, f-: index 0 the time LSTM, 1 and 2 the two
 // frequency sweeps) and projection, then the frequency-delayed layer's LSTM and projection.
 enum LayerEntry : int8_t {
-  kTWih, kTWhh, kTBias, kTH0, kTC0, kTProjW, kTProjB,
-  kFWih, kFWhh, kFBias, kFH0, kFC0, kFProjW, kFProjB,
+  kTWih,
+  kTWhh,
+  kTBias,
+  kTH0,
+  kTC0,
+  kTProjW,
+  kTProjB,
+  kFWih,
+  kFWhh,
+  kFBias,
+  kFH0,
+  kFC0,
+  kFProjW,
+  kFProjB,
   kLayerCount
 };
 enum HeadEntry : int8_t { kHeadW, kHeadB, kHeadCount };

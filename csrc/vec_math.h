@@ -2,9 +2,9 @@
 //
 // libm's expf / tanhf are scalar calls: they were a third of the sampler's time and most of the sweep's. The
 // functions here are the vector forms of the maths of scalar_math.h (its constants, polynomials and algorithms,
-// written for whole arrays or vectors): they work in passes over arrays that GCC vectorises, and MELNET_FAST_CPU_CLONES compiles a kernel
-// for AVX-512 and AVX2 as well as the baseline, picked at load time (GCC function multi-versioning), so the
-// package still runs on any x86-64. Helpers are forced inline so they are compiled inside each clone.
+// written for whole arrays or vectors): they work in passes over arrays that GCC vectorises, and MELNET_FAST_CPU_CLONES
+// compiles a kernel for AVX-512 and AVX2 as well as the baseline, picked at load time (GCC function multi-versioning),
+// so the package still runs on any x86-64. Helpers are forced inline so they are compiled inside each clone.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -143,6 +143,7 @@ namespace simd {
 // variable MELNET_FAST_CPU_LEVEL (1, 3 or 4) caps it, to test the narrower builds on a wider machine; it is
 // read once.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MELNET_FAST_TARGET_CLONES 1  // the levels 4, 3 and 1 are compiled
 #define MELNET_FAST_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
 #define MELNET_FAST_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
 inline int host_cpu_level() {
@@ -241,10 +242,10 @@ MF_INLINE V log(const V& x_in) {
   constexpr Int mant = (Int(1) << E::mantissa_bits) - 1;
   const V x = x_in < C::min_normal ? x_in * C::subnormal_scale : x_in;
   I ix = (I)(x) + (one - C::sqrt_half_bits);
-  const I k = (ix >> E::mantissa_bits) -
-              (x_in < C::min_normal ? I{} + (E::bias + C::subnormal_scale_log2) : I{} + E::bias);
+  const I k =
+      (ix >> E::mantissa_bits) - (x_in < C::min_normal ? I{} + (E::bias + C::subnormal_scale_log2) : I{} + E::bias);
   ix = (ix & mant) + C::sqrt_half_bits;
-  const V f = (V)(ix) - T(1);
+  const V f = (V)(ix)-T(1);
   const V r = math::log1p_reduced<T>(f, f / (f + T(2)), __builtin_convertvector(k, V));
   const V inf = splat<V>(T(__builtin_inf()));
   const V finite_or_nan = x_in < inf ? r : x_in;  // log(inf) = inf, NaN stays

@@ -20,9 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CSRC = ROOT / "csrc"
 MATHS_HEADER = CSRC / "scalar_math.h"
-# the Triton kernels (installed as melnet_fast.kernels; the folder holding them in the source tree)
-TRITON_DIR = next((d for d in (ROOT / "melnet_fast" / "kernels", ROOT / "kernels") if (d / "scalar_math.py").exists()),
-                  ROOT / "kernels")
+TRITON_DIR = ROOT / "melnet_fast" / "kernels"  # the Triton kernels
 TRITON_TWIN = TRITON_DIR / "scalar_math.py"
 
 # libm's transcendental functions (float, double and long double spellings) and the fast-math intrinsics.

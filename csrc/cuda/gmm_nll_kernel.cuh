@@ -162,6 +162,5 @@ int rows_per_tile(int K, size_t elem_bytes) {
   return static_cast<int>(std::min<size_t>(kThreads, kSmemBytes / (kBuffers * pitch_of(K) * elem_bytes)));
 }
 
-
 }  // namespace gmm_cuda
 }  // namespace melnet_fast

@@ -171,8 +171,8 @@ template <typename T>
 constexpr bool wmma_layouts_ok() {
   using Fw = FwdSmem<T>;
   using Bw = BwdSmem<T>;
-  return Fw::kALd % 8 == 0 && Fw::kBLd % 8 == 0 && Bw::kALd % 8 == 0 && Bw::kBLd % 8 == 0 &&
-         Fw::kCLd % 4 == 0 && Bw::kCLd % 4 == 0 && (16 * Fw::kALd * 2) % 32 == 0 && (16 * Fw::kBLd * 2) % 32 == 0 &&
+  return Fw::kALd % 8 == 0 && Fw::kBLd % 8 == 0 && Bw::kALd % 8 == 0 && Bw::kBLd % 8 == 0 && Fw::kCLd % 4 == 0 &&
+         Bw::kCLd % 4 == 0 && (16 * Fw::kALd * 2) % 32 == 0 && (16 * Fw::kBLd * 2) % 32 == 0 &&
          (16 * Bw::kALd * 2) % 32 == 0 && (16 * Bw::kBLd * 2) % 32 == 0 && (16 * Fw::kCLd * 4) % 32 == 0 &&
          (16 * Bw::kCLd * 4) % 32 == 0;
 }
@@ -425,9 +425,9 @@ __global__ void __launch_bounds__(kThreads) lstm_bwd_step_kernel(const BwdParams
     if (n < d.lines) {
       sm.pos[tid] = flat_position(d, n, step_position(d, p.s), T_, F);
       sm.prev[tid] = p.s == 0 ? -1 : flat_position(d, n, step_position(d, p.s - 1), T_, F);
-      sm.grow[tid] = last ? nullptr
-                          : p.dgates + flat_position(d, n, step_position(d, p.s + 1), T_, F) * (R * (int64_t)G) +
-                                (int64_t)r * G;
+      sm.grow[tid] =
+          last ? nullptr
+               : p.dgates + flat_position(d, n, step_position(d, p.s + 1), T_, F) * (R * (int64_t)G) + (int64_t)r * G;
     } else {
       sm.pos[tid] = -1;
       sm.prev[tid] = -1;

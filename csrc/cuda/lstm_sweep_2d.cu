@@ -42,9 +42,8 @@ Geometry check_geometry(const char* op, const at::Tensor& y, const at::Tensor& w
   TORCH_CHECK(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, op,
               ": storage must be float32, bfloat16 or float16, got ", dt);
   const int64_t R = w_hh.size(0), H = w_hh.size(2);
-  TORCH_CHECK(R >= 1 && R <= sweep::kMaxDirections && static_cast<int64_t>(directions.size()) == R, op,
-              ": w_hh holds ", R, " directions and directions has ", directions.size(), " codes (1 to ",
-              sweep::kMaxDirections, ")");
+  TORCH_CHECK(R >= 1 && R <= sweep::kMaxDirections && static_cast<int64_t>(directions.size()) == R, op, ": w_hh holds ",
+              R, " directions and directions has ", directions.size(), " codes (1 to ", sweep::kMaxDirections, ")");
   TORCH_CHECK(y.size(3) == R * H, op, ": y must have R*H = ", R * H, " channels, got ", y.size(3));
   TORCH_CHECK(y.size(1) < INT_MAX && y.size(2) < INT_MAX && 4 * H < INT_MAX / 2, op, ": T, F or H too large");
   for (int64_t r = 0; r < R; ++r) {
@@ -84,10 +83,9 @@ dim3 step_grid(const Geometry& geo, int64_t step, int units_per_block) {
               static_cast<unsigned>((geo.H + units_per_block - 1) / units_per_block), static_cast<unsigned>(geo.R));
 }
 
-void lstm_sweep_fwd_step_cuda(const at::Tensor& pre, const at::Tensor& w_hh, const at::Tensor& h0,
-                              const at::Tensor& c0, const at::Tensor& y, const at::Tensor& c_run,
-                              const at::Tensor& gates, const at::Tensor& cell, at::IntArrayRef directions, int64_t step,
-                              bool save) {
+void lstm_sweep_fwd_step_cuda(const at::Tensor& pre, const at::Tensor& w_hh, const at::Tensor& h0, const at::Tensor& c0,
+                              const at::Tensor& y, const at::Tensor& c_run, const at::Tensor& gates,
+                              const at::Tensor& cell, at::IntArrayRef directions, int64_t step, bool save) {
   constexpr const char* op = "lstm_sweep_fwd_step (CUDA)";
   const Geometry geo = check_geometry(op, y, w_hh, directions, step);
   const int64_t B = y.size(0), T = y.size(1), F = y.size(2), R = geo.R, H = geo.H, G = 4 * H;

@@ -76,9 +76,7 @@ std::vector<int64_t> expected_shape(const sl::Layout& layout, int64_t idx, int64
   return shape;
 }
 
-bool is_sampler_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
-}
+bool is_sampler_dtype(at::ScalarType t) { return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf; }
 
 // Optional cap on the number of blocks (MELNET_FAST_SAMPLER_MAX_BLOCKS): fewer blocks make each grid barrier
 // cheaper at the cost of fewer warps per phase; a tuning knob for benchmarks (and the tests check that the result
@@ -98,15 +96,15 @@ void launch(Params p, int64_t dyn_smem, const c10::cuda::CUDAStream& stream, int
   TORCH_CHECK(coop, "sample_tier: the cuda sampler needs cooperative kernel launches, which device ", device,
               " does not support; use the reference backend");
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads,
-                                                               static_cast<size_t>(dyn_smem)));
-  TORCH_CHECK(per_sm >= 1, "sample_tier: the cuda sampler's kernel cannot be resident on device ", device,
-              " (", kThreads, " threads, ", dyn_smem, " bytes of dynamic shared memory per block)");
+  C10_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, static_cast<size_t>(dyn_smem)));
+  TORCH_CHECK(per_sm >= 1, "sample_tier: the cuda sampler's kernel cannot be resident on device ", device, " (",
+              kThreads, " threads, ", dyn_smem, " bytes of dynamic shared memory per block)");
   // Every block must be resident at once for grid.sync(): at most the occupancy limit per SM on every SM.
   const int grid = std::min(sms * per_sm, max_blocks_cap());
   void* args[] = {&p};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(grid), dim3(kThreads), args,
-                                             static_cast<size_t>(dyn_smem), stream.stream()));
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(grid), dim3(kThreads), args, static_cast<size_t>(dyn_smem),
+                                             stream.stream()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -118,8 +116,8 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   // ---- argument checks (the Python op checks the same; direct callers of torch.ops get them here)
   TORCH_CHECK(n_layers >= 1, "sample_tier: n_layers must be >= 1, got ", n_layers);
   TORCH_CHECK(n_mixtures >= 1, "sample_tier: n_mixtures must be >= 1, got ", n_mixtures);
-  TORCH_CHECK(3 * n_mixtures <= kHeadSmemFloats, "sample_tier: the cuda sampler takes n_mixtures <= ",
-              kHeadSmemFloats / 3, ", got ", n_mixtures);
+  TORCH_CHECK(3 * n_mixtures <= kHeadSmemFloats,
+              "sample_tier: the cuda sampler takes n_mixtures <= ", kHeadSmemFloats / 3, ", got ", n_mixtures);
   const int64_t L = n_layers, K = n_mixtures;
   const sl::Layout layout(L);
   const int64_t n_weights = layout.size();
@@ -133,7 +131,9 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
     const char* name;
     const at::Tensor& t;
     std::vector<int64_t> shape;
-  } data[] = {{"cz_t", cz_t_in, {B, T, F, D}}, {"cz_f", cz_f_in, {B, T, F, D}}, {"u", u_in, {B, T, F}},
+  } data[] = {{"cz_t", cz_t_in, {B, T, F, D}},
+              {"cz_f", cz_f_in, {B, T, F, D}},
+              {"u", u_in, {B, T, F}},
               {"eps", eps_in, {B, T, F}}};
   TORCH_CHECK(x_init.is_cuda(), "sample_tier: x_init must be a CUDA tensor for the cuda sampler, got ",
               x_init.device());
@@ -142,10 +142,10 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   for (const auto& a : data) {
     TORCH_CHECK(a.t.sizes() == at::IntArrayRef(a.shape), "sample_tier: ", a.name, " must have shape ",
                 at::IntArrayRef(a.shape), ", got ", a.t.sizes());
-    TORCH_CHECK(a.t.device() == x_init.device(), "sample_tier: ", a.name, " is on ", a.t.device(),
-                " but x_init is on ", x_init.device());
-    TORCH_CHECK(a.t.scalar_type() == x_init.scalar_type(), "sample_tier: ", a.name, " has dtype ",
-                a.t.scalar_type(), " but x_init has ", x_init.scalar_type());
+    TORCH_CHECK(a.t.device() == x_init.device(), "sample_tier: ", a.name, " is on ", a.t.device(), " but x_init is on ",
+                x_init.device());
+    TORCH_CHECK(a.t.scalar_type() == x_init.scalar_type(), "sample_tier: ", a.name, " has dtype ", a.t.scalar_type(),
+                " but x_init has ", x_init.scalar_type());
   }
   const at::ScalarType wtype = weights_in[0].scalar_type();
   TORCH_CHECK(is_sampler_dtype(wtype), "sample_tier: weights must be float32, bfloat16 or float16, got ", wtype);
@@ -256,10 +256,17 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
     so.bind(p, base);
     const int device = x_init.device().index();
     switch (wtype) {
-      case at::kFloat: launch<float>(p, dyn_smem, stream, device); break;
-      case at::kBFloat16: launch<__nv_bfloat16>(p, dyn_smem, stream, device); break;
-      case at::kHalf: launch<__half>(p, dyn_smem, stream, device); break;
-      default: TORCH_CHECK(false, "sample_tier: unreachable weight dtype ", wtype);
+      case at::kFloat:
+        launch<float>(p, dyn_smem, stream, device);
+        break;
+      case at::kBFloat16:
+        launch<__nv_bfloat16>(p, dyn_smem, stream, device);
+        break;
+      case at::kHalf:
+        launch<__half>(p, dyn_smem, stream, device);
+        break;
+      default:
+        TORCH_CHECK(false, "sample_tier: unreachable weight dtype ", wtype);
     }
   }
   return {x.to(x_init.scalar_type()), log_density.to(x_init.scalar_type())};

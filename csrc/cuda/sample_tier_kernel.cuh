@@ -358,8 +358,8 @@ __device__ void phase_freq_cell(const Params& p, int j, int l, const float* s_va
 // hf_old at l = 0 the stack's input x[b, i, j-1] xf_w + xf_b + cz_f[b, i, j] (reference rounding order), else hf.
 // Each (b, d) has a single owner task, which reads and writes it: in place is safe.
 template <typename WT, int NC>
-__device__ void phase_freq_proj(const Params& p, int i, int j, int l, const float* s_val, int64_t gwarp,
-                                int64_t nwarps, int lane) {
+__device__ void phase_freq_proj(const Params& p, int i, int j, int l, const float* s_val, int64_t gwarp, int64_t nwarps,
+                                int lane) {
   const int D = p.D, B = p.B;
   const int64_t BD = static_cast<int64_t>(B) * D;
   const float* h = p.fh + (static_cast<int64_t>((j + 1) & 1) * p.L + l) * BD;
@@ -411,8 +411,8 @@ __device__ void phase_freq_proj(const Params& p, int i, int j, int l, const floa
 // shared memory (tasks: group of kProjRows rows of W_head, batch row), then thread t draws row b0 + t. Block 0
 // writes x and accumulates the log density. Ends with s_val[b] = x[b, i, j] visible to the whole block.
 template <typename WT>
-__device__ void head_and_draw(const Params& p, int i, int j, float* s_theta, float* s_val, float* s_logd,
-                              int warp, int lane) {
+__device__ void head_and_draw(const Params& p, int i, int j, float* s_theta, float* s_val, float* s_logd, int warp,
+                              int lane) {
   const int D = p.D, K3 = 3 * p.K;
   const WT* hw = head_weight<WT>(p, sl::kHeadW);  // [3K, D]
   const WT* hb = head_weight<WT>(p, sl::kHeadB);  // [3K]

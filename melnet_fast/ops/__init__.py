@@ -9,7 +9,14 @@ backends (dispatch.py).
 from melnet_fast.ops._checks import raise_deferred_errors
 from melnet_fast.ops.gmm import gmm_nll, gmm_nll_ref, gmm_sample, gmm_sample_ref
 from melnet_fast.ops.lstm_sweep import DIRECTION_CODES, lstm_sweep_2d, lstm_sweep_2d_ref
-from melnet_fast.ops.tier_sampling import sample_tier, sample_tier_ref
+from melnet_fast.ops.tier_sampling import (
+    ReferenceSamplerWarning,
+    sample_tier,
+    sample_tier_centralized,
+    sample_tier_centralized_ref,
+    sample_tier_ref,
+)
 
 __all__ = ["lstm_sweep_2d", "lstm_sweep_2d_ref", "gmm_nll", "gmm_nll_ref", "gmm_sample", "gmm_sample_ref",
-           "sample_tier", "sample_tier_ref", "DIRECTION_CODES", "raise_deferred_errors"]
+           "sample_tier", "sample_tier_ref", "sample_tier_centralized", "sample_tier_centralized_ref",
+           "ReferenceSamplerWarning", "DIRECTION_CODES", "raise_deferred_errors"]

@@ -48,14 +48,15 @@ def _key(op: str, shape_key: tuple, dtype: torch.dtype, device: torch.device) ->
     return op, tuple(shape_key), str(dtype).removeprefix("torch."), _device_model(device)
 
 
-def _tunable(candidates, device: torch.device) -> list[str]:
+def tunable(candidates, device: torch.device) -> list[str]:
+    """The candidates that "auto" chooses among by the times melnet_fast.tune recorded, on this device."""
     return [c for c in candidates if c in TUNED] if device.type in TUNED_DEVICES else []
 
 
 def choose(op: str, candidates: list[str], device: torch.device, dtype: torch.dtype, shape_key: tuple) -> str:
     """The backend "auto" runs: the recorded choice for (op, shape_key, dtype, device model) when it is among the
     candidates, else the first candidate."""
-    if len(_tunable(candidates, device)) > 1:
+    if len(tunable(candidates, device)) > 1:
         path = os.environ.get(CACHE_ENV)
         if path and path not in _loaded:
             load(path)
@@ -121,11 +122,11 @@ def time_backends(op, names: list[str], device: torch.device, args, kwargs, repe
 def tune_call(op, candidates: list[str], tensor: torch.Tensor, shape_key: tuple, args, kwargs) -> None:
     """Inside tune(): time op's tunable candidates at this call's arguments once per key and record the fastest."""
     device = tensor.device
-    tunable = _tunable(candidates, device)
+    names = tunable(candidates, device)
     key = _key(op.name, shape_key, tensor.dtype, device)
-    if len(tunable) < 2 or key in _choices:
+    if len(names) < 2 or key in _choices:
         return
-    times = time_backends(op, tunable, device, args, kwargs)
+    times = time_backends(op, names, device, args, kwargs)
     if times:
         _choices[key] = min(times, key=times.get)
 

@@ -222,7 +222,6 @@ def test_constants_are_one_source(harness):
     digits, compared after rounding to the dtype that uses them)."""
     pytest.importorskip("triton")
     from melnet_fast.kernels import scalar_math as sm
-
     from melnet_fast.ops.gmm import reference
 
     lines = subprocess.run([str(harness["device"]), "constants"], check=True, capture_output=True, text=True).stdout

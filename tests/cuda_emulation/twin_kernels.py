@@ -5,6 +5,7 @@ import it lazily, after tests/conftest.py has set TRITON_INTERPRET where there i
 import torch
 import triton
 import triton.language as tl
+
 from melnet_fast.kernels import scalar_math as sm
 
 FORMS = ("exp", "sigmoid", "tanh", "log")

@@ -7,6 +7,15 @@ from typing import Sequence
 import torch
 
 
+def lstm_cell(inp, h, c, w_ih, w_hh, bias):
+    """One LSTM step, gates (i, f, g, o) as nn.LSTM. inp [N, Din], h, c [N, D], w_ih [4D, Din], w_hh [4D, D],
+    bias [4D] -> (h, c) [N, D]."""
+    gates = torch.addmm(bias, inp, w_ih.t()) + h @ w_hh.t()
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 def _sequences(x: torch.Tensor, direction: str) -> torch.Tensor:
     """x [B, T, F, I] -> the direction's sequences [L, lines, I] in its own order: along time one per (b, f) (line
     b*F + f), along frequency one per (b, t) (line b*T + t)."""

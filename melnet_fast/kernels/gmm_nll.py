@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from melnet_fast.kernels import scalar_math as sm
 
 # Rows per program times padded components: 1024 fp32 values per [BLOCK_N, BLOCK_K] tile, 8 per thread at 4

@@ -31,6 +31,7 @@ import os
 import torch
 import triton
 import triton.language as tl
+
 from melnet_fast.kernels import scalar_math as sm
 
 # Upper limits of the tile sizes (each tile is the next power of two of its extent, at least 16: tl.dot needs
