@@ -29,11 +29,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from typing import Callable
 
 import torch
 from bench_gpu_sampling import TierCase, cached_sampler, measure_cached, tier_network
-from bench_gpu_training import LSTMComposition
+from bench_gpu_training import LSTMComposition, sweep_inputs
 from gpu_bench_common import (
     ROOT,
     Budget,
@@ -139,31 +140,29 @@ def shapes(smoke: bool) -> list[Shape]:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def inputs(s: Shape, device, dtype, seed=0) -> list[torch.Tensor]:
-    """x, w_ih, w_hh, bias, h0, c0 (leaves needing grad) and grad_y; random, weights scaled by 1/sqrt(fan-in)."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    R = len(s.directions)
-
-    def rand(*shape, scale=1.0):
-        return (torch.randn(*shape, generator=g, device=device) * scale).to(dtype)
-
-    leaves = [rand(s.B, s.T, s.F, s.I), rand(R, 4 * s.H, s.I, scale=s.I ** -0.5),
-              rand(R, 4 * s.H, s.H, scale=s.H ** -0.5), rand(R, 4 * s.H, scale=0.5), rand(R, s.H, scale=0.5),
-              rand(R, s.H, scale=0.5)]
-    return [t.requires_grad_() for t in leaves] + [rand(s.B, s.T, s.F, R * s.H)]
+def inputs(s: Shape, device, dtype) -> list[torch.Tensor]:
+    """x, w_ih, w_hh, bias, h0, c0 (leaves needing grad) and grad_y in dtype: bench_gpu_training's random inputs."""
+    *leaves, grad_y = (t.to(dtype) for t in sweep_inputs(s, device))
+    return [t.requires_grad_() for t in leaves] + [grad_y]
 
 
 class Timed:
-    """gpu_host.StepKernels that record a pair of CUDA events around every step of the kernels it wraps."""
+    """gpu_host.StepKernels that time every step of the kernels they wrap: a pair of CUDA events around it on a
+    GPU, the host clock on the CPU (where the kernels run synchronously: Triton's interpreter in smoke runs)."""
 
-    def __init__(self, kernels):
-        self.kernels, self.marks = kernels, []
+    def __init__(self, kernels, device):
+        self.kernels, self.marks, self.cuda = kernels, [], device.type == "cuda"
 
     def _timed(self, name, step, *args):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        getattr(self.kernels, name)(step, *args)
-        end.record()
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            getattr(self.kernels, name)(step, *args)
+            end.record()
+        else:
+            start = time.perf_counter()
+            getattr(self.kernels, name)(step, *args)
+            end = time.perf_counter()
         self.marks.append((name, step, start, end))
 
     def forward_step(self, step, *args):
@@ -174,21 +173,22 @@ class Timed:
 
     def phases(self, wide: int) -> dict:
         """{(fwd|bwd, wide|narrow): ms} summed over the recorded steps (after a synchronize)."""
-        torch.cuda.synchronize()
+        if self.cuda:
+            torch.cuda.synchronize()
         out = {}
         for name, step, start, end in self.marks:
             key = ("fwd" if name == "forward_step" else "bwd", "wide" if step < wide else "narrow")
-            out[key] = out.get(key, 0.0) + start.elapsed_time(end)
+            out[key] = out.get(key, 0.0) + (start.elapsed_time(end) if self.cuda else (end - start) * 1e3)
         return out
 
 
-def phase_split(design: SweepDesign, s: Shape, leaves, grad_y, reps: int) -> dict:
+def phase_split(design: SweepDesign, s: Shape, leaves, grad_y, reps: int, device) -> dict:
     """Median ms per (fwd|bwd, wide|narrow) of the design's step kernels run by gpu_host, over reps runs."""
     codes = [DIRECTION_CODES[d] for d in s.directions]
     x, w_ih, w_hh, bias, h0, c0 = [t.detach() for t in leaves]
     runs = []
     for i in range(reps + 1):
-        timed = Timed(design.steps())
+        timed = Timed(design.steps(), device)
         y, gates, cell = gpu_host.forward(timed, x, w_ih, w_hh, bias, h0, c0, codes, True)
         gpu_host.backward(timed, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, codes)
         if i:  # the first run warms up (Triton's JIT, cuBLAS heuristics)
@@ -214,7 +214,10 @@ def run_sweep(res: Results, device, smoke: bool, budget: Budget, timing: dict) -
                 raise
             res.error(s.name, "cuDNN composition", short_error(exc))
         release(device)
-        for design in SWEEP_DESIGNS if device.type == "cuda" else [SweepDesign("cpu", "cpu")]:
+        # On the CPU (smoke runs): the cpu backend, and the Triton designs in Triton's interpreter.
+        designs = SWEEP_DESIGNS if device.type == "cuda" else [SweepDesign("cpu", "cpu")] + [
+            d for d in SWEEP_DESIGNS if d.backend == "triton"]
+        for design in designs:
             reason = skip_reason("lstm_sweep_2d", design.backend, low, device)
             if reason or budget.exhausted():
                 res.skip(s.name, design.name, reason or "the section's time budget ran out")
@@ -263,8 +266,8 @@ def measure_design(res, design: SweepDesign, s: Shape, device, dtype, timing, ba
             vs_cudnn=None if base_ms is None else base_ms / both["median_ms"])
         if mode == "stored":
             add(res, "sweep", s, design.name, dt, mode, "fwd", time_call(fwd, device, **timing))
-    if design.steps is not None and device.type == "cuda":
-        split = phase_split(design, s, leaves, grad_y, reps=timing["reps"] // 3 or 1)
+    if design.steps is not None:
+        split = phase_split(design, s, leaves, grad_y, timing["reps"] // 3 or 1, device)
         for (direction, phase), ms in sorted(split.items()):
             add(res, "sweep", s, design.name, dt, "stored", f"{direction} steps {phase}", dict(median_ms=ms))
 
@@ -446,9 +449,11 @@ def main(argv=None) -> int:
         with open(args.summary) as f:
             print(summary(json.load(f)))
         return 0
+    device = pick_device()
     if args.smoke:
         torch.set_num_threads(1)
-    device = pick_device()
+        if device.type == "cpu":  # the Triton designs in the interpreter (read when their kernels are first used)
+            os.environ.setdefault("TRITON_INTERPRET", "1")
     res = Results(args.out, "gpu_round", dict(run_context(device), driver=driver_version()), CSV_FIELDS)
     res["rows"], res["smoke"] = [], args.smoke
     timing = (dict(warmup=1, reps=2, max_s=0.2, min_reps=1) if args.smoke

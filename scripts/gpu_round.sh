@@ -17,9 +17,9 @@
 # Budgets (s, each step's time limit) and what they rest on. H100 SXM: ~990 dense bf16 TFLOP/s peak (~600
 # reached by large cuBLAS GEMMs), 3.35 TB/s HBM, 132 SMs; 16 CPU cores for the build.
 #   info          5  nvidia-smi and versions.
-#   build       140  pip install -e . with MAX_JOBS=16 and nvcc --threads 4: 6 C++ and 6 CUDA sources compile in
-#                    parallel; the longest, sample_tier.cu (three weight dtypes of a large kernel), takes 60-90 s on
-#                    one core (about 4 min for the whole CUDA build on 2 busy cores of the CI machine).
+#   build       140  pip install -e . for sm_90 only (H100 / H200), MAX_JOBS=16, nvcc --threads 4: the C++ and CUDA
+#                    sources compile in parallel; the longest, sample_tier.cu (three weight dtypes of a large
+#                    kernel), takes 60-90 s on one core (about 4 min for the whole CUDA build on 2 busy cores).
 #   tests-cuda   50  pytest -m gpu on the CUDA sampler, sweep, mixture NLL and maths: ~250 cases of microseconds on
 #                    the GPU each; the CPU float64 references (largest: the H=512 sweep) take most of the time.
 #   measure     100  benchmarks/gpu_round_measure.py, budget 90 s: the sweep at the Blizzard tier-1 shape is 8.3
@@ -55,6 +55,7 @@ LOGS="$OUT/logs"
 mkdir -p "$LOGS"
 # The build uses every core; per-shape tuning stays off (nothing calls melnet_fast.tune and no tuning cache is read).
 export MELNET_FAST_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} MELNET_FAST_NVCC_THREADS=${MELNET_FAST_NVCC_THREADS:-4}
+export MELNET_FAST_CUDA_ARCHS=${MELNET_FAST_CUDA_ARCHS:-9.0}
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset MELNET_FAST_TUNE_CACHE
 BENCH=() COLLECT=() SCALE=1

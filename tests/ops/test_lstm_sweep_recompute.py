@@ -159,3 +159,22 @@ def test_gpu_host_per_line_states_match_the_reference_spans(code, monkeypatch):
     for name, g, r, e in zip(("y", "dx", "dw_ih", "dw_hh", "dbias", "dh", "dc"), got, reference(torch.float32),
                              reference(torch.float64)):
         assert_error_within_reference(name, g.reshape(e.shape), r, e)
+
+
+@pytest.mark.parametrize("code", [0, 3], ids=["t+", "f-"])
+def test_per_line_form_of_the_cpu_ops_passes_opcheck(code):
+    """The sweep ops with per-line initial states and carried-in final gradients (what the spans call): schema,
+    fake kernels and autograd formula agree with the kernels (torch.library.opcheck)."""
+    ops = torch.ops.melnet_fast
+    B, T, F, I, H = 2, 3, 4, 3, 5
+    x, w_ih, w_hh, bias, _, _ = make_sweep_inputs(B, T, F, I, H, 1, torch.float64, seed=code)
+    lines = B * F if code < 2 else B * T
+    h, c, dh_last, dc_last = (torch.randn(1, lines, H, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
+                              for i in range(4))
+    torch.library.opcheck(ops.lstm_sweep_2d_fwd.default, (x, w_ih, w_hh, bias, h, c, [code], True))
+    y, gates, cell = ops.lstm_sweep_2d_fwd(x, w_ih, w_hh, bias, h, c, [code], True)
+    grad_y = random_like(y, seed=3)
+    torch.library.opcheck(ops.lstm_sweep_2d_bwd.default,
+                          (grad_y, x, w_ih, w_hh, h, c, y, gates, cell, [code], dh_last, dc_last))
+    dh0, dc0 = ops.lstm_sweep_2d_bwd(grad_y, x, w_ih, w_hh, h, c, y, gates, cell, [code], dh_last, dc_last)[4:]
+    assert dh0.shape == dc0.shape == (1, lines, H)
