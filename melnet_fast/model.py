@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -10,18 +11,36 @@ from torch import nn
 
 from melnet_fast import checkpoint, ops
 from melnet_fast.config import MelNetConfig
+from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.modules import MixtureParams, Tier
 from melnet_fast.multiscale import interleave, merge_tiers, split_tiers, tier_axis, tier_shapes
 from melnet_fast.ops.gmm.naive import draw_noise
+from melnet_fast.ops.tier_sampling import check_value_range
 
 Cond = None | torch.Tensor | Dict[str, torch.Tensor]
 
 TIME_DIM, FREQ_DIM = 1, 2  # of spectrograms [B, T, F] and of parameters / features [B, T, F, C]
 
 
+class DivergentSampleWarning(UserWarning):
+    """MelNet.sample drew values that ran away above the top of its value range (or were NaN); they are kept at the
+    top, so the sample is finite. Many of them mean that the model's samples diverge."""
+
+
 def _as_dtype(params: MixtureParams, dtype: torch.dtype) -> MixtureParams:
     """The head's output in the data's dtype: under bf16 autocast the head runs in bf16, the loss in float32."""
     return MixtureParams(*(p.to(dtype) for p in params))
+
+
+def _warn_runaways(runaways: Dict[int, int], drawn: int, x_max: float) -> None:
+    total = sum(runaways.values())
+    if total:
+        per_tier = ", ".join(f"tier {g}: {n}" for g, n in runaways.items() if n)
+        warnings.warn(f"MelNet.sample: {total} of {drawn} drawn values ({per_tier}) ran away above x_max={x_max:.3g} "
+                      f"(or were NaN) and were kept at x_max. A few are stray draws of a wide mixture component; "
+                      f"many mean that the model's samples diverge (an untrained or undertrained model, or "
+                      f"diverging weights). The sample is finite.", DivergentSampleWarning,
+                      stacklevel=4)  # the caller of MelNet.sample
 
 
 class MelNet(nn.Module):
@@ -177,7 +196,8 @@ class MelNet(nn.Module):
     @torch.no_grad()
     def sample(self, batch: int, frames: int, cond: Cond = None, temperature: float = 1.0,
                prime: torch.Tensor | None = None, generator: torch.Generator | None = None,
-               return_log_prob: bool = False, weight_dtype: torch.dtype | None = None):
+               return_log_prob: bool = False, weight_dtype: torch.dtype | None = None,
+               value_range: Tuple[float, float] = SAMPLE_RANGE):
         """Ancestral sampling with cached state (ops.sample_tier), tier after tier.
 
         Args:
@@ -191,6 +211,10 @@ class MelNet(nn.Module):
                 untempered model.
             weight_dtype: torch.bfloat16 or torch.float16 to run the cuda sampler with weights in that dtype
                 (data and accumulation stay in the model's dtype); None = the model's dtype.
+            value_range: (x_min, x_max) every drawn value is kept in (ops.sample_tier): by default the log floor,
+                below which no spectrogram of the package goes, and +30 dB over a full-scale sine, which no audio
+                reaches (melnet_fast.log_mel_scale). So every sample is finite, whatever the model; drawn values
+                that ran away to x_max (or were NaN) raise a DivergentSampleWarning that counts them.
         Returns:
             x [batch, frames, n_mels], or (x, log_prob [batch]) with return_log_prob.
         """
@@ -210,10 +234,12 @@ class MelNet(nn.Module):
         G = c.n_tiers
         feature_tiers = split_tiers(features, G, TIME_DIM, FREQ_DIM)[0] if features is not None else [None] * G
         prime_tiers = self._split_prime(prime, batch, frames)
+        x_min, x_max = check_value_range(value_range)
 
         shapes = tier_shapes(frames, F, G)
         log_density = p.new_zeros(batch)
         x = None  # x^<g, growing tier by tier
+        runaways = {}  # tier -> drawn values kept at x_max
         for g in range(1, G + 1):
             Tg, Fg = shapes[g - 1]
             tier = self.tiers[g - 1]
@@ -230,9 +256,11 @@ class MelNet(nn.Module):
             if weight_dtype is not None:
                 weights = [w.to(weight_dtype) for w in weights]
             x_g, ld = ops.sample_tier(x_init, cz_t, cz_f, u, eps, weights,
-                                      c.layers[g - 1], c.n_mixtures, float(temperature), n_prime)
+                                      c.layers[g - 1], c.n_mixtures, float(temperature), n_prime, (x_min, x_max))
             log_density += ld
+            runaways[g] = int((x_g[:, n_prime:] >= x_max).sum())
             x = x_g if g == 1 else interleave(x_g, x, FREQ_DIM if tier_axis(g) == "frequency" else TIME_DIM)
+        _warn_runaways(runaways, batch * (frames - (prime.shape[1] if prime_tiers is not None else 0)) * F, x_max)
         return (x, log_density) if return_log_prob else x
 
     def _split_prime(self, prime, batch: int, frames: int) -> List[torch.Tensor] | None:

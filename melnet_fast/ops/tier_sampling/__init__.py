@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Sequence, Tuple
 
 import torch
 
 from melnet_fast import backends
+from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.ops._checks import check_same, check_tensor
 from melnet_fast.ops.tier_sampling.compiled import sample_tier_compiled
 from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
@@ -19,7 +21,8 @@ CUDA_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u: torch.Tensor,
                 eps: torch.Tensor, weights: Sequence[torch.Tensor], n_layers: int, n_mixtures: int,
-                temperature: float = 1.0, n_prime: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                temperature: float = 1.0, n_prime: int = 0,
+                value_range: Tuple[float, float] = SAMPLE_RANGE) -> tuple[torch.Tensor, torch.Tensor]:
     """Ancestral sampling of one tier network, frame by frame and channel by channel, with cached state.
 
     Per frame: one step of every layer's time LSTM (state carried from the frame before), full sweeps of the
@@ -33,11 +36,15 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
         weights: the tier's flat weight list (layout in melnet_fast.ops.tier_sampling.weights).
         temperature: logits / tau, sigma * tau; 0 = mean of the most probable component.
         n_prime: number of leading frames taken from x_init instead of drawn.
+        value_range: (x_min, x_max), finite: every drawn value is kept in it (below x_min -> x_min; above x_max,
+            or NaN, -> x_max; ops.gmm naive.keep_in_range), so any model, trained or not, gives finite samples,
+            and the next element reads the kept value. Default: the normalised log-mel range of
+            melnet_fast.log_mel_scale (the log floor to +30 dB over a full-scale sine).
     Dtypes: every tensor of one dtype; or, with the cuda backend, bfloat16 / float16 weights and float32 data
     (the kernel accumulates in float32).
     Returns:
-        (x [B, T, F], log_density [B]): the sample and the sum over drawn elements of log p(x_ij) under the
-        untempered mixture.
+        (x [B, T, F], log_density [B]): the sample and the sum over drawn elements of log p(x_ij) (of the kept
+        value) under the untempered mixture.
     """
     check_tensor("x_init", x_init, 3, layout=" [B, T, F]")
     B, T, F = x_init.shape
@@ -54,6 +61,7 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
         raise ValueError(f"n_prime must be an int in [0, {T}], got {n_prime!r}")
     if not isinstance(temperature, (int, float)) or not temperature >= 0:
         raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
+    x_min, x_max = check_value_range(value_range)
     W = unpack(weights, n_layers, n_mixtures)
     if W.xt_w.shape[0] != D:
         raise ValueError(f"cz_t has {D} channels but the weights are {W.xt_w.shape[0]} wide")
@@ -77,9 +85,21 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
                          f"{weights[0].dtype} (only the cuda backend takes bfloat16/float16 weights)")
     with torch.no_grad():
         if name == "reference":
-            return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
+            return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
+                                   x_min, x_max)
         return sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature,
-                                    n_prime)
+                                    n_prime, x_min, x_max)
 
 
-__all__ = ["sample_tier", "sample_tier_ref"]
+def check_value_range(value_range) -> Tuple[float, float]:
+    """(x_min, x_max) as floats, or ValueError unless value_range is two finite numbers with x_min < x_max."""
+    pair = tuple(value_range) if isinstance(value_range, (tuple, list)) else ()
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in pair):
+        raise ValueError(f"value_range must be two numbers (x_min, x_max), got {value_range!r}")
+    x_min, x_max = float(pair[0]), float(pair[1])
+    if not (math.isfinite(x_min) and math.isfinite(x_max) and x_min < x_max):
+        raise ValueError(f"value_range must be finite with x_min < x_max, got {value_range!r}")
+    return x_min, x_max
+
+
+__all__ = ["sample_tier", "sample_tier_ref", "check_value_range"]

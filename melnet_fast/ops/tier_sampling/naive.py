@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from melnet_fast.ops.gmm.naive import gmm_nll_ref, gmm_sample_from_noise
+from melnet_fast.log_mel_scale import SAMPLE_RANGE
+from melnet_fast.ops.gmm.naive import gmm_nll_ref, gmm_sample_from_noise, keep_in_range
 from melnet_fast.ops.tier_sampling.weights import unpack
 
 
@@ -29,7 +30,7 @@ def _sweep(seq, w_ih, w_hh, bias, h0, c0, reverse):
 
 
 def sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers: int, n_mixtures: int, temperature: float,
-                    n_prime: int):
+                    n_prime: int, x_min: float = SAMPLE_RANGE[0], x_max: float = SAMPLE_RANGE[1]):
     """See melnet_fast.ops.sample_tier. Returns (x [B, T, F], log_density [B])."""
     W = unpack(weights, n_layers, n_mixtures)
     B, T, F = x_init.shape
@@ -64,6 +65,7 @@ def sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers: int, n_mixtur
             theta = hf @ W.head_w.t() + W.head_b
             mu, log_sigma, logit_pi = theta[:, :K], theta[:, K:2 * K], theta[:, 2 * K:]
             value = gmm_sample_from_noise(mu, log_sigma, logit_pi, temperature, u[:, i, j], eps[:, i, j])
+            value = keep_in_range(value, x_min, x_max)
             x[:, i, j] = value
             log_density -= gmm_nll_ref(value, mu, log_sigma, logit_pi)
     return x, log_density
