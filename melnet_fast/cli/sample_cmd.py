@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import List
 
@@ -75,7 +76,11 @@ def generate(model, frames: int, *, count: int = 1, temperature: float = 1.0, co
         prime = prime.to(param.device, param.dtype).expand(count, -1, -1).contiguous()
     if cond is not None:
         cond = cond.to(param.device).expand(count).contiguous()
-    return model.sample(count, frames, cond, float(temperature), prime, generator, return_log_prob=True)
+    from melnet_fast.model import DivergentSampleWarning
+
+    with warnings.catch_warnings():  # the commands report runaway values per output file (write_outputs)
+        warnings.simplefilter("ignore", DivergentSampleWarning)
+        return model.sample(count, frames, cond, float(temperature), prime, generator, return_log_prob=True)
 
 
 def to_audio(spec: torch.Tensor, config: MelNetConfig, method: str = "gradient", iters: int = 100,
@@ -87,12 +92,12 @@ def to_audio(spec: torch.Tensor, config: MelNetConfig, method: str = "gradient",
 
 def write_outputs(wav: Path, spec: torch.Tensor, config: MelNetConfig, method: str, iters: int,
                   seed: int = 0, title: str = "generated", progress: bool = True) -> dict:
-    """Write wav (audio), wav.png (tiers coarse to fine) and wav.npy ([T, F], the values as drawn); returns the
-    inversion info, with "clamped": how many values were outside the audible range (see audible_range)."""
+    """Write wav (audio), wav.png (tiers coarse to fine) and wav.npy ([T, F], the values as drawn, always finite:
+    see audible_range); returns the inversion info, with "clamped": how many values ran away or were not finite."""
     from melnet_fast.plots import plot_tiers
 
-    np.save(wav.with_suffix(".npy"), spec.float().cpu().numpy())
     spec, clamped = audible_range(spec)
+    np.save(wav.with_suffix(".npy"), spec.numpy())
     waveform, info = to_audio(spec, config, method, iters, seed, progress)
     audio.save_wav(wav, (0.99 * waveform / max(1.0, float(waveform.abs().max()))), config.sample_rate)
     plot_tiers(wav.with_suffix(".png"), spec, config.n_tiers, config, title=title)
@@ -127,7 +132,7 @@ def run(args) -> int:
         print(f"{target}  (+ .png, .npy)  log-density {float(log_density[k]) / drawn:.4f} nats/element, "
               f"inversion spectral convergence {info['spectral_convergence']:.3f}")
         if info["clamped"]:
-            print(f"  warning: {info['clamped']} of {x[k].numel()} drawn values were not finite or implausibly "
-                  f"loud and were clamped for the audio and the figure (an undertrained model?)",
-                  file=sys.stderr)
+            print(f"  warning: {info['clamped']} of {x[k].numel()} drawn values ran away to the top of the sampler's "
+                  f"range (+30 dB over a full-scale sine) and were kept there: the model diverges (an undertrained "
+                  f"model?)", file=sys.stderr)
     return 0

@@ -43,3 +43,24 @@ def test_eval_json_reports_model_and_baseline(trained_run):
     overall = sum(t["nll_nats"] * t["elements"] for t in d["tiers"].values()) / elements
     assert abs(overall - d["nll_nats"]) < 1e-9
     assert "baseline" in result.stdout.splitlines()[1]
+
+
+def test_diverging_model_samples_finite_values_with_a_warning(run_copy, tmp_path):
+    """A model whose draws run away (its head scaled up): the .npy holds finite values in the sampler's range,
+    and the command says what happened."""
+    from melnet_fast.log_mel_scale import CEILING, FLOOR
+    from melnet_fast.model import MelNet
+
+    best = run_copy / "checkpoints" / "best.safetensors"
+    model = MelNet.load(best)
+    with torch.no_grad():
+        for tier in model.tiers:
+            tier.network.head.weight.mul_(50.0)
+            tier.network.head.bias.mul_(50.0)
+    model.save(best)
+    out = tmp_path / "d.wav"
+    result = ok(cli("sample", "--run", run_copy, "--seconds", "0.5", "--out", out, "--temperature", "1",
+                    "--inversion", "griffin_lim", "--iters", "2"))
+    spec = np.load(out.with_suffix(".npy"))
+    assert np.isfinite(spec).all() and spec.min() >= np.float32(FLOOR) and spec.max() <= np.float32(CEILING)
+    assert "ran away" in result.stderr and (spec == np.float32(CEILING)).any()
