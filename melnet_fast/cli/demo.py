@@ -57,6 +57,7 @@ def run(args) -> int:
     from melnet_fast.audio import save_wav
     from melnet_fast.cli.common import UserError, audible_range, frames_for, parse_overrides
     from melnet_fast.cli.sample_cmd import generate, write_outputs
+    from melnet_fast.cli.sample_quality import sample_report
     from melnet_fast.model import MelNet
     from melnet_fast.plots import plot_comparison
     from melnet_fast.synthetic import GENRES, synth_clip
@@ -105,6 +106,7 @@ def run(args) -> int:
     print(f"[4/4] sampling {args.samples} x {args.seconds:g} s and inverting to audio", flush=True)
     frames = frames_for(args.seconds, config)
     x, _ = generate(model.cpu(), frames, count=args.samples, temperature=args.temperature, seed=args.seed)
+    _, fidelity_lines = sample_report(x, [val.spectrogram(k) for k in range(len(val))], args.temperature)
     samples = Path(run_dir.samples)
     samples.mkdir(parents=True, exist_ok=True)
     written = []
@@ -113,8 +115,8 @@ def run(args) -> int:
         info = write_outputs(wav, x[k], config, args.inversion, args.iters, args.seed,
                              progress=not args.no_progress)
         if info["clamped"]:
-            print(f"      warning: {info['clamped']} drawn values of {wav.name} were not finite or implausibly "
-                  f"loud (clamped)")
+            print(f"      warning: {info['clamped']} drawn values of {wav.name} ran away to the top of the sampler's "
+                  f"range (the model diverges; kept there)")
         written.append(wav)
     real = []
     for k in range(min(args.samples, len(val))):  # held-out clip k is synth_clip([seed + 1, k]) (data.py)
@@ -138,6 +140,7 @@ def run(args) -> int:
     verdict = "beats" if nll < base else "does NOT beat"
     print(f"the model {verdict} the baseline by {abs(base - nll):.3f} nats/element "
           f"({math.exp(base - nll):.2f}x the density per element)")
+    print("\n".join(fidelity_lines))
     print(f"audio: {', '.join(str(p) for p in written)} (+ real-*.wav for reference)")
     print(f"figure: {comparison} (and a tiers figure next to each generated-*.wav)")
     print(f"run: {run_dir.root} (melnet-fast eval --run {run_dir.root} --data synthetic; "

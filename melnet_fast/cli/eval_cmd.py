@@ -1,13 +1,16 @@
-"""`melnet-fast eval`: held-out NLL per tier and overall, next to the run's per-channel Gaussian baseline."""
+"""`melnet-fast eval`: held-out NLL per tier and overall, next to the run's per-channel Gaussian baseline, and the
+fidelity of generated clips to the data (melnet_fast.cli.sample_quality)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import warnings
 from pathlib import Path
 
-from melnet_fast.cli.common import UserError, add_device_arg, load_run_model, pick_device
+from melnet_fast.cli.common import UserError, add_device_arg, frames_for, load_run_model, pick_device
+from melnet_fast.cli.sample_quality import draw_samples, sample_report
 from melnet_fast.train import SYNTHETIC, ChannelGaussian, DataSpec, RunDir, build_eval_dataset, evaluate
 from melnet_fast.train.evaluation import LN2
 
@@ -15,8 +18,10 @@ from melnet_fast.train.evaluation import LN2
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="NLL of a run's model on data, per tier, next to the baseline",
                        description="Score every segment of the data (non-overlapping, of the run's training crop "
-                                   "length) in nats and bits per element. With --json the last line printed is "
-                                   "one JSON object (nll_nats, nll_bits, baseline_nll_nats, tiers, ...).",
+                                   "length) in nats and bits per element; then draw --samples clips and compare "
+                                   "their per-channel mean and std and their share of values at the log floor with "
+                                   "the data's. With --json the last line printed is one JSON object (nll_nats, "
+                                   "nll_bits, baseline_nll_nats, tiers, ..., samples).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", required=True, metavar="RUN_DIR")
     p.add_argument("--data", required=True, help="folder, CSV manifest, or 'synthetic' (the run's held-out clips)")
@@ -25,14 +30,39 @@ def add_parser(sub) -> None:
     p.add_argument("--segment-frames", type=int, help="default: the run's training crop length")
     p.add_argument("--max-segments", type=int, help="score only the first N segments")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--samples", type=int, default=4, help="clips to generate for the fidelity measures (0: none)")
+    p.add_argument("--sample-seconds", type=float, default=4.0, help="length of each generated clip")
+    p.add_argument("--temperature", type=float, default=1.0, help="of the generated clips")
+    p.add_argument("--seed", type=int, default=0, help="of the generated clips")
     add_device_arg(p)
     p.set_defaults(func=run)
+
+
+def _check_sample_args(args, c) -> None:
+    if args.samples < 0:
+        raise UserError(f"--samples must be >= 0, got {args.samples}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    frames_for(args.sample_seconds, c)  # UserError unless a positive length
+    if args.samples and c.cond_dim:
+        raise UserError("this model is conditioned on features (cond_dim > 0), which eval cannot make up for "
+                        "sampling: pass --samples 0")
+
+
+def _fidelity(args, model, data) -> dict:
+    """Draw args.samples clips and print / return their fidelity to every spectrogram of `data`."""
+    frames = frames_for(args.sample_seconds, model.config)
+    generated = draw_samples(model, args.samples, frames, args.temperature, args.seed)
+    measures, lines = sample_report(generated, [data.spectrogram(i) for i in range(len(data))], args.temperature)
+    print("\n".join(lines))
+    return measures
 
 
 def run(args) -> int:
     device = pick_device(args.device)
     doc, model, path = load_run_model(args.run, args.checkpoint, device)
     c = model.config
+    _check_sample_args(args, c)
     run_dir = RunDir(args.run)
     try:
         baseline = ChannelGaussian.load(run_dir.baseline)
@@ -69,6 +99,8 @@ def run(args) -> int:
     print(f"{'all':>6} {sum(result.elements.values()):>10} {d['nll_nats']:>10.4f} {d['nll_bits']:>10.4f} "
           f"{d['baseline_nll_nats']:>10.4f} {d['baseline_nll_bits']:>8.4f}")
     print(f"model - baseline: {d['nll_nats'] - d['baseline_nll_nats']:+.4f} nats/element (negative is better)")
+    if args.samples:
+        d["samples"] = _fidelity(args, model, data)
     if args.json:
         d.update(run=str(args.run), checkpoint=str(path), data=args.data)
         print(json.dumps(d))

@@ -43,6 +43,10 @@ def test_eval_json_reports_model_and_baseline(trained_run):
     overall = sum(t["nll_nats"] * t["elements"] for t in d["tiers"].values()) / elements
     assert abs(overall - d["nll_nats"]) < 1e-9
     assert "baseline" in result.stdout.splitlines()[1]
+    fidelity = d["samples"]["fidelity"]  # 4 generated clips of 4 s against the held-out clips
+    assert d["samples"]["temperature"] == 1.0 and fidelity["generated_clips"] == 4
+    assert np.isfinite(fidelity["mean_gap"]) and len(fidelity["real_mean"]) == 16
+    assert "sample fidelity at temperature 1" in result.stdout and "log floor" in result.stdout
 
 
 def test_diverging_model_samples_finite_values_with_a_warning(run_copy, tmp_path):
