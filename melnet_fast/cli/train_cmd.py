@@ -18,10 +18,10 @@ from melnet_fast.train.run_dir import RunDirError
 
 # CLI flag -> TrainOptions field, for flags that map one to one.
 _OPTION_FLAGS = {"steps": "steps", "batch_size": "batch_size", "crop_frames": "crop_frames", "lr": "learning_rate",
-                 "momentum": "momentum", "clip_grad_norm": "clip_grad_norm", "seed": "seed",
-                 "log_every": "log_every", "val_every": "val_every", "checkpoint_every": "checkpoint_every",
-                 "val_segments": "val_segments", "workers": "num_workers", "tier_assignment": "tier_assignment",
-                 "device": "device"}
+                 "lr_cooldown": "lr_cooldown", "momentum": "momentum", "clip_grad_norm": "clip_grad_norm",
+                 "seed": "seed", "log_every": "log_every", "val_every": "val_every",
+                 "checkpoint_every": "checkpoint_every", "val_segments": "val_segments", "workers": "num_workers",
+                 "tier_assignment": "tier_assignment", "device": "device"}
 
 
 def add_parser(sub) -> None:
@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, help="default: the preset's")
     p.add_argument("--crop-frames", type=int, help="frames per training example (default: the preset's max)")
     p.add_argument("--lr", type=float, help="RMSProp learning rate (default: the preset's, 1e-4)")
+    p.add_argument("--lr-cooldown", type=float, metavar="FRACTION",
+                   help="train the last FRACTION of the run (of --steps or --max-minutes) at a tenth of the "
+                        "learning rate (default 0: constant)")
     p.add_argument("--momentum", type=float, help="RMSProp momentum (default 0.9)")
     p.add_argument("--clip-grad-norm", type=float, help="per-tier gradient clipping, 0 = off (default 1)")
     p.add_argument("--max-minutes", type=float, help="stop after this much training time in this invocation")

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -248,10 +248,11 @@ class Trainer:
         return (f"last good checkpoint: step {self.last_checkpoint_step}"
                 + (f" in {self.run.latest_state}" if self.run is not None else ""))
 
-    def _after_step(self, result: StepResult, out_of_time: bool) -> bool:
+    def _after_step(self, result: StepResult, out_of_time: bool, progress: float = 0.0) -> Tuple[bool, float]:
         """Count and report a skipped step; stop after nan_patience failing steps in a row. Returns whether the
-        time budget is spent. Under torch.distributed both decisions are taken over all ranks (any rank failing
-        or out of time), since every rank must reach the same checkpoints and stop at the same step."""
+        time budget is spent, and the progress of the run (0..1, for the learning rate). Under torch.distributed
+        these are taken over all ranks (any rank failing or out of time, the furthest progress), since every rank
+        must reach the same checkpoints, stop at the same step and step with the same learning rate."""
         if result.skipped:
             self.skipped_steps += 1
             self._bad_in_a_row += 1
@@ -263,14 +264,15 @@ class Trainer:
             self._bad_in_a_row = 0
         self._streak = self._bad_in_a_row
         if self.dist:
-            states = dist_utils.all_gather((self._bad_in_a_row, out_of_time))
-            self._streak, out_of_time = max(b for b, _ in states), any(t for _, t in states)
+            states = dist_utils.all_gather((self._bad_in_a_row, out_of_time, progress))
+            self._streak, out_of_time = max(b for b, _, _ in states), any(t for _, t, _ in states)
+            progress = max(p for _, _, p in states)
         if self._streak >= self.options.nan_patience:
             where = self._last_good()
             raise TrainingDiverged(f"{self._streak} consecutive steps had a non-finite loss or gradient (last at "
                                    f"step {self.step}); stopped. {where[0].upper() + where[1:]}; lower the "
                                    f"learning rate or check the data")
-        return out_of_time
+        return out_of_time, progress
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> Dict:
@@ -288,15 +290,19 @@ class Trainer:
         interval = {"time": 0.0, "elements": 0, "loss": 0.0, "steps": 0}
         elements_per_example = sum(self._tier_elements[g] for g in self.tiers)
         rate = None
+        progress = self.step / o.steps if o.steps else 1.0
         try:
             while self.step < o.steps:
+                self._set_learning_rate(progress)
                 x, labels = self._next_batch()
                 t0 = time.perf_counter()
                 result = self.train_step(x, labels)
                 dt = time.perf_counter() - t0
                 self.step += 1
-                out_of_time = self._after_step(
-                    result, o.max_seconds is not None and time.perf_counter() - start >= o.max_seconds)
+                elapsed = time.perf_counter() - start
+                out_of_time, progress = self._after_step(
+                    result, o.max_seconds is not None and elapsed >= o.max_seconds,
+                    max(self.step / o.steps, elapsed / o.max_seconds if o.max_seconds else 0.0))
                 if not result.skipped:
                     interval["loss"] += result.loss
                     interval["steps"] += 1
@@ -327,6 +333,17 @@ class Trainer:
         return {"step": self.step, "skipped_steps": self.skipped_steps, "best_val_nll_nats": self.best_val,
                 "val": self.last_val.to_dict() if self.last_val is not None else None,
                 "seconds": time.perf_counter() - start, "stopped": stopped}
+
+    def _set_learning_rate(self, progress: float) -> None:
+        """The learning rate at `progress` (0..1, the larger of the step and the time fractions of the run)."""
+        o = self.options
+        cooling = o.lr_cooldown > 0 and progress >= 1 - o.lr_cooldown
+        lr = o.learning_rate * (o.lr_cooldown_factor if cooling else 1.0)
+        if lr != self.optimizer.param_groups[0]["lr"]:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if cooling:
+                self.say(f"step {self.step}: learning rate {lr:.3g} for the last {100 * o.lr_cooldown:g}% of the run")
 
     def _checkpoint_unless_failing(self) -> None:
         # During a run of non-finite steps the last good checkpoint is the one from before it: keep that one.
