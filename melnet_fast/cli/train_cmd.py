@@ -138,7 +138,17 @@ def _setup(args):
         spec.synthetic_clips = args.synthetic_clips
     if args.synthetic_val_clips is not None:
         spec.synthetic_val_clips = args.synthetic_val_clips
-    return config, _options(args, TrainOptions()), spec.resolved(), False
+    return config, _options(args, _preset_options(args.preset)), spec.resolved(), False
+
+
+def _preset_options(preset: str) -> TrainOptions:
+    """Default options of a new run: the demo preset trains with the demo's recipe (crops, learning-rate
+    cool-down), without which its samples wander off the data."""
+    from melnet_fast.cli.demo import DEMO_CROP_FRAMES, DEMO_LR_COOLDOWN, DEMO_PRESET
+
+    if preset == DEMO_PRESET:
+        return TrainOptions(crop_frames=DEMO_CROP_FRAMES, lr_cooldown=DEMO_LR_COOLDOWN)
+    return TrainOptions()
 
 
 def run(args) -> int:
