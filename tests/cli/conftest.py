@@ -30,6 +30,18 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return result
 
 
+def main_error(capsys, *args) -> str:
+    """Run the command in process (the errors come before any long work) and return its one error line (exit
+    status 2, no traceback)."""
+    from melnet_fast.cli import main
+
+    status = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and "Traceback" not in err, (status, err)
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A run directory trained for 4 steps by the CLI (shared: tests that change it work on a copy)."""

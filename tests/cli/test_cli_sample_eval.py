@@ -68,3 +68,22 @@ def test_diverging_model_samples_finite_values_with_a_warning(run_copy, tmp_path
     spec = np.load(out.with_suffix(".npy"))
     assert np.isfinite(spec).all() and spec.min() >= np.float32(FLOOR) and spec.max() <= np.float32(CEILING)
     assert "ran away" in result.stderr and (spec == np.float32(CEILING)).any()
+
+
+def test_a_spectrogram_shorter_than_the_inversion_needs_gets_silence_for_its_audio(tmp_path, one_thread):
+    """A text model may stop after fewer frames than the inversion's window: the audio gets silent frames after
+    them (said in the info); the .npy keeps the drawn values only (in the samplers' range)."""
+    from melnet_fast.cli.sample_cmd import write_outputs
+    from melnet_fast.log_mel_scale import SAMPLE_RANGE
+
+    config = MelNetConfig.preset("tiny")
+    drawn = torch.randn(config.time_factor, config.n_mels)
+    need = audio.min_frames(config)
+    assert drawn.shape[0] < need
+    info = write_outputs(tmp_path / "x.wav", drawn, config, "griffin_lim", 2, progress=False)
+    assert info["padded"] == need - drawn.shape[0]
+    assert soundfile.info(tmp_path / "x.wav").frames == audio.num_samples(need, config)
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), drawn.clamp(*SAMPLE_RANGE).numpy())
+    assert (tmp_path / "x.png").stat().st_size > 0
+    assert write_outputs(tmp_path / "y.wav", torch.randn(need, config.n_mels), config, "griffin_lim", 2,
+                         progress=False)["padded"] == 0
