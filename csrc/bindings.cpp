@@ -32,8 +32,9 @@ TORCH_LIBRARY(melnet_fast, m) {
   // A benchmark probe (csrc/cuda/grid_barrier.cu): one cooperative launch passing `barriers` grid-wide barriers.
   m.def("grid_barrier_probe(Tensor(a!) counter, int blocks, int barriers) -> ()");
   // One tier of ancestral sampling with cached state; weights in the order of csrc/sampler_layout.h.
+  // Drawn values are kept in [x_min, x_max] (NaN -> x_max): math::keep_in_range of csrc/scalar_math.h.
   m.def("sample_tier(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
-        "int n_layers, int n_mixtures, float temperature, int n_prime) -> (Tensor, Tensor)");
+        "int n_layers, int n_mixtures, float temperature, int n_prime, float x_min, float x_max) -> (Tensor, Tensor)");
 }
 
 #ifdef MELNET_FAST_WITH_CUDA

@@ -91,7 +91,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
                                                       const at::Tensor& cz_f, const at::Tensor& u,
                                                       const at::Tensor& eps, const std::vector<at::Tensor>& w,
                                                       int64_t L, int64_t K, double temperature, int64_t n_prime,
-                                                      T* log_density) {
+                                                      double x_min, double x_max, T* log_density) {
   const int64_t T_ = x.size(1), F = x.size(2), D = cz_t.size(3);
   const int64_t G = 4 * D;
   T* xb = x.data_ptr<T>() + b * T_ * F;
@@ -134,6 +134,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
     }
   }
   const T tau = static_cast<T>(temperature);
+  const T lo = static_cast<T>(x_min), hi = static_cast<T>(x_max);
   T logd = 0;
 
   for (int64_t i = 0; i < T_; ++i) {
@@ -176,7 +177,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
         matvec(lay.f_proj_w, &f_h[l * D], lay.f_proj_b, D, D, hf.data(), true);
       }
       matvec(head_w, hf.data(), head_b, 3 * K, D, theta.data());
-      const Drawn<T> dr = draw_mixture(theta.data(), static_cast<int>(K), tau, ub[i * F + j], eb[i * F + j]);
+      const Drawn<T> dr = draw_mixture(theta.data(), static_cast<int>(K), tau, ub[i * F + j], eb[i * F + j], lo, hi);
       xb[i * F + j] = dr.value;
       logd += dr.log_density;
     }
@@ -187,8 +188,9 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
 #define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                            \
   MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f, \
                                    const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w,   \
-                                   int64_t L, int64_t K, double temperature, int64_t n_prime, T* log_density) {    \
-    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, log_density);                           \
+                                   int64_t L, int64_t K, double temperature, int64_t n_prime, double x_min,        \
+                                   double x_max, T* log_density) {                                                 \
+    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, x_min, x_max, log_density);             \
   }
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, float)
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, double)
@@ -197,7 +199,7 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, con
                                                    const at::Tensor& cz_f_in, const at::Tensor& u_in,
                                                    const at::Tensor& eps_in, at::TensorList weights_in,
                                                    int64_t n_layers, int64_t n_mixtures, double temperature,
-                                                   int64_t n_prime) {
+                                                   int64_t n_prime, double x_min, double x_max) {
   const sl::Layout layout(n_layers);
   TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == layout.size(), "sample_tier: expected ", layout.size(),
               " weight tensors, got ", weights_in.size());
@@ -219,7 +221,8 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, con
     scalar_t* ld = log_density.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
-        sample_one_dispatch(b, x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, ld + b);
+        sample_one_dispatch(b, x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
+                            ld + b);
       }
     });
   });

@@ -306,5 +306,12 @@ MF_MATH T log_sum_exp(int n, Get get) {
   return m + log(s);
 }
 
+// The range rule of every tier sampler (keep_in_range of melnet_fast/ops/gmm/reference.py): below lo -> lo, above
+// hi or NaN (which has no side) -> hi, so a diverging model still gives finite samples and its runaways show at hi.
+template <typename T>
+MF_MATH T keep_in_range(T x, T lo, T hi) {
+  return x != x ? hi : (x < lo ? lo : (x > hi ? hi : x));
+}
+
 }  // namespace math
 }  // namespace melnet_fast

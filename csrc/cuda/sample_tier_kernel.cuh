@@ -36,6 +36,7 @@ struct Params {
   int n_prime;
   int head_rows;         // batch rows per chunk of the head (head_rows * 3K <= kHeadSmemFloats)
   float tau;
+  float x_min, x_max;    // every drawn value is kept in [x_min, x_max] (draw_mixture)
   bool vec;              // 16-byte weight loads: D % (16 / sizeof(weight)) == 0 and every weight 16-byte aligned
   const unsigned long long* wtab;  // device addresses of the weight tensors, in the order of sl::Layout(L)
   // Data, float32 contiguous.
@@ -441,7 +442,7 @@ __device__ void head_and_draw(const Params& p, int i, int j, float* s_theta, flo
     if (threadIdx.x < nb) {
       const int64_t b = b0 + threadIdx.x;
       const int64_t e = (b * p.T + i) * p.F + j;
-      const Drawn<float> dr = draw_mixture(s_theta + threadIdx.x * K3, p.K, p.tau, p.u[e], p.eps[e]);
+      const Drawn<float> dr = draw_mixture(s_theta + threadIdx.x * K3, p.K, p.tau, p.u[e], p.eps[e], p.x_min, p.x_max);
       s_val[b] = dr.value;
       if (blockIdx.x == 0) {
         p.x[e] = dr.value;

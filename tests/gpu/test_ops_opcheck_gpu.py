@@ -6,6 +6,7 @@ test_gmm_nll_gpu.py.) Skipped without a GPU."""
 import pytest
 import torch
 
+from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.ops import DIRECTION_CODES
 from melnet_fast.ops.lstm_sweep import gpu_host
 from tests.ops.helpers import make_gmm_inputs, make_sweep_inputs
@@ -54,7 +55,7 @@ def test_sweep_ops_on_cuda(dtype):
 def test_sample_tier_on_cuda():
     x0, cz_t, cz_f, u, eps, weights = make_case(2, 3, 4, 8, 2, 3, dtype=torch.float32, seed=2)
     args = [t.cuda() for t in (x0, cz_t, cz_f, u, eps)]
-    torch.library.opcheck(ops.sample_tier.default, (*args, [w.cuda() for w in weights], 2, 3, 1.0, 1))
+    torch.library.opcheck(ops.sample_tier.default, (*args, [w.cuda() for w in weights], 2, 3, 1.0, 1, *SAMPLE_RANGE))
 
 
 def test_triton_ops_on_cuda():

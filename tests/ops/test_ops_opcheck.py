@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from melnet_fast import backends
+from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.ops import DIRECTION_CODES
 from tests.ops.helpers import make_gmm_inputs, make_sweep_inputs
 
@@ -65,8 +66,10 @@ def test_sample_tier():
     from tests.ops.test_sample_tier import make_case
 
     x0, cz_t, cz_f, u, eps, weights = make_case(2, 3, 4, 5, 2, 3, dtype=torch.float32, seed=2)
-    for temperature, n_prime in ((1.0, 0), (0.0, 1)):
-        torch.library.opcheck(ops.sample_tier.default, (x0, cz_t, cz_f, u, eps, weights, 2, 3, temperature, n_prime))
+    # The default value range, and a narrow one that keeps some draws at its bounds.
+    for temperature, n_prime, (lo, hi) in ((1.0, 0, SAMPLE_RANGE), (0.0, 1, (-0.3, 0.4))):
+        torch.library.opcheck(ops.sample_tier.default,
+                              (x0, cz_t, cz_f, u, eps, weights, 2, 3, temperature, n_prime, lo, hi))
 
 
 # ---- The triton backend's custom ops, in Triton's interpreter (tests/conftest.py sets it where there is no GPU)
