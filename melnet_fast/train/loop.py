@@ -33,7 +33,7 @@ from melnet_fast.train.checkpointing import (
 )
 from melnet_fast.train.data_source import DataSpec, epoch_loader
 from melnet_fast.train.evaluation import LN2, EvalResult, evaluate
-from melnet_fast.train.metrics import MetricsLogger
+from melnet_fast.train.metrics import MetricsLogger, csv_columns
 from melnet_fast.train.options import TrainOptions
 from melnet_fast.train.run_dir import RunDir, RunDirError
 
@@ -99,6 +99,8 @@ class Trainer:
     distributed: None = when launched by torchrun (or a process group exists); see melnet_fast.train.distributed.
     """
 
+    model_kind = "melnet"  # recorded in config.json (melnet_fast.train.run_dir)
+
     def __init__(self, model: MelNet, train_data, val_data=None, options: TrainOptions | None = None,
                  run_dir=None, *, baseline: ChannelGaussian | None = None, data_spec: DataSpec | None = None,
                  resume: bool = True, distributed: bool | None = None):
@@ -112,7 +114,6 @@ class Trainer:
         if train_data.crop_frames != o.crop_frames:
             raise ValueError(f"the training data serves crops of {train_data.crop_frames} frames, the options ask "
                              f"for crop_frames={o.crop_frames}")
-        self.run = RunDir(run_dir).create() if run_dir is not None else None
 
         if distributed is None:
             distributed = dist_utils.launched_by_torchrun() or torch.distributed.is_initialized()
@@ -143,30 +144,48 @@ class Trainer:
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 process_group=self.dist.group)
 
+        self._reset_progress()
+        self._open_run(run_dir, resume, baseline, data_spec)
+
+    # ------------------------------------------------------------------ what every trainer of a run shares
+    def _reset_progress(self) -> None:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.skipped_steps = self._bad_in_a_row = self._streak = 0
         self.best_val: float | None = None
         self.best_step: int | None = None
         self.last_checkpoint_step: int | None = None
-        self.last_val: EvalResult | None = None
+        self.last_val = None
         self._last_val_step: int | None = None
         self._iter = None
         self.messages: List[str] = []
         self._pending: List[str] = []
 
+    def _open_run(self, run_dir, resume: bool, baseline: ChannelGaussian | None, data_spec: DataSpec | None) -> None:
+        """Create (or reopen) the run directory (None: write nothing), resume from its latest checkpoint, fit or
+        read the per-channel baseline, write config.json and open the logs."""
+        self.run = RunDir(run_dir).create() if run_dir is not None else None
         resumed = False
         if resume and self.run is not None and self.run.latest_state.is_file():
             self.load_state_dict(load_training_state(self.run.latest_state))
             resumed = True
         self.baseline = baseline if baseline is not None else self._baseline()
         if self.run is not None and self.is_main:
-            self.run.write_config(self.config, o.to_dict(), data_spec.to_dict() if data_spec else {})
+            self.run.write_config(self.config, self.options.to_dict(), data_spec.to_dict() if data_spec else {},
+                                  kind=self.model_kind)
         self.logger = MetricsLogger(self.run.root if self.run is not None and self.is_main else None,
-                                    self.config.n_tiers, resume_step=self.step if resumed else None,
+                                    columns=self.metric_columns(), resume_step=self.step if resumed else None,
                                     echo=self.is_main)
         for text in self._pending:  # said before the logger existed (e.g. while resuming)
             self.logger.message(text)
         self._pending.clear()
+
+    def metric_columns(self) -> List[str]:
+        """The columns of metrics.csv (see melnet_fast.train.metrics)."""
+        return csv_columns(self.config.n_tiers)
+
+    def example_elements(self) -> int:
+        """Spectrogram elements one training example contributes to a step (the trained tiers' elements)."""
+        return sum(self._tier_elements[g] for g in self.tiers)
 
     # ------------------------------------------------------------------ helpers
     def say(self, text: str) -> None:
@@ -242,6 +261,10 @@ class Trainer:
         loss = sum(values[g] * self._tier_elements[g] for g in self.tiers) / n
         return StepResult(values, norms, not finite, loss)
 
+    def _loss_name(self, key) -> str:
+        """How a key of StepResult.losses is named in messages."""
+        return f"tier {key}"
+
     def _last_good(self) -> str:
         if self.last_checkpoint_step is None:
             return "no checkpoint has been written yet"
@@ -255,8 +278,8 @@ class Trainer:
         if result.skipped:
             self.skipped_steps += 1
             self._bad_in_a_row += 1
-            what = ", ".join(f"tier {g} loss {result.losses[g]:.4g} grad norm {result.grad_norms[g]:.4g}"
-                             for g in self.tiers)
+            what = ", ".join(f"{self._loss_name(k)} loss {result.losses[k]:.4g} grad norm "
+                             f"{result.grad_norms[k]:.4g}" for k in result.losses)
             self.say(f"step {self.step}: non-finite loss or gradient ({what}); skipped the update (parameters "
                      f"unchanged); {self._last_good()}")
         else:
@@ -286,7 +309,7 @@ class Trainer:
         bar = tqdm(total=o.steps, initial=min(self.step, o.steps), desc="train", unit="step", dynamic_ncols=True,
                    disable=not (o.progress and self.is_main))
         interval = {"time": 0.0, "elements": 0, "loss": 0.0, "steps": 0}
-        elements_per_example = sum(self._tier_elements[g] for g in self.tiers)
+        elements_per_example = self.example_elements()
         rate = None
         try:
             while self.step < o.steps:
@@ -390,24 +413,33 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "model_config": self.config.to_dict(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            **self._optimizer_state(),
             "rng": [rng_state()],
             "best_val": self.best_val, "best_step": self.best_step, "skipped_steps": self.skipped_steps,
             "options": self.options.to_dict(),
         }
 
+    def _optimizer_state(self) -> Dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def _load_optimizer_state(self, state: Dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the options of this run win over the stored ones
+            group["lr"], group["momentum"] = self.options.learning_rate, self.options.momentum
+
     def load_state_dict(self, state: Dict) -> None:
         """Restore a state_dict / checkpoint. RunDirError when it belongs to a model with another config."""
-        stored = MelNetConfig.from_dict(state["model_config"])
+        try:
+            stored = type(self.config).from_dict(state["model_config"])
+        except (TypeError, ValueError) as e:
+            raise RunDirError(f"the checkpoint is incompatible with this model: {e}") from None
         if stored != self.config:
             diff = {k: (v, self.config.to_dict()[k]) for k, v in stored.to_dict().items()
                     if v != self.config.to_dict()[k]}
             raise RunDirError(f"the checkpoint is incompatible with this model: config fields differ "
                               f"(checkpoint, now): {diff}")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # the options of this run win over the stored ones
-            group["lr"], group["momentum"] = self.options.learning_rate, self.options.momentum
+        self._load_optimizer_state(state)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best_val, self.best_step = state["best_val"], state["best_step"]
         self.skipped_steps = state["skipped_steps"]
