@@ -23,6 +23,17 @@ IMAGE_VMAX = (0.0 - audio.NORM_MEAN) / audio.NORM_STD
 _META_KEY = "melnet_fast"
 
 
+def audible_range(spec: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(spec clamped to [log floor, +60 dB over a full-scale sine], number of values that were not finite or
+    above that): what an undertrained model can draw (NaN, inf, runaway values) is not audio, and the inversion
+    needs finite power. Values below the log floor are just silence (the data is floored there) and are not
+    counted."""
+    low, high = IMAGE_VMIN, IMAGE_VMAX + 2.0
+    spec = spec.float().cpu()
+    bad = int((~torch.isfinite(spec) | (spec > high)).sum())
+    return torch.nan_to_num(spec, nan=low, posinf=high, neginf=low).clamp(low, high), bad
+
+
 def _as_array(x) -> np.ndarray:
     x = x.detach().cpu().float().numpy() if torch.is_tensor(x) else np.asarray(x, dtype=np.float32)
     if x.ndim != 2:
@@ -58,7 +69,7 @@ def plot_tiers(path, x, n_tiers: int, settings=None, title: str = "generated") -
     axes = fig.subplots(n_tiers, 1, sharex=True, squeeze=False)[:, 0]
     for g, (ax, view) in enumerate(zip(axes, tier_views(x, n_tiers)), start=1):
         T, F = view.shape
-        label = f"{title}: tier 1" if g == 1 else f"tiers 1-{g}"
+        label = title if n_tiers == 1 else f"{title}: tier 1" if g == 1 else f"tiers 1-{g}"
         im = _show(ax, view.numpy(), seconds, x.shape[1], vmin, vmax, f"{label} ({T} frames x {F} channels)")
     axes[-1].set_xlabel("time (s)")
     fig.colorbar(im, ax=list(axes), label="normalised log-mel", shrink=0.8)
