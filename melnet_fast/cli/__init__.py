@@ -12,7 +12,7 @@ import os
 import sys
 from typing import List
 
-from melnet_fast.cli import demo, eval_cmd, gan_cmd, invert_cmd, sample_cmd, train_cmd
+from melnet_fast.cli import compare_cmd, demo, eval_cmd, gan_cmd, invert_cmd, sample_cmd, train_cmd
 from melnet_fast.cli.common import UserError
 
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with `melnet-fast demo` (a few minutes on a CPU). `melnet-fast COMMAND --help` for details.")
     parser.add_argument("--version", action="version", version=f"melnet_fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (train_cmd, sample_cmd, eval_cmd, invert_cmd, demo, gan_cmd):
+    for module in (train_cmd, sample_cmd, eval_cmd, invert_cmd, demo, gan_cmd, compare_cmd):
         module.add_parser(sub)
     return parser
 

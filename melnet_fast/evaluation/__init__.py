@@ -1,0 +1,15 @@
+"""Measures of generated spectrograms for any model that makes them (MelNet, cMelGAN, ...).
+
+    LabelClassifier, train_classifier   a small genre / speaker classifier trained on real training crops
+    frechet_distance                    Fréchet distance between feature sets (FID's formula)
+    compare_runs, Comparison            label accuracy of samples and Fréchet distance to held-out real data,
+                                        with parameters, training throughput and held-out NLL, per run
+                                        (`melnet-fast compare`)
+"""
+
+from melnet_fast.evaluation.classifier import LabelClassifier, train_classifier
+from melnet_fast.evaluation.compare import Comparison, ModelScores, compare_runs, generate
+from melnet_fast.evaluation.frechet import frechet_distance, frechet_from_statistics, gaussian_statistics
+
+__all__ = ["LabelClassifier", "train_classifier", "frechet_distance", "frechet_from_statistics",
+           "gaussian_statistics", "Comparison", "ModelScores", "compare_runs", "generate"]
