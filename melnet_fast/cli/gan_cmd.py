@@ -11,7 +11,7 @@ import torch
 
 from melnet_fast.cli import sample_cmd, train_cmd
 from melnet_fast.cli.common import UserError, label_id, load_run_model, out_paths, pick_device
-from melnet_fast.train.run_dir import RunDir, RunDirError
+from melnet_fast.train.run_dir import RunDir
 
 KIND = "cmelgan"
 
@@ -84,12 +84,7 @@ def run_train(args) -> int:
     print(f"  model: cMelGAN, {g + d:,} parameters (generator {g:,}, discriminator {d:,}), {config.n_labels} "
           f"label(s); {len(train)} training items, {len(val) if val is not None else 0} held out; clips of "
           f"{config.frames} frames x {config.n_mels} mels", flush=True)
-    try:
-        trainer = GANTrainer(model, train, val, options, run_dir.root, data_spec=spec)
-    except RunDirError as e:
-        raise UserError(f"incompatible checkpoint in {args.out}: {e}") from None
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    trainer = train_cmd.start_trainer(GANTrainer, model, train, val, options, run_dir, spec)
     print(f"  training on {trainer.device} for steps {trainer.step}..{resolved.steps}", flush=True)
     return train_cmd.fit_and_report(trainer, run_dir)
 

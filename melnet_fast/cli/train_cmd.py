@@ -194,15 +194,20 @@ def run(args) -> int:
     print(f"  model: {config.n_tiers} tiers, {sum(counts):,} parameters ({' / '.join(f'{c:,}' for c in counts)}); "
           f"{len(train)} training items, {len(val) if val is not None else 0} held out; "
           f"crops of {resolved.crop_frames} frames x {config.n_mels} mels", flush=True)
-    try:
-        trainer = Trainer(model, train, val, options, run_dir.root, data_spec=spec)
-    except RunDirError as e:
-        raise UserError(f"incompatible checkpoint in {args.out}: {e}") from None
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    trainer = start_trainer(Trainer, model, train, val, options, run_dir, spec)
     print(f"  training tiers {list(trainer.tiers)} on {trainer.device} for steps {trainer.step}..{resolved.steps}",
           flush=True)
     return fit_and_report(trainer, run_dir)
+
+
+def start_trainer(trainer_class, model, train, val, options: TrainOptions, run_dir: RunDir, spec: DataSpec):
+    """trainer_class(...) on the run directory (resuming it when it holds a checkpoint), errors as UserError."""
+    try:
+        return trainer_class(model, train, val, options, run_dir.root, data_spec=spec)
+    except RunDirError as e:
+        raise UserError(f"incompatible checkpoint in {run_dir.root}: {e}") from None
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def fit_and_report(trainer, run_dir: RunDir) -> int:

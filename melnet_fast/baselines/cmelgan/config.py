@@ -10,12 +10,11 @@ melnet_fast.baselines.cmelgan.parameter_table() lists their sizes.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from typing import Any, Dict, Tuple
 
 from melnet_fast.audio import AudioSettings
-from melnet_fast.config import _finite_number, _positive_int
+from melnet_fast.config import _finite_number, _positive_int, config_from_dict
 
 _DEMO_AUDIO = dict(n_mels=32, sample_rate=16000, hop_length=256)  # MelNet's demo preset (cli/demo.py)
 _PRESETS: Dict[str, Dict[str, Any]] = {
@@ -185,16 +184,7 @@ class CMelGANConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> CMelGANConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"a CMelGANConfig dict must be a dict, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown CMelGANConfig field(s) {unknown}; valid fields: {sorted(names)}")
-        return cls(**d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
+        return config_from_dict(cls, d)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> CMelGANConfig:
