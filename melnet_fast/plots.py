@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 import torch
@@ -102,6 +102,30 @@ def plot_comparison(path, real: Sequence, generated: Sequence, settings=None,
             im = _show(ax, x, x.shape[0] * s.hop_length / s.sample_rate, x.shape[1], vmin, vmax,
                        f"{kind} {name}")
         axes[-1, col].set_xlabel("time (s)")
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="normalised log-mel", shrink=0.8)
+    fig.savefig(os.fspath(path), dpi=110)
+
+
+def plot_grid(path, rows: Dict[str, Sequence], column_titles: Sequence[str], settings=None) -> None:
+    """PNG of spectrograms [T, F] in a grid: one row per entry of `rows` (its name on the left), one column per
+    title (e.g. a genre), all on one colour scale (the log floor to 0 dB, values clamped by audible_range)."""
+    from matplotlib.figure import Figure
+
+    s = audio.audio_settings(settings)
+    n_cols = len(column_titles)
+    fig = Figure(figsize=(2.6 * n_cols + 1.2, 1.9 * len(rows) + 0.4), layout="constrained")
+    axes = fig.subplots(len(rows), n_cols, squeeze=False, sharex=True, sharey=True)
+    for r, (name, specs) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            x = _as_array(audible_range(torch.as_tensor(_as_array(specs[c])))[0])
+            im = _show(ax, x, x.shape[0] * s.hop_length / s.sample_rate, x.shape[1], IMAGE_VMIN, IMAGE_VMAX,
+                       column_titles[c] if r == 0 else "")
+            if c:
+                ax.set_ylabel("")
+        axes[r, 0].set_ylabel(f"{name}\nmel channel", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
     fig.colorbar(im, ax=axes.ravel().tolist(), label="normalised log-mel", shrink=0.8)
     fig.savefig(os.fspath(path), dpi=110)
 

@@ -13,12 +13,13 @@ from melnet_fast.cli.common import UserError, add_device_arg, pick_device
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "compare", help="label accuracy of samples, Fréchet distance, NLL and speed of several runs",
-        description="Train a small label classifier on the data's training part and score it on the held-out part; "
+        description="Train small label classifiers on the data's training part and score them on the held-out part; "
                     "then for each run generate as many spectrograms as there are held-out segments (each "
                     "conditioned on one segment's label) and report the classifier's accuracy at recovering the "
                     "label and the Fréchet distance of its features to the held-out segments (the floor: training "
                     "crops against them), next to parameters, training kHz of audio per second and held-out NLL "
-                    "(MelNet). A per-label, per-channel Gaussian is scored as a reference. With --json the last "
+                    "(MelNet); accuracies and distances are means ± standard deviations over the classifiers. "
+                    "A per-label, per-channel Gaussian is scored as a reference. With --json the last "
                     "line printed is one JSON object.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--run", action="append", required=True, metavar="RUN_DIR", help="a run directory (repeat it)")
     p.add_argument("--data", help="folder, CSV manifest, or 'synthetic' (default: the first run's data)")
@@ -28,9 +29,12 @@ def add_parser(sub) -> None:
     p.add_argument("--max-segments", type=int, help="use only the first N held-out segments")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (cMelGAN: noise scale)")
     p.add_argument("--seed", type=int, default=0, help="seed of the classifier, the samples and the floor's crops")
-    p.add_argument("--classifier-steps", type=int, default=400, help="training steps of the label classifier")
+    p.add_argument("--classifiers", type=int, default=3, help="label classifiers that judge (mean ± std over them)")
+    p.add_argument("--classifier-steps", type=int, default=400, help="training steps of each label classifier")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
     p.add_argument("--no-reference", action="store_true", help="leave out the per-label channel Gaussian row")
+    p.add_argument("--figure", metavar="OUT.png", help="also draw one sample per label of every model beside the "
+                                                       "held-out data")
     add_device_arg(p)
     p.set_defaults(func=run)
 
@@ -41,7 +45,7 @@ def run(args) -> int:
     from melnet_fast.train.run_dir import RunDirError
 
     for name, value in (("--frames", args.frames), ("--samples", args.samples), ("--max-segments", args.max_segments),
-                        ("--classifier-steps", args.classifier_steps)):
+                        ("--classifiers", args.classifiers), ("--classifier-steps", args.classifier_steps)):
         if value is not None and value < 1:
             raise UserError(f"{name} must be >= 1, got {value}")
     if not args.temperature >= 0:
@@ -51,7 +55,8 @@ def run(args) -> int:
     try:
         result = compare_runs(args.run, args.data, frames=args.frames, samples=args.samples,
                               max_segments=args.max_segments, temperature=args.temperature, seed=args.seed,
-                              device=pick_device(args.device), classifier_steps=args.classifier_steps,
+                              device=pick_device(args.device), classifiers=args.classifiers,
+                              classifier_steps=args.classifier_steps,
                               checkpoint=args.checkpoint, reference=not args.no_reference,
                               log=lambda text: print(text, file=sys.stderr, flush=True))
     except (RunDirError, FileNotFoundError, ValueError) as e:
@@ -69,6 +74,15 @@ def run(args) -> int:
         if m.nonfinite:
             print(f"warning: {m.name}: {m.nonfinite} generated values were NaN or infinite (clamped to the audible "
                   f"range before scoring)", file=sys.stderr)
+    if args.figure:
+        from melnet_fast import audio
+        from melnet_fast.plots import plot_grid
+        from melnet_fast.train.run_dir import RunDir
+
+        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+        settings = audio.audio_settings(RunDir(args.run[0]).read_config()["model"])
+        plot_grid(args.figure, result.examples, result.label_names or ["sample"], settings)
+        print(f"figure: {args.figure}")
     if args.json:
         print(json.dumps(result.to_dict()))
     return 0

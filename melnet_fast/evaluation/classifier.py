@@ -17,6 +17,7 @@ from melnet_fast.data import make_loader
 from melnet_fast.plots import audible_range
 
 POOLS = 2  # 2x2 max-pools: F must be at least 2 ** POOLS
+GAIN = 0.5  # training crops get a random level offset in [-GAIN, GAIN] (normalised units; 0.5 = 7.6 dB)
 
 
 class LabelClassifier(nn.Module):
@@ -69,7 +70,7 @@ class LabelClassifier(nn.Module):
 
 
 def train_classifier(dataset, *, steps: int = 400, batch_size: int = 32, learning_rate: float = 2e-3,
-                     seed: int = 0, device: str | torch.device = "cpu") -> LabelClassifier:
+                     seed: int = 0, device: str | torch.device = "cpu", gain: float = GAIN) -> LabelClassifier:
     """A LabelClassifier trained with Adam on random crops of `dataset` (a labelled SpectrogramCropDataset, e.g.
     a run's training data) for `steps` batches; deterministic in `seed`, and the global RNG is left untouched.
     Returned in eval mode."""
@@ -87,8 +88,10 @@ def train_classifier(dataset, *, steps: int = 400, batch_size: int = 32, learnin
     model.train()
     step, epoch = 0, 0
     while True:
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         for x, y in make_loader(dataset, batch_size, seed=seed * 100_003 + epoch,
                                 drop_last=len(dataset) >= batch_size):
+            x = x + gain * (2 * torch.rand(len(x), 1, 1, generator=generator) - 1)
             loss = loss_fn(model(x.to(device)), y.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

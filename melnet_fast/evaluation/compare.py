@@ -1,11 +1,14 @@
 """Sample quality of trained runs side by side (MelNet and cMelGAN alike), on one labelled dataset.
 
 1. The held-out real data is cut into non-overlapping segments of `frames` frames: the reference set (N).
-2. A LabelClassifier is trained on crops of the training data and scored on the reference set.
+2. Several LabelClassifiers (seeds seed, seed + 1, ...) are trained on crops of the training data and scored on
+   the reference set.
 3. Every run generates N spectrograms, each conditioned on the label of one reference segment (unconditional
-   models just generate N). Scores: the classifier's accuracy at recovering the conditioned label, and the
-   Fréchet distance between the classifier features of the generated and the reference sets. The floor of the
-   distance is that of N training crops against the reference set (real against real).
+   models just generate N). Scores: the classifiers' accuracy at recovering the conditioned label, and the
+   Fréchet distance between the classifier features of the generated and the reference sets, each the mean over
+   the classifiers with its standard deviation: one small classifier's feature space is a noisy judge (the
+   ranking of two close models can change with its seed), and the spread says how far to trust a difference.
+   The floor of the distance is that of N training crops against the reference set (real against real).
 4. Beside them: parameters, training throughput in kHz of audio per second (the median of metrics.csv's train
    rows), and, where the model has a density, its held-out NLL. A per-label, per-channel Gaussian fitted on the
    training data is scored as a reference row: a model whose samples are no closer than independent noise with
@@ -17,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 
@@ -35,8 +38,9 @@ REFERENCE = "per-label channel Gaussian"
 class ModelScores:
     """One row of a comparison. parameters: all trained ones (for a GAN, both networks); sampling_parameters:
     those that make a sample (a GAN's generator). train_audio_khz: training throughput in thousands of audio
-    samples per second. nll_nats: held-out NLL per element (None without a density). label_accuracy: None for
-    an unconditional model. nonfinite: generated values that were NaN or infinite (clamped before scoring)."""
+    samples per second. nll_nats: held-out NLL per element (None without a density). label_accuracy (None for
+    an unconditional model) and frechet: means over the classifiers, *_std their standard deviations.
+    nonfinite: generated values that were NaN or infinite (clamped before scoring)."""
 
     name: str
     kind: str
@@ -47,37 +51,48 @@ class ModelScores:
     train_audio_khz: float | None
     nll_nats: float | None
     label_accuracy: float | None
+    label_accuracy_std: float | None
     frechet: float
+    frechet_std: float
     samples: int
     nonfinite: int = 0
 
 
 @dataclasses.dataclass
 class Comparison:
-    """The scores of several models on one dataset. classifier_accuracy: on the held-out real segments (the
-    ceiling of a model's label accuracy); frechet_floor: training crops against the held-out segments;
-    feature_dim: of the classifier features (the distances are noisy with fewer than about twice as many
-    segments)."""
+    """The scores of several models on one dataset. classifiers: how many label classifiers judged (means and
+    standard deviations over them). classifier_accuracy: on the held-out real segments (the ceiling of a model's
+    label accuracy); frechet_floor: training crops against the held-out segments; feature_dim: of the classifier
+    features (the distances are noisy with fewer than about twice as many segments)."""
 
     data: str
     frames: int
     n_mels: int
     reference_segments: int
     label_names: List[str]
+    classifiers: int
     classifier_accuracy: float
+    classifier_accuracy_std: float
     frechet_floor: float
+    frechet_floor_std: float
     feature_dim: int
     temperature: float
     seed: int
     models: List[ModelScores]
+    # One spectrogram [frames, F] per label (label_names order) of the held-out data and of every model (by name);
+    # for figures (plots.plot_grid), left out of to_dict.
+    examples: Dict[str, List[torch.Tensor]] = dataclasses.field(default_factory=dict, repr=False)
 
     def to_dict(self) -> Dict:
-        return dataclasses.asdict(self)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "examples"}
+        return {**d, "label_names": list(self.label_names), "models": [dataclasses.asdict(m) for m in self.models]}
 
     def table(self) -> str:
         """A markdown table: one row per model, then the real data's row."""
-        def num(v, fmt):
-            return "n/a" if v is None else format(v, fmt)
+        def num(v, fmt, std=None):
+            if v is None:
+                return "n/a"
+            return format(v, fmt) + (f" ± {format(std, fmt)}" if std is not None and self.classifiers > 1 else "")
 
         lines = ["| model | parameters (trained / sampling) | training steps | training kHz of audio / s | "
                  "held-out NLL (nats/element) | label accuracy of samples | Fréchet distance |",
@@ -88,9 +103,11 @@ class Comparison:
                 else f"{m.parameters:,} / {m.sampling_parameters:,}")
             lines.append(f"| {m.name} ({m.kind}) | {params} | {num(m.train_steps, ',')} | "
                          f"{num(m.train_audio_khz, '.1f')} | {num(m.nll_nats, '.3f')} | "
-                         f"{num(m.label_accuracy, '.3f')} | {m.frechet:.3f} |")
-        lines.append(f"| held-out real (floor: training crops) | | | | | {self.classifier_accuracy:.3f} | "
-                     f"{self.frechet_floor:.3f} |")
+                         f"{num(m.label_accuracy, '.3f', m.label_accuracy_std)} | "
+                         f"{num(m.frechet, '.1f', m.frechet_std)} |")
+        lines.append(f"| held-out real (floor: training crops) | | | | | "
+                     f"{num(self.classifier_accuracy, '.3f', self.classifier_accuracy_std)} | "
+                     f"{num(self.frechet_floor, '.1f', self.frechet_floor_std)} |")
         return "\n".join(lines)
 
 
@@ -157,16 +174,39 @@ def _data(doc: Dict, data: str | None, config, frames: int, cache_dir):
     return spec.source, train, held_out
 
 
+def _mean_std(values: List[float]) -> Tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+class _Judges:
+    """Label classifiers and the statistics of their features on the reference set."""
+
+    def __init__(self, train, x_ref: torch.Tensor, count: int, steps: int, seed: int, device):
+        self.classifiers = [train_classifier(train, steps=steps, seed=seed + k, device=device) for k in range(count)]
+        self.reference = [gaussian_statistics(c.embeddings(x_ref)) for c in self.classifiers]
+
+    def frechet(self, x: torch.Tensor) -> Tuple[float, float]:
+        """(mean, std) over the classifiers of the Fréchet distance of x [N, T, F] to the reference set."""
+        return _mean_std([frechet_from_statistics(*gaussian_statistics(c.embeddings(x)), *ref)
+                          for c, ref in zip(self.classifiers, self.reference)])
+
+    def accuracy(self, x: torch.Tensor, labels: torch.Tensor) -> Tuple[float, float]:
+        """(mean, std) over the classifiers of the share of x [N, T, F] classified as labels [N]."""
+        return _mean_std([c.accuracy(x, labels) for c in self.classifiers])
+
+
 def compare_runs(runs: Sequence, data: str | None = None, *, frames: int | None = None, samples: int | None = None,
                  max_segments: int | None = None, temperature: float = 1.0, seed: int = 0,
-                 device: str | torch.device = "cpu", classifier_steps: int = 400, checkpoint: str = "best",
-                 reference: bool = True, log: Callable[[str], None] | None = None) -> Comparison:
+                 device: str | torch.device = "cpu", classifiers: int = 3, classifier_steps: int = 400,
+                 checkpoint: str = "best", reference: bool = True,
+                 log: Callable[[str], None] | None = None) -> Comparison:
     """Score the models of run directories `runs` (MelNet or cMelGAN) on `data` (default: the first run's data,
     split into training and held-out parts as in training). All runs must share the audio settings.
 
     frames: length of every segment and sample (default: the first run's training crop; each model must be
     able to make it). samples: generated per model (default: as many as reference segments, max_segments caps
-    those). reference: add the per-label channel Gaussian row. log: called with progress lines.
+    those). classifiers, classifier_steps: how many label classifiers judge (seeds seed, seed + 1, ...) and
+    their training steps. reference: add the per-label channel Gaussian row. log: called with progress lines.
     Raises RunDirError / ValueError / FileNotFoundError for unusable runs or data.
     """
     say = log or (lambda text: None)
@@ -193,21 +233,23 @@ def compare_runs(runs: Sequence, data: str | None = None, *, frames: int | None 
     x_ref, y_ref = _segments(held_out, frames, max_segments)
     n = samples or len(x_ref)
     y_gen = y_ref.repeat(-(-n // len(y_ref)))[:n]
+    names = list(train.label_names)
+    examples = {"held-out real": _one_per_label(x_ref, y_ref, len(names))}
 
-    say(f"training the label classifier ({classifier_steps} steps) on the training data")
-    classifier = train_classifier(train, steps=classifier_steps, seed=seed, device=device)
-    stats_ref = gaussian_statistics(classifier.embeddings(x_ref))
-    x_train, _ = _random_crops(train, frames, len(x_ref), seed)
-    floor = frechet_from_statistics(*gaussian_statistics(classifier.embeddings(x_train)), *stats_ref)
+    if classifiers < 1:
+        raise ValueError(f"classifiers must be >= 1, got {classifiers}")
+    say(f"training {classifiers} label classifier(s) ({classifier_steps} steps each) on the training data")
+    judges = _Judges(train, x_ref, classifiers, classifier_steps, seed, device)
+    floor = judges.frechet(_random_crops(train, frames, len(x_ref), seed)[0])
 
     def scores(name, kind, run, x, conditional, **fields) -> ModelScores:
-        features = classifier.embeddings(x)
-        accuracy = classifier.accuracy(x, y_gen) if conditional else None
-        return ModelScores(name=name, kind=kind, run=run, label_accuracy=accuracy, samples=len(x),
-                           frechet=frechet_from_statistics(*gaussian_statistics(features), *stats_ref), **fields)
+        examples[name] = _one_per_label(x, y_gen if conditional else None, len(names))
+        accuracy, accuracy_std = judges.accuracy(x, y_gen) if conditional else (None, None)
+        frechet, frechet_std = judges.frechet(x)
+        return ModelScores(name=name, kind=kind, run=run, label_accuracy=accuracy, label_accuracy_std=accuracy_std,
+                           frechet=frechet, frechet_std=frechet_std, samples=len(x), **fields)
 
     rows = []
-    names = list(train.label_names)
     for path, run, doc, model in loaded:
         conditional = _is_conditional(model)
         stored = (doc.get("data") or {}).get("label_names") or []
@@ -232,10 +274,22 @@ def compare_runs(runs: Sequence, data: str | None = None, *, frames: int | None 
         x, nll = _label_gaussian(train, y_ref, y_gen, x_ref, frames, seed)
         rows.append(scores(REFERENCE, "reference", None, x, True, parameters=None, sampling_parameters=None,
                            train_steps=None, train_audio_khz=None, nll_nats=nll))
+    real_accuracy = judges.accuracy(x_ref, y_ref)
     return Comparison(data=source, frames=frames, n_mels=settings[0].n_mels, reference_segments=len(x_ref),
-                      label_names=names, classifier_accuracy=classifier.accuracy(x_ref, y_ref),
-                      frechet_floor=floor, feature_dim=stats_ref[0].numel(), temperature=temperature, seed=seed,
-                      models=rows)
+                      label_names=names, classifiers=classifiers, classifier_accuracy=real_accuracy[0],
+                      classifier_accuracy_std=real_accuracy[1], frechet_floor=floor[0], frechet_floor_std=floor[1],
+                      feature_dim=judges.reference[0][0].numel(), temperature=temperature, seed=seed, models=rows,
+                      examples=examples)
+
+
+def _one_per_label(x: torch.Tensor, labels: torch.Tensor | None, n_labels: int) -> List[torch.Tensor]:
+    """The first spectrogram of each label (the first ones when unconditional)."""
+    if labels is None:
+        return [x[k % len(x)] for k in range(n_labels)]
+    first = {}
+    for k, y in enumerate(labels.tolist()):
+        first.setdefault(y, k)
+    return [x[first[y]] if y in first else torch.full_like(x[0], float("nan")) for y in range(n_labels)]
 
 
 def _label_gaussian(train, y_ref, y_gen, x_ref, frames: int, seed: int):

@@ -69,17 +69,21 @@ def test_user_errors_are_one_line(args, message, gan_run, trained_run, tmp_path,
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_compare_scores_both_kinds_of_run(trained_run, gan_run):
+def test_compare_scores_both_kinds_of_run(trained_run, gan_run, tmp_path):
+    figure = tmp_path / "grid.png"
     result = ok(cli("compare", "--run", trained_run, "--run", gan_run, "--data", "synthetic", "--json",
-                    "--classifier-steps", "20"))
+                    "--classifiers", "2", "--classifier-steps", "20", "--figure", figure))
+    assert figure.stat().st_size > 10_000
     d = json.loads(result.stdout.strip().splitlines()[-1])
     assert d["frames"] == 16 and d["reference_segments"] == 30 and len(d["label_names"]) == 4
+    assert d["classifiers"] == 2 and d["classifier_accuracy_std"] >= 0
     melnet, gan, reference = d["models"]
     assert (melnet["kind"], gan["kind"], reference["kind"]) == ("melnet", "cmelgan", "reference")
     assert melnet["label_accuracy"] is None  # an unconditional MelNet: no label to recover
     assert np.isfinite(melnet["nll_nats"]) and gan["nll_nats"] is None and np.isfinite(reference["nll_nats"])
     assert 0 <= gan["label_accuracy"] <= 1 and 0 <= d["classifier_accuracy"] <= 1
     assert gan["parameters"] > gan["sampling_parameters"] > 0 and melnet["train_steps"] == 4
-    assert all(m["frechet"] >= 0 and m["samples"] == 30 for m in d["models"]) and d["frechet_floor"] >= 0
+    assert all(m["frechet"] >= 0 and m["frechet_std"] >= 0 and m["samples"] == 30 for m in d["models"])
+    assert d["frechet_floor"] >= 0 and gan["label_accuracy_std"] >= 0
     assert melnet["train_audio_khz"] > 0 and gan["train_audio_khz"] > 0
-    assert "| held-out real (floor: training crops) |" in result.stdout
+    assert "| held-out real (floor: training crops) |" in result.stdout and " ± " in result.stdout

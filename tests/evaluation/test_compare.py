@@ -37,10 +37,12 @@ def test_a_model_that_returns_the_held_out_data_scores_the_floor_of_real_data(ga
         return real.clone()
 
     monkeypatch.setattr(compare, "generate", replay)
-    result = compare.compare_runs([run], classifier_steps=30, reference=False)
+    result = compare.compare_runs([run], classifiers=2, classifier_steps=30, reference=False)
     (row,) = result.models
-    assert row.frechet < 1e-6 and row.label_accuracy == result.classifier_accuracy
-    assert result.reference_segments == len(real) == 12 and result.frechet_floor > 0
+    assert row.frechet < 1e-6 and row.frechet_std < 1e-6
+    assert (row.label_accuracy, row.label_accuracy_std) == (result.classifier_accuracy, result.classifier_accuracy_std)
+    assert result.reference_segments == len(real) == 12 and result.frechet_floor > 0 and result.classifiers == 2
+    assert [len(v) for v in result.examples.values()] == [4, 4]  # one per genre: held-out real, the run
 
 
 def test_runs_of_other_spectrograms_are_refused(gan_run, tmp_path):
@@ -50,4 +52,4 @@ def test_runs_of_other_spectrograms_are_refused(gan_run, tmp_path):
     GANTrainer(CMelGAN(config), train, None, TrainOptions(steps=0, batch_size=2, progress=False), other,
                data_spec=SPEC).fit()
     with pytest.raises(ValueError, match="different audio settings"):
-        compare.compare_runs([gan_run[0], other], classifier_steps=1)
+        compare.compare_runs([gan_run[0], other], classifiers=1, classifier_steps=1)
