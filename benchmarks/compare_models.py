@@ -1,8 +1,8 @@
 """Train MelNet and cMelGAN on the same labelled data for the same time, then score both with `melnet-fast
 compare`: the one command behind the README's comparison table.
 
-    python benchmarks/compare_models.py [--minutes 15] [--data synthetic] [--label-from-folder] [--threads 1]
-                                        [--clips 64] [--val-clips 32] [--out runs/compare]
+    python benchmarks/compare_models.py [--minutes 30] [--data synthetic] [--label-from-folder] [--threads 1]
+                                        [--clips 64] [--val-clips 32] [--max-segments N] [--out runs/compare]
                                         [--results benchmarks/results]
 
 Both trainings run at the same time, with the same number of threads each, so that they share whatever else the
@@ -45,7 +45,8 @@ def _commands(args, out: Path):
     gan = ["gan", "train", "--preset", "tiny" if tiny else "demo", *data, *loop, "--out", out / "cmelgan"]
     compare = ["compare", "--run", out / "melnet", "--run", out / "cmelgan", "--data", args.data, "--json",
                "--seed", str(args.seed), "--figure", Path(args.results) / f"compare_{_name(args)}.png"] \
-        + (["--classifier-steps", "20"] if tiny else [])
+        + (["--classifier-steps", "20"] if tiny else []) \
+        + (["--max-segments", str(args.max_segments)] if args.max_segments else [])
     return melnet, gan, compare
 
 
@@ -70,11 +71,13 @@ def _wait(proc: subprocess.Popen) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--minutes", type=float, default=15.0, help="training budget of each model (wall clock)")
+    p.add_argument("--minutes", type=float, default=30.0, help="training budget of each model (wall clock)")
     p.add_argument("--data", default="synthetic", help="'synthetic', or a folder / CSV of labelled audio")
     p.add_argument("--label-from-folder", action="store_true", help="label folder data by top-level subfolder")
     p.add_argument("--clips", type=int, default=64, help="synthetic training clips")
     p.add_argument("--val-clips", type=int, default=32, help="synthetic held-out clips (the compare's reference)")
+    p.add_argument("--max-segments", type=int, help="held-out segments to score (default all; a large corpus "
+                                                    "needs a cap: every model makes one sample per segment)")
     p.add_argument("--threads", type=int, default=1, help="threads of each training process")
     p.add_argument("--steps", type=int, default=10_000_000, help="step cap (the time budget normally stops first)")
     p.add_argument("--val-every", type=int, default=500)
