@@ -1,14 +1,14 @@
-"""Build of melnet_fast and its extension melnet_fast._C.
+"""Build of melnet_fast and its extension melnet_fast._C (flags: build_tools/build_flags.py).
 
-Flags (environment variables, one prefix):
-  MELNET_FAST_CUDA        auto (default) | 0 | 1   build the CUDA kernels: auto = when nvcc and a CUDA torch exist
-  MELNET_FAST_CUDA_ARCHS  compute capabilities, ";"-separated, default "9.0" (H100 / H200)
-  MELNET_FAST_NVCC_THREADS  nvcc --threads, default 2
-  MAX_JOBS                parallel compile jobs (read by torch's ninja build)
-The C++ CPU kernels are always built. Without nvcc the build warns and builds the rest.
+The C++ CPU kernels are always built; the CUDA kernels when nvcc and a CUDA build of torch are there (without
+nvcc the build warns and builds the rest). The C++ standard is the one the torch headers require. The build
+stops when the torch it compiles against is not the torch of the environment it installs into, and it writes
+what it was built against beside the extension (melnet_fast/_build_record.py), checked at import.
+An sdist needs no torch.
 """
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -19,6 +19,23 @@ import warnings
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(ROOT, "build_tools"))
+import build_flags  # noqa: E402  (beside setup.py, not an installed package)
+
+# Commands that compile the extension; the others (sdist, egg_info, dist_info) never import torch.
+_BUILD_COMMANDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "install", "develop", "bdist_egg"}
+
+
+def _load_build_record_module():
+    spec = importlib.util.spec_from_file_location(
+        "_melnet_fast_build_record", os.path.join(ROOT, "melnet_fast", "_build_record.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fail(message: str):
+    sys.exit(f"melnet_fast build: {message}")
 
 
 def _find_cuda_home():
@@ -38,23 +55,19 @@ def _find_cuda_home():
     return None
 
 
+def _nvcc(cuda_home, *args):
+    return subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), *args], capture_output=True, text=True).stdout
+
+
 def _nvcc_version(cuda_home):
-    out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True)
-    m = re.search(r"release (\d+)\.(\d+)", out.stdout)
+    m = re.search(r"release (\d+)\.(\d+)", _nvcc(cuda_home, "--version"))
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def _want_cuda():
-    """Decide whether to build the CUDA kernels; returns (build, cuda_home)."""
-    mode = os.environ.get("MELNET_FAST_CUDA", "auto").lower()
-    if mode not in ("auto", "0", "1"):
-        sys.exit(f"MELNET_FAST_CUDA must be auto, 0 or 1, got {mode!r}")
+def _want_cuda(mode, cuda_home):
+    """Decide whether to build the CUDA kernels; returns cuda_home or None."""
     if mode == "0":
-        return False, None
-    cuda_home = _find_cuda_home()
-    # torch.utils.cpp_extension reads CUDA_HOME at import: set it before importing.
-    if cuda_home:
-        os.environ["CUDA_HOME"] = cuda_home
+        return None
     import torch
 
     problem = None
@@ -75,53 +88,91 @@ def _want_cuda():
             )
     if problem:
         if mode == "1":
-            sys.exit(f"MELNET_FAST_CUDA=1 but {problem}")
+            _fail(f"MELNET_FAST_CUDA=1 but {problem}")
         warnings.warn(f"melnet_fast: building without CUDA kernels: {problem}", stacklevel=1)
-        return False, None
-    return True, cuda_home
+        return None
+    return cuda_home
 
 
-def _extensions():
-    build_cuda, _ = _want_cuda()
-    from torch.utils.cpp_extension import CppExtension, CUDAExtension
+def _check_target_torch(torch):
+    """Stop when this build's torch is not the one the package will run with (e.g. an isolated build that
+    could not get the user's torch release), instead of writing an extension that will not load."""
+    target = build_flags.target_torch()
+    if target is not None and target["version"] != str(torch.__version__):
+        _fail(f"building against torch {torch.__version__} but the environment it installs into runs torch "
+              f"{target['version']}; build against that torch with `pip install --no-build-isolation .`")
 
+
+def _extension():
+    try:
+        mode, debug, threads = build_flags.cuda_mode(), build_flags.debug_build(), build_flags.nvcc_threads()
+    except build_flags.BuildFlagError as e:
+        _fail(str(e))
+    cuda_home = _find_cuda_home() if mode != "0" else None
+    if cuda_home:  # torch.utils.cpp_extension reads CUDA_HOME at import: set it before importing torch
+        os.environ["CUDA_HOME"] = cuda_home
+    try:
+        import torch
+    except ImportError:
+        _fail("the extension builds against torch, which is not installed: install torch first, then "
+              "`pip install --no-build-isolation .`")
+    _check_target_torch(torch)
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension, include_paths
+
+    try:
+        cuda_home = _want_cuda(mode, cuda_home)
+        archs = None
+        if cuda_home:
+            codes = set(_nvcc(cuda_home, "--list-gpu-code").split())
+            archs = build_flags.cuda_archs(nvcc_codes=codes or None)
+    except build_flags.BuildFlagError as e:
+        _fail(str(e))
+    std = build_flags.cxx_standard(include_paths()[0])
+    args = build_flags.compile_args(std, debug, archs, threads)
     sources = sorted(glob.glob("csrc/*.cpp"))
-    cxx = ["-O3", "-std=c++17", "-fopenmp"]
-    define_macros = []
-    if build_cuda:
-        sources += sorted(glob.glob("csrc/cuda/*.cu"))
-        archs = os.environ.get("MELNET_FAST_CUDA_ARCHS", "9.0")
-        gencode = []
-        for arch in archs.replace(",", ";").split(";"):
-            arch = arch.strip()
-            if not arch:
-                continue
-            num = arch.replace(".", "")
-            gencode += [f"-gencode=arch=compute_{num},code=sm_{num}"]
-        nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo",
-                f"--threads={os.environ.get('MELNET_FAST_NVCC_THREADS', '2')}"] + gencode
-        define_macros.append(("MELNET_FAST_WITH_CUDA", "1"))
-        ext = CUDAExtension(
-            "melnet_fast._C", sources, define_macros=define_macros, include_dirs=[os.path.join(ROOT, "csrc")],
-            extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"],
-        )
+    kwargs = dict(include_dirs=[os.path.join(ROOT, "csrc")], extra_compile_args=args,
+                  extra_link_args=["-fopenmp"] + (["-g"] if debug else []))
+    if archs is not None:
+        ext = CUDAExtension("melnet_fast._C", sources + sorted(glob.glob("csrc/cuda/*.cu")),
+                            define_macros=[("MELNET_FAST_WITH_CUDA", "1")], **kwargs)
     else:
-        ext = CppExtension(
-            "melnet_fast._C", sources, define_macros=define_macros, include_dirs=[os.path.join(ROOT, "csrc")],
-            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
-        )
-    return [ext]
+        ext = CppExtension("melnet_fast._C", sources, **kwargs)
+    record = {
+        "torch": str(torch.__version__), "torch_cuda": torch.version.cuda, "with_cuda": archs is not None,
+        "cxx_standard": std, "debug": debug,
+        "cuda_archs": build_flags.arch_names(archs) if archs is not None else [],
+        "nvcc": ".".join(map(str, _nvcc_version(cuda_home))) if cuda_home else None,
+    }
+    return ext, record
 
 
-def _cmdclass():
+def _cmdclass(record):
     from torch.utils.cpp_extension import BuildExtension
 
-    return {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    build_record = _load_build_record_module()
+    base = BuildExtension.with_options(use_ninja=True)
 
+    class BuildExtensionWithRecord(base):
+        """Writes the build record beside the extension: in the build folder (wheels) and, for in-place and
+        editable builds, beside the copy in the source tree."""
+
+        def run(self):
+            super().run()
+            build_record.write(os.path.join(self.build_lib, "melnet_fast"), record)
+            if self.inplace:
+                package_dir = self.get_finalized_command("build_py").get_package_dir("melnet_fast")
+                build_record.write(os.path.join(ROOT, package_dir), record)
+
+    return {"build_ext": BuildExtensionWithRecord}
+
+
+if _BUILD_COMMANDS & set(sys.argv[1:]):
+    _ext, _record = _extension()
+    _setup_ext = {"ext_modules": [_ext], "cmdclass": _cmdclass(_record)}
+else:
+    _setup_ext = {}
 
 setup(
-    packages=find_packages(include=["melnet_fast", "melnet_fast.*"]) + ["melnet_fast.kernels"],
-    package_dir={"melnet_fast": "melnet_fast", "melnet_fast.kernels": "kernels"},
-    ext_modules=_extensions(),
-    cmdclass=_cmdclass(),
+    packages=find_packages(include=["melnet_fast", "melnet_fast.*"]),
+    **_setup_ext,
 )

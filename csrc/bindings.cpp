@@ -4,6 +4,7 @@
 #include <torch/library.h>
 
 #include "common.h"
+#include "vec_math.h"
 
 TORCH_LIBRARY(melnet_fast, m) {
   // directions: 0 = t+, 1 = t-, 2 = f+, 3 = f-. save: keep gates and cell states for backward.
@@ -34,4 +35,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return false;
 #endif
   });
+  m.def("cpu_levels", []() {
+#ifdef MELNET_FAST_TARGET_CLONES
+    std::vector<int> compiled{4, 3, 1};
+#else
+    std::vector<int> compiled{1};
+#endif
+    return std::make_pair(compiled, melnet_fast::simd::cpu_level());
+  }, "(levels the CPU kernels are compiled for, the level this host runs): 4 = x86-64-v4 (AVX-512), "
+     "3 = x86-64-v3 (AVX2 + FMA), 1 = baseline");
 }

@@ -157,6 +157,7 @@ namespace simd {
 // variable MELNET_FAST_CPU_LEVEL (1, 3 or 4) caps it, to test the narrower builds on a wider machine; it is
 // read once.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define MELNET_FAST_TARGET_CLONES 1  // the levels 4, 3 and 1 are compiled
 #define MELNET_FAST_TARGET_V4 __attribute__((target("arch=x86-64-v4")))
 #define MELNET_FAST_TARGET_V3 __attribute__((target("arch=x86-64-v3")))
 inline int host_cpu_level() {

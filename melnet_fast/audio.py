@@ -35,6 +35,8 @@ from typing import Any, Tuple
 import numpy as np
 import torch
 
+from melnet_fast._optional import require
+
 LOG_FLOOR = 1e-8
 NORM_MEAN = -12.0
 NORM_STD = 3.5
@@ -117,6 +119,19 @@ def num_frames(num_samples: int, settings: Any = None) -> int:
     return 1 + int(num_samples) // audio_settings(settings).hop_length
 
 
+def min_samples(settings: Any = None) -> int:
+    """The fewest samples the front end's STFT accepts: its centred frames are padded by reflecting n_fft // 2
+    samples at each end, which needs more samples than that."""
+    return audio_settings(settings).n_fft // 2 + 1
+
+
+def min_frames(settings: Any = None) -> int:
+    """The fewest frames a spectrogram needs to be inverted: its waveform, (T - 1) * hop samples, must reach
+    min_samples."""
+    s = audio_settings(settings)
+    return -(-min_samples(s) // s.hop_length) + 1
+
+
 def num_samples(frames: int, settings: Any = None) -> int:
     """Samples of the waveform an inversion returns for T frames: (T - 1) * hop."""
     return (int(frames) - 1) * audio_settings(settings).hop_length
@@ -126,7 +141,7 @@ class _Frontend:
     """The transforms of one AudioSettings on one device (built once, see _frontend)."""
 
     def __init__(self, s: AudioSettings, device: torch.device):
-        import torchaudio  # imported here: the package imports without the audio extra
+        torchaudio = require("torchaudio", "the mel spectrogram front end")
 
         with warnings.catch_warnings():
             # Narrow low mel filters can be empty at small n_fft; those channels sit at the log floor.
@@ -178,9 +193,7 @@ def resample(waveform: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     """[..., samples] at orig_sr -> [..., samples * new_sr / orig_sr] (torchaudio sinc resampler)."""
     if int(orig_sr) == int(new_sr):
         return waveform
-    import torchaudio
-
-    return torchaudio.functional.resample(waveform, int(orig_sr), int(new_sr))
+    return require("torchaudio", "resampling").functional.resample(waveform, int(orig_sr), int(new_sr))
 
 
 def mel_spectrogram(waveform, settings: Any = None, *, input_rate: int | None = None,
@@ -195,6 +208,9 @@ def mel_spectrogram(waveform, settings: Any = None, *, input_rate: int | None = 
     w = _as_mono(waveform)
     if input_rate is not None:
         w = resample(w, input_rate, s.sample_rate)
+    if w.numel() < min_samples(s):
+        raise ValueError(f"the waveform has {w.numel()} samples; the STFT (n_fft={s.n_fft}) needs at least "
+                         f"{min_samples(s)}")
     fe = _frontend(s, str(w.device))
     return fe.mel(w).transpose(0, 1) / fe.power_scale
 
@@ -226,8 +242,7 @@ def spectral_convergence(mel_target: torch.Tensor, mel_estimate: torch.Tensor) -
 
 
 def _progress(n: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
+    tqdm = require("tqdm.auto", "the progress bar").tqdm
     return tqdm(total=n, desc=desc, disable=not enabled, leave=False)
 
 
@@ -390,6 +405,9 @@ def spectrogram_to_waveform(spec: torch.Tensor, settings: Any = None, *, method:
     s = audio_settings(settings)
     if spec.shape[1] != s.n_mels:
         raise ValueError(f"spec has {spec.shape[1]} mel channels, settings say n_mels={s.n_mels}")
+    if spec.shape[0] < min_frames(s):
+        raise ValueError(f"spec has {spec.shape[0]} frames; the inversion needs at least {min_frames(s)} (a "
+                         f"waveform of (T - 1) * hop_length >= {min_samples(s)} samples)")
     mel = from_log_mel(spec) if log else spec
     return _METHODS[method](mel, s, **kwargs)
 
@@ -397,15 +415,21 @@ def spectrogram_to_waveform(spec: torch.Tensor, settings: Any = None, *, method:
 # ----------------------------------------------------------------------------------------------- I/O
 
 
-def load_audio(path, sample_rate: int | None = None, *, mono: bool = True) -> Tuple[torch.Tensor, int]:
+def load_audio(path, sample_rate: int | None = None, *, mono: bool = True, start: float | None = None,
+               end: float | None = None) -> Tuple[torch.Tensor, int]:
     """Read wav / flac / ogg (anything libsndfile reads) -> (waveform, rate).
 
     waveform: float32 [samples] (mono mix) or [channels, samples] when mono=False, resampled to `sample_rate`
-    if given (rate is then sample_rate). Raises soundfile's error on unreadable files.
+    if given (rate is then sample_rate). start / end: seconds of the file to read (None = from its start / to its
+    end); only that part is decoded. Raises soundfile's error on unreadable files.
     """
-    import soundfile
-
-    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # [samples, channels]
+    soundfile = require("soundfile", "reading audio files")
+    frames = {}
+    if start is not None or end is not None:
+        file_rate = soundfile.info(str(path)).samplerate
+        frames = {"start": round((start or 0.0) * file_rate),
+                  "stop": None if end is None else round(end * file_rate)}
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True, **frames)  # [samples, channels]
     w = torch.from_numpy(np.ascontiguousarray(data.T))
     if mono:
         w = w.mean(dim=0)
@@ -417,8 +441,7 @@ def load_audio(path, sample_rate: int | None = None, *, mono: bool = True) -> Tu
 def save_wav(path, waveform, sample_rate: int, *, subtype: str = "PCM_16") -> None:
     """Write waveform [samples] or [channels, samples] to a wav file. Samples beyond [-1, 1] are clipped
     (with a warning) since PCM cannot hold them."""
-    import soundfile
-
+    soundfile = require("soundfile", "writing wav files")
     w = torch.as_tensor(waveform).detach().cpu().float()
     if w.dim() not in (1, 2):
         raise ValueError(f"waveform must be [samples] or [channels, samples], got shape {tuple(w.shape)}")
@@ -431,8 +454,8 @@ def save_wav(path, waveform, sample_rate: int, *, subtype: str = "PCM_16") -> No
 
 
 __all__ = [
-    "AudioSettings", "audio_settings", "num_frames", "num_samples", "resample", "mel_spectrogram",
-    "to_log_mel", "from_log_mel", "log_mel_spectrogram", "spectral_convergence", "griffin_lim",
+    "AudioSettings", "audio_settings", "num_frames", "num_samples", "min_samples", "min_frames", "resample",
+    "mel_spectrogram", "to_log_mel", "from_log_mel", "log_mel_spectrogram", "spectral_convergence", "griffin_lim",
     "gradient_inversion", "spectrogram_to_waveform", "load_audio", "save_wav",
     "LOG_FLOOR", "NORM_MEAN", "NORM_STD",
 ]

@@ -73,7 +73,7 @@ def why_unavailable(name: str) -> str | None:
         return None
     if name == "triton":
         if importlib.util.find_spec("triton") is None:
-            return "the package triton is not installed (pip install triton)"
+            return "the package triton is not installed (pip install 'melnet_fast[triton]')"
         if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
             return "no CUDA device is visible to torch (set TRITON_INTERPRET=1 to run Triton on the CPU)"
         return None

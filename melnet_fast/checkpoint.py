@@ -3,20 +3,20 @@
 The metadata names the model's format ("melnet_fast.MelNet", "melnet_fast.CMelGAN", ...): a file of one model is
 refused, with a clear error, by the loader of another.
 
-Writes are atomic: a temporary file in the target's directory, flushed and fsynced, then os.replace, so a crash
-never leaves a half-written checkpoint under the final name. Reads execute no code (no pickle).
+Writes are atomic (melnet_fast.atomic_files): a crash never leaves a half-written checkpoint under the final
+name. Reads execute no code (no pickle).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Dict, Mapping, Tuple
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save as safetensors_save
+
+from melnet_fast._optional import require
+from melnet_fast.atomic_files import atomic_write_bytes
 
 FORMAT = "melnet_fast.MelNet"
 FORMAT_VERSION = "1"
@@ -30,27 +30,8 @@ def write_checkpoint(path: PathLike, state: Mapping[str, torch.Tensor], config: 
     path = os.fspath(path)
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in state.items()}
     metadata = {"format": format_name, "format_version": FORMAT_VERSION, "config": json.dumps(config, sort_keys=True)}
-    data = safetensors_save(tensors, metadata=metadata)
+    data = require("safetensors.torch", "saving a checkpoint").save(tensors, metadata=metadata)
     atomic_write_bytes(path, data)
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never half of one:
-    a temporary file in the same folder, flushed and fsynced, then os.replace."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu", format_name: str = FORMAT
@@ -59,6 +40,7 @@ def read_checkpoint(path: PathLike, map_location: str | torch.device = "cpu", fo
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint file at {path}")
+    safe_open = require("safetensors", "reading a checkpoint").safe_open
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}

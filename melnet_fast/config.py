@@ -11,6 +11,7 @@ import math
 from typing import Any, Dict, List, Tuple
 
 from melnet_fast.multiscale import split_counts
+from melnet_fast.text.symbols import CHARACTERS, FRONT_ENDS, RESERVED
 
 # Appendix A, Table 2 of the paper (all hidden 512, K = 10, STFT window = 6 x hop), and two CPU-sized models.
 _PRESETS: Dict[str, Dict[str, Any]] = {
@@ -25,6 +26,18 @@ _PRESETS: Dict[str, Dict[str, Any]] = {
     "small": dict(n_tiers=3, n_mels=32, hidden_size=64, layers=(4, 2, 2), n_mixtures=5, feature_layers=2,
                   sample_rate=16000, hop_length=160, max_seconds=4.0, batch_size=8),
 }
+# Text-to-speech (centralized stack + attention over characters in the initial tier). The published paper's
+# TTS hyperparameters are not all known: tts_blizzard is the Blizzard preset above with the text path added
+# (attention_mixtures=10 as the GMM head; attention at the middle layer of the initial tier).
+_TEXT = dict(centralized_stack=True, text_symbols=CHARACTERS)
+_PRESETS.update({
+    "tts_tiny": dict(_TEXT, n_tiers=3, n_mels=16, hidden_size=8, layers=(2, 1, 1), n_mixtures=3, feature_layers=1,
+                     attention_mixtures=2, sample_rate=8000, hop_length=128, max_seconds=2.0, batch_size=4),
+    "tts_small": dict(_TEXT, n_tiers=3, n_mels=32, hidden_size=48, layers=(4, 2, 2), n_mixtures=5,
+                      feature_layers=1, attention_mixtures=5, sample_rate=16000, hop_length=200, max_seconds=4.0,
+                      batch_size=8, learning_rate=1e-3),
+    "tts_blizzard": dict(_PRESETS["blizzard"], **_TEXT, attention_mixtures=10),
+})
 PRESETS = tuple(_PRESETS)
 
 
@@ -46,6 +59,12 @@ class MelNetConfig:
     feature_layers: depth of each upsampling tier's feature-extraction network (not given in the paper);
     n_speakers (0 = unconditional on speaker) with speaker_dim the size of the learned speaker embedding;
     cond_dim (0 = none): size of general conditioning features given at full resolution [B, T, F, cond_dim].
+    Text (initial tier only): centralized_stack adds the published version's stack over whole frames;
+    text_symbols (empty = no text) is the vocabulary, one symbol per character of the string (ids 0 and 1 are
+    padding and end-of-text); text_frontend "characters" or "phonemes" (espeak-ng), text_language for phonemes;
+    text_max_length the most symbols of one text (end-of-text included); attention_mixtures K' of the attention
+    window; attention_layer a in [0, layers[0]): the attention reads the centralized stack's h^c[a] and adds its
+    context there (None = layers[0] // 2).
     Audio: sample_rate, hop_length, n_fft (default 6 x hop as in the paper), win_length (default n_fft),
     f_min, f_max (None = sample_rate / 2), max_seconds of one example. Training: batch_size, learning_rate and
     momentum (RMSProp, Appendix A).
@@ -61,6 +80,13 @@ class MelNetConfig:
     n_speakers: int = 0
     speaker_dim: int = 32
     cond_dim: int = 0
+    centralized_stack: bool = False
+    text_symbols: str = ""
+    text_frontend: str = "characters"
+    text_language: str = "en-us"
+    text_max_length: int = 512
+    attention_mixtures: int = 10
+    attention_layer: int | None = None
     sample_rate: int = 22050
     hop_length: int = 256
     n_fft: int | None = None
@@ -99,6 +125,7 @@ class MelNetConfig:
         else:
             _int_at_least("speaker_dim", self.speaker_dim, 0)
         _int_at_least("cond_dim", self.cond_dim, 0)
+        self._validate_text()
         _, freq_splits = split_counts(self.n_tiers)
         if self.n_mels % (2 ** freq_splits):
             raise ValueError(f"n_mels={self.n_mels} must be divisible by {2 ** freq_splits}: n_tiers="
@@ -131,7 +158,46 @@ class MelNetConfig:
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
 
+    def _validate_text(self) -> None:
+        if not isinstance(self.centralized_stack, bool):
+            raise ValueError(f"centralized_stack must be a bool, got {self.centralized_stack!r}")
+        if not isinstance(self.text_symbols, str):
+            raise ValueError(f"text_symbols must be a string of symbols (one per character), got "
+                             f"{type(self.text_symbols).__name__}")
+        repeated = sorted({ch for ch in self.text_symbols if self.text_symbols.count(ch) > 1})
+        if repeated:
+            raise ValueError(f"text_symbols must not repeat a symbol, got {repeated} more than once")
+        if self.text_symbols and not self.centralized_stack:
+            raise ValueError("text conditioning (text_symbols) needs centralized_stack=True: the attention runs "
+                             "from the centralized stack")
+        if self.text_frontend not in FRONT_ENDS:
+            raise ValueError(f"text_frontend must be one of {FRONT_ENDS}, got {self.text_frontend!r}")
+        if not isinstance(self.text_language, str) or not self.text_language:
+            raise ValueError(f"text_language must be a non-empty string (an espeak-ng language), got "
+                             f"{self.text_language!r}")
+        _int_at_least("text_max_length", self.text_max_length, 2)
+        _positive_int("attention_mixtures", self.attention_mixtures)
+        if self.attention_layer is not None and (not _is_int(self.attention_layer)
+                                                 or not 0 <= self.attention_layer < self.layers[0]):
+            raise ValueError(f"attention_layer must be None or an int in [0, layers[0]={self.layers[0]}), got "
+                             f"{self.attention_layer!r}")
+
     # ------------------------------------------------------------------ derived sizes
+    @property
+    def has_text(self) -> bool:
+        """Whether the initial tier is conditioned on text."""
+        return bool(self.text_symbols)
+
+    @property
+    def attention_at(self) -> int:
+        """The centralized-stack level h^c[a] that the attention reads and adds its context to."""
+        return self.layers[0] // 2 if self.attention_layer is None else self.attention_layer
+
+    @property
+    def n_text_symbols(self) -> int:
+        """Rows of the text embedding: the vocabulary plus the padding and end-of-text ids (0 if no text)."""
+        return RESERVED + len(self.text_symbols) if self.text_symbols else 0
+
     @property
     def time_factor(self) -> int:
         """T of every full-resolution spectrogram must be a multiple of this (2 ** splits along time)."""
@@ -164,6 +230,13 @@ class MelNetConfig:
             n += L * (_lstm_params(3, D, D) + _linear_params(3 * D, D) + _lstm_params(1, D, D)
                       + _linear_params(D, D))
             n += _linear_params(D, 3 * K)
+            if g == 1 and self.centralized_stack:
+                n += _linear_params(self.n_mels // self.freq_factor, D) + L * (_lstm_params(1, D, D)
+                                                                               + _linear_params(D, D))
+            if g == 1 and self.has_text:
+                Ka = self.attention_mixtures
+                n += self.n_text_symbols * D + _lstm_params(2, D, D) + _linear_params(2 * D, D)  # encoder
+                n += 4 * D * 2 * D + 4 * D * D + 4 * D + 2 * D + _linear_params(D, 3 * Ka) + _linear_params(D, D)
             if g > 1:
                 n += _linear_params(1, D) + self.feature_layers * (_lstm_params(4, D, D) + _linear_params(4 * D, D))
             n += self.n_speakers * self.speaker_dim
@@ -197,7 +270,8 @@ class MelNetConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> MelNetConfig:
-        """A named configuration: "blizzard", "maestro", "voxceleb2" (paper, Table 2), "tiny", "small" (CPU)."""
+        """A named configuration: "blizzard", "maestro", "voxceleb2" (paper, Table 2), "tiny", "small" (CPU);
+        text-to-speech: "tts_tiny", "tts_small" (CPU), "tts_blizzard" (Blizzard with the text path)."""
         if name not in _PRESETS:
             raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
         return cls(**{**_PRESETS[name], **overrides})
@@ -237,8 +311,9 @@ def _finite_number(name: str, v) -> None:
 
 def parameter_table(names=PRESETS) -> str:
     """A text table of the parameter counts of the given presets, per tier and in total."""
-    lines = [f"{'preset':<10} {'total':>13}  per tier (tier 1 first)"]
+    width = max(10, *(len(name) for name in names))
+    lines = [f"{'preset':<{width}} {'total':>13}  per tier (tier 1 first)"]
     for name in names:
         counts = MelNetConfig.preset(name).parameter_counts()
-        lines.append(f"{name:<10} {sum(counts):>13,}  " + " / ".join(f"{c:,}" for c in counts))
+        lines.append(f"{name:<{width}} {sum(counts):>13,}  " + " / ".join(f"{c:,}" for c in counts))
     return "\n".join(lines)

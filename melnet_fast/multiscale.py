@@ -95,18 +95,41 @@ def merge_tiers(tiers: List[torch.Tensor], time_dim: int = 1, freq_dim: int = 2)
     return out
 
 
+def _divisors(n_tiers: int) -> List[Tuple[int, int]]:
+    """[(d_t, d_f) for g = 1..n_tiers]: tier g's grid is (T // d_t, F // d_f) of a [T, F] spectrogram."""
+    out: List[Tuple[int, int]] = [(1, 1)] * n_tiers
+    d_t = d_f = 1
+    for g in range(n_tiers, 1, -1):
+        if tier_axis(g) == "time":
+            d_t *= 2
+        else:
+            d_f *= 2
+        out[g - 1] = (d_t, d_f)
+    out[0] = (d_t, d_f)
+    return out
+
+
 def tier_shapes(T: int, F: int, n_tiers: int) -> List[Tuple[int, int]]:
     """[(T_g, F_g) for g = 1..n_tiers]: the grid of each tier of a [T, F] spectrogram."""
     check_divisible(T, F, n_tiers)
-    shapes = [None] * n_tiers
-    for g in range(n_tiers, 1, -1):
-        if tier_axis(g) == "time":
-            T //= 2
-        else:
-            F //= 2
-        shapes[g - 1] = (T, F)
-    shapes[0] = (T, F)
-    return shapes
+    return [(T // d_t, F // d_f) for d_t, d_f in _divisors(n_tiers)]
+
+
+def crop_lengths(lengths: torch.Tensor, n_tiers: int) -> torch.Tensor:
+    """Lengths in frames [B] rounded down to a multiple of the time factor 2 ** (splits along time).
+
+    A variable-length example is cropped, not padded, per tier: the frames past its last whole multiple count
+    as padding in every tier, so each tier's real frames have their whole context in the coarser tiers.
+    """
+    factor = 2 ** split_counts(n_tiers)[0]
+    return lengths - lengths % factor
+
+
+def tier_lengths(lengths: torch.Tensor, n_tiers: int) -> List[torch.Tensor]:
+    """[real frames of tier g, LongTensor [B], for g = 1..n_tiers] of full-resolution lengths [B] (cropped
+    first, see crop_lengths); tier g's context x^<g has the same lengths as x^g."""
+    cropped = crop_lengths(lengths, n_tiers)
+    return [cropped // d_t for d_t, _ in _divisors(n_tiers)]
 
 
 def tier_index(T: int, F: int, n_tiers: int) -> torch.Tensor:

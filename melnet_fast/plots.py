@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from melnet_fast import audio
+from melnet_fast._optional import require
 from melnet_fast.multiscale import merge_tiers, split_tiers
 
 # The default value range of a spectrogram image: the log floor (-80 dB) to a full-scale sine (0 dB).
@@ -59,8 +60,7 @@ def tier_views(x: torch.Tensor, n_tiers: int) -> list[torch.Tensor]:
 def plot_tiers(path, x, n_tiers: int, settings=None, title: str = "generated") -> None:
     """PNG of spectrogram x [T, F] (normalised log-mel) as the tiers build it: one panel per tier, coarse to
     fine, all over the same time / mel axes. settings: anything audio.audio_settings takes (for the time axis)."""
-    from matplotlib.figure import Figure
-
+    Figure = require("matplotlib.figure", "plotting").Figure
     s = audio.audio_settings(settings)
     x = torch.as_tensor(_as_array(x))
     seconds = x.shape[0] * s.hop_length / s.sample_rate
@@ -80,8 +80,7 @@ def plot_comparison(path, real: Sequence, generated: Sequence, settings=None,
                     real_titles: Sequence[str] | None = None, generated_titles: Sequence[str] | None = None) -> None:
     """PNG with real spectrograms (left column) next to generated ones (right), each [T, F]; the titles name
     each panel (default "#k")."""
-    from matplotlib.figure import Figure
-
+    Figure = require("matplotlib.figure", "plotting").Figure
     s = audio.audio_settings(settings)
     real = [_as_array(x) for x in real]
     generated = [_as_array(x) for x in generated]
@@ -109,8 +108,7 @@ def plot_comparison(path, real: Sequence, generated: Sequence, settings=None,
 def plot_grid(path, rows: Dict[str, Sequence], column_titles: Sequence[str], settings=None) -> None:
     """PNG of spectrograms [T, F] in a grid: one row per entry of `rows` (its name on the left), one column per
     title (e.g. a genre), all on one colour scale (the log floor to 0 dB, values clamped by audible_range)."""
-    from matplotlib.figure import Figure
-
+    Figure = require("matplotlib.figure", "plotting").Figure
     s = audio.audio_settings(settings)
     n_cols = len(column_titles)
     fig = Figure(figsize=(2.6 * n_cols + 1.2, 1.9 * len(rows) + 0.4), layout="constrained")
@@ -133,9 +131,8 @@ def plot_grid(path, rows: Dict[str, Sequence], column_titles: Sequence[str], set
 def save_spectrogram_image(path, x, vmin: float | None = None, vmax: float | None = None) -> None:
     """x [T, F] -> 16-bit grayscale PNG (width T, height F, low channels at the bottom); the value range
     [vmin, vmax] (default: the data's) is stored in the PNG so load_spectrogram_image maps pixels back."""
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
+    Image = require("PIL.Image", "spectrogram images")
+    PngInfo = require("PIL.PngImagePlugin", "spectrogram images").PngInfo
     x = _as_array(x)
     vmin = float(x.min()) if vmin is None else float(vmin)
     vmax = float(x.max()) if vmax is None else float(vmax)
@@ -151,8 +148,7 @@ def load_spectrogram_image(path) -> torch.Tensor:
 
     Images written by save_spectrogram_image carry their value range; for any other image (colour is turned into
     luminance) black..white map to IMAGE_VMIN..IMAGE_VMAX (the log floor to 0 dB)."""
-    from PIL import Image
-
+    Image = require("PIL.Image", "spectrogram images")
     with Image.open(os.fspath(path)) as im:
         meta = json.loads(im.text[_META_KEY]) if _META_KEY in getattr(im, "text", {}) else {}
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
@@ -162,3 +158,28 @@ def load_spectrogram_image(path) -> torch.Tensor:
     vmin, vmax = meta.get("vmin", IMAGE_VMIN), meta.get("vmax", IMAGE_VMAX)
     x = vmin + pixels * (vmax - vmin)
     return torch.from_numpy(np.ascontiguousarray(x[::-1].T)).float()
+
+
+def plot_alignment(path, alignment, symbols: str, settings=None, frame_seconds: float | None = None,
+                   title: str = "attention") -> None:
+    """PNG of a text model's alignment [T_1, U] (attention weight of symbol u at initial-tier frame i): frames
+    (as seconds) on the x axis, the symbols of the text (end-of-text last, shown as "~") on the y axis.
+    frame_seconds: duration of one initial-tier frame (default: one hop of `settings`)."""
+    Figure = require("matplotlib.figure", "plotting").Figure
+    a = _as_array(alignment)
+    T, U = a.shape
+    if len(symbols) != U:
+        raise ValueError(f"plot_alignment: {len(symbols)} symbols for an alignment over {U} positions")
+    s = audio.audio_settings(settings)
+    step = frame_seconds if frame_seconds is not None else s.hop_length / s.sample_rate
+    fig = Figure(figsize=(max(6.0, min(16.0, 0.04 * T + 3)), max(3.0, min(14.0, 0.16 * U + 1.2))),
+                 layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(a.T, origin="lower", aspect="auto", extent=(0, T * step, -0.5, U - 0.5), vmin=0.0,
+                   vmax=max(1e-6, float(a.max())), cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(U), labels=["␣" if ch == " " else ch for ch in symbols], fontsize=7)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("text")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label="attention weight", shrink=0.8)
+    fig.savefig(os.fspath(path), dpi=110)

@@ -22,6 +22,7 @@ import numpy as np
 GENRES = ("classical", "electronic", "lofi", "chiptune")
 SYNTH_VERSION = 1  # bump when a seed's clip changes (caches of synthetic spectrograms key on it)
 STEPS_PER_BAR = 16  # sixteenth notes in 4/4
+MIN_SAMPLE_RATE = 8000  # the highest melody notes (about 2.5 kHz) must stay below 0.45 x the sample rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,9 @@ def synth_clip(seed, sample_rate: int = 22050, duration: float = 4.0,
     Deterministic in (seed, sample_rate, duration, genre); `seed` is anything np.random.default_rng takes.
     genre: a name or index of GENRES, or None to draw it from the seed. Peak level about 0.4-0.9.
     """
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise ValueError(f"synthetic music needs sample_rate >= {MIN_SAMPLE_RATE} Hz (its melodies reach about "
+                         f"2.5 kHz), got {sample_rate}")
     rng = np.random.default_rng(seed)
     gid = int(rng.integers(len(GENRES))) if genre is None else (
         int(genre) if isinstance(genre, (int, np.integer)) else GENRES.index(genre))
@@ -155,4 +159,4 @@ def synth_clip(seed, sample_rate: int = 22050, duration: float = 4.0,
     return out.astype(np.float32), gid
 
 
-__all__ = ["GENRES", "STEPS_PER_BAR", "SYNTH_VERSION", "synth_clip"]
+__all__ = ["GENRES", "MIN_SAMPLE_RATE", "STEPS_PER_BAR", "SYNTH_VERSION", "synth_clip"]

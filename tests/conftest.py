@@ -47,3 +47,42 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A fresh 1 MiB tmpfs (unmounted afterwards), for full-disk and read-only probes. Skipped where mounting
+    is not allowed (it needs root or CAP_SYS_ADMIN); `chmod` cannot stand in since root ignores permissions."""
+    import shutil
+    import subprocess
+
+    where = tmp_path / "small_fs"
+    where.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command to make a small file system with")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True,
+                          text=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {made.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill_file_system(folder) -> None:
+    """Write zeros into `folder` until its file system is full."""
+    fd = os.open(os.path.join(folder, "filler"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:  # full
+        pass
+    finally:
+        os.close(fd)
+
+
+def remount_read_only(folder) -> None:
+    import subprocess
+
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True, capture_output=True)

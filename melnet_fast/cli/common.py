@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -16,6 +17,35 @@ from melnet_fast.plots import audible_range  # noqa: F401 (part of this module's
 
 class UserError(Exception):
     """A mistake in the command line or its inputs: reported as one line, exit status 2, no traceback."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with "(default: X)" after an option's text, unless the text already names its default or there is
+    none worth showing (None, a flag's False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def in_range(value, arg: str, low=None, high=None, *, integer: bool = False, low_open: bool = False,
+             high_open: bool = False):
+    """`value` when it is a finite number (an integer if `integer`) within low..high (bounds excluded when
+    *_open), else UserError naming `arg`. None passes (an option not given)."""
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (not integer or float(value).is_integer())
+    ok = ok and (low is None or (value > low if low_open else value >= low))
+    ok = ok and (high is None or (value < high if high_open else value <= high))
+    if not ok:
+        bounds = ([f"{'>' if low_open else '>='} {low:g}"] if low is not None else []) + \
+                 ([f"{'<' if high_open else '<='} {high:g}"] if high is not None else [])
+        what = "an integer" if integer else "a number"
+        raise UserError(f"{arg} must be {what} {' and '.join(bounds)}, got {value!r}")
+    return value
 
 
 def preset_config(name: str, overrides: Dict[str, Any] | None = None) -> MelNetConfig:
@@ -138,14 +168,29 @@ def existing_file(path: str, what: str) -> Path:
     return p
 
 
+SHOWN_WARNINGS = 10  # a corpus with many bad files would otherwise bury the output
+
+
+def show_warnings(caught) -> None:
+    """Print recorded warnings (warnings.catch_warnings(record=True)) on stderr, the first SHOWN_WARNINGS of them
+    and how many more there were."""
+    for w in caught[:SHOWN_WARNINGS]:
+        print(f"  warning: {w.message}", file=sys.stderr)
+    if len(caught) > SHOWN_WARNINGS:
+        print(f"  ... and {len(caught) - SHOWN_WARNINGS} more warning(s)", file=sys.stderr)
+
+
 def add_device_arg(p: argparse.ArgumentParser, default: str = "auto") -> None:
     p.add_argument("--device", default=default, help="auto (default), cpu, cuda, cuda:N")
 
 
-def out_paths(out: str) -> Tuple[Path, Path, Path]:
-    """OUT.wav -> (OUT.wav, OUT.png, OUT.npy); the folder is created."""
+def out_paths(out: str, arg: str = "--out") -> Tuple[Path, Path, Path]:
+    """OUT.wav -> (OUT.wav, OUT.png, OUT.npy), checked writable (the folder is created)."""
+    from melnet_fast.train.preflight import writable_file
+
     wav = Path(out)
     if wav.suffix.lower() != ".wav":
-        raise UserError(f"--out must name a .wav file, got {out}")
-    wav.parent.mkdir(parents=True, exist_ok=True)
+        raise UserError(f"{arg} must name a .wav file, got {out}")
+    for path in (wav, wav.with_suffix(".png"), wav.with_suffix(".npy")):
+        writable_file(path, arg)
     return wav, wav.with_suffix(".png"), wav.with_suffix(".npy")

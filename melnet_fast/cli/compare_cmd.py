@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from melnet_fast.cli.common import UserError, add_device_arg, pick_device
+from melnet_fast.cli.common import HelpFormatter, UserError, add_device_arg, in_range, pick_device
 
 
 def add_parser(sub) -> None:
@@ -20,7 +19,7 @@ def add_parser(sub) -> None:
                     "crops against them), next to parameters, training kHz of audio per second and held-out NLL "
                     "(MelNet); accuracies and distances are means ± standard deviations over the classifiers. "
                     "A per-label, per-channel Gaussian is scored as a reference. With --json the last "
-                    "line printed is one JSON object.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "line printed is one JSON object.", formatter_class=HelpFormatter)
     p.add_argument("--run", action="append", required=True, metavar="RUN_DIR", help="a run directory (repeat it)")
     p.add_argument("--data", help="folder, CSV manifest, or 'synthetic' (default: the first run's data)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
@@ -42,16 +41,20 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from melnet_fast.evaluation import compare_runs
     from melnet_fast.train import SYNTHETIC
+    from melnet_fast.train.preflight import writable_file
     from melnet_fast.train.run_dir import RunDirError
 
     for name, value in (("--frames", args.frames), ("--samples", args.samples), ("--max-segments", args.max_segments),
                         ("--classifiers", args.classifiers), ("--classifier-steps", args.classifier_steps)):
-        if value is not None and value < 1:
-            raise UserError(f"{name} must be >= 1, got {value}")
-    if not args.temperature >= 0:
-        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+        in_range(value, name, 1, integer=True)
+    in_range(args.temperature, "--temperature", 0)
     if args.data not in (None, SYNTHETIC) and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: no such folder or CSV file")
+    for run in args.run:
+        if not Path(run, "config.json").is_file():
+            raise UserError(f"--run {run}: no run directory there (no config.json)")
+    if args.figure:
+        writable_file(args.figure, "--figure")  # before minutes of work, not after
     try:
         result = compare_runs(args.run, args.data, frames=args.frames, samples=args.samples,
                               max_segments=args.max_segments, temperature=args.temperature, seed=args.seed,
@@ -79,7 +82,6 @@ def run(args) -> int:
         from melnet_fast.plots import plot_grid
         from melnet_fast.train.run_dir import RunDir
 
-        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
         settings = audio.audio_settings(RunDir(args.run[0]).read_config()["model"])
         plot_grid(args.figure, result.examples, result.label_names or ["sample"], settings)
         print(f"figure: {args.figure}")

@@ -2,37 +2,54 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
-from melnet_fast.cli.common import UserError, add_device_arg, load_run_model, pick_device
+from melnet_fast.cli.common import HelpFormatter, UserError, add_device_arg, in_range, load_run_model, pick_device
+from melnet_fast.data import SkippedAudioWarning
 from melnet_fast.train import SYNTHETIC, ChannelGaussian, DataSpec, RunDir, build_eval_dataset, evaluate
+from melnet_fast.train.conditioning import mismatched_texts
 from melnet_fast.train.evaluation import LN2
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="NLL of a run's model on data, per tier, next to the baseline",
-                       description="Score every segment of the data (non-overlapping, of the run's training crop "
-                                   "length) in nats and bits per element. With --json the last line printed is "
-                                   "one JSON object (nll_nats, nll_bits, baseline_nll_nats, tiers, ...).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       description="Score all of the data (each item cut into non-overlapping segments of up to the "
+                                   "run's training example length) in nats and bits per element. With --json the "
+                                   "last line printed is one JSON object (nll_nats, nll_bits, baseline_nll_nats, "
+                                   "tiers, skipped, ...). Files that cannot be scored (unreadable, NaN samples, "
+                                   "silent, too short, ...) are skipped and listed.",
+                       formatter_class=HelpFormatter)
     p.add_argument("--run", required=True, metavar="RUN_DIR")
-    p.add_argument("--data", required=True, help="folder, CSV manifest, or 'synthetic' (the run's held-out clips)")
+    p.add_argument("--data", required=True, help="a corpus (folder, CSV manifest, LJSpeech, VCTK, MAESTRO) or "
+                                                 "'synthetic' (the run's held-out clips)")
+    p.add_argument("--split", choices=("train", "validation", "test", "all"),
+                   help="which entries of a corpus with splits to score (default: its held-out entries: test, "
+                        "else validation)")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     p.add_argument("--checkpoint", choices=("best", "latest"), default="best")
-    p.add_argument("--segment-frames", type=int, help="default: the run's training crop length")
+    p.add_argument("--segment-frames", type=int, help="longest segment scored at once (default: the run's maximum "
+                                                      "training example length)")
     p.add_argument("--max-segments", type=int, help="score only the first N segments")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--other-texts", action="store_true",
+                   help="text models: score each utterance with another one's text of similar length (how much the "
+                        "model uses the text: compare with the NLL of its own texts)")
     add_device_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    in_range(args.batch_size, "--batch-size", 1, integer=True)
+    in_range(args.max_segments, "--max-segments", 1, integer=True)
+    in_range(args.segment_frames, "--segment-frames", 1, integer=True)
     device = pick_device(args.device)
     doc, model, path = load_run_model(args.run, args.checkpoint, device)
     c = model.config
+    if args.other_texts and not c.has_text:
+        raise UserError("--other-texts: this run's model is not conditioned on text")
     run_dir = RunDir(args.run)
     try:
         baseline = ChannelGaussian.load(run_dir.baseline)
@@ -45,23 +62,37 @@ def run(args) -> int:
         raise UserError(f"--segment-frames must be a positive multiple of {c.time_factor}, got {frames}")
     if args.data != SYNTHETIC and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: no such folder or CSV file")
-    spec = DataSpec.from_dict(doc.get("data") or {"source": SYNTHETIC})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # files too short for one segment are simply not scored
+    try:
+        spec = DataSpec.from_dict(doc.get("data") or {"source": SYNTHETIC})
+    except ValueError as e:
+        raise UserError(f"{run_dir.config}: invalid data description: {e}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
-            data = build_eval_dataset(args.data, spec, c, frames, cache_dir=run_dir.cache)
+            data = build_eval_dataset(args.data, spec, c, frames, cache_dir=run_dir.cache, split=args.split)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(f"--data {args.data}: {e}") from None
+    for w in caught:  # the skipped files are listed below, the rest (a damaged cache file...) said here
+        if not issubclass(w.category, SkippedAudioWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    skipped = getattr(getattr(data, "base", data), "skipped", {})  # a text model scores a Subset of it
     if c.n_speakers and data.label_names and spec.label_names and list(data.label_names) != spec.label_names:
         raise UserError(f"--data {args.data} has labels {data.label_names}, the run was trained on "
                         f"{spec.label_names}")
     try:
+        texts = mismatched_texts(data.texts) if args.other_texts else None
+    except ValueError as e:
+        raise UserError(f"--other-texts: {e} (--data {args.data} has {len(data)} scorable item(s))") from None
+    try:
         result = evaluate(model, data, frames, baseline=baseline, batch_size=args.batch_size,
-                          max_segments=args.max_segments)
+                          max_segments=args.max_segments, texts=texts)
     except ValueError as e:
         raise UserError(f"--data {args.data}: {e}") from None
     d = result.to_dict()
-    print(f"{path}: {result.segments} segments of {frames} frames x {c.n_mels} mels from {args.data}")
+    split = getattr(data, "split", None)
+    print(f"{path}: {result.segments} segments of up to {frames} frames x {c.n_mels} mels from {args.data}"
+          + (f" (split: {split})" if split else "")
+          + (", each with another utterance's text" if args.other_texts else ""))
     print(f"{'tier':>6} {'elements':>10} {'nats/elem':>10} {'bits/elem':>10} {'baseline':>10} {'bits':>8}")
     for g, t in d["tiers"].items():
         print(f"{g:>6} {t['elements']:>10} {t['nll_nats']:>10.4f} {t['nll_bits']:>10.4f} "
@@ -69,7 +100,11 @@ def run(args) -> int:
     print(f"{'all':>6} {sum(result.elements.values()):>10} {d['nll_nats']:>10.4f} {d['nll_bits']:>10.4f} "
           f"{d['baseline_nll_nats']:>10.4f} {d['baseline_nll_bits']:>8.4f}")
     print(f"model - baseline: {d['nll_nats'] - d['baseline_nll_nats']:+.4f} nats/element (negative is better)")
+    for reason, paths in skipped.items():
+        print(f"skipped {len(paths)} {reason} file(s): {', '.join(paths)}")
     if args.json:
-        d.update(run=str(args.run), checkpoint=str(path), data=args.data)
+        d.update(run=str(args.run), checkpoint=str(path), data=args.data, split=split, skipped=skipped)
+        if c.has_text:
+            d["texts"] = "other" if args.other_texts else "own"
         print(json.dumps(d))
     return 0

@@ -3,15 +3,22 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 import torch
 
 from melnet_fast.cli import sample_cmd, train_cmd
-from melnet_fast.cli.common import UserError, label_id, load_run_model, out_paths, pick_device
-from melnet_fast.train.run_dir import RunDir
+from melnet_fast.cli.common import (
+    HelpFormatter,
+    UserError,
+    in_range,
+    label_id,
+    load_run_model,
+    out_paths,
+    pick_device,
+)
+from melnet_fast.train import RunDir, TrainOptions, preflight
 
 KIND = "cmelgan"
 
@@ -37,8 +44,10 @@ def add_parser(sub) -> None:
     t = commands.add_parser(
         "train", help="train a cMelGAN (or resume the run in --out)",
         description="Train cMelGAN on labelled data (synthetic genres, CSV labels, folder labels; unlabelled data is "
-                    "one label). Running the same command again resumes the run in --out exactly where it stopped.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "one label), on whole clips of the model's length (shorter files are skipped). Running the same "
+                    "command again resumes the run in --out exactly where it stopped. SIGTERM or Ctrl-C finish the "
+                    "current step, write a checkpoint and exit with status 128 + the signal number.",
+        formatter_class=HelpFormatter)
     t.add_argument("--preset", help="cMelGAN preset: tiny, demo (MelNet demo's spectrograms), small, large (the "
                                     "report's 15.3M / 25.2M models)")
     t.add_argument("--lr", type=float, help="Adam learning rate of both networks (default: the preset's)")
@@ -53,7 +62,7 @@ def add_parser(sub) -> None:
     s = commands.add_parser(
         "sample", help="generate audio from a trained cMelGAN run",
         description="Generate spectrograms and write OUT.wav, OUT.png and OUT.npy (the normalised log-mel values, "
-                    "[T, F]) as `melnet-fast sample` does.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "[T, F]) as `melnet-fast sample` does.", formatter_class=HelpFormatter)
     s.add_argument("--seconds", type=float, help="length of the audio (default: one clip of the model); rounded up "
                                                  "to whole clips, drawn independently and joined in time")
     s.add_argument("--temperature", type=float, default=1.0,
@@ -63,46 +72,75 @@ def add_parser(sub) -> None:
     s.set_defaults(func=run_sample)
 
 
-def run_train(args) -> int:
-    from melnet_fast.baselines.cmelgan import CMelGAN
-    from melnet_fast.train import GANTrainer
-    from melnet_fast.train.gan import resolve_options
+class GANKind(train_cmd.RunKind):
+    """cMelGAN runs for the shared training command (train_cmd.train_run)."""
 
-    config, options, spec, resuming = train_cmd.setup_run(args, KIND, gan_preset_config)
-    try:
-        resolved = resolve_options(options, config)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    run_dir = RunDir(args.out)
-    print(f"{'resuming' if resuming else 'new'} cMelGAN run in {run_dir.root}: data {spec.source}", flush=True)
-    train, val = train_cmd.load_data(spec, config, config.frames, run_dir)
-    if not resuming:
-        config = config.replace(n_labels=max(1, len(train.label_names)))
-    torch.manual_seed(resolved.seed)
-    model = CMelGAN(config)
-    g, d = model.parameter_counts()
-    print(f"  model: cMelGAN, {g + d:,} parameters (generator {g:,}, discriminator {d:,}), {config.n_labels} "
-          f"label(s); {len(train)} training items, {len(val) if val is not None else 0} held out; clips of "
-          f"{config.frames} frames x {config.n_mels} mels", flush=True)
-    trainer = train_cmd.start_trainer(GANTrainer, model, train, val, options, run_dir, spec)
-    print(f"  training on {trainer.device} for steps {trainer.step}..{resolved.steps}", flush=True)
-    return train_cmd.fit_and_report(trainer, run_dir)
+    name = KIND
+    command = "melnet-fast gan train"
+
+    def make_config(self, preset: str, overrides):
+        return gan_preset_config(preset, overrides)
+
+    def as_stored(self, wanted, stored, args):
+        return wanted.replace(n_labels=stored.n_labels)  # the labels come from the data
+
+    def resolve(self, options: TrainOptions, config) -> TrainOptions:
+        from melnet_fast.train.gan import resolve_options
+
+        return resolve_options(options, config)
+
+    def check_resources(self, config, resolved: TrainOptions, run: RunDir) -> None:
+        from melnet_fast.baselines.cmelgan import CMelGAN
+
+        with torch.device("meta"):  # counts the parameters without allocating them
+            parameters = sum(CMelGAN(config).parameter_counts())
+        preflight.free_disk(run.root, preflight.checkpoint_bytes(parameters), "--out", "one checkpoint")
+
+    def build(self, args, config, options, resolved, spec, resuming, run):
+        from melnet_fast.baselines.cmelgan import CMelGAN
+        from melnet_fast.train import GANTrainer
+
+        train, val = train_cmd.read_datasets(spec, config, config.frames, run, min_frames=config.frames)
+        if not resuming:
+            config = config.replace(n_labels=max(1, len(train.label_names)))
+        torch.manual_seed(resolved.seed)
+        model = CMelGAN(config)
+        g, d = model.parameter_counts()
+        print(f"  model: cMelGAN, {g + d:,} parameters (generator {g:,}, discriminator {d:,}), {config.n_labels} "
+              f"label(s); {len(train)} training items, {len(val) if val is not None else 0} held out; clips of "
+              f"{config.frames} frames x {config.n_mels} mels", flush=True)
+        trainer = train_cmd.start_trainer(GANTrainer, model, train, val, options, run, spec)
+        print(f"  training on {trainer.device} for steps {trainer.step}..{resolved.steps}", flush=True)
+        return trainer
+
+
+def run_train(args) -> int:
+    return train_cmd.train_run(args, GANKind())
 
 
 def run_sample(args) -> int:
+    sample_cmd.check_sample_args(args)
+    in_range(args.seconds, "--seconds", 0, low_open=True)
     device = pick_device(args.device)
     doc, model, path = load_run_model(args.run, args.checkpoint, device, kind=KIND)
     c = model.config
-    sample_cmd.check_sample_args(args)
-    if args.seconds is None:
-        clips = 1
-    elif math.isfinite(args.seconds) and args.seconds > 0:
-        clips = math.ceil(args.seconds / c.seconds - 1e-9)
-    else:
-        raise UserError(f"--seconds must be a positive number, got {args.seconds}")
+    clips = 1 if args.seconds is None else math.ceil(args.seconds / c.seconds - 1e-9)
+    sample_cmd.check_length(clips * c.frames, c)
+    sample_cmd.check_inversion_memory(c, clips * c.frames)
     label_names = (doc.get("data") or {}).get("label_names") or []
     label = label_id(args.speaker, c.n_labels, label_names).to(device)
-    wav, _, _ = out_paths(args.out or str(Path(args.run) / "samples" / f"sample-seed{args.seed}.wav"))
+    run_dir = RunDir(args.run)
+    wav, _, _ = out_paths(args.out or str(run_dir.samples / f"sample-seed{args.seed}.wav"))
+    lock = sample_cmd.lock_if_inside(run_dir, wav, "melnet-fast gan sample")
+    try:
+        return _sample(args, model, path, label, label_names, clips, wav)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _sample(args, model, path, label, label_names, clips: int, wav: Path) -> int:
+    c, device = model.config, label.device
     print(f"generating {args.count} x {clips} clip(s) of {c.frames} frames x {c.n_mels} mels from {path} on {device}"
           + (f", label {label_names[int(label)]}" if label_names else ""), flush=True)
     generator = torch.Generator(device=device).manual_seed(args.seed)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 
 from melnet_fast import audio
-from melnet_fast.cli.common import UserError, audible_range, existing_file, preset_config
+from melnet_fast.cli.common import HelpFormatter, UserError, audible_range, existing_file, in_range, preset_config
 
 
 def add_parser(sub) -> None:
@@ -19,7 +18,7 @@ def add_parser(sub) -> None:
                                    "(as `sample` writes); IN.png is a grayscale image, frames left to right, "
                                    "channel 0 at the bottom (as melnet_fast.plots.save_spectrogram_image writes). "
                                    "The audio settings come from --run or --preset.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("input", metavar="IN.npy|IN.png")
     p.add_argument("output", metavar="OUT.wav")
     source = p.add_mutually_exclusive_group()
@@ -54,8 +53,14 @@ def read_spectrogram(path: Path) -> torch.Tensor:
 
 
 def run(args) -> int:
+    from melnet_fast.train import preflight
     from melnet_fast.train.run_dir import RunDir, RunDirError
 
+    in_range(args.iters, "--iters", 1, integer=True)
+    out = Path(args.output)
+    if out.suffix.lower() != ".wav":
+        raise UserError(f"the output must be a .wav file, got {args.output}")
+    preflight.writable_file(out, "OUT.wav")
     spec = read_spectrogram(existing_file(args.input, "input"))
     if args.run:
         try:
@@ -70,14 +75,16 @@ def run(args) -> int:
     if spec.shape[1] != config.n_mels:
         raise UserError(f"{args.input} has {spec.shape[1]} mel channels ([T, F] = {list(spec.shape)}), the "
                         f"settings have n_mels={config.n_mels}")
+    if spec.shape[0] < audio.min_frames(config):
+        raise UserError(f"{args.input} has {spec.shape[0]} frames; the inversion needs at least "
+                        f"{audio.min_frames(config)} with these settings (n_fft {config.n_fft}, hop "
+                        f"{config.hop_length})")
+    preflight.enough_memory(preflight.inversion_bytes(config, spec.shape[0]), "cpu", args.input,
+                            f"inverting {spec.shape[0]} frames")
     spec, clamped = audible_range(spec)
     if clamped:
         print(f"warning: {clamped} of {spec.numel()} values were not finite or outside the audible range; "
               f"clamped", file=sys.stderr)
-    out = Path(args.output)
-    if out.suffix.lower() != ".wav":
-        raise UserError(f"the output must be a .wav file, got {args.output}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     waveform, info = audio.spectrogram_to_waveform(spec, config, method=args.method, n_iter=args.iters,
                                                    seed=args.seed)
     audio.save_wav(out, 0.99 * waveform / max(1.0, float(waveform.abs().max())), config.sample_rate)

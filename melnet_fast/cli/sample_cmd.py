@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import sys
 from pathlib import Path
 from typing import List
@@ -13,17 +13,20 @@ import torch
 
 from melnet_fast import audio
 from melnet_fast.cli.common import (
+    HelpFormatter,
     UserError,
     add_device_arg,
     audible_range,
     existing_file,
     frames_for,
+    in_range,
     load_run_model,
     out_paths,
     pick_device,
     speaker_id,
 )
 from melnet_fast.config import MelNetConfig
+from melnet_fast.train import RunDir, preflight
 
 INVERSIONS = ("gradient", "griffin_lim")
 
@@ -32,7 +35,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("sample", help="generate audio from a trained run",
                        description="Sample spectrograms (all tiers, coarse to fine) and write OUT.wav, OUT.png (the "
                                    "tiers) and OUT.npy (the normalised log-mel values, [T, F]).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     p.add_argument("--seconds", type=float, default=4.0, help="length of the audio")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = most probable component's mean, 1 = model")
     p.add_argument("--prime", metavar="FILE.wav", help="continue this audio (its first frames, up to all but "
@@ -61,7 +64,13 @@ def prime_frames(path: str, config: MelNetConfig, frames: int) -> torch.Tensor:
     try:
         waveform, _ = audio.load_audio(path, config.sample_rate)
     except Exception as e:  # soundfile raises several types for unreadable files
-        raise UserError(f"--prime {path}: cannot read audio ({e})") from None
+        raise UserError(f"--prime {path}: cannot read audio ({' '.join(str(e).split())})") from None
+    bad = int((~torch.isfinite(waveform)).sum())
+    if bad:
+        raise UserError(f"--prime {path} holds {bad} NaN or inf samples")
+    if waveform.numel() < audio.min_samples(config):
+        raise UserError(f"--prime {path} holds {waveform.numel()} samples at {config.sample_rate} Hz; a prime needs "
+                        f"at least {audio.min_samples(config)}")
     spec = audio.log_mel_spectrogram(waveform, config).float()
     P = min(spec.shape[0], frames - config.time_factor)
     P -= P % config.time_factor
@@ -94,15 +103,22 @@ def write_outputs(wav: Path, spec: torch.Tensor, config: MelNetConfig, method: s
                   seed: int = 0, title: str = "generated", progress: bool = True, n_tiers: int | None = None) -> dict:
     """Write wav (audio), wav.png (tiers coarse to fine; n_tiers default config.n_tiers) and wav.npy ([T, F], the
     values as drawn); returns the inversion info, with "clamped": how many values were outside the audible range
-    (see audible_range). config: anything with the audio settings (a MelNetConfig, a CMelGANConfig)."""
-    from melnet_fast.plots import plot_tiers
+    (see audible_range), and "padded": the silent frames appended for the audio to a spectrogram shorter than the
+    inversion needs (audio.min_frames). Nothing is written before the inversion has succeeded. config: anything
+    with the audio settings (a MelNetConfig, a CMelGANConfig)."""
+    from melnet_fast.plots import IMAGE_VMIN, plot_tiers
 
-    np.save(wav.with_suffix(".npy"), spec.float().cpu().numpy())
+    drawn = spec.float().cpu().numpy()
     spec, clamped = audible_range(spec)
-    waveform, info = to_audio(spec, config, method, iters, seed, progress)
+    short = audio.min_frames(config) - spec.shape[0]
+    heard = spec
+    if short > 0:  # a text model can stop before the inversion's window is filled: silence after its end
+        heard = torch.cat([spec, spec.new_full((short, spec.shape[1]), IMAGE_VMIN)])  # audible_range's floor
+    waveform, info = to_audio(heard, config, method, iters, seed, progress)
+    np.save(wav.with_suffix(".npy"), drawn)
     audio.save_wav(wav, (0.99 * waveform / max(1.0, float(waveform.abs().max()))), config.sample_rate)
     plot_tiers(wav.with_suffix(".png"), spec, config.n_tiers if n_tiers is None else n_tiers, config, title=title)
-    info["clamped"] = clamped
+    info["clamped"], info["padded"] = clamped, max(0, short)
     return info
 
 
@@ -112,11 +128,10 @@ def sample_paths(wav: Path, count: int) -> List[Path]:
 
 
 def check_sample_args(args) -> None:
-    """UserError for a --count or --temperature out of range."""
-    if args.count < 1:
-        raise UserError(f"--count must be >= 1, got {args.count}")
-    if not (math.isfinite(args.temperature) and args.temperature >= 0):
-        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    """UserError for a --count, --temperature or --iters out of range."""
+    in_range(args.count, "--count", 1, integer=True)
+    in_range(args.temperature, "--temperature", 0)
+    in_range(args.iters, "--iters", 1, integer=True)
 
 
 def write_sample(target: Path, spec: torch.Tensor, config, args, n_tiers: int | None = None,
@@ -131,18 +146,67 @@ def write_sample(target: Path, spec: torch.Tensor, config, args, n_tiers: int | 
     return info
 
 
+def lock_if_inside(run_dir: RunDir, path: Path, command: str):
+    """The run's lock (RunDir.claim, RunLockedError naming the holder) when `path` lies inside the run directory,
+    so that no trainer writes there at the same time; None when it lies outside."""
+    if not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(run_dir.root)):
+        return None
+    return run_dir.claim(command, arg="--out", hint="wait for it to finish, or pass an --out outside the run to "
+                                                    "write while it trains")
+
+
+def check_length(frames: int, config: MelNetConfig, arg: str = "--seconds") -> None:
+    """UserError when `frames` cannot be inverted to audio (too few for the STFT's window)."""
+    need = -(-audio.min_frames(config) // config.time_factor) * config.time_factor
+    if frames < need:
+        raise UserError(f"{arg} gives {frames} frames; the audio needs at least {need} "
+                        f"({need * config.hop_length / config.sample_rate:.3g} s at {config.sample_rate} Hz, "
+                        f"hop {config.hop_length}, n_fft {config.n_fft})")
+
+
+def check_memory(config: MelNetConfig, count: int, frames: int, device, arg: str = "--seconds / --count") -> None:
+    """UserError (a PreflightError) when sampling `count` x `frames` and inverting one of them to audio will not
+    fit in the memory of `device` and of the host."""
+    preflight.enough_memory(preflight.sampling_bytes(config, count, frames), device, arg,
+                            f"sampling {count} x {frames} frames")
+    check_inversion_memory(config, frames, arg)
+
+
+def check_inversion_memory(config, frames: int, arg: str = "--seconds") -> None:
+    """UserError (a PreflightError) when inverting a spectrogram of `frames` frames to audio will not fit in the
+    host's memory. config: anything with the audio settings."""
+    preflight.enough_memory(preflight.inversion_bytes(config, frames), "cpu", arg,
+                            f"inverting {frames} frames to audio")
+
+
 def run(args) -> int:
+    check_sample_args(args)
+    in_range(args.seconds, "--seconds", 0, low_open=True)
     device = pick_device(args.device, sampling=True)
     doc, model, path = load_run_model(args.run, args.checkpoint, device)
     c: MelNetConfig = model.config
-    check_sample_args(args)
+    if c.has_text:
+        raise UserError(f"{args.run} holds a text-to-speech model: speak text with `melnet-fast tts --run "
+                        f"{args.run} --text \"...\" --out OUT.wav`")
     frames = frames_for(args.seconds, c)
+    check_length(frames, c)
     label_names = (doc.get("data") or {}).get("label_names") or []
     cond = speaker_id(args.speaker, c, label_names)
     prime = prime_frames(str(existing_file(args.prime, "--prime")), c, frames) if args.prime else None
-    out = args.out or str(Path(args.run) / "samples" / f"sample-seed{args.seed}.wav")
+    check_memory(c, args.count, frames, device)
+    run_dir = RunDir(args.run)
+    out = args.out or str(run_dir.samples / f"sample-seed{args.seed}.wav")
     wav, _, _ = out_paths(out)
-    print(f"sampling {args.count} x {frames} frames x {c.n_mels} mels from {path} on {device}"
+    lock = lock_if_inside(run_dir, wav, "melnet-fast sample")
+    try:
+        return _sample(args, model, path, c, frames, cond, prime, wav)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _sample(args, model, path, c: MelNetConfig, frames: int, cond, prime, wav: Path) -> int:
+    print(f"sampling {args.count} x {frames} frames x {c.n_mels} mels from {path} on {next(model.parameters()).device}"
           + (f", primed with {prime.shape[0]} frames" if prime is not None else ""), flush=True)
     x, log_density = generate(model, frames, count=args.count, temperature=args.temperature, cond=cond,
                               prime=prime, seed=args.seed)

@@ -71,9 +71,9 @@ class LabelClassifier(nn.Module):
 
 def train_classifier(dataset, *, steps: int = 400, batch_size: int = 32, learning_rate: float = 2e-3,
                      seed: int = 0, device: str | torch.device = "cpu", gain: float = GAIN) -> LabelClassifier:
-    """A LabelClassifier trained with Adam on random crops of `dataset` (a labelled SpectrogramCropDataset, e.g.
-    a run's training data) for `steps` batches; deterministic in `seed`, and the global RNG is left untouched.
-    Returned in eval mode."""
+    """A LabelClassifier trained with Adam on random crops of `dataset` (a labelled SpectrogramCropDataset whose
+    items all have crop_frames frames, e.g. a run's training data built with min_frames=crop_frames) for `steps`
+    batches; deterministic in `seed`, and the global RNG is left untouched. Returned in eval mode."""
     labels = list(dataset.labels)
     n_labels = max(len(dataset.label_names), max(labels) + 1)
     if len(set(labels)) < 2:
@@ -89,8 +89,12 @@ def train_classifier(dataset, *, steps: int = 400, batch_size: int = 32, learnin
     step, epoch = 0, 0
     while True:
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        for x, y in make_loader(dataset, batch_size, seed=seed * 100_003 + epoch,
-                                drop_last=len(dataset) >= batch_size):
+        for batch in make_loader(dataset, batch_size, seed=seed * 100_003 + epoch,
+                                 drop_last=len(dataset) >= batch_size):
+            x, y = batch.spec, batch.labels
+            if bool((batch.lengths != x.shape[1]).any()):
+                raise ValueError(f"the classifier trains on crops of one length; the data has items shorter than "
+                                 f"{x.shape[1]} frames (build it with min_frames=crop_frames)")
             x = x + gain * (2 * torch.rand(len(x), 1, 1, generator=generator) - 1)
             loss = loss_fn(model(x.to(device)), y.to(device))
             optimizer.zero_grad(set_to_none=True)

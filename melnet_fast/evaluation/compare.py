@@ -28,7 +28,7 @@ from melnet_fast import audio
 from melnet_fast.evaluation.classifier import train_classifier
 from melnet_fast.evaluation.frechet import frechet_from_statistics, gaussian_statistics
 from melnet_fast.train import SYNTHETIC, ChannelGaussian, DataSpec, RunDir, build_datasets, evaluate
-from melnet_fast.train.evaluation import segments
+from melnet_fast.train.evaluation import full_segments
 from melnet_fast.train.metrics import read_metrics
 
 REFERENCE = "per-label channel Gaussian"
@@ -112,8 +112,8 @@ class Comparison:
 
 
 def _segments(dataset, frames: int, max_segments: int | None):
-    """(x [N, frames, F], labels [N]) of the non-overlapping segments of a dataset (train.evaluation.segments)."""
-    where = segments(dataset, frames, max_segments)
+    """(x [N, frames, F], labels [N]) of the non-overlapping segments of a dataset (train.evaluation.full_segments)."""
+    where = full_segments(dataset, frames, max_segments)
     if len(where) < 2:
         raise ValueError(f"the held-out data has {len(where)} segment(s) of {frames} frames; at least 2 are needed")
     x = torch.stack([dataset.spectrogram(i)[s:s + frames] for i, s in where])
@@ -153,11 +153,11 @@ def generate(model, labels: torch.Tensor | None, count: int, frames: int, *, tem
     return torch.cat(out)
 
 
-def _khz(rows, settings) -> float | None:
-    rates = [float(r["elements_per_s"]) for r in rows if r["split"] == "train" and r.get("elements_per_s")]
-    if not rates:
-        return None
-    return statistics.median(rates) / settings.n_mels * settings.hop_length / 1000
+def _khz(rows) -> float | None:
+    """Median over a run's train rows of metrics.csv of its training throughput in kHz of audio samples per
+    second (the trainers' audio_khz column)."""
+    rates = [float(r["audio_khz"]) for r in rows if r["split"] == "train" and r.get("audio_khz")]
+    return statistics.median(rates) if rates else None
 
 
 def _data(doc: Dict, data: str | None, config, frames: int, cache_dir):
@@ -168,7 +168,7 @@ def _data(doc: Dict, data: str | None, config, frames: int, cache_dir):
         spec = dataclasses.replace(spec, source=data, val_source=None).resolved()
     if spec.source != SYNTHETIC and not Path(spec.source).exists():
         raise FileNotFoundError(f"no such folder or CSV file: {spec.source}")
-    train, held_out = build_datasets(spec, config, frames, cache_dir=cache_dir)
+    train, held_out = build_datasets(spec, config, frames, cache_dir=cache_dir, min_frames=frames)
     if held_out is None:
         raise ValueError(f"{spec.source} gives no held-out data (a folder needs two or more files)")
     return spec.source, train, held_out
@@ -265,7 +265,7 @@ def compare_runs(runs: Sequence, data: str | None = None, *, frames: int | None 
         counts = model.parameter_counts()
         total = sum(counts)
         metrics = read_metrics(run.metrics_csv) if run.metrics_csv.is_file() else []
-        khz = _khz(metrics, settings[0])
+        khz = _khz(metrics)
         steps = max((int(r["step"]) for r in metrics), default=None)
         rows.append(scores(path.name, doc["model_kind"], str(path), x, conditional, parameters=total,
                            sampling_parameters=counts[0] if doc["model_kind"] == "cmelgan" else total,

@@ -18,16 +18,18 @@ class FeatureExtractionLayer(nn.Module):
         self.lstm = SweepLSTM(hidden_size, hidden_size, FEATURE_DIRECTIONS)
         self.proj = nn.Linear(4 * hidden_size, hidden_size)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """h [B, T, F, D] -> [B, T, F, D]."""
-        return h + self.proj(self.lstm(h))
+    def forward(self, h: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """h [B, T, F, D] -> [B, T, F, D]; lengths [B]: real frames per example (see SweepLSTM.forward)."""
+        return h + self.proj(self.lstm(h, lengths))
 
 
 class FeatureExtractionNetwork(nn.Module):
     """Features of the coarser tiers x^<g, on the grid of x^g: in_proj (1 -> D, no shift), then residual
     layers of four LSTMs along both axes in both directions.
 
-    forward(context [B, T, F]) -> [B, T, F, D].
+    forward(context [B, T, F], lengths=None) -> [B, T, F, D]. lengths (LongTensor [B]): real frames of each
+    example; the backward-in-time LSTMs then start at the last real frame, so the features of real frames do
+    not depend on the padding after them (nor on how much there is).
     """
 
     def __init__(self, hidden_size: int, n_layers: int):
@@ -35,8 +37,8 @@ class FeatureExtractionNetwork(nn.Module):
         self.in_proj = nn.Linear(1, hidden_size)
         self.layers = nn.ModuleList(FeatureExtractionLayer(hidden_size) for _ in range(n_layers))
 
-    def forward(self, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, context: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         h = self.in_proj(context.unsqueeze(-1))
         for layer in self.layers:
-            h = layer(h)
+            h = layer(h, lengths)
         return h

@@ -6,7 +6,14 @@ Each op lives in its own folder: `naive.py` holds the plain-PyTorch reference (t
 
 from melnet_fast.ops.gmm import gmm_nll, gmm_nll_ref, gmm_sample, gmm_sample_ref
 from melnet_fast.ops.lstm_sweep import DIRECTION_CODES, lstm_sweep_2d, lstm_sweep_2d_ref
-from melnet_fast.ops.tier_sampling import sample_tier, sample_tier_ref
+from melnet_fast.ops.tier_sampling import (
+    ReferenceSamplerWarning,
+    sample_tier,
+    sample_tier_centralized,
+    sample_tier_centralized_ref,
+    sample_tier_ref,
+)
 
 __all__ = ["lstm_sweep_2d", "lstm_sweep_2d_ref", "gmm_nll", "gmm_nll_ref", "gmm_sample", "gmm_sample_ref",
-           "sample_tier", "sample_tier_ref", "DIRECTION_CODES"]
+           "sample_tier", "sample_tier_ref", "sample_tier_centralized", "sample_tier_centralized_ref",
+           "ReferenceSamplerWarning", "DIRECTION_CODES"]

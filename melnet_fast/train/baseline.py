@@ -15,7 +15,7 @@ from typing import Iterable
 
 import torch
 
-from melnet_fast.train.checkpointing import atomic_write_text
+from melnet_fast.atomic_files import atomic_write_text
 
 MIN_STD = 1e-3  # a constant channel (e.g. always at the log floor) would otherwise get an infinite density
 
@@ -30,13 +30,16 @@ class ChannelGaussian:
 
     @classmethod
     def fit(cls, spectrograms: Iterable[torch.Tensor]) -> ChannelGaussian:
-        """Maximum-likelihood fit on spectrograms [T_i, F] (all frames pooled), accumulated in float64."""
+        """Maximum-likelihood fit on spectrograms [T_i, F] (all frames pooled), accumulated in float64.
+        ValueError when one holds NaN or inf (one such value would make every statistic NaN)."""
         total = total_sq = None
         frames = 0
-        for spec in spectrograms:
+        for k, spec in enumerate(spectrograms):
             s = torch.as_tensor(spec).detach().to("cpu", torch.float64)
             if s.dim() != 2:
                 raise ValueError(f"spectrograms must be [T, F], got shape {tuple(s.shape)}")
+            if not bool(torch.isfinite(s).all()):
+                raise ValueError(f"spectrogram {k} holds NaN or inf: the baseline is fitted on finite data only")
             total = s.sum(0) if total is None else total + s.sum(0)
             total_sq = s.pow(2).sum(0) if total_sq is None else total_sq + s.pow(2).sum(0)
             frames += s.shape[0]
@@ -68,9 +71,13 @@ class ChannelGaussian:
         try:
             with open(path) as f:
                 doc = json.load(f)
-            return cls(torch.tensor(doc["mean"], dtype=torch.float64), torch.tensor(doc["std"], dtype=torch.float64),
-                       int(doc["frames"]))
+            mean = torch.tensor(doc["mean"], dtype=torch.float64)
+            std = torch.tensor(doc["std"], dtype=torch.float64)
+            frames = int(doc["frames"])
         except FileNotFoundError:
             raise
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{os.fspath(path)} is not a baseline file: {e}") from None
+        if not (bool(torch.isfinite(mean).all()) and bool((torch.isfinite(std) & (std > 0)).all())):
+            raise ValueError(f"{os.fspath(path)} holds NaN, inf or non-positive values (fitted on bad data?)")
+        return cls(mean, std, frames)

@@ -16,16 +16,12 @@ from typing import Any, Dict
 import numpy as np
 import torch
 
-from melnet_fast.checkpoint import atomic_write_bytes
+from melnet_fast.atomic_files import atomic_write_bytes, atomic_write_text  # noqa: F401 (re-exported)
 
 FORMAT = "melnet_fast.train_state"
 FORMAT_VERSION = 1
 
 PathLike = str | os.PathLike
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # ------------------------------------------------------------------------------------------------ RNG
@@ -68,15 +64,18 @@ def save_training_state(path: PathLike, state: Dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_training_state(path: PathLike) -> Dict[str, Any]:
-    """Read a training state written by save_training_state. ValueError if it is not one."""
+def load_training_state(path: PathLike, *, mmap: bool = False) -> Dict[str, Any]:
+    """Read a training state written by save_training_state. ValueError if it is not one. mmap: map the
+    tensors from the file instead of reading them (cheap when only the step is wanted)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no training checkpoint at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # truncated files and foreign pickles raise many different types
-        raise ValueError(f"{path} is not a readable training checkpoint (corrupt or truncated?): {e}") from None
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path} is not a readable training checkpoint (corrupt or truncated?): "
+                         f"{first_line}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path} is not a melnet_fast training checkpoint")
     if state.get("format_version") != FORMAT_VERSION:

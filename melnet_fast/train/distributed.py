@@ -113,9 +113,8 @@ def assign_tiers(tiers: Sequence[int], world_size: int, costs: Dict[int, float] 
     return TierPlan(tuple(groups))
 
 
-def parse_assignment(spec: str, tiers: Sequence[int], world_size: int) -> TierPlan:
-    """An explicit plan "RANK:TIER,TIER;RANK:TIER...", e.g. "0:1;1:2,3;2:2,3" (ranks 1 and 2 share tiers 2
-    and 3 data-parallel). Every rank must appear once; ranks listing the same tiers form a group."""
+def read_assignment(spec: str) -> Dict[Tuple[int, ...], List[int]]:
+    """The syntax of an explicit plan (see parse_assignment): tiers -> ranks. ValueError when it is not one."""
     by_tiers: Dict[Tuple[int, ...], List[int]] = {}
     seen = set()
     try:
@@ -127,8 +126,19 @@ def parse_assignment(spec: str, tiers: Sequence[int], world_size: int) -> TierPl
                 raise ValueError(f"rank {rank} appears twice")
             seen.add(rank)
             by_tiers.setdefault(group, []).append(rank)
+        if not by_tiers:
+            raise ValueError("it names no rank")
     except ValueError as e:
-        raise ValueError(f"tier assignment {spec!r} must look like '0:1,2;1:3' (rank:tiers;...): {e}") from None
+        raise ValueError(f"tier assignment {spec!r} must be 'tier', 'data' or look like '0:1,2;1:3' "
+                         f"(rank:tiers;...): {e}") from None
+    return by_tiers
+
+
+def parse_assignment(spec: str, tiers: Sequence[int], world_size: int) -> TierPlan:
+    """An explicit plan "RANK:TIER,TIER;RANK:TIER...", e.g. "0:1;1:2,3;2:2,3" (ranks 1 and 2 share tiers 2
+    and 3 data-parallel). Every rank must appear once; ranks listing the same tiers form a group."""
+    by_tiers = read_assignment(spec)
+    seen = {r for ranks in by_tiers.values() for r in ranks}
     if seen != set(range(world_size)):
         raise ValueError(f"tier assignment {spec!r} must name every rank 0..{world_size - 1} once")
     covered = sorted(g for group in by_tiers for g in group)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -20,13 +20,13 @@ from melnet_fast.baselines.cmelgan import CMelGAN, CMelGANConfig, discriminator_
 from melnet_fast.train import distributed as dist_utils
 from melnet_fast.train.baseline import ChannelGaussian
 from melnet_fast.train.data_source import DataSpec
-from melnet_fast.train.evaluation import segments
-from melnet_fast.train.loop import StepResult, Trainer, _pick_device
+from melnet_fast.train.evaluation import full_segments
+from melnet_fast.train.loop import StepResult, Trainer, _Interval, _pick_device
 from melnet_fast.train.options import TrainOptions
 
 SCORES = ("d_real", "d_fake", "d_wrong")  # mean discriminator scores of the three kinds of pair
 METRIC_COLUMNS = ["step", "split", "time", "elapsed_s", "d_loss", "g_loss", *SCORES, "grad_norm_d", "grad_norm_g",
-                  "lr", "elements_per_s", "skipped"]
+                  "lr", "elements_per_s", "audio_seconds_per_s", "audio_khz", "skipped"]
 VAL_SEED = 1234  # the noise and wrong labels of every validation (the same each time, and off the global RNG)
 
 
@@ -70,10 +70,12 @@ class GANValResult:
 class GANTrainer(Trainer):
     """Trains a CMelGAN on a dataset of labelled crops (melnet_fast.data), logging to and checkpointing in run_dir.
 
-    train_data / val_data: SpectrogramCropDataset-like with crops of model.config.frames frames and labels in
-    0..n_labels - 1. options: TrainOptions (steps, max_seconds, batch_size, learning_rate (both networks),
-    clip_grad_norm (per network), seed, device, log / validation / checkpoint cadence, nan_patience...).
-    run_dir, baseline, data_spec, resume: as for Trainer. One process (no torch.distributed).
+    train_data / val_data: SpectrogramCropDataset-like whose every item has model.config.frames frames (crop_frames
+    and min_frames both set to it) and labels in 0..n_labels - 1. options: TrainOptions (steps, max_seconds,
+    batch_size, learning_rate (both networks), clip_grad_norm (per network), seed, device, log / validation /
+    checkpoint cadence, nan_patience...).
+    run_dir, baseline, data_spec, resume: as for Trainer (the run directory's lock is held until close()).
+    One process (no torch.distributed).
     """
 
     model_kind = "cmelgan"
@@ -87,7 +89,6 @@ class GANTrainer(Trainer):
         self.config: CMelGANConfig = model.config
         c = self.config
         self.options = resolve_options(options or TrainOptions(), c)
-        o = self.options
         self.train_data, self.val_data = train_data, val_data
         for name, data in (("training", train_data), ("held-out", val_data)):
             if data is None:
@@ -97,26 +98,31 @@ class GANTrainer(Trainer):
             if data.crop_frames != c.frames or data.settings.n_mels != c.n_mels:
                 raise ValueError(f"the {name} data serves crops of {data.crop_frames} frames x {data.settings.n_mels}"
                                  f" mels, the model makes {c.frames} x {c.n_mels}")
+            if name == "training" and min(data.item_frames(i) for i in range(len(data))) < c.frames:
+                raise ValueError(f"the training data has items shorter than the model's {c.frames} frames: "
+                                 f"build it with min_frames={c.frames} (cMelGAN trains on whole clips)")
             if max(data.labels) >= c.n_labels:
                 raise ValueError(f"the {name} data has label ids up to {max(data.labels)}, the model "
                                  f"n_labels={c.n_labels}")
         if dist_utils.launched_by_torchrun() or torch.distributed.is_initialized():
             raise ValueError("cMelGAN trains in one process: run it without torchrun")
         self.dist, self.is_main, self.amp = None, True, False
+        self._claim_and_setup(run_dir, lambda: self._setup(resume, baseline, data_spec))
+
+    def _setup(self, resume: bool, baseline, data_spec) -> None:
+        m, c, o = self.model, self.config, self.options
         self.device = _pick_device(o.device, None)
-        model.to(self.device)
-        self.optimizer_g = torch.optim.Adam(model.generator.parameters(), lr=o.learning_rate, betas=c.betas)
-        self.optimizer_d = torch.optim.Adam(model.discriminator.parameters(), lr=o.learning_rate, betas=c.betas)
-        self._sums: Dict[str, float] = {}
+        m.to(self.device)
+        self.optimizer_g = torch.optim.Adam(m.generator.parameters(), lr=o.learning_rate, betas=c.betas)
+        self.optimizer_d = torch.optim.Adam(m.discriminator.parameters(), lr=o.learning_rate, betas=c.betas)
+        self._trained_share = 1.0  # one network models every element of a clip
+        self._sums: Dict[str, float] = {}  # of the finite steps since the last train row
         self._reset_progress()
-        self._open_run(run_dir, resume, baseline, data_spec)
+        self._open_run(resume, baseline, data_spec)
 
     # ------------------------------------------------------------------ hooks of Trainer
     def metric_columns(self) -> List[str]:
         return METRIC_COLUMNS
-
-    def example_elements(self) -> int:
-        return self.config.frames * self.config.n_mels
 
     def _loss_name(self, key) -> str:
         return key
@@ -143,10 +149,15 @@ class GANTrainer(Trainer):
         loss_d, means = discriminator_loss(scores[0], scores[1], scores[2] if wrong is not None else None)
         return loss_d, generator_loss(scores[1]), means
 
-    def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> GANStepResult:
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                   texts: Sequence[str] | None = None) -> GANStepResult:
         """One optimisation step of both networks on real crops x [B, T, F] with labels [B] (None: label 0).
-        Does not advance self.step (fit does)."""
+        lengths [B]: real frames of each crop, all T (a cMelGAN learns whole clips); texts: ignored (a cMelGAN is
+        conditioned on labels only). Does not advance self.step (fit does)."""
         m, c = self.model, self.config
+        if lengths is not None and bool((lengths != x.shape[1]).any()):
+            raise ValueError(f"lengths: a cMelGAN trains on whole clips of {x.shape[1]} frames, got lengths "
+                             f"{lengths.tolist()}")
         m.train()
         x = x.to(self.device, non_blocking=True)
         m.check_spectrogram(x)
@@ -176,7 +187,7 @@ class GANTrainer(Trainer):
             self._sums["steps"] = self._sums.get("steps", 0) + 1
         return GANStepResult(losses, norms, not finite, losses["discriminator"], scores)
 
-    def _log_train(self, interval, result: StepResult) -> None:
+    def _log_train(self, interval: _Interval, result: StepResult) -> None:
         sums, self._sums = self._sums, {}
         n = sums.pop("steps", 0)
         if not n:
@@ -184,8 +195,17 @@ class GANTrainer(Trainer):
         values = {k: v / n for k, v in sums.items()}
         values.update(grad_norm_d=result.grad_norms["discriminator"], grad_norm_g=result.grad_norms["generator"],
                       lr=self.optimizer_g.param_groups[0]["lr"], skipped=self.skipped_steps,
-                      elements_per_s=interval["elements"] / max(interval["time"], 1e-9))
+                      **self._throughput(interval))
         self.logger.log(self.step, "train", values)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> Dict:
+        # the sums of the interval's scores too, so that a resumed run logs the same averages
+        return {**super().state_dict(), "gan_sums": dict(self._sums)}
+
+    def load_state_dict(self, state: Dict) -> None:
+        super().load_state_dict(state)
+        self._sums = dict(state.get("gan_sums", {}))
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
@@ -195,7 +215,7 @@ class GANTrainer(Trainer):
         if self.val_data is None:
             return None
         m, c, o = self.model, self.config, self.options
-        where = segments(self.val_data, c.frames, o.val_segments)
+        where = full_segments(self.val_data, c.frames, o.val_segments)
         if not where:
             raise ValueError(f"no held-out item has {c.frames} frames or more")
         generator = torch.Generator(device=self.device).manual_seed(VAL_SEED)

@@ -1,10 +1,13 @@
 """Trainer: the training loop of MelNet (all tiers or chosen ones), with validation, logging and checkpoints.
 
-One step: a batch of crops x [B, T, F] -> per-tier mean NLL (each tier's loss involves only its own parameters)
+One step: a batch of examples x [B, T, F] padded to the longest, with their lengths -> per-tier mean NLL over the
+real elements (each tier's loss involves only its own parameters)
 -> backward of their sum, so each tier receives exactly the gradient of its own NLL, as if trained alone
 (paper, section 5) -> per-tier gradient clipping -> RMSProp. A step whose loss or gradient is not finite makes
 no update (the parameters and optimizer state are left as they were) and is reported; after `nan_patience`
 such steps in a row training stops with TrainingDiverged. Checkpoints are only written from finite parameters.
+A Trainer with a run directory holds its lock (run_lock.py) until close(); fit(stop=...) ends at the first
+step after a stop request (a signal, see stop_signals.py) with a checkpoint.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -26,15 +29,16 @@ from melnet_fast.train import distributed as dist_utils
 from melnet_fast.train.baseline import ChannelGaussian
 from melnet_fast.train.checkpointing import (
     all_finite,
-    load_training_state,
     rng_state,
     save_training_state,
     set_rng_state,
 )
+from melnet_fast.train.conditioning import batch_cond
 from melnet_fast.train.data_source import DataSpec, epoch_loader
 from melnet_fast.train.evaluation import LN2, EvalResult, evaluate
-from melnet_fast.train.metrics import MetricsLogger, csv_columns
+from melnet_fast.train.metrics import MetricsLogger, csv_columns, show
 from melnet_fast.train.options import TrainOptions
+from melnet_fast.train.progress import TrainProgress
 from melnet_fast.train.run_dir import RunDir, RunDirError
 
 
@@ -42,8 +46,14 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient; the last good checkpoint is kept."""
 
 
+class TrainingIOError(RuntimeError):
+    """Writing the run directory failed during training (full disk, read-only file system...); the message
+    says which file and where the last good checkpoint is."""
+
+
 class TierLosses(nn.Module):
-    """forward(x [B, T, F], cond) -> [len(tiers)]: the mean NLL (nats per element) of each chosen tier.
+    """forward(x [B, T, F], cond, lengths [B] or None) -> [len(tiers)]: the mean NLL (nats per real element) of
+    each chosen tier.
 
     A module of its own so that DistributedDataParallel can wrap it. recompute: run each tier's forward again
     in backward instead of storing its activations (torch.utils.checkpoint)."""
@@ -52,16 +62,16 @@ class TierLosses(nn.Module):
         super().__init__()
         self.model, self.tiers, self.recompute = model, tuple(tiers), recompute
 
-    def _tier(self, x: torch.Tensor, cond, g: int) -> torch.Tensor:
-        return self.model.loss(x, cond, tiers=[g])
+    def _tier(self, x: torch.Tensor, cond, lengths, g: int) -> torch.Tensor:
+        return self.model.loss(x, cond, tiers=[g], lengths=lengths)
 
-    def forward(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond=None, lengths: torch.Tensor | None = None) -> torch.Tensor:
         losses = []
         for g in self.tiers:
             if self.recompute and torch.is_grad_enabled():
-                losses.append(recompute_checkpoint(self._tier, x, cond, g, use_reentrant=False))
+                losses.append(recompute_checkpoint(self._tier, x, cond, lengths, g, use_reentrant=False))
             else:
-                losses.append(self._tier(x, cond, g))
+                losses.append(self._tier(x, cond, lengths, g))
         return torch.stack(losses).float()
 
 
@@ -74,6 +84,29 @@ class StepResult:
     grad_norms: Dict[int, float]
     skipped: bool
     loss: float  # over the trained tiers, weighted by their element counts
+
+
+@dataclasses.dataclass
+class _Interval:
+    """Step time, real frames and losses accumulated over some steps."""
+
+    time: float = 0.0
+    frames: int = 0
+    loss: float = 0.0
+    steps: int = 0
+
+    def add(self, dt: float, frames: int, result: StepResult) -> None:
+        self.time += dt
+        self.frames += frames
+        if not result.skipped:
+            self.loss += result.loss
+            self.steps += 1
+
+    @classmethod
+    def restore(cls, saved: Dict | None) -> _Interval:
+        """The interval a checkpoint saved (dataclasses.asdict); a new one when it saved none or another layout."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**saved) if saved and set(saved) == names else cls()
 
 
 def _pick_device(name: str, local_rank: int | None) -> torch.device:
@@ -90,13 +123,18 @@ def _pick_device(name: str, local_rank: int | None) -> torch.device:
 
 
 class Trainer:
-    """Trains a MelNet on a dataset of crops (see melnet_fast.data), logging to and checkpointing in run_dir.
+    """Trains a MelNet on a dataset of variable-length examples (see melnet_fast.data), logging to and
+    checkpointing in run_dir.
 
-    train_data / val_data: SpectrogramCropDataset-like (crops [crop_frames, F] with labels, `spectrogram(i)`);
-    the crops must have options.crop_frames frames. run_dir None: nothing is written (library use, tests).
+    train_data / val_data: SpectrogramCropDataset-like (examples of at most crop_frames frames, `item_frames(i)`,
+    labels, `spectrogram(i)`), with crop_frames = options.crop_frames. run_dir None: nothing is written (library
+    use, tests).
     baseline: the per-channel Gaussian reported next to validation NLLs (default: fitted on train_data, and
-    kept in run_dir/baseline.json). resume: continue from run_dir's latest checkpoint when there is one.
+    kept in run_dir/baseline.json). resume: continue from run_dir's latest checkpoint when there is one; a run
+    whose weights were saved but whose training state is missing or unreadable is refused (RunDirError), never
+    restarted over them; resume=False refuses a run directory that holds checkpoints (RunDir.set_aside() first).
     distributed: None = when launched by torchrun (or a process group exists); see melnet_fast.train.distributed.
+    RunLockedError when another process holds run_dir's lock.
     """
 
     model_kind = "melnet"  # recorded in config.json (melnet_fast.train.run_dir)
@@ -114,7 +152,9 @@ class Trainer:
         if train_data.crop_frames != o.crop_frames:
             raise ValueError(f"the training data serves crops of {train_data.crop_frames} frames, the options ask "
                              f"for crop_frames={o.crop_frames}")
-
+        if o.batch_size > len(train_data):
+            raise ValueError(f"batch_size {o.batch_size} is larger than the training data ({len(train_data)} items): "
+                             f"every batch would hold all of it")
         if distributed is None:
             distributed = dist_utils.launched_by_torchrun() or torch.distributed.is_initialized()
         self.dist = None
@@ -122,6 +162,9 @@ class Trainer:
             costs = dist_utils.tier_costs(self.config, o.crop_frames)
             self.dist = dist_utils.init_distributed(o.tiers, costs, o.tier_assignment)
         self.is_main = self.dist is None or self.dist.is_main
+        self._claim_and_setup(run_dir, lambda: self._setup(model, o, resume, baseline, data_spec))
+
+    def _setup(self, model: MelNet, o: TrainOptions, resume: bool, baseline, data_spec) -> None:
         self.tiers: tuple = self.dist.tiers if self.dist else o.tiers
         self.device = _pick_device(o.device, self.dist.local_rank if self.dist else None)
         self.amp = self.device.type == "cuda" if o.amp is None else bool(o.amp and self.device.type == "cuda")
@@ -134,6 +177,8 @@ class Trainer:
         self._tier_params = {g: list(model.tiers[g - 1].parameters()) for g in self.tiers}
         shapes = tier_shapes(o.crop_frames, self.config.n_mels, self.config.n_tiers)
         self._tier_elements = {g: shapes[g - 1][0] * shapes[g - 1][1] for g in range(1, self.config.n_tiers + 1)}
+        # Share of a spectrogram's elements that the trained tiers model (each tier holds a fixed share).
+        self._trained_share = sum(self._tier_elements[g] for g in self.tiers) / (o.crop_frames * self.config.n_mels)
         self.loss_module: nn.Module = TierLosses(model, self.tiers, o.recompute)
         if self.dist:
             for g, tier in enumerate(model.tiers, start=1):
@@ -143,31 +188,54 @@ class Trainer:
             self.loss_module = DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 process_group=self.dist.group)
-
         self._reset_progress()
-        self._open_run(run_dir, resume, baseline, data_spec)
+        self._open_run(resume, baseline, data_spec)
 
     # ------------------------------------------------------------------ what every trainer of a run shares
+    def _claim_and_setup(self, run_dir, setup: Callable[[], None]) -> None:
+        """Claim run_dir (None: write nothing): its lock, held until close(), and the removal of the temporary
+        files a killed writer left; then run `setup` (the trainer's own), closing the trainer if it fails."""
+        self.run = RunDir(run_dir) if run_dir is not None else None
+        self.messages: List[str] = []
+        self._pending: List[str] = []
+        self.logger = None
+        self._lock = None
+        try:
+            if self.run is not None and self.is_main:
+                self._lock = self.run.claim(f"melnet_fast {type(self).__name__}", arg="run_dir", say=self.say)
+            setup()
+        except BaseException:
+            self.close()
+            raise
+
     def _reset_progress(self) -> None:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.skipped_steps = self._bad_in_a_row = self._streak = 0
         self.best_val: float | None = None
         self.best_step: int | None = None
         self.last_checkpoint_step: int | None = None
-        self.last_val = None
+        self.last_val = None  # the last validation's result (EvalResult for MelNet)
         self._last_val_step: int | None = None
+        self._interval = _Interval()  # the steps since the last train row of metrics.csv
         self._iter = None
-        self.messages: List[str] = []
-        self._pending: List[str] = []
+        self.padded_share: float | None = None  # of the current epoch's batches
+        self._padded_shares: List[float] = []
 
-    def _open_run(self, run_dir, resume: bool, baseline: ChannelGaussian | None, data_spec: DataSpec | None) -> None:
-        """Create (or reopen) the run directory (None: write nothing), resume from its latest checkpoint, fit or
-        read the per-channel baseline, write config.json and open the logs."""
-        self.run = RunDir(run_dir).create() if run_dir is not None else None
+    def _open_run(self, resume: bool, baseline: ChannelGaussian | None, data_spec: DataSpec | None) -> None:
+        """Create the claimed run directory, resume from its latest checkpoint (or refuse to start over a trained
+        run), fit or read the per-channel baseline, write config.json and open the logs."""
+        if self.run is not None:
+            self.run.create()
         resumed = False
-        if resume and self.run is not None and self.run.latest_state.is_file():
-            self.load_state_dict(load_training_state(self.run.latest_state))
-            resumed = True
+        if self.run is not None and resume:
+            state = self.run.training_state()
+            if state is not None:
+                self.load_state_dict(state)
+                resumed = True
+        elif self.run is not None and self.run.checkpoint_files():
+            names = ", ".join(p.name for p in self.run.checkpoint_files())
+            raise RunDirError(f"{self.run.root} holds a trained run ({names}); resume=False would overwrite it: set "
+                              f"it aside first (RunDir.set_aside())")
         self.baseline = baseline if baseline is not None else self._baseline()
         if self.run is not None and self.is_main:
             self.run.write_config(self.config, self.options.to_dict(), data_spec.to_dict() if data_spec else {},
@@ -175,32 +243,32 @@ class Trainer:
         self.logger = MetricsLogger(self.run.root if self.run is not None and self.is_main else None,
                                     columns=self.metric_columns(), resume_step=self.step if resumed else None,
                                     echo=self.is_main)
-        for text in self._pending:  # said before the logger existed (e.g. while resuming)
-            self.logger.message(text)
+        for text in self._pending:  # said (and shown) before the logger existed, e.g. while resuming
+            self.logger.message(text, echo=False)
         self._pending.clear()
 
     def metric_columns(self) -> List[str]:
         """The columns of metrics.csv (see melnet_fast.train.metrics)."""
         return csv_columns(self.config.n_tiers)
 
-    def example_elements(self) -> int:
-        """Spectrogram elements one training example contributes to a step (the trained tiers' elements)."""
-        return sum(self._tier_elements[g] for g in self.tiers)
-
     # ------------------------------------------------------------------ helpers
     def say(self, text: str) -> None:
         """Report a message (stderr, train.log, and self.messages)."""
         self.messages.append(text)
-        logger = getattr(self, "logger", None)
-        if logger is None:
+        if self.logger is None:
             self._pending.append(text)
+            if self.is_main:
+                show(text)
         else:
-            logger.message(text)
+            self.logger.message(text)
 
     def _baseline(self) -> ChannelGaussian:
         path = self.run.baseline if self.run is not None else None
         if path is not None and path.is_file():
-            return ChannelGaussian.load(path)
+            try:
+                return ChannelGaussian.load(path)
+            except ValueError as e:  # derived from the data: fit it again
+                self.say(f"{e}; fitting the baseline again")
         base = ChannelGaussian.fit(self.train_data.spectrogram(i) for i in range(len(self.train_data)))
         if path is not None and self.is_main:
             base.save(path)
@@ -221,9 +289,15 @@ class Trainer:
                     shard, shards = ranks.index(self.dist.rank), len(ranks)
                     if len(self.train_data) < shards:
                         raise ValueError(f"{len(self.train_data)} training items cannot be shared by {shards} ranks")
-                loader, _ = epoch_loader(self.train_data, o.batch_size, o.seed, self.epoch, self.batch_in_epoch,
-                                         shard, shards, o.num_workers)
-                self._iter = iter(loader)
+                epoch = epoch_loader(self.train_data, o.batch_size, o.seed, self.epoch, self.batch_in_epoch,
+                                     shard, shards, o.num_workers, o.bucket_batches)
+                self._iter = iter(epoch.loader)
+                self.padded_share = epoch.padded_share
+                self._padded_shares.append(epoch.padded_share)
+                if len(self._padded_shares) == 1:
+                    self.say(f"epoch {self.epoch}: {epoch.n_batches} batches of up to {o.batch_size} examples; "
+                             f"{epoch.padded_share:.1%} of the batched elements are padding "
+                             f"({epoch.unbucketed_share:.1%} without length buckets)")
             try:
                 batch = next(self._iter)
             except StopIteration:
@@ -233,18 +307,21 @@ class Trainer:
             return batch
 
     # ------------------------------------------------------------------ one step
-    def compute_losses(self, x: torch.Tensor, cond=None) -> torch.Tensor:
-        """x [B, T, F] on the device -> [len(self.tiers)] mean NLL per trained tier (with autograd)."""
+    def compute_losses(self, x: torch.Tensor, cond=None, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, T, F] on the device (lengths [B]: real frames, or None) -> [len(self.tiers)] mean NLL per
+        trained tier (with autograd)."""
         with self._autocast():
-            return self.loss_module(x, cond)
+            return self.loss_module(x, cond, lengths)
 
-    def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> StepResult:
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+                   lengths: torch.Tensor | None = None, texts: Sequence[str] | None = None) -> StepResult:
         """One optimisation step on a batch x [B, T, F] (labels [B]: speaker / genre ids, used when the model
-        is conditional). Does not advance self.step (fit does)."""
+        is conditional; lengths [B]: real frames of each example, None = all T; texts: B strings, for a text
+        model). Does not advance self.step (fit does)."""
         self.model.train()
         x = x.to(self.device, non_blocking=True)
-        cond = labels.to(self.device) if self.conditional and labels is not None else None
-        losses = self.compute_losses(x, cond)
+        cond = batch_cond(self.config, labels if self.conditional else None, texts, self.device)
+        losses = self.compute_losses(x, cond, lengths)
         # Backward even when the loss is not finite: under DDP every rank of a group must join the gradient
         # all-reduce, and the non-finite gradient then tells all of them to skip the update.
         losses.sum().backward()
@@ -271,10 +348,11 @@ class Trainer:
         return (f"last good checkpoint: step {self.last_checkpoint_step}"
                 + (f" in {self.run.latest_state}" if self.run is not None else ""))
 
-    def _after_step(self, result: StepResult, out_of_time: bool) -> bool:
-        """Count and report a skipped step; stop after nan_patience failing steps in a row. Returns whether the
-        time budget is spent. Under torch.distributed both decisions are taken over all ranks (any rank failing
-        or out of time), since every rank must reach the same checkpoints and stop at the same step."""
+    def _after_step(self, result: StepResult, out_of_time: bool, stop_requested: bool) -> tuple:
+        """Count and report a skipped step; stop after nan_patience failing steps in a row. Returns (time budget
+        spent, stop requested). Under torch.distributed these decisions are taken over all ranks (any rank
+        failing, out of time or asked to stop), since every rank must reach the same checkpoints and stop at the
+        same step."""
         if result.skipped:
             self.skipped_steps += 1
             self._bad_in_a_row += 1
@@ -286,52 +364,62 @@ class Trainer:
             self._bad_in_a_row = 0
         self._streak = self._bad_in_a_row
         if self.dist:
-            states = dist_utils.all_gather((self._bad_in_a_row, out_of_time))
-            self._streak, out_of_time = max(b for b, _ in states), any(t for _, t in states)
+            states = dist_utils.all_gather((self._bad_in_a_row, out_of_time, stop_requested))
+            self._streak = max(b for b, _, _ in states)
+            out_of_time, stop_requested = any(t for _, t, _ in states), any(r for _, _, r in states)
         if self._streak >= self.options.nan_patience:
             where = self._last_good()
             raise TrainingDiverged(f"{self._streak} consecutive steps had a non-finite loss or gradient (last at "
                                    f"step {self.step}); stopped. {where[0].upper() + where[1:]}; lower the "
                                    f"learning rate or check the data")
-        return out_of_time
+        return out_of_time, stop_requested
 
     # ------------------------------------------------------------------ loop
-    def fit(self) -> Dict:
-        """Train until options.steps, or until a step ends after options.max_seconds, and return a summary dict:
-        step, skipped_steps,
-        best_val_nll_nats, val (the last validation's EvalResult.to_dict()), seconds, stopped ("steps" or
-        "time")."""
-        from tqdm.auto import tqdm
-
+    def fit(self, stop=None) -> Dict:
+        """Train until options.steps, until a step ends after options.max_seconds, or until the step during
+        which `stop.requested` became set (a SignalStop, or any object with that attribute), and return a
+        summary dict: step, skipped_steps, best_val_nll_nats, val (the last validation's EvalResult.to_dict()),
+        seconds, stopped ("steps", "time" or "signal"), checkpoint_step (of the last checkpoint written), the
+        throughput of the training steps of this call (elements_per_s, and the audio rate: audio_seconds_per_s,
+        audio_khz), padded_share (mean over the epochs started).
+        A stop skips the final validation and writes the checkpoint at once. TrainingIOError when writing the
+        run directory fails."""
         o = self.options
         start = time.perf_counter()
         stopped = "steps"
-        bar = tqdm(total=o.steps, initial=min(self.step, o.steps), desc="train", unit="step", dynamic_ncols=True,
-                   disable=not (o.progress and self.is_main))
-        interval = {"time": 0.0, "elements": 0, "loss": 0.0, "steps": 0}
-        elements_per_example = self.example_elements()
+        bar = TrainProgress(self.step, o.steps, o.max_seconds, enabled=o.progress and self.is_main, start=start)
+        total = _Interval()
         rate = None
         try:
             while self.step < o.steps:
-                x, labels = self._next_batch()
+                try:
+                    batch = self._next_batch()
+                except Exception:
+                    if _requested(stop):  # Ctrl-C reaches the loader's workers too: they may be gone
+                        stopped = "signal"
+                        break
+                    raise
                 t0 = time.perf_counter()
-                result = self.train_step(x, labels)
+                result = self.train_step(batch.spec, batch.labels, batch.lengths, batch.texts)
                 dt = time.perf_counter() - t0
                 self.step += 1
-                out_of_time = self._after_step(
-                    result, o.max_seconds is not None and time.perf_counter() - start >= o.max_seconds)
-                if not result.skipped:
-                    interval["loss"] += result.loss
-                    interval["steps"] += 1
-                elements = x.shape[0] * elements_per_example
-                interval["time"] += dt
-                interval["elements"] += elements
+                out_of_time, signalled = self._after_step(
+                    result, o.max_seconds is not None and time.perf_counter() - start >= o.max_seconds,
+                    _requested(stop))
+                frames = int(batch.lengths.sum())
+                for acc in (self._interval, total):
+                    acc.add(dt, frames, result)
+                elements = frames * self.config.n_mels * self._trained_share
                 rate = elements / dt if rate is None else 0.9 * rate + 0.1 * elements / dt
-                bar.update(1)
-                bar.set_postfix(loss=f"{result.loss:.4f}", elem_s=f"{rate:,.0f}", refresh=False)
+                audio_rate = rate / (self.config.n_mels * self._trained_share) * self.config.hop_length / 1000
+                bar.update(self.step, loss=f"{result.loss:.4f}", elem_s=f"{rate:,.0f}",
+                           audio_khz=f"{audio_rate:,.1f}")
                 if o.log_every and self.step % o.log_every == 0:
-                    self._log_train(interval, result)
-                    interval = {"time": 0.0, "elements": 0, "loss": 0.0, "steps": 0}
+                    self._log_train(self._interval, result)
+                    self._interval = _Interval()
+                if signalled:
+                    stopped = "signal"
+                    break
                 if o.val_every and self.step % o.val_every == 0:
                     self.validate()
                 if o.checkpoint_every and self.step % o.checkpoint_every == 0:
@@ -340,16 +428,24 @@ class Trainer:
                     stopped = "time"
                     self.say(f"time budget of {o.max_seconds:g} s reached at step {self.step}")
                     break
-            if self._last_val_step != self.step:
+            if stopped != "signal" and self._last_val_step != self.step:
                 self.validate()
             if self.last_checkpoint_step != self.step:
                 self._checkpoint_unless_failing()
+            if stopped == "signal":
+                self.say(f"stopped on request after step {self.step}; {self._last_good()}")
+            self.logger.flush()
+        except OSError as e:
+            kept = " (intact)" if self.last_checkpoint_step is not None else ""
+            raise TrainingIOError(f"step {self.step}: {e}; {self._last_good()}{kept}") from e
         finally:
             bar.close()
-            self.logger.flush()
+        shares = self._padded_shares
         return {"step": self.step, "skipped_steps": self.skipped_steps, "best_val_nll_nats": self.best_val,
                 "val": self.last_val.to_dict() if self.last_val is not None else None,
-                "seconds": time.perf_counter() - start, "stopped": stopped}
+                "seconds": time.perf_counter() - start, "stopped": stopped,
+                "checkpoint_step": self.last_checkpoint_step, **self._throughput(total),
+                "padded_share": sum(shares) / len(shares) if shares else None}
 
     def _checkpoint_unless_failing(self) -> None:
         # During a run of non-finite steps the last good checkpoint is the one from before it: keep that one.
@@ -359,13 +455,24 @@ class Trainer:
             return
         self.save_checkpoint()
 
-    def _log_train(self, interval, result: StepResult) -> None:
-        if not interval["steps"]:
+    def _throughput(self, acc: _Interval) -> Dict[str, float | None]:
+        """Training throughput over `acc` (step time only): elements modelled per second, and the audio rate:
+        seconds of audio per second and kHz of audio samples per second (real frames x hop)."""
+        if not acc.time:
+            return {"elements_per_s": None, "audio_seconds_per_s": None, "audio_khz": None}
+        c = self.config
+        samples = acc.frames * c.hop_length
+        return {"elements_per_s": acc.frames * c.n_mels * self._trained_share / acc.time,
+                "audio_seconds_per_s": samples / c.sample_rate / acc.time,
+                "audio_khz": samples / 1000 / acc.time}
+
+    def _log_train(self, interval: _Interval, result: StepResult) -> None:
+        if not interval.steps:
             return
-        loss = interval["loss"] / interval["steps"]
+        loss = interval.loss / interval.steps
         values = {"nll_nats": loss, "nll_bits": loss / LN2, "lr": self.optimizer.param_groups[0]["lr"],
                   "grad_norm": max(result.grad_norms.values()), "skipped": self.skipped_steps,
-                  "elements_per_s": interval["elements"] / max(interval["time"], 1e-9)}
+                  "padded_share": self.padded_share, **self._throughput(interval)}
         values.update({f"nll_tier{g}_nats": v for g, v in result.losses.items()})
         self.logger.log(self.step, "train", values)
 
@@ -377,7 +484,7 @@ class Trainer:
         return max(o.batch_size, min(32, 2**22 // (o.crop_frames * c.n_mels * c.hidden_size)))
 
     def validate(self) -> EvalResult | None:
-        """NLL of the held-out data (the first options.val_segments segments of crop_frames frames), logged as a
+        """NLL of the held-out data (the first options.val_segments segments of up to crop_frames frames), logged as a
         "val" row; a new best writes checkpoints/best.safetensors. None without validation data."""
         if self.val_data is None:
             return None
@@ -417,6 +524,8 @@ class Trainer:
             "rng": [rng_state()],
             "best_val": self.best_val, "best_step": self.best_step, "skipped_steps": self.skipped_steps,
             "options": self.options.to_dict(),
+            # so that a resumed run neither validates the same step again nor logs a partial interval's average
+            "val_step": self._last_val_step, "log_interval": dataclasses.asdict(self._interval),
         }
 
     def _optimizer_state(self) -> Dict:
@@ -443,6 +552,8 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best_val, self.best_step = state["best_val"], state["best_step"]
         self.skipped_steps = state["skipped_steps"]
+        self._last_val_step = state.get("val_step")  # absent from checkpoints of earlier versions
+        self._interval = _Interval.restore(state.get("log_interval"))
         self.last_checkpoint_step = self.step
         self._iter = None
         rank = self.dist.rank if self.dist else 0
@@ -469,18 +580,25 @@ class Trainer:
             self.say(f"step {self.step}: a parameter is not finite; checkpoint not written (last good checkpoint: "
                      f"step {self.last_checkpoint_step})")
             return False
+        if self.run is not None and self.is_main:
+            state = self.state_dict()
+            if self.dist:
+                state["rng"] = rngs
+            # Weights first: if the state cannot be written, latest.pt still holds the previous step to resume.
+            self.model.save(self.run.latest_model)
+            save_training_state(self.run.latest_state, state)
         self.last_checkpoint_step = self.step
-        if self.run is None or not self.is_main:
-            return True
-        state = self.state_dict()
-        if self.dist:
-            state["rng"] = rngs
-        save_training_state(self.run.latest_state, state)
-        self.model.save(self.run.latest_model)
         return True
 
     def close(self) -> None:
-        """Close the logs (and leave a process group this trainer created)."""
-        self.logger.close()
+        """Close the logs, release the run directory (and leave a process group this trainer created)."""
+        if self.logger is not None:
+            self.logger.close()
+        if self._lock is not None:
+            self._lock.release()
         if self.dist:
             self.dist.close()
+
+
+def _requested(stop) -> bool:
+    return stop is not None and stop.requested is not None

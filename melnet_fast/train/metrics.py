@@ -2,7 +2,9 @@
 
 metrics.csv has a fixed header, so it loads straight into pandas / a spreadsheet:
     step, split ("train" or "val"), time (unix), elapsed_s, nll_nats, nll_bits, nll_tier<g>_nats for each tier,
-    baseline_nll_nats (val rows), lr, grad_norm, elements_per_s, skipped (steps skipped so far, train rows).
+    baseline_nll_nats (val rows), lr, grad_norm, elements_per_s, audio_seconds_per_s and audio_khz (the audio
+    rate: seconds of audio and kHz of audio samples per second of training steps), padded_share (of the current
+    epoch's batches), skipped (steps skipped so far, train rows).
 A resumed run first drops the rows logged after its checkpoint, so every step appears once.
 """
 
@@ -17,13 +19,15 @@ import warnings
 from pathlib import Path
 from typing import Dict, List
 
-from melnet_fast.train.checkpointing import atomic_write_text
+from melnet_fast._optional import missing_message, require
+from melnet_fast.atomic_files import atomic_write_text
 
 
 def csv_columns(n_tiers: int) -> List[str]:
     return (["step", "split", "time", "elapsed_s", "nll_nats", "nll_bits"]
             + [f"nll_tier{g}_nats" for g in range(1, n_tiers + 1)]
-            + ["baseline_nll_nats", "lr", "grad_norm", "elements_per_s", "skipped"])
+            + ["baseline_nll_nats", "lr", "grad_norm", "elements_per_s", "audio_seconds_per_s", "audio_khz",
+               "padded_share", "skipped"])
 
 
 class MetricsLogger:
@@ -51,7 +55,8 @@ class MetricsLogger:
 
                 self._writer = SummaryWriter(str(self.root / "tensorboard"), purge_step=resume_step)
             except ImportError as e:  # the `train` extra is optional for library users
-                warnings.warn(f"TensorBoard logging is off ({e}); pip install tensorboard", stacklevel=2)
+                warnings.warn(f"TensorBoard logging is off ({e}): "
+                              f"{missing_message('tensorboard', 'TensorBoard logging')}", stacklevel=2)
 
     def _prepare_csv(self, resume_step: int | None) -> None:
         if not self.csv_path.exists():
@@ -80,12 +85,11 @@ class MetricsLogger:
                 if v is not None:
                     self._writer.add_scalar(f"{split}/{k}", float(v), step)
 
-    def message(self, text: str) -> None:
-        """A line for the user: stderr (above the progress bar) and train.log."""
-        if self.echo:
-            from tqdm.auto import tqdm
-
-            tqdm.write(text, file=sys.stderr)
+    def message(self, text: str, echo: bool | None = None) -> None:
+        """A line for the user: stderr (above the progress bar; echo None: as the logger was made) and
+        train.log."""
+        if self.echo if echo is None else echo:
+            show(text)
         if self.root is not None:
             with open(self.log_path, "a") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
@@ -98,6 +102,12 @@ class MetricsLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def show(text: str) -> None:
+    """A line for the user on stderr, above the progress bar if there is one."""
+    tqdm = require("tqdm.auto", "the progress bar").tqdm
+    tqdm.write(text, file=sys.stderr)
 
 
 def _fmt(v) -> str:

@@ -6,9 +6,13 @@ import dataclasses
 import math
 from typing import Any, Dict, Tuple
 
+import torch
+
 from melnet_fast.config import MelNetConfig
+from melnet_fast.train.distributed import read_assignment
 
 ASSIGNMENTS = ("tier", "data")
+DEVICE_TYPES = ("cpu", "cuda")  # where the ops run
 
 
 @dataclasses.dataclass
@@ -17,8 +21,11 @@ class TrainOptions:
 
     steps: total number of training steps (a resumed run continues up to it); max_seconds: stop earlier when
     this wall time has passed in this process (None = no budget). batch_size, learning_rate, momentum: default
-    to the config's (RMSProp, paper Appendix A). crop_frames: frames of a training example (default
-    config.max_frames; a multiple of config.time_factor). tiers: tier numbers to train (default all); each tier
+    to the config's (RMSProp, paper Appendix A). crop_frames: the maximum frames of a training example (default
+    config.max_frames; a multiple of config.time_factor): longer items are cropped to it at a random offset,
+    shorter ones kept whole and padded in the batch. bucket_batches: length bucketing, items are batched with
+    others of similar length within pools of this many batches (0 = random batches; see
+    melnet_fast.batching.plan_batches). tiers: tier numbers to train (default all); each tier
     is an independent model, so tiers can be trained in separate runs or on separate ranks.
     clip_grad_norm: max gradient norm, applied per tier (None or 0 = no clipping). device: "auto" (cuda when
     available), "cpu", "cuda", "cuda:1"...; amp: bf16 autocast (None = on for CUDA, off for CPU); recompute:
@@ -33,6 +40,7 @@ class TrainOptions:
     max_seconds: float | None = None
     batch_size: int | None = None
     crop_frames: int | None = None
+    bucket_batches: int = 32
     tiers: Tuple[int, ...] | None = None
     learning_rate: float | None = None
     momentum: float | None = None
@@ -53,7 +61,7 @@ class TrainOptions:
     def __post_init__(self):
         if self.tiers is not None:
             self.tiers = tuple(int(g) for g in ([self.tiers] if isinstance(self.tiers, int) else self.tiers))
-        for name in ("steps", "log_every", "val_every", "checkpoint_every", "num_workers", "seed"):
+        for name in ("steps", "log_every", "val_every", "checkpoint_every", "num_workers", "seed", "bucket_batches"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {v!r}")
@@ -69,6 +77,10 @@ class TrainOptions:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.tier_assignment not in ASSIGNMENTS:
+            read_assignment(self.tier_assignment)  # the ranks are only known under torchrun: syntax here
+        if self.device != "auto" and _device_type(self.device) not in DEVICE_TYPES:
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def resolved(self, config: MelNetConfig) -> TrainOptions:
         """A copy with every None that has a config counterpart filled in, and checked against the config."""
@@ -99,3 +111,10 @@ class TrainOptions:
         if unknown:
             raise ValueError(f"unknown TrainOptions field(s) {unknown}")
         return cls(**d)
+
+
+def _device_type(name) -> str | None:
+    try:
+        return torch.device(name).type
+    except (RuntimeError, TypeError):
+        return None

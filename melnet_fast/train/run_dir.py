@@ -10,20 +10,27 @@
     RUN_DIR/train.log                   messages of the trainer (skipped steps, checkpoints, ...)
     RUN_DIR/baseline.json               per-channel Gaussian fitted on the training data
     RUN_DIR/samples/                    default home of `melnet-fast sample` outputs
-Every file is written atomically (temporary file, then rename).
+    RUN_DIR/run.lock                    held by the process writing the run (see run_lock.py)
+    RUN_DIR/previous/<time>/            the files of a run set aside to start over (`train --restart`)
+Every file is written atomically (temporary file, then rename); a process claims the directory (its lock, and
+the removal of temporary files that a killed process left) before it writes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
+from melnet_fast.atomic_files import atomic_write_text, remove_orphans
 from melnet_fast.baselines.cmelgan import CMelGAN, CMelGANConfig
 from melnet_fast.config import MelNetConfig
 from melnet_fast.model import MelNet
-from melnet_fast.train.checkpointing import atomic_write_text
+from melnet_fast.train.checkpointing import load_training_state
+from melnet_fast.train.preflight import writable_directory
+from melnet_fast.train.run_lock import RunLock
 
 CONFIG_VERSION = 1
 # config.json's "model_kind" -> (config class, model class); runs written before the field are MelNet's.
@@ -53,6 +60,10 @@ class RunDir:
     samples = property(lambda self: self.root / "samples")
     cache = property(lambda self: self.root / "cache")
 
+    previous = property(lambda self: self.root / "previous")
+    # What belongs to one training run: set aside together when the run starts over (samples and cache stay).
+    RUN_FILES = ("config.json", "checkpoints", "metrics.csv", "tensorboard", "train.log", "baseline.json")
+
     def create(self) -> RunDir:
         for d in (self.root, self.checkpoints, self.samples):
             d.mkdir(parents=True, exist_ok=True)
@@ -60,6 +71,65 @@ class RunDir:
 
     def exists(self) -> bool:
         return self.config.is_file()
+
+    def claim(self, command: str, *, arg: str = "--out", say: Callable[[str], None] | None = None,
+              hint: str = "wait for it to finish, or choose another run directory") -> RunLock:
+        """Make the run directory if needed (PreflightError naming `arg` when it cannot be written), take its
+        lock (RunLockedError when another process holds it) and remove the temporary files of writes a killed
+        process cut short, reporting them through `say`. Returns the held lock: release it, or use
+        `with run.claim(...):`."""
+        writable_directory(self.root, arg)
+        lock = RunLock(self.root, command, say=say, hint=hint).acquire()
+        try:
+            removed = [p for d in (self.root, self.checkpoints, self.samples) for p in remove_orphans(d)]
+        except OSError:
+            lock.release()
+            raise
+        if removed and say is not None:
+            say(f"removed {len(removed)} temporary file(s) left by an interrupted write: "
+                f"{', '.join(str(p.relative_to(self.root)) for p in removed)}")
+        return lock
+
+    def checkpoint_files(self) -> List[Path]:
+        """The checkpoint files the run holds (training state, latest and best weights)."""
+        return [p for p in (self.latest_state, self.latest_model, self.best_model) if p.is_file()]
+
+    def training_state(self, *, peek: bool = False) -> Dict[str, Any] | None:
+        """The training state to resume from (checkpoints/latest.pt), or None when the run holds no checkpoint
+        at all (starting at step 0 loses nothing). peek: map the tensors instead of reading them (to look at the
+        step). RunDirError, with the ways forward, when weights were saved but the state is missing or
+        unreadable: resuming would restart at step 0 and overwrite them."""
+        if self.latest_state.is_file():
+            try:
+                return load_training_state(self.latest_state, mmap=peek)
+            except ValueError as e:
+                problem = f"its training state cannot be read ({e})"
+        elif self.checkpoint_files():
+            problem = f"its training state {self.latest_state} is missing"
+        else:
+            return None
+        kept = ", ".join(p.name for p in self.checkpoint_files() if p != self.latest_state)
+        raise RunDirError(f"{self.root} holds a trained run{f' ({kept})' if kept else ''} but {problem}; "
+                          f"resuming would restart at step 0. To start over, move the run aside (`melnet-fast "
+                          f"train --restart`, or RunDir.set_aside()); to continue it, put back "
+                          f"{self.latest_state.name}")
+
+    def set_aside(self) -> Path | None:
+        """Move the run's files (RUN_FILES) into previous/<time>/ so that a new run can start here; samples/ and
+        cache/ stay. Returns that folder, or None when there was nothing to move."""
+        present = [self.root / name for name in self.RUN_FILES if (self.root / name).exists()]
+        if not present:
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.previous / stamp
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.previous / f"{stamp}-{n}"
+        target.mkdir(parents=True)
+        for path in present:
+            os.replace(path, target / path.name)
+        return target
 
     def write_config(self, model_config, train: Dict[str, Any], data: Dict[str, Any],
                      kind: str = DEFAULT_KIND) -> None:

@@ -30,6 +30,18 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     return result
 
 
+def main_error(capsys, *args) -> str:
+    """Run the command in process (the errors come before any long work) and return its one error line (exit
+    status 2, no traceback)."""
+    from melnet_fast.cli import main
+
+    status = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and "Traceback" not in err, (status, err)
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A run directory trained for 4 steps by the CLI (shared: tests that change it work on a copy)."""
@@ -44,3 +56,17 @@ def run_copy(trained_run, tmp_path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(trained_run, copy)
     return copy
+
+
+GAN_TRAIN = ["gan", "train", "--data", "synthetic", "--preset", "tiny", "--batch-size", "2", "--synthetic-clips", "4",
+             "--synthetic-val-clips", "2", "--val-every", "2", "--checkpoint-every", "2", "--val-segments", "8",
+             "--log-every", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def gan_run(tmp_path_factory):
+    """A cMelGAN run trained for 4 steps by the CLI on the synthetic genres (shared: copy it to change it)."""
+    run = tmp_path_factory.mktemp("gan") / "run"
+    result = ok(cli(*GAN_TRAIN, "--steps", "4", "--out", run))
+    assert "4 label(s)" in result.stdout and "done: step 4" in result.stdout
+    return run

@@ -8,27 +8,14 @@ import pytest
 import soundfile
 
 from melnet_fast.cli import main
-from tests.cli.conftest import cli, ok
-
-GAN_TRAIN = ["gan", "train", "--data", "synthetic", "--preset", "tiny", "--batch-size", "2", "--synthetic-clips", "4",
-             "--synthetic-val-clips", "2", "--val-every", "2", "--checkpoint-every", "2", "--val-segments", "8",
-             "--log-every", "1", "--no-progress"]
-
-
-@pytest.fixture(scope="session")
-def gan_run(tmp_path_factory):
-    """A cMelGAN run trained for 4 steps by the CLI on the synthetic genres (shared: copy it to change it)."""
-    run = tmp_path_factory.mktemp("gan") / "run"
-    result = ok(cli(*GAN_TRAIN, "--steps", "4", "--out", run))
-    assert "4 label(s)" in result.stdout and "done: step 4" in result.stdout
-    return run
+from tests.cli.conftest import GAN_TRAIN, cli, ok
 
 
 def test_gan_train_resumes_its_run(gan_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(gan_run, run)
     result = ok(cli(*GAN_TRAIN, "--steps", "6", "--out", run))
-    assert "resuming cMelGAN run" in result.stdout and "done: step 6" in result.stdout
+    assert f"resuming run in {run} at step 4" in result.stdout and "done: step 6" in result.stdout
     assert "resumed from step 4" in (run / "train.log").read_text()
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,split,time,elapsed_s,d_loss,g_loss")
@@ -56,10 +43,10 @@ def test_gan_sample_writes_audio_figure_and_values(gan_run, tmp_path):
     (("gan", "train", "--out", "{melnet}"), "resume it with `melnet-fast train`"),
     (("train", "--out", "{gan}"), "resume it with `melnet-fast gan train`"),
     (("gan", "sample", "--run", "{gan}"), "conditioned on 4 speakers / labels: pass --speaker ID (0=classical"),
-    (("gan", "sample", "--run", "{gan}", "--speaker", "0", "--seconds", "-1"), "--seconds must be a positive"),
+    (("gan", "sample", "--run", "{gan}", "--speaker", "0", "--seconds", "-1"), "--seconds must be a number > 0"),
     (("gan", "train", "--data", "synthetic", "--preset", "huge", "--out", "{tmp}"),
      "unknown cMelGAN preset 'huge'; presets: tiny, demo, small, large"),
-    (("compare", "--run", "{gan}", "--samples", "0"), "--samples must be >= 1"),
+    (("compare", "--run", "{gan}", "--samples", "0"), "--samples must be an integer >= 1"),
 ], ids=["sample", "eval", "gan-sample", "gan-train", "train", "speaker", "seconds", "preset", "compare"])
 def test_user_errors_are_one_line(args, message, gan_run, trained_run, tmp_path, capsys):
     """In-process (the same main() as the command, without starting a Python per case)."""

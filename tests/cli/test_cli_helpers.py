@@ -1,5 +1,6 @@
 """The CLI's small parsers and guards, in process (no subprocess needed)."""
 
+import argparse
 import math
 
 import pytest
@@ -59,7 +60,33 @@ def test_audible_range():
 
 def test_every_command_has_help():
     parser = build_parser()
-    for command in ("train", "sample", "eval", "invert", "demo"):
+    for command in (["train"], ["sample"], ["tts"], ["eval"], ["invert"], ["demo"], ["info"], ["data", "music"],
+                    ["data", "speech"]):
         with pytest.raises(SystemExit) as exit_info:
-            parser.parse_args([command, "--help"])
+            parser.parse_args([*command, "--help"])
         assert exit_info.value.code == 0
+
+
+def _commands(parser, prefix=()):
+    """(command words, parser) of every command and sub-command (melnet-fast data music, ...)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _commands(sub, (*prefix, name))
+
+
+def test_help_gives_each_default_once():
+    """--help shows a default once ("(default 1000)" written in the text, or "(default: X)" added), and never
+    "(default: None)"."""
+    commands = dict(_commands(build_parser()))
+    assert {("tts",), ("data",), ("data", "music"), ("data", "speech"), ("info",)} <= set(commands)
+    for name, parser in commands.items():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            text = formatter._expand_help(action) if action.help else ""
+            assert text.count("default") <= 1, (name, action.dest, text)
+            assert "(default: None)" not in text and "(default: False)" not in text, (name, action.dest, text)
+        assert "(default: None)" not in parser.format_help()
+    train = commands[("train",)].format_help()
+    assert "(default 1000)" in train and "(default 1000) (default" not in train

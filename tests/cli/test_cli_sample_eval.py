@@ -43,3 +43,21 @@ def test_eval_json_reports_model_and_baseline(trained_run):
     overall = sum(t["nll_nats"] * t["elements"] for t in d["tiers"].values()) / elements
     assert abs(overall - d["nll_nats"]) < 1e-9
     assert "baseline" in result.stdout.splitlines()[1]
+
+
+def test_a_spectrogram_shorter_than_the_inversion_needs_gets_silence_for_its_audio(tmp_path, one_thread):
+    """A text model may stop after fewer frames than the inversion's window: the audio gets silent frames after
+    them (said in the info); the .npy keeps the drawn values only."""
+    from melnet_fast.cli.sample_cmd import write_outputs
+
+    config = MelNetConfig.preset("tiny")
+    drawn = torch.randn(config.time_factor, config.n_mels)
+    need = audio.min_frames(config)
+    assert drawn.shape[0] < need
+    info = write_outputs(tmp_path / "x.wav", drawn, config, "griffin_lim", 2, progress=False)
+    assert info["padded"] == need - drawn.shape[0]
+    assert soundfile.info(tmp_path / "x.wav").frames == audio.num_samples(need, config)
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), drawn.numpy())
+    assert (tmp_path / "x.png").stat().st_size > 0
+    assert write_outputs(tmp_path / "y.wav", torch.randn(need, config.n_mels), config, "griffin_lim", 2,
+                         progress=False)["padded"] == 0

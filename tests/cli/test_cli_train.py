@@ -27,7 +27,7 @@ def test_same_command_resumes(run_copy):
     args = list(TRAIN_ARGS)
     args[args.index("--steps") + 1] = "6"
     result = ok(cli(*args, "--out", run_copy))
-    assert "resuming run" in result.stdout and "steps 4..6" in result.stdout
+    assert "resuming run in" in result.stdout and "at step 4;" in result.stdout and "steps 4..6" in result.stdout
     assert "resumed from step 4" in result.stderr
     assert load_training_state(run_copy / "checkpoints" / "latest.pt")["step"] == 6
     with open(run_copy / "metrics.csv", newline="") as f:

@@ -69,15 +69,15 @@ def test_synthetic_dataset_is_deterministic_and_labelled():
     for i in range(6):
         assert torch.equal(a.spectrogram(i), b.spectrogram(i))
         assert not torch.equal(a.spectrogram(i), c.spectrogram(i))
-    x, y = a[(4, 99)]
-    assert x.shape == (40, 32) and x.dtype == torch.float32 and y == 0
+    x, y, text = a[(4, 99)]
+    assert x.shape == (40, 32) and x.dtype == torch.float32 and y == 0 and text == ""
     # Its spectrogram is the front end's log-mel of clip k = synth_clip([seed, k]).
     w, _ = synthetic.synth_clip([3, 2], SR, 1.0, genre="lofi")
     torch.testing.assert_close(a.spectrogram(2), audio.log_mel_spectrogram(w, SETTINGS))
     whole = data.SyntheticMusicDataset(2, seed=3, settings=SETTINGS, crop_frames=None, duration=1.0)
     assert whole[1][0].shape == (101, 32)
     batch = next(iter(data.make_loader(a, batch_size=3, seed=0)))
-    assert batch[0].shape == (3, 40, 32) and batch[1].dtype == torch.int64
+    assert batch.spec.shape == (3, 40, 32) and batch.labels.dtype == torch.int64 and batch.lengths.tolist() == [40] * 3
 
 
 def test_synthetic_dataset_options_and_cache(tmp_path, monkeypatch):
@@ -88,7 +88,10 @@ def test_synthetic_dataset_options_and_cache(tmp_path, monkeypatch):
     again = data.SyntheticMusicDataset(4, seed=0, settings=SETTINGS, duration=1.0, genres=("lofi", "chiptune"),
                                        cache_dir=tmp_path)
     assert all(torch.equal(two.spectrogram(i), again.spectrogram(i)) for i in range(4))
+    monkeypatch.undo()
     with pytest.raises(ValueError, match="genres"):
         data.SyntheticMusicDataset(2, settings=SETTINGS, genres=("polka",))
-    with pytest.raises(ValueError, match="fewer than crop_frames"):
-        data.SyntheticMusicDataset(2, settings=SETTINGS, duration=0.2, crop_frames=64)
+    short = data.SyntheticMusicDataset(2, settings=SETTINGS, duration=0.2, crop_frames=64, frame_multiple=4)
+    assert short.num_frames(0) == 21 and short[0].spec.shape == (20, 32)  # shorter than the crop: kept whole
+    with pytest.raises(ValueError, match="fewer than min_frames=4"):
+        data.SyntheticMusicDataset(2, settings=SETTINGS, duration=0.01, frame_multiple=4)

@@ -6,7 +6,7 @@ import torch
 
 from melnet_fast.data import SyntheticMusicDataset
 from melnet_fast.evaluation import LabelClassifier, frechet_distance, train_classifier
-from melnet_fast.train.evaluation import segments
+from melnet_fast.train.evaluation import full_segments
 
 # MelNet demo's spectrograms (16 kHz, 32 mels, hop 256): crops of 32 frames are half a second.
 SETTINGS = dict(sample_rate=16000, n_mels=32, hop_length=256)
@@ -19,7 +19,7 @@ def genres():
     """(training clips, held-out segments [36, 32, 32], their labels [36]): 24 and 12 clips of 2 s."""
     train = SyntheticMusicDataset(24, seed=0, crop_frames=FRAMES, duration=2.0, **SETTINGS)
     held_out = SyntheticMusicDataset(12, seed=1, crop_frames=FRAMES, duration=2.0, **SETTINGS)
-    where = segments(held_out, FRAMES)
+    where = full_segments(held_out, FRAMES)
     x = torch.stack([held_out.spectrogram(i)[s:s + FRAMES] for i, s in where])
     return train, x, torch.tensor([held_out.labels[i] for i, _ in where])
 

@@ -6,7 +6,7 @@ import torch
 from melnet_fast.baselines.cmelgan import CMelGAN, CMelGANConfig
 from melnet_fast.evaluation import compare
 from melnet_fast.train import DataSpec, GANTrainer, TrainOptions, build_datasets
-from melnet_fast.train.evaluation import segments
+from melnet_fast.train.evaluation import full_segments
 
 SPEC = DataSpec("synthetic", synthetic_clips=8, synthetic_val_clips=4, synthetic_seconds=1.0)
 
@@ -28,7 +28,7 @@ def test_a_model_that_returns_the_held_out_data_scores_the_floor_of_real_data(ga
     """Patch generation to return the held-out segments, each for its own label: the Fréchet distance is then 0
     and the label accuracy is the classifier's accuracy on real data."""
     run, val = gan_run
-    where = segments(val, 16)
+    where = full_segments(val, 16)
     real = torch.stack([val.spectrogram(i)[s:s + 16] for i, s in where])
     labels = torch.tensor([val.labels[i] for i, _ in where])
 

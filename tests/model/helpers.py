@@ -53,3 +53,16 @@ def random_cond(config: MelNetConfig, B: int, T: int, dtype=torch.float64, seed:
         cond["features"] = torch.randn(B, T, config.n_mels, config.cond_dim, generator=g,
                                        dtype=torch.float64).to(dtype)
     return cond or None
+
+
+TEXTS = ("The cat sat.", "A dog, 2 birds!", "Hi", "one more line of text")
+
+
+def tts_config(**overrides) -> MelNetConfig:
+    """A tiny text-to-speech config (centralized stack + attention over characters)."""
+    return MelNetConfig.preset("tts_tiny", **{"n_mels": 8, **overrides})
+
+
+def text_cond(B: int, offset: int = 0) -> dict:
+    """cond for a text model: B of TEXTS, of different lengths."""
+    return {"text": [TEXTS[(offset + b) % len(TEXTS)] for b in range(B)]}

@@ -56,7 +56,7 @@ def cond_cases():
         pytest.param(None, "conditioned on speakers", id="missing-speaker"),
         pytest.param(feats, "conditioned on speakers", id="features-only"),
         pytest.param(ids, "conditioned on features", id="speaker-only"),
-        pytest.param({"speaker": ids, "features": feats, "text": ids}, r"unknown key\(s\) \['text'\]", id="key"),
+        pytest.param({"speaker": ids, "features": feats, "pitch": ids}, r"unknown key\(s\) \['pitch'\]", id="key"),
         pytest.param({"speaker": torch.tensor([0, 3]), "features": feats}, r"in \[0, 3\), got min 0, max 3",
                      id="id-too-large"),
         pytest.param({"speaker": torch.tensor([-1, 0]), "features": feats}, r"in \[0, 3\)", id="id-negative"),

@@ -15,10 +15,10 @@ pytest.importorskip("triton")
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
-from melnet_fast.kernels import lstm_sweep_2d as kernels  # noqa: E402
 
 import melnet_fast  # noqa: E402
 from melnet_fast import backends  # noqa: E402
+from melnet_fast.kernels import lstm_sweep_2d as kernels  # noqa: E402
 from melnet_fast.ops import lstm_sweep_2d  # noqa: E402
 from melnet_fast.ops.lstm_sweep import triton_backend  # noqa: E402
 from tests.ops.helpers import (  # noqa: E402
@@ -30,12 +30,17 @@ from tests.ops.helpers import (  # noqa: E402
     strided_sweep_inputs,
     sweep_value_and_grads,
 )
+from tests.triton_interpreter import problem  # noqa: E402
+
+INTERPRETER_PROBLEM = problem() if backends.interpreting_triton() else None
 
 pytestmark = [
     pytest.mark.skipif(not backends.interpreting_triton(),
                        reason="runs Triton's interpreter on CPU tensors; tests/gpu covers CUDA"),
-    # Triton 3.6's interpreter converts 1-element arrays to ints (loop bounds) the way NumPy 1.25 deprecated.
+    # Triton 3.6's interpreter converts 1-element arrays to ints (loop bounds) the way NumPy 1.25 deprecated,
+    # and numpy 2.4 refuses (tests/triton_interpreter.py).
     pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0 to a scalar:DeprecationWarning"),
+    pytest.mark.skipif(INTERPRETER_PROBLEM is not None, reason=str(INTERPRETER_PROBLEM)),
 ]
 
 ALL4 = ["t+", "t-", "f+", "f-"]

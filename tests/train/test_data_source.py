@@ -23,7 +23,7 @@ def test_folder_split_is_disjoint_and_deterministic(tiny_config, tmp_path):
     again_train, again_val = build_datasets(spec, tiny_config, CROP)
     assert (len(train), len(val)) == (3, 2)
     assert set(train.indices).isdisjoint(val.indices) and train.indices == again_train.indices
-    x, label = train[(1, 12345)]
+    x, label, _ = train[(1, 12345)]
     assert x.shape == (CROP, 16) and label == 0
     assert torch.equal(train.spectrogram(0), train.base.spectrogram(train.indices[0]))
 
@@ -38,14 +38,14 @@ def test_manifest_labels(tiny_config, tmp_path):
 
 def test_epoch_order_skip_and_shards(datasets):
     train, _ = datasets  # 6 clips
-    loader, n = epoch_loader(train, 2, seed=4, epoch=1)
-    full = [x for x, _ in loader]
-    assert n == 3 and len(full) == 3
-    skipped, _ = epoch_loader(train, 2, seed=4, epoch=1, skip_batches=2)
-    assert [torch.equal(a, b) for a, b in zip([x for x, _ in skipped], full[2:])] == [True]
-    other_epoch = [x for x, _ in epoch_loader(train, 2, seed=4, epoch=2)[0]]
+    loader, n, padded, _ = epoch_loader(train, 2, seed=4, epoch=1)
+    full = [b.spec for b in loader]
+    assert n == 3 and len(full) == 3 and padded == 0.0
+    skipped = epoch_loader(train, 2, seed=4, epoch=1, skip_batches=2).loader
+    assert [torch.equal(a, b) for a, b in zip([b.spec for b in skipped], full[2:])] == [True]
+    other_epoch = [b.spec for b in epoch_loader(train, 2, seed=4, epoch=2).loader]
     assert not all(torch.equal(a, b) for a, b in zip(full, other_epoch))
-    shards = [[x for x, _ in epoch_loader(train, 1, seed=4, epoch=1, shard=r, num_shards=2)[0]] for r in (0, 1)]
-    ordered = [x for x, _ in epoch_loader(train, 1, seed=4, epoch=1)[0]]
+    shards = [[b.spec for b in epoch_loader(train, 1, seed=4, epoch=1, shard=r, num_shards=2).loader] for r in (0, 1)]
+    ordered = [b.spec for b in epoch_loader(train, 1, seed=4, epoch=1).loader]
     assert all(torch.equal(a, b) for a, b in zip(shards[0], ordered[0::2]))
     assert all(torch.equal(a, b) for a, b in zip(shards[1], ordered[1::2]))

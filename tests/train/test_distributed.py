@@ -45,7 +45,7 @@ def test_explicit_assignment():
     ("0:1;0:2,3", "appears twice"),
     ("0:1;1:2", "covers tiers"),
     ("0:1,2,3", "every rank"),
-    ("zero:1", "must look like"),
+    ("zero:1", "must be .tier., .data. or look like"),
     ("0:1,2;1:2,3", "exactly one group"),
 ])
 def test_bad_assignments(spec, message):

@@ -77,8 +77,8 @@ def _nan_at(trainer: Trainer, bad_steps):
     """Make compute_losses return NaN for tier 1 at the given (1-based) steps."""
     real = trainer.compute_losses
 
-    def losses(x, cond=None):
-        out = real(x, cond)
+    def losses(x, cond=None, lengths=None):
+        out = real(x, cond, lengths)
         if trainer.step + 1 in bad_steps:
             out = out * torch.tensor([math.nan] + [1.0] * (len(out) - 1))
         return out

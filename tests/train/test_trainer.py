@@ -5,6 +5,7 @@ import csv
 import pytest
 import torch
 
+from melnet_fast.multiscale import tier_index
 from melnet_fast.train import ChannelGaussian, Trainer, evaluate
 from melnet_fast.train.metrics import csv_columns
 from tests.train.conftest import CROP, make_model, options
@@ -51,7 +52,7 @@ def test_each_tier_gets_the_gradient_of_its_own_nll(tiny_config, datasets):
     train, _ = datasets
     model = make_model(tiny_config)
     trainer = Trainer(model, train, None, options())
-    x, _ = trainer._next_batch()
+    x = trainer._next_batch().spec
     trainer.compute_losses(x).sum().backward()
     together = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
@@ -94,15 +95,22 @@ def test_baseline_is_the_per_channel_gaussian(datasets):
 
 
 def test_evaluate_matches_log_prob(tiny_config, datasets):
-    """The overall NLL is the mean of -log_prob over every element of the segments, per tier as well."""
+    """The overall NLL is the mean of -log_prob over every element of the segments (16, 16 and the last 6 of
+    each 38-frame clip, scored alone), per tier as well."""
     _, val = datasets
     model = make_model(tiny_config, seed=3)
     result = evaluate(model, val, CROP, batch_size=3)
-    x = torch.stack([val.spectrogram(i)[s:s + CROP] for i in range(len(val)) for s in range(0, 38 - CROP + 1, CROP)])
+    pieces = [val.spectrogram(i)[s:s + n] for i in range(len(val)) for s, n in ((0, 16), (16, 16), (32, 6))]
+    owner = [tier_index(p.shape[0], 16, 3) for p in pieces]
     with torch.no_grad():
-        want = -model.log_prob(x).mean()
-    assert result.segments == x.shape[0]
-    assert result.nll_nats == pytest.approx(float(want), rel=1e-5)
+        logp = [model.log_prob(p[None])[0] for p in pieces]
+    assert result.segments == len(pieces) == 12
+    total = -sum(float(lp.sum()) for lp in logp)
+    assert result.nll_nats == pytest.approx(total / sum(p.numel() for p in pieces), rel=1e-5)
+    for g in (1, 2, 3):
+        tier_total = -sum(float(lp[o == g].sum()) for lp, o in zip(logp, owner))
+        assert result.elements[g] == sum(int((o == g).sum()) for o in owner)
+        assert result.tiers[g] == pytest.approx(tier_total / result.elements[g], rel=1e-5)
 
 
 def test_conditional_model_trains_on_labels(tiny_config, datasets):

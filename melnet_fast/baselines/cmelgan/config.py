@@ -174,6 +174,10 @@ class CMelGANConfig:
         """Audio length of one generated clip."""
         return self.frames * self.hop_length / self.sample_rate
 
+    # What the data pipeline (melnet_fast.train.data_source) asks of a model's config besides its audio settings.
+    time_factor = 1  # a clip's frames need to be a multiple of nothing (MelNet: of its time splits)
+    has_text = False
+
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -7,6 +7,15 @@ from typing import Sequence
 import torch
 
 
+def lstm_cell(inp, h, c, w_ih, w_hh, bias):
+    """One LSTM step, gates (i, f, g, o) as nn.LSTM. inp [N, Din], h, c [N, D], w_ih [4D, Din], w_hh [4D, D],
+    bias [4D] -> (h, c) [N, D]."""
+    gates = torch.addmm(bias, inp, w_ih.t()) + h @ w_hh.t()
+    i, f, g, o = gates.chunk(4, dim=-1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 def _run_lstm(seq: torch.Tensor, w_ih, w_hh, bias, h0, c0) -> torch.Tensor:
     """seq [L, N, I] -> hidden states [L, N, H], gates as nn.LSTM (i, f, g, o)."""
     n = seq.shape[1]

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
 
 from melnet_fast import backends
 from melnet_fast.ops._checks import check_same, check_tensor
+from melnet_fast.ops.tier_sampling.centralized_weights import unpack as unpack_centralized
 from melnet_fast.ops.tier_sampling.compiled import sample_tier_compiled
-from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
+from melnet_fast.ops.tier_sampling.naive import sample_tier_centralized_ref, sample_tier_ref
 from melnet_fast.ops.tier_sampling.weights import unpack
 
 SUPPORTED = {"cuda": {"cuda"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+# The compiled samplers do not run the centralized stack / text attention yet.
+SUPPORTED_CENTRALIZED = {"reference": {"cpu", "cuda"}}
+
+
+class ReferenceSamplerWarning(UserWarning):
+    """A model with a centralized stack (text-to-speech) is sampled by the slower reference sampler because the
+    compiled sampler that "auto" would pick does not support it yet."""
 # The cuda sampler also takes weights stored in these dtypes with float32 data (x_init, cz_t, cz_f, u, eps).
 CUDA_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -39,6 +48,80 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
         (x [B, T, F], log_density [B]): the sample and the sum over drawn elements of log p(x_ij) under the
         untempered mixture.
     """
+    name = _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
+    with torch.no_grad():
+        if name == "reference":
+            return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
+        return sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature,
+                                    n_prime)
+
+
+def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u: torch.Tensor,
+                            eps: torch.Tensor, weights: Sequence[torch.Tensor], n_layers: int, n_mixtures: int,
+                            temperature: float, n_prime: int, centralized_weights: Sequence[torch.Tensor],
+                            attention_layer: int = 0, memory: torch.Tensor | None = None,
+                            text_lengths: torch.Tensor | None = None, stop_threshold: float | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """sample_tier for a tier with a centralized stack (and text attention): once before each frame's
+    per-element work, one step of the centralized stack (and of the attention) whose terms join the
+    frequency-delayed stack's inputs. Reference sampler only: with backend "auto" a ReferenceSamplerWarning says
+    so when a compiled sampler would otherwise run; an explicit "cpu" / "cuda" backend is a RuntimeError.
+
+    Args (beyond sample_tier's):
+        centralized_weights: the flat list of melnet_fast.ops.tier_sampling.centralized_weights (with the
+            attention part exactly when memory is given).
+        attention_layer: the level a of the centralized stack the attention reads (0 <= a < n_layers).
+        memory: [B, U, D] encoded texts; text_lengths: LongTensor [B] (positions >= text_lengths[b] are padding).
+        stop_threshold: stop row b at the first frame i >= max(n_prime, 1) whose attention mass past the end of
+            its text exceeds this (None: never stop; every row runs to T).
+    Returns:
+        (x [B, T, F], log_density [B], alignment [B, T, U] (None without text), lengths LongTensor [B]): the
+        attention weights of every generated frame and the frames each row has; x and alignment are zeros at
+        and after lengths[b], and log_density sums the drawn elements before lengths[b].
+    """
+    _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
+    if weights[0].dtype != x_init.dtype:
+        raise ValueError(f"weights: the reference sampler (the only one with the centralized stack yet) needs "
+                         f"weights of the data's dtype {x_init.dtype}, got {weights[0].dtype}")
+    B, _, F = x_init.shape
+    W = unpack_centralized(centralized_weights, n_layers)
+    D = cz_t.shape[-1]
+    if tuple(W.in_w.shape) != (D, F):
+        raise ValueError(f"centralized weights[0] must have shape [{D}, {F}] (hidden, channels of the tier), got "
+                         f"{list(W.in_w.shape)}")
+    check_same({"x_init": x_init, **{f"centralized_weights[{i}]": w for i, w in enumerate(centralized_weights)}})
+    if not isinstance(attention_layer, int) or not 0 <= attention_layer < n_layers:
+        raise ValueError(f"attention_layer must be an int in [0, n_layers={n_layers}), got {attention_layer!r}")
+    if (memory is None) != (W.attention is None):
+        raise ValueError("memory (the encoded texts) must be given exactly when centralized_weights hold the "
+                         "attention part")
+    if memory is not None:
+        check_tensor("memory", memory, 3, (B, None, D), layout=" [B, U, D]")
+        check_same({"x_init": x_init, "memory": memory})
+        U = memory.shape[1]
+        if (not isinstance(text_lengths, torch.Tensor) or text_lengths.dtype != torch.long
+                or tuple(text_lengths.shape) != (B,) or text_lengths.device != x_init.device):
+            raise ValueError(f"text_lengths must be a LongTensor [{B}] on {x_init.device}, got "
+                             f"{text_lengths if not isinstance(text_lengths, torch.Tensor) else text_lengths.dtype}")
+        if not bool(((text_lengths >= 1) & (text_lengths <= U)).all()):
+            raise ValueError(f"text_lengths must lie in [1, U={U}], got {text_lengths.tolist()}")
+    if stop_threshold is not None and (isinstance(stop_threshold, bool) or not isinstance(stop_threshold, (int, float))
+                                       or not 0 < stop_threshold < 1):
+        raise ValueError(f"stop_threshold must be None or a number in (0, 1), got {stop_threshold!r}")
+    preferred = backends.resolve("sample_tier", x_init, SUPPORTED, arg="x_init")
+    name = backends.resolve("sample_tier_centralized", x_init, SUPPORTED_CENTRALIZED, arg="x_init")
+    if preferred != name:
+        warnings.warn(f"the {preferred} sampler does not run the centralized stack / text attention yet: this tier "
+                      f"is sampled by the reference sampler (eager PyTorch, much slower per element)",
+                      ReferenceSamplerWarning, stacklevel=2)
+    with torch.no_grad():
+        return sample_tier_centralized_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures,
+                                           float(temperature), n_prime, centralized_weights, attention_layer,
+                                           memory, text_lengths, stop_threshold)
+
+
+def _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime) -> str:
+    """The checks of sample_tier; returns the backend it resolves to."""
     check_tensor("x_init", x_init, 3, layout=" [B, T, F]")
     B, T, F = x_init.shape
     check_tensor("cz_t", cz_t, 4, (B, T, F, None), layout=" [B, T, F, D]")
@@ -75,11 +158,8 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
     if mixed and name != "cuda":
         raise ValueError(f"weights: the {name} sampler needs weights of the data's dtype {x_init.dtype}, got "
                          f"{weights[0].dtype} (only the cuda backend takes bfloat16/float16 weights)")
-    with torch.no_grad():
-        if name == "reference":
-            return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
-        return sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature,
-                                    n_prime)
+    return name
 
 
-__all__ = ["sample_tier", "sample_tier_ref"]
+__all__ = ["sample_tier", "sample_tier_ref", "sample_tier_centralized", "sample_tier_centralized_ref",
+           "ReferenceSamplerWarning"]
