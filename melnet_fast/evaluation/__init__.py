@@ -2,14 +2,17 @@
 
     LabelClassifier, train_classifier   a small genre / speaker classifier trained on real training crops
     frechet_distance                    Fréchet distance between feature sets (FID's formula)
-    compare_runs, Comparison            label accuracy of samples and Fréchet distance to held-out real data,
-                                        with parameters, training throughput and held-out NLL, per run
-                                        (`melnet-fast compare`)
+    judge_samples, SampleJudgement      label accuracy of samples and Fréchet distance of their classifier
+                                        features to held-out real segments (Judges: the classifiers)
+    compare_runs, Comparison            those measures with parameters, training throughput and held-out NLL, per
+                                        run (`melnet-fast compare`)
 """
 
 from melnet_fast.evaluation.classifier import LabelClassifier, train_classifier
 from melnet_fast.evaluation.compare import Comparison, ModelScores, compare_runs, generate
 from melnet_fast.evaluation.frechet import frechet_distance, frechet_from_statistics, gaussian_statistics
+from melnet_fast.evaluation.judge import Judges, SampleJudgement, judge_samples
 
 __all__ = ["LabelClassifier", "train_classifier", "frechet_distance", "frechet_from_statistics",
-           "gaussian_statistics", "Comparison", "ModelScores", "compare_runs", "generate"]
+           "gaussian_statistics", "Judges", "SampleJudgement", "judge_samples", "Comparison", "ModelScores",
+           "compare_runs", "generate"]

@@ -20,15 +20,13 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence
 
 import torch
 
 from melnet_fast import audio
-from melnet_fast.evaluation.classifier import train_classifier
-from melnet_fast.evaluation.frechet import frechet_from_statistics, gaussian_statistics
+from melnet_fast.evaluation.judge import Judges, reference_segments
 from melnet_fast.train import SYNTHETIC, ChannelGaussian, DataSpec, RunDir, build_datasets, evaluate
-from melnet_fast.train.evaluation import full_segments
 from melnet_fast.train.metrics import read_metrics
 
 REFERENCE = "per-label channel Gaussian"
@@ -111,27 +109,6 @@ class Comparison:
         return "\n".join(lines)
 
 
-def _segments(dataset, frames: int, max_segments: int | None):
-    """(x [N, frames, F], labels [N]) of the non-overlapping segments of a dataset (train.evaluation.full_segments)."""
-    where = full_segments(dataset, frames, max_segments)
-    if len(where) < 2:
-        raise ValueError(f"the held-out data has {len(where)} segment(s) of {frames} frames; at least 2 are needed")
-    x = torch.stack([dataset.spectrogram(i)[s:s + frames] for i, s in where])
-    return x, torch.tensor([dataset.labels[i] for i, _ in where])
-
-
-def _random_crops(dataset, frames: int, n: int, seed: int):
-    """(x [n, frames, F], labels [n]): n crops of the training data at seeded random items and offsets."""
-    generator = torch.Generator().manual_seed(seed)
-    items = torch.randint(len(dataset), (n,), generator=generator).tolist()
-    x = []
-    for i in items:
-        span = dataset.num_frames(i) - frames + 1
-        start = int(torch.randint(span, (), generator=generator))
-        x.append(dataset.spectrogram(i)[start:start + frames])
-    return torch.stack(x), torch.tensor([dataset.labels[i] for i in items])
-
-
 def _is_conditional(model) -> bool:
     """Whether the model's samples take a label: a MelNet with speakers, a cMelGAN with two labels or more."""
     c = model.config
@@ -174,27 +151,6 @@ def _data(doc: Dict, data: str | None, config, frames: int, cache_dir):
     return spec.source, train, held_out
 
 
-def _mean_std(values: List[float]) -> Tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-class _Judges:
-    """Label classifiers and the statistics of their features on the reference set."""
-
-    def __init__(self, train, x_ref: torch.Tensor, count: int, steps: int, seed: int, device):
-        self.classifiers = [train_classifier(train, steps=steps, seed=seed + k, device=device) for k in range(count)]
-        self.reference = [gaussian_statistics(c.embeddings(x_ref)) for c in self.classifiers]
-
-    def frechet(self, x: torch.Tensor) -> Tuple[float, float]:
-        """(mean, std) over the classifiers of the Fréchet distance of x [N, T, F] to the reference set."""
-        return _mean_std([frechet_from_statistics(*gaussian_statistics(c.embeddings(x)), *ref)
-                          for c, ref in zip(self.classifiers, self.reference)])
-
-    def accuracy(self, x: torch.Tensor, labels: torch.Tensor) -> Tuple[float, float]:
-        """(mean, std) over the classifiers of the share of x [N, T, F] classified as labels [N]."""
-        return _mean_std([c.accuracy(x, labels) for c in self.classifiers])
-
-
 def compare_runs(runs: Sequence, data: str | None = None, *, frames: int | None = None, samples: int | None = None,
                  max_segments: int | None = None, temperature: float = 1.0, seed: int = 0,
                  device: str | torch.device = "cpu", classifiers: int = 3, classifier_steps: int = 400,
@@ -230,17 +186,15 @@ def compare_runs(runs: Sequence, data: str | None = None, *, frames: int | None 
             raise ValueError(f"{path} makes spectrograms in multiples of {unit} frames, not {frames}")
     source, train, held_out = _data(first_doc, data, first_model.config, frames, loaded[0][1].cache)
     say(f"data {source}: {len(train)} training items, {len(held_out)} held out; segments of {frames} frames")
-    x_ref, y_ref = _segments(held_out, frames, max_segments)
+    x_ref, y_ref = reference_segments(held_out, frames, max_segments)
     n = samples or len(x_ref)
     y_gen = y_ref.repeat(-(-n // len(y_ref)))[:n]
     names = list(train.label_names)
     examples = {"held-out real": _one_per_label(x_ref, y_ref, len(names))}
 
-    if classifiers < 1:
-        raise ValueError(f"classifiers must be >= 1, got {classifiers}")
     say(f"training {classifiers} label classifier(s) ({classifier_steps} steps each) on the training data")
-    judges = _Judges(train, x_ref, classifiers, classifier_steps, seed, device)
-    floor = judges.frechet(_random_crops(train, frames, len(x_ref), seed)[0])
+    judges = Judges(train, x_ref, y_ref, classifiers, classifier_steps, seed, device)
+    floor = judges.floor()
 
     def scores(name, kind, run, x, conditional, **fields) -> ModelScores:
         examples[name] = _one_per_label(x, y_gen if conditional else None, len(names))
@@ -278,7 +232,7 @@ def compare_runs(runs: Sequence, data: str | None = None, *, frames: int | None 
     return Comparison(data=source, frames=frames, n_mels=settings[0].n_mels, reference_segments=len(x_ref),
                       label_names=names, classifiers=classifiers, classifier_accuracy=real_accuracy[0],
                       classifier_accuracy_std=real_accuracy[1], frechet_floor=floor[0], frechet_floor_std=floor[1],
-                      feature_dim=judges.reference[0][0].numel(), temperature=temperature, seed=seed, models=rows,
+                      feature_dim=judges.feature_dim, temperature=temperature, seed=seed, models=rows,
                       examples=examples)
 
 

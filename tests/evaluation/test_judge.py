@@ -1,0 +1,69 @@
+"""judge_samples: label accuracy and Fréchet distance of any set of generated spectrograms. Held-out real data
+passed off as samples scores the ceiling and a distance of 0; training data with items shorter than a crop is
+judged on its whole crops only."""
+
+import pytest
+import torch
+
+from melnet_fast.data import SyntheticMusicDataset
+from melnet_fast.evaluation import judge_samples
+from melnet_fast.evaluation.judge import random_crops, reference_segments, whole_crops
+from melnet_fast.train.data_source import Subset
+
+SETTINGS = dict(sample_rate=16000, n_mels=32, hop_length=256)
+FRAMES = 16
+JUDGE = dict(classifiers=2, classifier_steps=40, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """(training clips of 1 s with crops of FRAMES, held-out clips of 1 s)."""
+    return (SyntheticMusicDataset(12, seed=0, crop_frames=FRAMES, duration=1.0, **SETTINGS),
+            SyntheticMusicDataset(8, seed=1, crop_frames=FRAMES, duration=1.0, **SETTINGS))
+
+
+def test_the_held_out_data_as_samples_scores_the_ceiling_and_no_distance(data):
+    train, held_out = data
+    x, labels = reference_segments(held_out, FRAMES)
+    result = judge_samples(x, labels, train, held_out, **JUDGE)
+    assert result.samples == result.reference_segments == len(x) == 8 * (62 // FRAMES)
+    assert result.label_accuracy == result.classifier_accuracy and result.label_accuracy_std >= 0
+    assert result.frechet == pytest.approx(0, abs=1e-6) and result.frechet_floor > 0
+    shifted = judge_samples(x + 1.0, labels, train, held_out, **JUDGE)
+    assert shifted.frechet > result.frechet_floor  # a level shift of 1 (15 dB) is far from the data
+    d = result.to_dict()
+    assert d["classifiers"] == 2 and set(d) >= {"label_accuracy", "frechet", "frechet_floor"}
+    assert any("label accuracy of the samples" in line for line in result.lines())
+
+
+def test_unconditional_samples_get_a_distance_but_no_accuracy(data):
+    train, held_out = data
+    noise = torch.randn(10, FRAMES, SETTINGS["n_mels"])
+    result = judge_samples(noise, None, train, held_out, **JUDGE)
+    assert result.label_accuracy is None and result.frechet > 0
+    assert all("label accuracy" not in line for line in result.lines())
+
+
+def test_short_training_items_are_left_out_of_the_crops(data):
+    train, held_out = data
+    short = SyntheticMusicDataset(4, seed=2, crop_frames=64, duration=0.5, **SETTINGS)  # 31 frames < 64
+    mixed = SyntheticMusicDataset(4, seed=3, crop_frames=64, duration=1.5, **SETTINGS)
+    assert whole_crops(mixed) is mixed
+    with pytest.raises(ValueError, match="no training item has crop_frames=64 frames"):
+        whole_crops(short)
+    x, _ = random_crops(train, FRAMES, 5, seed=0)
+    assert x.shape == (5, FRAMES, 32)
+    half = Subset(train, [0, 1])
+    with pytest.raises(ValueError, match="no training item has 100 frames or more"):
+        random_crops(half, 100, 2, seed=0)
+
+
+def test_bad_inputs_are_refused(data):
+    train, held_out = data
+    x, labels = reference_segments(held_out, FRAMES)
+    with pytest.raises(ValueError, match=r"generated must be \[N, T, F\]"):
+        judge_samples(x[0], None, train, held_out, **JUDGE)
+    with pytest.raises(ValueError, match=r"labels must be \[N=24\]"):
+        judge_samples(x, labels[:3], train, held_out, **JUDGE)
+    with pytest.raises(ValueError, match="at least 2 are needed"):
+        judge_samples(torch.zeros(2, 80, 32), None, train, held_out, **JUDGE)
