@@ -5,8 +5,8 @@ reference set is the held-out real data cut into non-overlapping segments of the
 generated spectrograms then gets the classifiers' accuracy at recovering the labels they were conditioned on and
 the Fréchet distance of their classifier features to the reference set, each the mean over the classifiers
 with its standard deviation (one small classifier's feature space is a noisy judge). The floor of the distance
-is that of as many random training crops (real against real); the ceiling of the accuracy is the classifiers'
-accuracy on the reference set itself.
+is that of random training crops with the reference set's labels (real against real); the ceiling of the
+accuracy is the classifiers' accuracy on the reference set itself.
 """
 
 from __future__ import annotations
@@ -28,23 +28,38 @@ def mean_std(values: List[float]) -> Tuple[float, float]:
 
 
 def reference_segments(dataset, frames: int, max_segments: int | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(x [N, frames, F], labels [N]) of the non-overlapping whole segments of a dataset (full_segments).
+    """(x [N, frames, F], labels [N]) of the non-overlapping whole segments of a dataset (full_segments); with
+    max_segments, that many of them evenly spaced in the dataset's order, so that a cap keeps every part of the
+    data (a corpus lists its items label by label: the first segments would be one or two labels' only).
     ValueError with fewer than 2."""
-    where = full_segments(dataset, frames, max_segments)
+    where = full_segments(dataset, frames)
+    if max_segments is not None and len(where) > max_segments:
+        where = [where[k * len(where) // max_segments] for k in range(max_segments)]
     if len(where) < 2:
         raise ValueError(f"the held-out data has {len(where)} segment(s) of {frames} frames; at least 2 are needed")
     x = torch.stack([dataset.spectrogram(i)[s:s + frames] for i, s in where])
     return x, torch.tensor([dataset.labels[i] for i, _ in where])
 
 
-def random_crops(dataset, frames: int, n: int, seed: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def random_crops(dataset, frames: int, n: int, seed: int, labels: torch.Tensor | None = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """(x [n, frames, F], labels [n]): n crops of `frames` frames at seeded random items (among those that long)
-    and offsets."""
+    and offsets; labels [n]: crop k from an item of label labels[k] (the label mix of the set it is compared
+    with), else from any item."""
     long_enough = [i for i in range(len(dataset)) if dataset.num_frames(i) >= frames]
     if not long_enough:
         raise ValueError(f"no training item has {frames} frames or more")
     generator = torch.Generator().manual_seed(seed)
-    items = [long_enough[k] for k in torch.randint(len(long_enough), (n,), generator=generator).tolist()]
+    if labels is None:
+        items = [long_enough[k] for k in torch.randint(len(long_enough), (n,), generator=generator).tolist()]
+    else:
+        by_label: Dict[int, List[int]] = {}
+        for i in long_enough:
+            by_label.setdefault(dataset.labels[i], []).append(i)
+        missing = sorted(set(labels.tolist()) - set(by_label))
+        if missing:
+            raise ValueError(f"no training item of label(s) {missing} has {frames} frames or more")
+        items = [by_label[y][int(torch.randint(len(by_label[y]), (), generator=generator))] for y in labels.tolist()]
     x = []
     for i in items:
         start = int(torch.randint(dataset.num_frames(i) - frames + 1, (), generator=generator))
@@ -89,8 +104,8 @@ class Judges:
         return mean_std([c.accuracy(x, labels) for c in self.classifiers])
 
     def floor(self) -> Tuple[float, float]:
-        """(mean, std) of the Fréchet distance of as many random training crops as reference segments."""
-        return self.frechet(random_crops(self.train, self.x_ref.shape[1], len(self.x_ref), self.seed)[0])
+        """(mean, std) of the Fréchet distance of random training crops, one of each reference segment's label."""
+        return self.frechet(random_crops(self.train, self.x_ref.shape[1], len(self.x_ref), self.seed, self.y_ref)[0])
 
 
 @dataclasses.dataclass

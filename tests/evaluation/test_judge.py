@@ -67,3 +67,19 @@ def test_bad_inputs_are_refused(data):
         judge_samples(x, labels[:3], train, held_out, **JUDGE)
     with pytest.raises(ValueError, match="at least 2 are needed"):
         judge_samples(torch.zeros(2, 80, 32), None, train, held_out, **JUDGE)
+
+
+def test_a_capped_reference_spans_the_data_and_the_floor_matches_its_labels(data):
+    """A corpus lists its items label by label: a cap on the reference segments must not keep only the first
+    labels, and the floor's training crops follow the reference's label mix."""
+    train, held_out = data
+    all_x, all_y = reference_segments(held_out, FRAMES)
+    x, y = reference_segments(held_out, FRAMES, max_segments=6)
+    spread = [k * len(all_x) // 6 for k in range(6)]
+    assert torch.equal(x, all_x[spread]) and torch.equal(y, all_y[spread]) and spread[-1] >= len(all_x) - 4
+    wanted = torch.tensor([3, 3, 0, 1, 3])
+    crops, labels = random_crops(train, FRAMES, 5, seed=1, labels=wanted)
+    assert torch.equal(labels, wanted) and crops.shape == (5, FRAMES, 32)
+    one_label = Subset(train, [i for i in range(len(train)) if train.labels[i] == 0])
+    with pytest.raises(ValueError, match=r"no training item of label\(s\) \[3\]"):
+        random_crops(one_label, FRAMES, 2, seed=0, labels=torch.tensor([0, 3]))
