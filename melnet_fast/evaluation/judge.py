@@ -113,7 +113,8 @@ class SampleJudgement:
     """Classifier-based measures of one set of generated spectrograms (see the module's docstring). label_accuracy
     is None for unconditional samples; *_std: standard deviations over the classifiers."""
 
-    samples: int
+    samples: int  # windows judged (the samples, or their windows of the judged length)
+    frames: int
     reference_segments: int
     classifiers: int
     label_accuracy: float | None
@@ -124,6 +125,7 @@ class SampleJudgement:
     frechet_floor_std: float
     classifier_accuracy: float
     classifier_accuracy_std: float
+    feature_dim: int
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -138,24 +140,41 @@ class SampleJudgement:
         out.append(f"Fréchet distance of classifier features to {self.reference_segments} held-out real segments "
                    f"{self.frechet:.1f} ± {self.frechet_std:.1f} (floor, training crops: {self.frechet_floor:.1f} ± "
                    f"{self.frechet_floor_std:.1f}; lower is better)")
+        if min(self.samples, self.reference_segments) < 2 * self.feature_dim:
+            out.append(f"(from {self.samples} generated and {self.reference_segments} real windows of {self.frames} "
+                       f"frames for {self.feature_dim}-dimensional features: noisy, compare with the floor only)")
         return out
 
 
-def judge_samples(generated: torch.Tensor, labels: torch.Tensor | None, train, held_out, *, classifiers: int = 3,
-                  classifier_steps: int = 400, max_segments: int | None = None, seed: int = 0,
+def windows(x: torch.Tensor, labels: torch.Tensor | None, frames: int):
+    """(x [N * (T // frames), frames, F], labels repeated alike or None): each spectrogram of x [N, T, F] cut into
+    its non-overlapping whole windows of `frames` frames (the remainder dropped)."""
+    n = x.shape[1] // frames
+    if n < 1:
+        raise ValueError(f"frames={frames} is longer than the spectrograms ({x.shape[1]} frames)")
+    cut = x[:, :n * frames].reshape(x.shape[0] * n, frames, x.shape[2])
+    return cut, None if labels is None else labels.repeat_interleave(n)
+
+
+def judge_samples(generated: torch.Tensor, labels: torch.Tensor | None, train, held_out, *,
+                  frames: int | None = None, classifiers: int = 3, classifier_steps: int = 400,
+                  max_segments: int | None = None, seed: int = 0,
                   device: str | torch.device = "cpu") -> SampleJudgement:
     """Label accuracy and Fréchet distance of generated spectrograms [N, T, F] conditioned on labels [N] (None:
-    unconditional, no accuracy), judged by classifiers trained on `train` against the whole T-frame segments of
-    `held_out` (the first max_segments). Both datasets labelled (label_names with two labels or more);
-    ValueError otherwise or when held_out has fewer than 2 such segments."""
+    unconditional, no accuracy), judged by classifiers trained on `train` against the whole segments of
+    `held_out` (max_segments of them, spread over it). frames: the length judged (default T); shorter, each
+    sample is cut into its windows of that length (long clips judged as the classifier's crops). Both datasets
+    labelled (label_names with two labels or more); ValueError otherwise or when held_out has fewer than 2
+    segments."""
     if generated.dim() != 3:
         raise ValueError(f"generated must be [N, T, F], got shape {tuple(generated.shape)}")
     if labels is not None and labels.shape != (len(generated),):
         raise ValueError(f"labels must be [N={len(generated)}], got shape {tuple(labels.shape)}")
     if len(train.label_names) < 2:
         raise ValueError("the label classifiers need labelled data with at least two labels")
+    generated, labels = windows(generated, labels, frames or generated.shape[1])
     x_ref, y_ref = reference_segments(held_out, generated.shape[1], max_segments)
     judges = Judges(train, x_ref, y_ref, classifiers, classifier_steps, seed, device)
     accuracy = judges.accuracy(generated, labels) if labels is not None else (None, None)
-    return SampleJudgement(len(generated), len(x_ref), classifiers, *accuracy, *judges.frechet(generated),
-                           *judges.floor(), *judges.accuracy(x_ref, y_ref))
+    return SampleJudgement(len(generated), generated.shape[1], len(x_ref), classifiers, *accuracy, *judges.frechet(generated),
+                           *judges.floor(), *judges.accuracy(x_ref, y_ref), judges.feature_dim)

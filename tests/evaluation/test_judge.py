@@ -83,3 +83,14 @@ def test_a_capped_reference_spans_the_data_and_the_floor_matches_its_labels(data
     one_label = Subset(train, [i for i in range(len(train)) if train.labels[i] == 0])
     with pytest.raises(ValueError, match=r"no training item of label\(s\) \[3\]"):
         random_crops(one_label, FRAMES, 2, seed=0, labels=torch.tensor([0, 3]))
+
+
+def test_long_samples_are_judged_by_windows_of_the_asked_length(data):
+    train, held_out = data
+    x, labels = reference_segments(held_out, 2 * FRAMES)  # 8 clips of 62 frames: one 32-frame segment each
+    whole = judge_samples(x, labels, train, held_out, frames=FRAMES, **JUDGE)
+    assert whole.samples == 2 * len(x) and whole.frames == FRAMES and whole.reference_segments == 24
+    assert whole.label_accuracy == pytest.approx(whole.classifier_accuracy, abs=0.2)
+    assert any("noisy" in line for line in whole.lines())  # 16 windows for 64-dimensional features
+    with pytest.raises(ValueError, match="longer than the spectrograms"):
+        judge_samples(x[:, :8], labels, train, held_out, frames=FRAMES, **JUDGE)
