@@ -176,5 +176,6 @@ def judge_samples(generated: torch.Tensor, labels: torch.Tensor | None, train, h
     x_ref, y_ref = reference_segments(held_out, generated.shape[1], max_segments)
     judges = Judges(train, x_ref, y_ref, classifiers, classifier_steps, seed, device)
     accuracy = judges.accuracy(generated, labels) if labels is not None else (None, None)
-    return SampleJudgement(len(generated), generated.shape[1], len(x_ref), classifiers, *accuracy, *judges.frechet(generated),
-                           *judges.floor(), *judges.accuracy(x_ref, y_ref), judges.feature_dim)
+    return SampleJudgement(len(generated), generated.shape[1], len(x_ref), classifiers, *accuracy,
+                           *judges.frechet(generated), *judges.floor(), *judges.accuracy(x_ref, y_ref),
+                           judges.feature_dim)
