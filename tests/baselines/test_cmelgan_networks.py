@@ -1,10 +1,15 @@
 """cMelGAN's networks: shapes, label conditioning, weight normalisation, input checks, presets."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
 
+from melnet_fast.audio import AudioSettings
 from melnet_fast.baselines.cmelgan import CMelGAN, CMelGANConfig, parameter_table
+from melnet_fast.baselines.cmelgan.config import AUDIO_FIELDS
+from melnet_fast.config import MelNetConfig
 from tests.baselines.conftest import odd_config, random_gan
 
 CONFIGS = [pytest.param(CMelGANConfig.preset("tiny", n_labels=4), id="tiny-T16-F16"),
@@ -141,3 +146,13 @@ def test_presets_are_near_the_reports_sizes(name, report):
 def test_parameter_table_lists_every_preset():
     table = parameter_table(("tiny", "demo"))
     assert "tiny" in table and "demo" in table and "32 frames x 32 mels" in table
+
+
+def test_audio_defaults_are_melnets_and_the_front_ends():
+    """CMelGANConfig mirrors the audio fields of MelNetConfig and audio.AudioSettings (a frozen dataclass cannot
+    inherit them before its required fields): their defaults stay one fact."""
+    def defaults(cls):
+        return {f.name: f.default for f in dataclasses.fields(cls) if f.name in AUDIO_FIELDS and f.name != "n_mels"}
+
+    assert len(defaults(CMelGANConfig)) == len(AUDIO_FIELDS) - 1
+    assert defaults(CMelGANConfig) == defaults(MelNetConfig) == defaults(AudioSettings)
