@@ -7,7 +7,6 @@ Figures use matplotlib's object API (matplotlib.figure.Figure), so no global pyp
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Dict, Sequence
 
@@ -16,22 +15,23 @@ import torch
 
 from melnet_fast import audio
 from melnet_fast._optional import require
+from melnet_fast.log_mel_scale import FLOOR, SAMPLE_RANGE, ZERO_DB
 from melnet_fast.multiscale import merge_tiers, split_tiers
 
 # The default value range of a spectrogram image: the log floor (-80 dB) to a full-scale sine (0 dB).
-IMAGE_VMIN = (math.log(audio.LOG_FLOOR) - audio.NORM_MEAN) / audio.NORM_STD
-IMAGE_VMAX = (0.0 - audio.NORM_MEAN) / audio.NORM_STD
+IMAGE_VMIN, IMAGE_VMAX = FLOOR, ZERO_DB
 _META_KEY = "melnet_fast"
 
 
 def audible_range(spec: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(spec clamped to [log floor, +60 dB over a full-scale sine], number of values that were not finite or
-    above that): what an undertrained model can draw (NaN, inf, runaway values) is not audio, and the inversion
-    needs finite power. Values below the log floor are just silence (the data is floored there) and are not
-    counted."""
-    low, high = IMAGE_VMIN, IMAGE_VMAX + 2.0
+    """(spec clamped to the samplers' range [log floor, +30 dB over a full-scale sine], NaN to the floor; number
+    of values that were not finite or at / above the top): a runaway value is not audio, and the inversion needs
+    finite power. Values below the log floor are just silence (the data is floored there) and are not counted.
+    Samples of MelNet.sample are already in the range (runaways kept at its top); a spectrogram from elsewhere
+    (a cMelGAN's, a file's) may not be."""
+    low, high = SAMPLE_RANGE
     spec = spec.float().cpu()
-    bad = int((~torch.isfinite(spec) | (spec > high)).sum())
+    bad = int((~torch.isfinite(spec) | (spec >= high)).sum())
     return torch.nan_to_num(spec, nan=low, posinf=high, neginf=low).clamp(low, high), bad
 
 

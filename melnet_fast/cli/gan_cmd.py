@@ -81,6 +81,9 @@ class GANKind(train_cmd.RunKind):
     def make_config(self, preset: str, overrides):
         return gan_preset_config(preset, overrides)
 
+    def default_options(self, preset: str) -> TrainOptions:
+        return TrainOptions()  # the presets hold batch size and learning rate
+
     def as_stored(self, wanted, stored, args):
         return wanted.replace(n_labels=stored.n_labels)  # the labels come from the data
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List
 
@@ -89,7 +90,11 @@ def generate(model, frames: int, *, count: int = 1, temperature: float = 1.0, co
         prime = prime.to(param.device, param.dtype).expand(count, -1, -1).contiguous()
     if cond is not None:
         cond = cond.to(param.device).expand(count).contiguous()
-    return model.sample(count, frames, cond, float(temperature), prime, generator, return_log_prob=True)
+    from melnet_fast.model import DivergentSampleWarning
+
+    with warnings.catch_warnings():  # the commands report runaway values per output file (write_outputs)
+        warnings.simplefilter("ignore", DivergentSampleWarning)
+        return model.sample(count, frames, cond, float(temperature), prime, generator, return_log_prob=True)
 
 
 def to_audio(spec: torch.Tensor, config: MelNetConfig, method: str = "gradient", iters: int = 100,
@@ -102,20 +107,19 @@ def to_audio(spec: torch.Tensor, config: MelNetConfig, method: str = "gradient",
 def write_outputs(wav: Path, spec: torch.Tensor, config: MelNetConfig, method: str, iters: int,
                   seed: int = 0, title: str = "generated", progress: bool = True, n_tiers: int | None = None) -> dict:
     """Write wav (audio), wav.png (tiers coarse to fine; n_tiers default config.n_tiers) and wav.npy ([T, F], the
-    values as drawn); returns the inversion info, with "clamped": how many values were outside the audible range
-    (see audible_range), and "padded": the silent frames appended for the audio to a spectrogram shorter than the
-    inversion needs (audio.min_frames). Nothing is written before the inversion has succeeded. config: anything
-    with the audio settings (a MelNetConfig, a CMelGANConfig)."""
+    values as drawn, always finite: see audible_range); returns the inversion info, with "clamped": how many values
+    ran away or were not finite, and "padded": the silent frames appended for the audio to a spectrogram shorter
+    than the inversion needs (audio.min_frames). Nothing is written before the inversion has succeeded. config:
+    anything with the audio settings (a MelNetConfig, a CMelGANConfig)."""
     from melnet_fast.plots import IMAGE_VMIN, plot_tiers
 
-    drawn = spec.float().cpu().numpy()
     spec, clamped = audible_range(spec)
     short = audio.min_frames(config) - spec.shape[0]
     heard = spec
     if short > 0:  # a text model can stop before the inversion's window is filled: silence after its end
-        heard = torch.cat([spec, spec.new_full((short, spec.shape[1]), IMAGE_VMIN)])  # audible_range's floor
+        heard = torch.cat([spec, spec.new_full((short, spec.shape[1]), IMAGE_VMIN)])  # the log floor
     waveform, info = to_audio(heard, config, method, iters, seed, progress)
-    np.save(wav.with_suffix(".npy"), drawn)
+    np.save(wav.with_suffix(".npy"), spec.numpy())
     audio.save_wav(wav, (0.99 * waveform / max(1.0, float(waveform.abs().max()))), config.sample_rate)
     plot_tiers(wav.with_suffix(".png"), spec, config.n_tiers if n_tiers is None else n_tiers, config, title=title)
     info["clamped"], info["padded"] = clamped, max(0, short)
@@ -140,9 +144,9 @@ def write_sample(target: Path, spec: torch.Tensor, config, args, n_tiers: int | 
     info = write_outputs(target, spec, config, args.inversion, args.iters, args.seed, title=title,
                          progress=sys.stderr.isatty(), n_tiers=n_tiers)
     if info["clamped"]:
-        print(f"  warning: {info['clamped']} of {spec.numel()} drawn values of {target.name} were not finite or "
-              f"implausibly loud and were clamped for the audio and the figure (an undertrained model?)",
-              file=sys.stderr)
+        print(f"  warning: {info['clamped']} of {spec.numel()} drawn values of {target.name} ran away to the top of "
+              f"the samplers' range (+30 dB over a full-scale sine) or were not finite, and were kept at its edges: "
+              f"the model diverges (an undertrained model?)", file=sys.stderr)
     return info
 
 

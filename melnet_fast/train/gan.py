@@ -127,6 +127,9 @@ class GANTrainer(Trainer):
     def _loss_name(self, key) -> str:
         return key
 
+    def _optimizers(self) -> List[torch.optim.Optimizer]:
+        return [self.optimizer_g, self.optimizer_d]
+
     def _optimizer_state(self) -> Dict:
         return {"optimizer_g": self.optimizer_g.state_dict(), "optimizer_d": self.optimizer_d.state_dict()}
 

@@ -67,6 +67,19 @@ def test_every_command_has_help():
         assert exit_info.value.code == 0
 
 
+def test_demo_preset_trains_with_the_demo_recipe():
+    from melnet_fast.cli.demo import DEMO_CROP_FRAMES, DEMO_LR_COOLDOWN
+    from melnet_fast.cli.gan_cmd import GANKind
+    from melnet_fast.cli.train_cmd import MELNET
+
+    demo = MELNET.default_options("demo")
+    assert (demo.crop_frames, demo.lr_cooldown) == (DEMO_CROP_FRAMES, DEMO_LR_COOLDOWN)
+    small = MELNET.default_options("small")
+    assert (small.crop_frames, small.lr_cooldown) == (None, 0.0)
+    gan_demo = GANKind().default_options("demo")  # cMelGAN's demo preset is another model: its own clip length
+    assert (gan_demo.crop_frames, gan_demo.lr_cooldown) == (None, 0.0)
+
+
 def _commands(parser, prefix=()):
     """(command words, parser) of every command and sub-command (melnet-fast data music, ...)."""
     for action in parser._actions:
