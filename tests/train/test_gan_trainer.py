@@ -161,3 +161,23 @@ def test_a_melnet_trainer_refuses_a_gan_run(gan_config, gan_data, tiny_config, d
     GANTrainer(make_gan(gan_config), gan_data[0], None, gan_options(steps=1), tmp_path).fit()
     with pytest.raises(RunDirError, match="incompatible"):
         Trainer(make_model(tiny_config), datasets[0], None, options(steps=2), tmp_path)
+
+
+def test_the_learning_rate_cooldown_lowers_both_networks_rates(gan_config, gan_data):
+    train, _ = gan_data
+    trainer = GANTrainer(make_gan(gan_config), train, None, gan_options(steps=4, lr_cooldown=0.5))
+    trainer.fit()
+    assert [opt.param_groups[0]["lr"] for opt in (trainer.optimizer_g, trainer.optimizer_d)] == [1e-4, 1e-4]
+    assert any("learning rate 0.0001 for the last 50% of the run" in m for m in trainer.messages)
+
+
+def test_training_data_of_other_or_short_examples_is_refused(gan_config, data_spec):
+    from melnet_fast.data import SyntheticMusicDataset
+
+    longer, _ = build_datasets(data_spec, gan_config, 4 * gan_config.frames)
+    with pytest.raises(ValueError, match="serves crops of 64 frames"):
+        GANTrainer(make_gan(gan_config), longer, None, gan_options())
+    short = SyntheticMusicDataset(4, seed=0, settings=gan_config, crop_frames=gan_config.frames, duration=0.2)
+    assert min(short.item_frames(i) for i in range(len(short))) < gan_config.frames  # 0.2 s: 12 frames
+    with pytest.raises(ValueError, match="items shorter than the model's 16 frames: build it with min_frames=16"):
+        GANTrainer(make_gan(gan_config), short, None, gan_options())
