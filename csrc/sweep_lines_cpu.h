@@ -1,0 +1,170 @@
+// The per-line kernels of the CPU 2D LSTM sweep (lstm_sweep_2d_cpu.cpp): a block of lines (independent
+// sequences) of one direction, run through all of its steps by one thread.
+//
+// Lines never exchange anything, so a thread that owns a block of lines runs all of its steps without waiting
+// for the others: no barrier per step. At each step the block's gate pre-activations are one register-tiled
+// product over the block's rows (small_gemm.h: rows_product; the weights stay in cache across steps), and the
+// gate maths runs on those rows while they are still in L1 (the product's epilogue).
+//
+// Every function is a template on VB, the vector size in bytes of the target it is compiled in (64, 32, 16), and
+// is forced inline into one wrapper per target (lstm_sweep_2d_cpu.cpp), chosen at run time by simd::cpu_level().
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "small_gemm.h"
+#include "vec_math.h"
+
+namespace melnet_fast {
+
+// One direction of the sweep: lines along time (one per (b, f)) or along frequency (one per (b, t)).
+struct Direction {
+  bool along_t;
+  bool reverse;
+  int64_t len;   // steps of this direction
+  int64_t rows;  // independent lines
+};
+
+// Flat index into [B, T, F] of line k of direction d at step s.
+inline int64_t position(const Direction& d, int64_t k, int64_t s, int64_t T, int64_t F) {
+  const int64_t p = d.reverse ? d.len - 1 - s : s;
+  if (d.along_t) {
+    const int64_t b = k / F, f = k % F;
+    return (b * T + p) * F + f;
+  }
+  const int64_t b = k / T, t = k % T;
+  return (b * T + t) * F + p;
+}
+
+// Lines [k0, k1) of direction r: the unit of work of one thread.
+struct LineBlock {
+  int64_t r, k0, k1;
+};
+
+// The most lines a block holds: its rows of gate pre-activations ([kMaxBlock, 4H]) stay in L1 / L2 between
+// the product and the gate maths.
+constexpr int64_t kMaxBlock = 48;
+
+// Shapes and tensors of one forward: x [N, I] (N = B*T*F positions), per direction w_ih^T [I, 4H] and w_hh^T
+// [H, 4H] (packed once per call), bias [4H]; y [N, R*H]; when saving, gates [R, N, 4H] (activated) and cell
+// [R, N, H]; the running state h, c [rows, H] of each direction.
+template <typename T>
+struct FwdLines {
+  const Direction* dirs;
+  int64_t T_, F, R, I, H, N;
+  const T* x;
+  const T* w_ih_t;  // [R, I, 4H]
+  const T* w_hh_t;  // [R, H, 4H]
+  const T* bias;    // [R, 4H]
+  T* y;
+  T* gates;  // null when not saving
+  T* cell;   // null when not saving
+  T* const* h;
+  T* const* c;
+};
+
+// Per-thread scratch of the line kernels, allocated once per thread and call.
+template <typename T>
+struct LineScratch {
+  std::vector<T> acc;  // [kMaxBlock, 4H]
+  std::vector<T> tc;   // [H]
+  PointwiseScratch<T> pointwise;
+  explicit LineScratch(int64_t H) : acc(kMaxBlock * 4 * H), tc(H), pointwise(4 * H) {}
+};
+
+// Forward of one block: per step, pre = bias + x_n w_ih^T + h w_hh^T for every line (two products into acc),
+// then the LSTM cell on each row; h, y and (when saving) the activated gates and cell state are written.
+template <int VB, typename T>
+MF_INLINE void fwd_lines(const FwdLines<T>& a, const LineBlock& blk, LineScratch<T>& scratch) {
+  const Direction& d = a.dirs[blk.r];
+  const int64_t r = blk.r, H = a.H, G = 4 * H, R = a.R, M = blk.k1 - blk.k0;
+  const T* bias = a.bias + r * G;
+  const T* w_ih_t = a.w_ih_t + r * a.I * G;
+  const T* w_hh_t = a.w_hh_t + r * H * G;
+  const T* x_rows[kMaxBlock];
+  const T* h_rows[kMaxBlock];
+  T* acc_rows[kMaxBlock];
+  int64_t n_of[kMaxBlock];
+  for (int64_t i = 0; i < M; ++i) {
+    h_rows[i] = a.h[r] + (blk.k0 + i) * H;
+    acc_rows[i] = scratch.acc.data() + i * G;
+  }
+  for (int64_t s = 0; s < d.len; ++s) {
+    for (int64_t i = 0; i < M; ++i) {
+      n_of[i] = position(d, blk.k0 + i, s, a.T_, a.F);
+      x_rows[i] = a.x + n_of[i] * a.I;
+      std::copy(bias, bias + G, acc_rows[i]);
+    }
+    rows_product<VB>(x_rows, M, w_ih_t, G, a.I, G, acc_rows, true);
+    rows_product<VB>(h_rows, M, w_hh_t, G, H, G, acc_rows, true);
+    for (int64_t i = 0; i < M; ++i) {
+      const int64_t n = n_of[i];
+      T* h = a.h[r] + (blk.k0 + i) * H;
+      T* c = a.c[r] + (blk.k0 + i) * H;
+      T* act = a.gates ? a.gates + (r * a.N + n) * G : acc_rows[i];
+      lstm_cell_pointwise(acc_rows[i], static_cast<const T*>(nullptr), act, h, c, H, scratch.pointwise);
+      std::copy(h, h + H, a.y + n * R * H + r * H);
+      if (a.cell) std::copy(c, c + H, a.cell + (r * a.N + n) * H);
+    }
+  }
+}
+
+// Shapes and tensors of one backward: grad_y [N, R*H], the forward's gates [R, N, 4H] and cell [R, N, H], c0
+// [R, H], w_hh [R, 4H, H]; dxp [N, R*4H] receives the gradients of the gate pre-activations; dh, dc [rows, H]
+// of each direction carry the gradients from the step after (and end as those of h0, c0 per line).
+template <typename T>
+struct BwdLines {
+  const Direction* dirs;
+  int64_t T_, F, R, H, N;
+  const T* grad_y;
+  const T* gates;
+  const T* cell;
+  const T* c0;
+  const T* w_hh;
+  T* dxp;
+  T* const* dh;
+  T* const* dc;
+};
+
+// Backward of one block: per step (last to first), the gate gradients of every line from grad_y and the carried
+// (dh, dc), written into dxp; then dh = dg w_hh for every line (one product over the block's rows).
+template <int VB, typename T>
+MF_INLINE void bwd_lines(const BwdLines<T>& a, const LineBlock& blk, LineScratch<T>& scratch) {
+  const Direction& d = a.dirs[blk.r];
+  const int64_t r = blk.r, H = a.H, G = 4 * H, R = a.R, N = a.N, M = blk.k1 - blk.k0;
+  const T* w_hh = a.w_hh + r * G * H;
+  const T* dg_rows[kMaxBlock];
+  T* dh_rows[kMaxBlock];
+  for (int64_t i = 0; i < M; ++i) dh_rows[i] = a.dh[r] + (blk.k0 + i) * H;
+  T* tc = scratch.tc.data();
+  for (int64_t s = d.len - 1; s >= 0; --s) {
+    for (int64_t i = 0; i < M; ++i) {
+      const int64_t k = blk.k0 + i;
+      const int64_t n = position(d, k, s, a.T_, a.F);
+      const T* c_prev = s == 0 ? a.c0 + r * H : a.cell + (r * N + position(d, k, s - 1, a.T_, a.F)) * H;
+      const T* gs = a.gates + (r * N + n) * G;
+      const T* gy = a.grad_y + n * R * H + r * H;
+      T* dh = dh_rows[i];
+      T* dc = a.dc[r] + k * H;
+      T* dg = a.dxp + n * R * G + r * G;
+      dg_rows[i] = dg;
+      tanh_array(a.cell + (r * N + n) * H, tc, H, scratch.pointwise);
+#pragma omp simd
+      for (int64_t j = 0; j < H; ++j) {
+        const T gi = gs[j], gf = gs[H + j], gg = gs[2 * H + j], go = gs[3 * H + j];
+        const T t = tc[j];
+        const T dhj = gy[j] + dh[j];
+        const T dcj = dc[j] + dhj * go * (T(1) - t * t);
+        dc[j] = dcj * gf;
+        dg[j] = dcj * gg * gi * (T(1) - gi);
+        dg[H + j] = dcj * c_prev[j] * gf * (T(1) - gf);
+        dg[2 * H + j] = dcj * gi * (T(1) - gg * gg);
+        dg[3 * H + j] = dhj * t * go * (T(1) - go);
+      }
+    }
+    rows_product<VB>(dg_rows, M, w_hh, H, G, H, dh_rows, false);
+  }
+}
+
+}  // namespace melnet_fast
