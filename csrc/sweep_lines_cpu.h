@@ -16,6 +16,8 @@
 #include "small_gemm.h"
 #include "vec_math.h"
 
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32 / 64-byte vectors in forced-inline helpers: no such call exists
 namespace melnet_fast {
 
 // One direction of the sweep: lines along time (one per (b, f)) or along frequency (one per (b, t)).
@@ -68,10 +70,78 @@ struct FwdLines {
 template <typename T>
 struct LineScratch {
   std::vector<T> acc;  // [kMaxBlock, 4H]
-  std::vector<T> tc;   // [H]
-  PointwiseScratch<T> pointwise;
-  explicit LineScratch(int64_t H) : acc(kMaxBlock * 4 * H), tc(H), pointwise(4 * H) {}
+  explicit LineScratch(int64_t H) : acc(kMaxBlock * 4 * H) {}
 };
+
+// Runs body(j, lanes) over [0, H) a vector at a time; the last, partial vector of lanes goes through padded
+// copies (in(p, src) copies `lanes` values of src[j..] into a zero-padded vector, out(dst, v) writes them back).
+template <typename V, typename Body>
+MF_INLINE void over_lanes(int64_t H, Body body) {
+  constexpr int W = simd::lanes<V>();
+  int64_t j = 0;
+  for (; j + W <= H; j += W) body(j, W);
+  if (j < H) body(j, H - j);
+}
+
+template <typename V>
+MF_INLINE V load_lanes(const simd::Elem<V>* p, int64_t lanes) {
+  if (lanes == simd::lanes<V>()) return simd::load<V>(p);
+  simd::Elem<V> tmp[simd::lanes<V>()] = {};
+  std::copy(p, p + lanes, tmp);
+  return simd::load<V>(tmp);
+}
+
+template <typename V>
+MF_INLINE void store_lanes(simd::Elem<V>* p, const V& v, int64_t lanes) {
+  if (lanes == simd::lanes<V>()) return simd::store(p, v);
+  simd::Elem<V> tmp[simd::lanes<V>()];
+  simd::store(tmp, v);
+  std::copy(tmp, tmp + lanes, p);
+}
+
+// The LSTM cell of one line from its pre-activations pre [4H] (gates i, f, g, o): c and h [H] updated in place,
+// h also written to y, and when saving the activated gates to act [4H] and the new cell state to cell [H].
+template <int VB, typename T>
+MF_INLINE void lstm_cell_fwd(const T* pre, T* h, T* c, T* y, T* act, T* cell, int64_t H) {
+  using V = simd::Vec<T, VB>;
+  over_lanes<V>(H, [&](int64_t j, int64_t n) {
+    const V i = simd::sigmoid(load_lanes<V>(pre + j, n)), f = simd::sigmoid(load_lanes<V>(pre + H + j, n));
+    const V g = simd::tanh(load_lanes<V>(pre + 2 * H + j, n)), o = simd::sigmoid(load_lanes<V>(pre + 3 * H + j, n));
+    const V cn = f * load_lanes<V>(c + j, n) + i * g;
+    const V hn = o * simd::tanh(cn);
+    store_lanes(c + j, cn, n);
+    store_lanes(h + j, hn, n);
+    store_lanes(y + j, hn, n);
+    if (act) {
+      store_lanes(act + j, i, n);
+      store_lanes(act + H + j, f, n);
+      store_lanes(act + 2 * H + j, g, n);
+      store_lanes(act + 3 * H + j, o, n);
+      store_lanes(cell + j, cn, n);
+    }
+  });
+}
+
+// Backward of the LSTM cell of one line: from the activated gates act [4H], the cell state it produced cell [H]
+// and the one before c_prev [H], the upstream gradients gy + dh [H] and dc [H] (updated in place to the
+// gradient of c_prev), the gradients of the gate pre-activations dg [4H].
+template <int VB, typename T>
+MF_INLINE void lstm_cell_bwd(const T* act, const T* cell, const T* c_prev, const T* gy, const T* dh, T* dc, T* dg,
+                             int64_t H) {
+  using V = simd::Vec<T, VB>;
+  over_lanes<V>(H, [&](int64_t j, int64_t n) {
+    const V gi = load_lanes<V>(act + j, n), gf = load_lanes<V>(act + H + j, n);
+    const V gg = load_lanes<V>(act + 2 * H + j, n), go = load_lanes<V>(act + 3 * H + j, n);
+    const V t = simd::tanh(load_lanes<V>(cell + j, n));
+    const V dhj = load_lanes<V>(gy + j, n) + load_lanes<V>(dh + j, n);
+    const V dcj = load_lanes<V>(dc + j, n) + dhj * go * (T(1) - t * t);
+    store_lanes(dc + j, dcj * gf, n);
+    store_lanes(dg + j, dcj * gg * gi * (T(1) - gi), n);
+    store_lanes(dg + H + j, dcj * load_lanes<V>(c_prev + j, n) * gf * (T(1) - gf), n);
+    store_lanes(dg + 2 * H + j, dcj * gi * (T(1) - gg * gg), n);
+    store_lanes(dg + 3 * H + j, dhj * t * go * (T(1) - go), n);
+  });
+}
 
 // Forward of one block: per step, pre = bias + x_n w_ih^T + h w_hh^T for every line (two products into acc),
 // then the LSTM cell on each row; h, y and (when saving) the activated gates and cell state are written.
@@ -100,12 +170,9 @@ MF_INLINE void fwd_lines(const FwdLines<T>& a, const LineBlock& blk, LineScratch
     rows_product<VB>(h_rows, M, w_hh_t, G, H, G, acc_rows, true);
     for (int64_t i = 0; i < M; ++i) {
       const int64_t n = n_of[i];
-      T* h = a.h[r] + (blk.k0 + i) * H;
-      T* c = a.c[r] + (blk.k0 + i) * H;
-      T* act = a.gates ? a.gates + (r * a.N + n) * G : acc_rows[i];
-      lstm_cell_pointwise(acc_rows[i], static_cast<const T*>(nullptr), act, h, c, H, scratch.pointwise);
-      std::copy(h, h + H, a.y + n * R * H + r * H);
-      if (a.cell) std::copy(c, c + H, a.cell + (r * a.N + n) * H);
+      lstm_cell_fwd<VB>(acc_rows[i], a.h[r] + (blk.k0 + i) * H, a.c[r] + (blk.k0 + i) * H, a.y + n * R * H + r * H,
+                        a.gates ? a.gates + (r * a.N + n) * G : nullptr, a.cell ? a.cell + (r * a.N + n) * H : nullptr,
+                        H);
     }
   }
 }
@@ -130,41 +197,26 @@ struct BwdLines {
 // Backward of one block: per step (last to first), the gate gradients of every line from grad_y and the carried
 // (dh, dc), written into dxp; then dh = dg w_hh for every line (one product over the block's rows).
 template <int VB, typename T>
-MF_INLINE void bwd_lines(const BwdLines<T>& a, const LineBlock& blk, LineScratch<T>& scratch) {
+MF_INLINE void bwd_lines(const BwdLines<T>& a, const LineBlock& blk, LineScratch<T>&) {
   const Direction& d = a.dirs[blk.r];
   const int64_t r = blk.r, H = a.H, G = 4 * H, R = a.R, N = a.N, M = blk.k1 - blk.k0;
   const T* w_hh = a.w_hh + r * G * H;
   const T* dg_rows[kMaxBlock];
   T* dh_rows[kMaxBlock];
   for (int64_t i = 0; i < M; ++i) dh_rows[i] = a.dh[r] + (blk.k0 + i) * H;
-  T* tc = scratch.tc.data();
   for (int64_t s = d.len - 1; s >= 0; --s) {
     for (int64_t i = 0; i < M; ++i) {
       const int64_t k = blk.k0 + i;
       const int64_t n = position(d, k, s, a.T_, a.F);
       const T* c_prev = s == 0 ? a.c0 + r * H : a.cell + (r * N + position(d, k, s - 1, a.T_, a.F)) * H;
-      const T* gs = a.gates + (r * N + n) * G;
-      const T* gy = a.grad_y + n * R * H + r * H;
-      T* dh = dh_rows[i];
-      T* dc = a.dc[r] + k * H;
       T* dg = a.dxp + n * R * G + r * G;
       dg_rows[i] = dg;
-      tanh_array(a.cell + (r * N + n) * H, tc, H, scratch.pointwise);
-#pragma omp simd
-      for (int64_t j = 0; j < H; ++j) {
-        const T gi = gs[j], gf = gs[H + j], gg = gs[2 * H + j], go = gs[3 * H + j];
-        const T t = tc[j];
-        const T dhj = gy[j] + dh[j];
-        const T dcj = dc[j] + dhj * go * (T(1) - t * t);
-        dc[j] = dcj * gf;
-        dg[j] = dcj * gg * gi * (T(1) - gi);
-        dg[H + j] = dcj * c_prev[j] * gf * (T(1) - gf);
-        dg[2 * H + j] = dcj * gi * (T(1) - gg * gg);
-        dg[3 * H + j] = dhj * t * go * (T(1) - go);
-      }
+      lstm_cell_bwd<VB>(a.gates + (r * N + n) * G, a.cell + (r * N + n) * H, c_prev, a.grad_y + n * R * H + r * H,
+                        dh_rows[i], a.dc[r] + k * H, dg, H);
     }
     rows_product<VB>(dg_rows, M, w_hh, H, G, H, dh_rows, false);
   }
 }
 
 }  // namespace melnet_fast
+#pragma GCC diagnostic pop
