@@ -20,12 +20,21 @@ from melnet_fast import MelNet, MelNetConfig
 SAMPLING = [  # (preset, batch, frames)
     ("tiny", 1, 32), ("tiny", 8, 32), ("small", 1, 32), ("small", 8, 32),
 ]
-LOSS = [("tiny", 4, 32), ("small", 4, 16)]  # (preset, batch, frames)
+LOSS = [("tiny", 4, 32), ("small", 4, 16), ("demo", 8, 32)]  # (preset, batch, frames); demo: its training crop
+
+
+def config_of(preset: str) -> MelNetConfig:
+    """A named preset, or "demo": the model `melnet-fast demo` trains."""
+    if preset == "demo":
+        from melnet_fast.cli.demo import demo_config
+
+        return demo_config()
+    return MelNetConfig.preset(preset)
 
 
 def build(preset: str, seed: int = 0) -> MelNet:
     torch.manual_seed(seed)
-    model = MelNet(MelNetConfig.preset(preset)).eval()
+    model = MelNet(config_of(preset)).eval()
     with torch.no_grad():  # an untrained model with moderate heads, so samples stay finite
         for tier in model.tiers:
             tier.network.head.weight.mul_(0.1)

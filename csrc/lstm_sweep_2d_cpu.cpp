@@ -67,12 +67,15 @@ void run_lines(const BwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) {
 }
 
 // Blocks of lines of every direction, longest directions first, sized so that each thread gets several (the
-// threads take them in turn, which evens out directions of different lengths), at most kMaxBlock lines each.
+// threads take them in turn, which evens out directions of different lengths): a whole number of row tiles (a
+// part-filled tile runs slower), at most kMaxBlock lines each.
 std::vector<LineBlock> line_blocks(const std::vector<Direction>& dirs) {
+  constexpr int64_t tile = RowsTile<64>::MR;
+  static_assert(RowsTile<32>::MR == tile && RowsTile<16>::MR == tile && kMaxBlock % tile == 0);
   int64_t lines = 0;
   for (const auto& d : dirs) lines += d.rows;
   const int64_t target = (lines + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
-  const int64_t size = std::clamp<int64_t>(target, 1, kMaxBlock);
+  const int64_t size = std::min((target + tile - 1) / tile * tile, kMaxBlock);
   std::vector<int64_t> order(dirs.size());
   for (size_t r = 0; r < dirs.size(); ++r) order[r] = static_cast<int64_t>(r);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return dirs[a].len > dirs[b].len; });

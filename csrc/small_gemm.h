@@ -124,6 +124,21 @@ MF_INLINE void rows_tile(const T* const* a, const T* w, int64_t ldw, int64_t K, 
     for (int v = 0; v < NV; ++v) simd::store(out[m] + c0 + v * W, acc[m][v]);
 }
 
+// The last rows < MR of a product in one tile of exactly that many rows (a 1-row tile runs at a fraction of the
+// rate: NV loads and a broadcast for every NV FMAs).
+template <int VB, int MR, typename T>
+MF_INLINE void rows_tile_tail(int64_t rows, bool wide, const T* const* a, const T* w, int64_t ldw, int64_t K,
+                              T* const* out, int64_t c0, bool add) {
+  if constexpr (MR >= 1) {
+    if (rows == MR) {
+      if (wide) rows_tile<VB, MR, RowsTile<VB>::NV>(a, w, ldw, K, out, c0, add);
+      else rows_tile<VB, MR, 1>(a, w, ldw, K, out, c0, add);
+    } else {
+      rows_tile_tail<VB, MR - 1>(rows, wide, a, w, ldw, K, out, c0, add);
+    }
+  }
+}
+
 // out[m][c] (+)= sum_k a[m][k] * w[k * ldw + c] for m < M, c < ncols: a [M][K] and out [M][ncols] by row
 // pointers, w [K, ncols] with leading dimension ldw. Column panels outside, row tiles inside, so one panel of w
 // (K x NV vectors) stays in L1 while every row passes over it.
@@ -139,10 +154,7 @@ MF_INLINE void rows_product(const T* const* a, int64_t M, const T* w, int64_t ld
       if (wide) rows_tile<VB, MR, NV>(a + m, w, ldw, K, out + m, c, add);
       else rows_tile<VB, MR, 1>(a + m, w, ldw, K, out + m, c, add);
     }
-    for (; m < M; ++m) {
-      if (wide) rows_tile<VB, 1, NV>(a + m, w, ldw, K, out + m, c, add);
-      else rows_tile<VB, 1, 1>(a + m, w, ldw, K, out + m, c, add);
-    }
+    if (m < M) rows_tile_tail<VB, MR - 1>(M - m, wide, a + m, w, ldw, K, out + m, c, add);
     c += wide ? NV * W : W;
   }
   for (int64_t m = 0; m < M; ++m)  // columns that do not fill a vector
