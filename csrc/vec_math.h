@@ -119,20 +119,6 @@ MF_INLINE void lstm_cell_pointwise(const T* a, const T* b, T* act, T* h, T* c, i
   }
 }
 
-// out[j] = tanh(x[j]) for j < n.
-template <typename T>
-MF_INLINE void tanh_array(const T* x, T* out, int64_t n, PointwiseScratch<T>& s) {
-  T* e = s.arg.data();
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) e[j] = T(-2) * std::abs(x[j]);
-  exp_inplace(e, n, s);
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) {
-    const T ta = (T(1) - e[j]) / (T(1) + e[j]);
-    out[j] = x[j] < T(0) ? -ta : ta;
-  }
-}
-
 }  // namespace melnet_fast
 
 // ---------------------------------------------------------------------------------------------------------------
