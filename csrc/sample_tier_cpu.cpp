@@ -90,7 +90,7 @@ struct LayerW {
 template <typename T>
 __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,
                 const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w, int64_t L, int64_t K,
-                double temperature, int64_t n_prime, T* log_density) {
+                double temperature, int64_t n_prime, double x_min, double x_max, T* log_density) {
   const int64_t T_ = x.size(1), F = x.size(2), D = cz_t.size(3);
   const int64_t G = 4 * D;
   T* xb = x.data_ptr<T>() + b * T_ * F;
@@ -130,6 +130,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
     }
   }
   const T tau = static_cast<T>(temperature);
+  const T lo = static_cast<T>(x_min), hi = static_cast<T>(x_max);
   T logd = 0;
 
   for (int64_t i = 0; i < T_; ++i) {
@@ -197,6 +198,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
         k_sel = std::min(below, K - 1);
         value = mu[k_sel] + tau * std::exp(ls[k_sel]) * eb[i * F + j];
       }
+      value = value != value ? hi : std::min(std::max(value, lo), hi);  // keep_in_range (ops/gmm/naive.py)
       xb[i * F + j] = value;
       // Log density of the drawn value under the untempered mixture.
       T lmx = -std::numeric_limits<T>::infinity();
@@ -221,8 +223,9 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
 #define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                          \
   MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f, \
                                    const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w,   \
-                                   int64_t L, int64_t K, double temperature, int64_t n_prime, T* log_density) {    \
-    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, log_density);                        \
+                                   int64_t L, int64_t K, double temperature, int64_t n_prime, double x_min,       \
+                                   double x_max, T* log_density) {                                                \
+    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, x_min, x_max, log_density);          \
   }
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, float)
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, double)
@@ -231,7 +234,7 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, con
                                                    const at::Tensor& cz_f_in, const at::Tensor& u_in,
                                                    const at::Tensor& eps_in, at::TensorList weights_in,
                                                    int64_t n_layers, int64_t n_mixtures, double temperature,
-                                                   int64_t n_prime) {
+                                                   int64_t n_prime, double x_min, double x_max) {
   TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == 6 + kPerLayer * n_layers,
               "sample_tier: expected ", 6 + kPerLayer * n_layers, " weight tensors, got ", weights_in.size());
   const int64_t B = x_init.size(0);
@@ -257,7 +260,8 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, con
     scalar_t* ld = log_density.data_ptr<scalar_t>();
     at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
-        sample_one_dispatch(b, x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, ld + b);
+        sample_one_dispatch(b, x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
+                            ld + b);
       }
     });
   });

@@ -8,7 +8,7 @@ import torch
 from melnet_fast import _extension
 
 
-def _fake(x, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime):
+def _fake(x, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max):
     return torch.empty_like(x), x.new_empty(x.shape[0])
 
 
@@ -16,6 +16,7 @@ if _extension.has_cpu_kernels():
     torch.library.register_fake("melnet_fast::sample_tier")(_fake)
 
 
-def sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime):
+def sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min,
+                         x_max):
     return torch.ops.melnet_fast.sample_tier(x_init, cz_t, cz_f, u, eps, list(weights), n_layers, n_mixtures,
-                                             float(temperature), n_prime)
+                                             float(temperature), n_prime, float(x_min), float(x_max))
