@@ -540,21 +540,7 @@ class MelNet(nn.Module):
 
         config: when given, the checkpoint must have been written with this exact config, else ValueError.
         """
-        config_dict, state = checkpoint.read_checkpoint(path)
-        try:
-            stored = MelNetConfig.from_dict(config_dict)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{os.fspath(path)}: the config stored in the checkpoint is invalid: {e}") from None
-        if config is not None and stored != config:
-            diff = {k: (v, getattr(config, k)) for k, v in stored.to_dict().items()
-                    if v != config.to_dict()[k]}
-            raise ValueError(f"{os.fspath(path)} was written by a model with a different config; fields that "
-                             f"differ (checkpoint, expected): {diff}")
-        model = cls(stored)
-        checkpoint.check_state(path, state, model.state_dict())
-        model.to(next(iter(state.values())).dtype)  # the dtype it was saved in
-        model.load_state_dict(state)
-        return model.to(map_location)
+        return checkpoint.load_model(cls, MelNetConfig, path, config, map_location)
 
     def extra_repr(self) -> str:
         c = self.config
