@@ -28,8 +28,9 @@ bool melnet_fast_cuda_built();  // defined in csrc/cuda/registration.cu
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "melnet_fast compiled kernels; the ops are registered under torch.ops.melnet_fast";
-  m.def("set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
-        "Fill every output buffer with NaN before kernels write it (for tests).");
+  m.def(
+      "set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
+      "Fill every output buffer with NaN before kernels write it (for tests).");
   m.def("built_with_cuda", []() {
 #ifdef MELNET_FAST_WITH_CUDA
     return melnet_fast_cuda_built();
@@ -37,22 +38,30 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return false;
 #endif
   });
-  m.def("gemm_into", [](const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
-    TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.size(1) == b.size(0) &&
-                    out.size(0) == a.size(0) && out.size(1) == b.size(1) && out.is_contiguous() && a.device().is_cpu(),
-                "gemm_into: expected CPU a [M, K], b [K, N] and a contiguous out [M, N]");
-    melnet_fast::gemm_into(a, b, out);
-  }, "out = a @ b through the library path of the CPU kernels' large products (csrc/gemm.h); benchmarks time it "
-     "as the machine's limit.");
-  m.def("gemm_library", []() { return std::string(melnet_fast::dnnl_matmul() ? "oneDNN" : "at::mm"); },
-        "The library gemm_into runs float32 products through.");
-  m.def("cpu_levels", []() {
+  m.def(
+      "gemm_into",
+      [](const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+        TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.size(1) == b.size(0) &&
+                        out.size(0) == a.size(0) && out.size(1) == b.size(1) && out.is_contiguous() &&
+                        a.device().is_cpu(),
+                    "gemm_into: expected CPU a [M, K], b [K, N] and a contiguous out [M, N]");
+        melnet_fast::gemm_into(a, b, out);
+      },
+      "out = a @ b through the library path of the CPU kernels' large products (csrc/gemm.h); benchmarks time it "
+      "as the machine's limit.");
+  m.def(
+      "gemm_library", []() { return std::string(melnet_fast::dnnl_matmul() ? "oneDNN" : "at::mm"); },
+      "The library gemm_into runs float32 products through.");
+  m.def(
+      "cpu_levels",
+      []() {
 #ifdef MELNET_FAST_TARGET_CLONES
-    std::vector<int> compiled{4, 3, 1};
+        std::vector<int> compiled{4, 3, 1};
 #else
-    std::vector<int> compiled{1};
+        std::vector<int> compiled{1};
 #endif
-    return std::make_pair(compiled, melnet_fast::simd::cpu_level());
-  }, "(levels the CPU kernels are compiled for, the level this host runs): 4 = x86-64-v4 (AVX-512), "
-     "3 = x86-64-v3 (AVX2 + FMA), 1 = baseline");
+        return std::make_pair(compiled, melnet_fast::simd::cpu_level());
+      },
+      "(levels the CPU kernels are compiled for, the level this host runs): 4 = x86-64-v4 (AVX-512), "
+      "3 = x86-64-v3 (AVX2 + FMA), 1 = baseline");
 }

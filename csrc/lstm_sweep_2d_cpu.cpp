@@ -37,14 +37,14 @@ Direction make_direction(int64_t code, int64_t B, int64_t T, int64_t F) {
 }
 
 // The line kernels of each target, and the one this CPU runs.
-#define MELNET_FAST_LINES(ATTR, SUFFIX, VB)                                                                \
-  template <typename T>                                                                                     \
-  ATTR void fwd_lines_##SUFFIX(const FwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) {               \
-    fwd_lines<VB>(a, b, s);                                                                                 \
-  }                                                                                                         \
-  template <typename T>                                                                                     \
-  ATTR void bwd_lines_##SUFFIX(const BwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) {               \
-    bwd_lines<VB>(a, b, s);                                                                                 \
+#define MELNET_FAST_LINES(ATTR, SUFFIX, VB)                                                   \
+  template <typename T>                                                                       \
+  ATTR void fwd_lines_##SUFFIX(const FwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) { \
+    fwd_lines<VB>(a, b, s);                                                                   \
+  }                                                                                           \
+  template <typename T>                                                                       \
+  ATTR void bwd_lines_##SUFFIX(const BwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) { \
+    bwd_lines<VB>(a, b, s);                                                                   \
   }
 MELNET_FAST_LINES(MELNET_FAST_TARGET_V4, v4, 64)
 MELNET_FAST_LINES(MELNET_FAST_TARGET_V3, v3, 32)
@@ -54,16 +54,22 @@ MELNET_FAST_LINES(, v1, 16)
 template <typename T>
 void run_lines(const FwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) {
   const int level = simd::cpu_level();
-  if (level >= 4) fwd_lines_v4(a, b, s);
-  else if (level >= 3) fwd_lines_v3(a, b, s);
-  else fwd_lines_v1(a, b, s);
+  if (level >= 4)
+    fwd_lines_v4(a, b, s);
+  else if (level >= 3)
+    fwd_lines_v3(a, b, s);
+  else
+    fwd_lines_v1(a, b, s);
 }
 template <typename T>
 void run_lines(const BwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) {
   const int level = simd::cpu_level();
-  if (level >= 4) bwd_lines_v4(a, b, s);
-  else if (level >= 3) bwd_lines_v3(a, b, s);
-  else bwd_lines_v1(a, b, s);
+  if (level >= 4)
+    bwd_lines_v4(a, b, s);
+  else if (level >= 3)
+    bwd_lines_v3(a, b, s);
+  else
+    bwd_lines_v1(a, b, s);
 }
 
 // Blocks of lines of every direction, longest directions first, sized so that each thread gets several (the
@@ -128,9 +134,11 @@ at::Tensor pooled(at::IntArrayRef sizes, const at::TensorOptions& options) {
   return t;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
-    const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in, const at::Tensor& bias_in,
-    const at::Tensor& h0_in, const at::Tensor& c0_in, at::IntArrayRef directions, bool save) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in,
+                                                                     const at::Tensor& w_hh_in,
+                                                                     const at::Tensor& bias_in, const at::Tensor& h0_in,
+                                                                     const at::Tensor& c0_in,
+                                                                     at::IntArrayRef directions, bool save) {
   const auto x = x_in.contiguous();
   const auto bias = bias_in.contiguous();
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), I = x.size(3);
@@ -166,11 +174,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
       hp[r] = h_state[r].data_ptr<scalar_t>();
       cp[r] = c_state[r].data_ptr<scalar_t>();
     }
-    const FwdLines<scalar_t> args{dirs.data(), T, F, R, I, H, N, x.data_ptr<scalar_t>(),
-                                  w_ih_t.data_ptr<scalar_t>(), w_hh_t.data_ptr<scalar_t>(),
-                                  bias.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
+    const FwdLines<scalar_t> args{dirs.data(),
+                                  T,
+                                  F,
+                                  R,
+                                  I,
+                                  H,
+                                  N,
+                                  x.data_ptr<scalar_t>(),
+                                  w_ih_t.data_ptr<scalar_t>(),
+                                  w_hh_t.data_ptr<scalar_t>(),
+                                  bias.data_ptr<scalar_t>(),
+                                  y.data_ptr<scalar_t>(),
                                   save ? gates.data_ptr<scalar_t>() : nullptr,
-                                  save ? cell.data_ptr<scalar_t>() : nullptr, hp.data(), cp.data()};
+                                  save ? cell.data_ptr<scalar_t>() : nullptr,
+                                  hp.data(),
+                                  cp.data()};
     run_blocks<scalar_t>(args, blocks, H);
   });
   return {y, gates, cell};
@@ -211,9 +230,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
         dhp[r] = dh_state[r].data_ptr<scalar_t>();
         dcp[r] = dc_state[r].data_ptr<scalar_t>();
       }
-      const BwdLines<scalar_t> args{dirs.data(), T, F, R, H, N, grad_y.data_ptr<scalar_t>(),
-                                    gates.data_ptr<scalar_t>(), cell.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
-                                    w_hh.data_ptr<scalar_t>(), dxp.data_ptr<scalar_t>(), dhp.data(), dcp.data()};
+      const BwdLines<scalar_t> args{dirs.data(),
+                                    T,
+                                    F,
+                                    R,
+                                    H,
+                                    N,
+                                    grad_y.data_ptr<scalar_t>(),
+                                    gates.data_ptr<scalar_t>(),
+                                    cell.data_ptr<scalar_t>(),
+                                    c0.data_ptr<scalar_t>(),
+                                    w_hh.data_ptr<scalar_t>(),
+                                    dxp.data_ptr<scalar_t>(),
+                                    dhp.data(),
+                                    dcp.data()};
       run_blocks<scalar_t>(args, blocks, H);
     });
   }

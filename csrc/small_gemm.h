@@ -68,12 +68,14 @@ MF_INLINE void matmat(const T* wt, const T* V, int64_t M, int64_t ldv, const T* 
   int64_t m = 0;
   for (; m + 4 <= M; m += 4) {  // four inputs x two vectors of rows: eight independent accumulators
     int64_t r0 = 0;
-    for (; r0 + 2 * W <= rows; r0 += 2 * W) product_block<T, 4, 2>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+    for (; r0 + 2 * W <= rows; r0 += 2 * W)
+      product_block<T, 4, 2>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
     for (; r0 + W <= rows; r0 += W) product_block<T, 4, 1>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
   }
   for (; m < M; ++m) {  // one input x four vectors of rows, so that the FMA chains overlap
     int64_t r0 = 0;
-    for (; r0 + 4 * W <= rows; r0 += 4 * W) product_block<T, 1, 4>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+    for (; r0 + 4 * W <= rows; r0 += 4 * W)
+      product_block<T, 1, 4>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
     for (; r0 + W <= rows; r0 += W) product_block<T, 1, 1>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
   }
   if (r_vec < rows) product_tail(wt, V, M, ldv, rows, n, r_vec, out, ldo);
@@ -98,8 +100,7 @@ struct RowsTile {
 
 // out[m][c0 + j] (+)= sum_k a[m][k] * w[k * ldw + c0 + j] for m < MR, j < NV vectors.
 template <int VB, int MR, int NV, typename T>
-MF_INLINE void rows_tile(const T* const* a, const T* w, int64_t ldw, int64_t K, T* const* out, int64_t c0,
-                         bool add) {
+MF_INLINE void rows_tile(const T* const* a, const T* w, int64_t ldw, int64_t K, T* const* out, int64_t c0, bool add) {
   using V = simd::Vec<T, VB>;
   constexpr int W = simd::lanes<V>();
   V acc[MR][NV];
@@ -131,8 +132,10 @@ MF_INLINE void rows_tile_tail(int64_t rows, bool wide, const T* const* a, const 
                               T* const* out, int64_t c0, bool add) {
   if constexpr (MR >= 1) {
     if (rows == MR) {
-      if (wide) rows_tile<VB, MR, RowsTile<VB>::NV>(a, w, ldw, K, out, c0, add);
-      else rows_tile<VB, MR, 1>(a, w, ldw, K, out, c0, add);
+      if (wide)
+        rows_tile<VB, MR, RowsTile<VB>::NV>(a, w, ldw, K, out, c0, add);
+      else
+        rows_tile<VB, MR, 1>(a, w, ldw, K, out, c0, add);
     } else {
       rows_tile_tail<VB, MR - 1>(rows, wide, a, w, ldw, K, out, c0, add);
     }
@@ -151,8 +154,10 @@ MF_INLINE void rows_product(const T* const* a, int64_t M, const T* w, int64_t ld
     const bool wide = c + NV * W <= full;
     int64_t m = 0;
     for (; m + MR <= M; m += MR) {
-      if (wide) rows_tile<VB, MR, NV>(a + m, w, ldw, K, out + m, c, add);
-      else rows_tile<VB, MR, 1>(a + m, w, ldw, K, out + m, c, add);
+      if (wide)
+        rows_tile<VB, MR, NV>(a + m, w, ldw, K, out + m, c, add);
+      else
+        rows_tile<VB, MR, 1>(a + m, w, ldw, K, out + m, c, add);
     }
     if (m < M) rows_tile_tail<VB, MR - 1>(M - m, wide, a + m, w, ldw, K, out + m, c, add);
     c += wide ? NV * W : W;

@@ -293,7 +293,7 @@ MF_INLINE V log(const V& x_in) {
   I ix = (I)(x) + (one - sqrt_half);
   const I k = (ix >> C::shift) - (x_in < min_normal ? I{} + (C::bias + up_exp) : I{} + C::bias);
   ix = (ix & mant) + sqrt_half;
-  const V r = log1p_reduced((V)(ix) - T(1), __builtin_convertvector(k, V));
+  const V r = log1p_reduced((V)(ix)-T(1), __builtin_convertvector(k, V));
   const V inf = splat<V>(T(__builtin_inf()));
   const V finite_or_nan = x_in < inf ? r : x_in;  // log(inf) = inf, NaN stays
   return x_in > T(0) ? finite_or_nan : (x_in == T(0) ? -inf : splat<V>(T(__builtin_nan(""))));
