@@ -2,7 +2,7 @@
 bench_sampling.py (the table): sampling speed per provider and model.loss forward+backward per backend.
 
 Providers of sampling:
-  naive      what the public implementations do: the whole network re-run for every element (timed on a few
+  recompute-per-element  what the public implementations do: the whole network re-run for every element (timed on a few
              elements and extrapolated per element; it is O((T F)^2) in all)
   reference  the eager cached sampler (O(T F) cell steps per layer, Python per element)
   cpu        the C++ cached sampler (no Python per element)
@@ -42,11 +42,11 @@ def build(preset: str, seed: int = 0) -> MelNet:
 def sample_runner(model: MelNet, provider: str, batch: int, frames: int):
     """A function that samples once and returns the number of elements it generated (per batch row)."""
     n_mels = model.config.n_mels
-    if provider == "naive":
+    if provider == "recompute-per-element":
         x = torch.zeros(batch, frames, n_mels)
 
         def run():
-            # One element of the naive sampler = one full forward over the whole spectrogram.
+            # One element recomputed = one full forward over the whole spectrogram.
             with torch.no_grad(), melnet_fast.use_backend("auto"):
                 model(x)
             return 1

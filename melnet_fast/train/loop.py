@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as recompute_checkpoint
 
+from melnet_fast import ops
 from melnet_fast.config import MelNetConfig
 from melnet_fast.model import MelNet
 from melnet_fast.multiscale import tier_shapes
@@ -330,6 +331,7 @@ class Trainer:
                                                          max_norm))
                  for g in self.tiers}
         values = dict(zip(self.tiers, losses.detach().tolist()))
+        ops.raise_deferred_errors()  # the input checks of this step that ran on a GPU, read at this sync point
         finite = all(math.isfinite(v) for v in values.values()) and all(math.isfinite(n) for n in norms.values())
         if finite:
             self.optimizer.step()
