@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from machine_limit import sweep_flops
 
 import melnet_fast
 from melnet_fast import backends
@@ -76,6 +77,7 @@ class Case:
     mode: str  # "fwd" (inference, no autograd) or "fwd+bwd" (training step of the op)
     size: str
     make: Callable[[str, str], Callable[[], None]]  # (backend, device) -> run once
+    flops: int | None = None  # FLOPs of the case's products (machine_limit.py), None where they do not dominate
 
     @property
     def name(self) -> str:
@@ -95,11 +97,15 @@ _SWEEP_SIZE = "B{B}-T{T}-F{F}-I{I}-H{H}-".format(**SWEEP) + ".".join(SWEEP["dire
 _GMM_SIZE = "x".join(map(str, GMM["shape"])) + f"-K{GMM['K']}"
 _DIRS = (list(SWEEP["directions"]),)
 
+_SWEEP_DIMS = dict(B=SWEEP["B"], T=SWEEP["T"], F=SWEEP["F"], I=SWEEP["I"], H=SWEEP["H"], R=len(SWEEP["directions"]))
+
 CASES = [
     Case("lstm_sweep_2d", "fwd", _SWEEP_SIZE,
-         lambda b, d: _forward(lstm_sweep_2d, _sweep_inputs(d), _DIRS, b, d)),
+         lambda b, d: _forward(lstm_sweep_2d, _sweep_inputs(d), _DIRS, b, d),
+         sweep_flops(**_SWEEP_DIMS, backward=False)),
     Case("lstm_sweep_2d", "fwd+bwd", _SWEEP_SIZE,
-         lambda b, d: _forward_backward(lstm_sweep_2d, _sweep_inputs(d), _DIRS, b, d)),
+         lambda b, d: _forward_backward(lstm_sweep_2d, _sweep_inputs(d), _DIRS, b, d),
+         sweep_flops(**_SWEEP_DIMS, backward=True)),
     Case("gmm_nll", "fwd+bwd", _GMM_SIZE,
          lambda b, d: _forward_backward(gmm_nll, _gmm_inputs(d), (), b, d)),
 ]

@@ -2,6 +2,11 @@
 forward+backward per backend, as a markdown table; rows are appended to DIR/model.csv.
 
     python benchmarks/bench_sampling.py [--out benchmarks/results] [--repeats 3] [--threads N]
+
+The machine's limit (a large float32 GEMM, benchmarks/machine_limit.py) is timed in the same run: interleaved
+with every round of model.loss, whose FLOP rate is reported as a share of it (its products as torch's FLOP
+counter sees them on the cpu backend), and once before the sampling rows, which are latency-bound (batch 1-8,
+one element after another) and are judged by their speedup, not by a FLOP share.
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ import csv
 import datetime
 import os
 import platform
+import statistics
 import subprocess
+import time
 
 import torch
+from machine_limit import counted_flops, gemm_runner, library_path, share
 from sampling_cases import LOSS, SAMPLING, build, loss_runner, sample_runner, time_per_call
 
 import melnet_fast
@@ -34,7 +42,21 @@ def context(threads: int) -> dict:
     except (OSError, StopIteration):
         pass
     return dict(date=datetime.datetime.now().isoformat(timespec="seconds"), commit=git("rev-parse", "--short", "HEAD"),
-                machine=platform.node(), cpu=f"{cpu} x{os.cpu_count()}", threads=threads, torch=torch.__version__)
+                machine=platform.node(), cpu=f"{cpu} x{os.cpu_count()}", threads=threads, torch=torch.__version__,
+                gemm_library=library_path(), load_1min=round(os.getloadavg()[0], 2))
+
+
+def interleaved_ms(runs: dict, repeats: int) -> dict:
+    """Milliseconds of every call of each function, the functions taking turns round after round."""
+    for run in runs.values():
+        run()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def main(argv=None) -> None:
@@ -46,6 +68,10 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     ctx = context(torch.get_num_threads())
+    gemm, gemm_flops = gemm_runner()
+    gemm_ms = statistics.median(interleaved_ms({"gemm": gemm}, args.repeats)["gemm"])
+    print(f"{ctx['cpu']}, {ctx['threads']} threads; GEMM ({ctx['gemm_library']}): "
+          f"{gemm_flops / gemm_ms / 1e6:.0f} GFLOP/s; load average {ctx['load_1min']}\n")
     rows = []
     print("| preset | batch | provider | us / element | elements / s | speedup vs reference |")
     print("|---|---:|---|---:|---:|---:|")
@@ -69,19 +95,26 @@ def main(argv=None) -> None:
                              us_per_element=round(sec * 1e6, 2), elements_per_s=round(batch / sec, 1),
                              speedup_vs_reference=round(speed, 2)))
     print()
-    print("| preset | batch x frames | backend | loss fwd+bwd ms | speedup vs reference |")
-    print("|---|---|---|---:|---:|")
+    print("| preset | batch x frames | backend | loss fwd+bwd ms (IQR) | GFLOP/s | share of GEMM | "
+          "speedup vs reference (IQR) |")
+    print("|---|---|---|---:|---:|---:|---:|")
     for preset, batch, frames in LOSS:
         model = build(preset)
-        ms = {}
-        for backend in ("reference", "cpu"):
-            if backend in melnet_fast.available_backends():
-                run = loss_runner(model, backend, batch, frames)
-                ms[backend] = time_per_call(run, max(args.repeats, 5), 1)[0] * 1e3
-        for backend, v in ms.items():
-            print(f"| {preset} | {batch}x{frames} | {backend} | {v:.1f} | {ms['reference'] / v:.2f}x |")
+        runs = {b: loss_runner(model, b, batch, frames) for b in ("reference", "cpu")
+                if b in melnet_fast.available_backends()}
+        flops = counted_flops(runs["cpu"]) if "cpu" in runs else None
+        times = interleaved_ms({**runs, "gemm": gemm}, max(args.repeats, 5))
+        gemm_gflops = gemm_flops / (statistics.median(times["gemm"]) / 1e3) / 1e9
+        for backend in runs:
+            q1, v, q3 = statistics.quantiles(times[backend], n=4)
+            ratios = [r / t for r, t in zip(times["reference"], times[backend])]
+            s_q1, speed, s_q3 = statistics.quantiles(ratios, n=4)
+            gflops, frac = share(flops, v / 1e3, gemm_gflops)
+            print(f"| {preset} | {batch}x{frames} | {backend} | {v:.1f} ({q1:.1f}-{q3:.1f}) | {gflops:.1f} | "
+                  f"{frac:.1%} | {speed:.2f}x ({s_q1:.2f}-{s_q3:.2f}) |")
             rows.append(dict(ctx, kind="loss", preset=preset, batch=batch, frames=frames, provider=backend,
-                             ms=round(v, 2), speedup_vs_reference=round(ms["reference"] / v, 2)))
+                             ms=round(v, 2), speedup_vs_reference=round(speed, 2), gflops=round(gflops, 2),
+                             gemm_gflops=round(gemm_gflops, 1), share_of_gemm=round(frac, 4)))
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "model.csv")
     fields = sorted({k for r in rows for k in r})

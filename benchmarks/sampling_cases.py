@@ -16,16 +16,23 @@ import torch
 
 import melnet_fast
 from melnet_fast import MelNet, MelNetConfig
+from melnet_fast.cli.demo import DEMO_CROP_FRAMES, demo_config
 
 SAMPLING = [  # (preset, batch, frames)
     ("tiny", 1, 32), ("tiny", 8, 32), ("small", 1, 32), ("small", 8, 32),
 ]
-LOSS = [("tiny", 4, 32), ("small", 4, 16)]  # (preset, batch, frames)
+# (preset, batch, frames); "demo" is the model `melnet-fast demo` trains, at its batch and training crop.
+LOSS = [("tiny", 4, 32), ("small", 4, 16), ("demo", demo_config().batch_size, DEMO_CROP_FRAMES)]
+
+
+def config_of(preset: str) -> MelNetConfig:
+    """A named preset, or "demo"."""
+    return demo_config() if preset == "demo" else MelNetConfig.preset(preset)
 
 
 def build(preset: str, seed: int = 0) -> MelNet:
     torch.manual_seed(seed)
-    model = MelNet(MelNetConfig.preset(preset)).eval()
+    model = MelNet(config_of(preset)).eval()
     with torch.no_grad():  # an untrained model with moderate heads, so samples stay finite
         for tier in model.tiers:
             tier.network.head.weight.mul_(0.1)

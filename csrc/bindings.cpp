@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common.h"
+#include "gemm.h"
 #include "sampler_layout.h"
 #include "sweep_geometry.h"
 #include "vec_math.h"
@@ -106,6 +107,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return false;
 #endif
   });
+  m.def(
+      "gemm_into",
+      [](const at::Tensor& a, const at::Tensor& b, at::Tensor& out) {
+        TORCH_CHECK(a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && a.size(1) == b.size(0) &&
+                        out.size(0) == a.size(0) && out.size(1) == b.size(1) && out.is_contiguous() &&
+                        a.device().is_cpu(),
+                    "gemm_into: expected CPU a [M, K], b [K, N] and a contiguous out [M, N]");
+        melnet_fast::gemm_into(a, b, out);
+      },
+      "out = a @ b through the library path of the CPU kernels' large products (csrc/gemm.h); benchmarks time it "
+      "as the machine's limit.");
+  m.def(
+      "gemm_library", []() { return std::string(melnet_fast::dnnl_matmul() ? "oneDNN" : "at::mm"); },
+      "The library gemm_into runs float32 products through.");
   m.def(
       "cpu_levels",
       []() {

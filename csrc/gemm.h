@@ -1,4 +1,5 @@
-// Matrix products of the CPU kernels.
+// The large matrix products of the CPU kernels (the sweep backward's input and weight gradients), and the
+// library path the CPU benchmarks time as the machine's limit (melnet_fast._C.gemm_into).
 //
 // at::mm goes to MKL, whose kernels on this project's AMD development machine run the AVX2 path; oneDNN's
 // matmul (what torch's own LSTM uses) runs AVX-512 there and was 1.6x faster on the sweep's per-step product

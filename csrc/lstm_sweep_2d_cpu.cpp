@@ -1,13 +1,16 @@
 // Fused CPU 2D LSTM sweep, forward and backward.
 //
-// All R directions of a call advance together, as many steps as the longest direction has positions (max(T, F)
-// when both axes are swept; csrc/sweep_geometry.h); at each step one GEMM per active direction
-// for the recurrent term (gemm.h: oneDNN or BLAS, into a reused buffer), then one OpenMP loop over the rows of
-// every active direction for the gate pointwise work. The input projections of all directions are one GEMM
-// before the loop; in backward, the weight and input gradients are one GEMM each after it.
+// The lines (independent sequences) of every direction are split into blocks, and each thread takes whole
+// blocks through all of their steps (sweep_lines_cpu.h): lines never depend on one another, so there is no
+// barrier per step, and both cores stay busy with all directions at once. Inside a block each step is one
+// register-tiled product per weight matrix over the block's rows, the gate maths fused after it. In backward the
+// input and weight gradients are large GEMMs after the loop (gemm.h: oneDNN or BLAS).
 //
-// Layout: x [B, T, F, I] is read as N = B*T*F rows; a direction along time has B*F rows (one per (b, f)),
-// along frequency B*T rows (one per (b, t)). Row k at step s maps to the flat position n = flat(b, t, f).
+// The kernels are compiled for AVX-512, AVX2 + FMA and the x86-64 baseline and picked at run time from the
+// CPU's features (simd::cpu_level(); MELNET_FAST_CPU_LEVEL caps it, to test the narrower ones).
+//
+// Layout: x [B, T, F, I] is read as N = B*T*F rows; a direction along time has B*F lines (one per (b, f)),
+// along frequency B*T lines (one per (b, t)). Line k at step s maps to the flat position n = flat(b, t, f).
 //
 // Per-line states (the spans of the segmented recompute, melnet_fast/ops/lstm_sweep/recompute.py): with one
 // direction, h0 and c0 may be [1, lines, H], every line's own initial state; backward then returns dh0 and dc0 per
@@ -18,10 +21,11 @@
 
 #include "common.h"
 #include "gemm.h"
-#include "small_gemm.h"
-#include "sweep_geometry.h"
+#include "sweep_lines_cpu.h"
 #include "vec_math.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -30,173 +34,76 @@
 namespace melnet_fast {
 namespace {
 
-using sweep::Dir;  // csrc/sweep_geometry.h: lines, positions and the step rule shared with the GPU backends
-
-Dir make_direction(int64_t code, int64_t B, int64_t T, int64_t F) {
-  TORCH_CHECK(sweep::valid_code(code), "lstm_sweep_2d: direction code must be 0..3, got ", code);
-  return sweep::make_dir(code, B, T, F);
+Direction make_direction(int64_t code, int64_t B, int64_t T, int64_t F) {
+  TORCH_CHECK(code >= 0 && code <= 3, "lstm_sweep_2d: direction code must be 0..3, got ", code);
+  const bool along_t = code < 2;
+  return {along_t, code % 2 == 1, along_t ? T : F, along_t ? B * F : B * T};
 }
 
-// Flat index into [B, T, F] of row k of direction d at step s.
-inline int64_t position(const Dir& d, int64_t k, int64_t s, int64_t T, int64_t F) {
-  return sweep::flat_position(d, k, sweep::step_position(d, s), T, F);
-}
-
-// The steps of a sweep: the longest direction's length (the rule of csrc/sweep_geometry.h).
-int64_t steps_of(const std::vector<Dir>& dirs) {
-  int64_t steps = 0;
-  for (const Dir& d : dirs) steps = std::max<int64_t>(steps, d.len);
-  return steps;
-}
-
-// Which (direction, row) a flat work item of one step belongs to.
-struct WorkMap {
-  std::vector<int64_t> dir, start;  // active directions and the first work item of each
-  int64_t total = 0;
-  void build(const std::vector<Dir>& dirs, int64_t s) {
-    dir.clear();
-    start.clear();
-    total = 0;
-    for (size_t r = 0; r < dirs.size(); ++r) {
-      if (s < dirs[r].len) {
-        dir.push_back(static_cast<int64_t>(r));
-        start.push_back(total);
-        total += dirs[r].lines;
-      }
-    }
+// The line kernels of each target, and the one this CPU runs.
+#define MELNET_FAST_LINES(ATTR, SUFFIX, VB)                                                   \
+  template <typename T>                                                                       \
+  ATTR void fwd_lines_##SUFFIX(const FwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) { \
+    fwd_lines<VB>(a, b, s);                                                                   \
+  }                                                                                           \
+  template <typename T>                                                                       \
+  ATTR void bwd_lines_##SUFFIX(const BwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) { \
+    bwd_lines<VB>(a, b, s);                                                                   \
   }
-};
-
-// Pointers of one forward step. Row k of active direction r finds the input term of its gate pre-activations
-// in pre [R, N, 4H] and the recurrent term in hh, and overwrites pre with the activated gates (which backward
-// keeps); it writes y and, when saving, the cell state.
-template <typename T>
-struct FwdStep {
-  T* pre;
-  const T* bias;  // [R, 4H], added in the pointwise pass
-  T* y;
-  T* cell;  // null when not saving
-  T* const* h;
-  T* const* c;
-  const T* const* hh;
-  const Dir* dirs;
-  const WorkMap* work;
-  int64_t s, T_, F, R, H, N;
-};
+MELNET_FAST_LINES(MELNET_FAST_TARGET_V4, v4, 64)
+MELNET_FAST_LINES(MELNET_FAST_TARGET_V3, v3, 32)
+MELNET_FAST_LINES(, v1, 16)
+#undef MELNET_FAST_LINES
 
 template <typename T>
-MF_INLINE void fwd_rows(const FwdStep<T>& st, int64_t lo, int64_t hi) {
-  const int64_t H = st.H, G = 4 * H, R = st.R;
-  PointwiseScratch<T> scratch(G);
-  size_t a = 0;
-  for (int64_t item = lo; item < hi; ++item) {
-    while (a + 1 < st.work->start.size() && item >= st.work->start[a + 1]) ++a;
-    const int64_t r = st.work->dir[a], k = item - st.work->start[a];
-    const int64_t n = position(st.dirs[r], k, st.s, st.T_, st.F);
-    T* act = st.pre + (r * st.N + n) * G;
-    T* h = st.h[r] + k * H;
-    T* c = st.c[r] + k * H;
-    lstm_cell_pointwise(act, st.hh[r] + k * G, act, h, c, H, scratch, st.bias + r * G);
-    std::copy(h, h + H, st.y + n * R * H + r * H);
-    if (st.cell) std::copy(c, c + H, st.cell + (r * st.N + n) * H);
-  }
+void run_lines(const FwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) {
+  const int level = simd::cpu_level();
+  if (level >= 4)
+    fwd_lines_v4(a, b, s);
+  else if (level >= 3)
+    fwd_lines_v3(a, b, s);
+  else
+    fwd_lines_v1(a, b, s);
 }
-
-// Pointers of one backward step: gradients flow from grad_y and the step after (dh, dc) into the gate
-// pre-activations (dxp, and dg for the recurrent product).
 template <typename T>
-struct BwdStep {
-  const T* grad_y;
-  const T* gates;
-  const T* cell;
-  const T* c0;
-  int64_t c0_line;  // c0's stride between lines: 0 when every line starts from c0[r], H when per line
-  T* dxp;
-  T* const* dh;
-  T* const* dc;
-  T* const* dg;
-  const Dir* dirs;
-  const WorkMap* work;
-  int64_t s, T_, F, R, H, N;
-};
-
-template <typename T>
-MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
-  const int64_t H = st.H, G = 4 * H, R = st.R, N = st.N;
-  PointwiseScratch<T> scratch(H);
-  std::vector<T> tc(H);
-  size_t a = 0;
-  for (int64_t item = lo; item < hi; ++item) {
-    while (a + 1 < st.work->start.size() && item >= st.work->start[a + 1]) ++a;
-    const int64_t r = st.work->dir[a], k = item - st.work->start[a];
-    const Dir& d = st.dirs[r];
-    const int64_t n = position(d, k, st.s, st.T_, st.F);
-    const T* c_prev =
-        st.s == 0 ? st.c0 + r * H + k * st.c0_line : st.cell + (r * N + position(d, k, st.s - 1, st.T_, st.F)) * H;
-    const T* gs = st.gates + (r * N + n) * G;
-    const T* gy = st.grad_y + n * R * H + r * H;
-    T* dh = st.dh[r] + k * H;
-    T* dc = st.dc[r] + k * H;
-    T* dg = st.dg[r] + k * G;
-    T* dx = st.dxp + n * R * G + r * G;
-    tanh_array(st.cell + (r * N + n) * H, tc.data(), H, scratch);
-#pragma omp simd
-    for (int64_t j = 0; j < H; ++j) {
-      const T gi = gs[j], gf = gs[H + j], gg = gs[2 * H + j], go = gs[3 * H + j];
-      const T t = tc[j];
-      const T dhj = gy[j] + dh[j];
-      const T dcj = dc[j] + dhj * go * (T(1) - t * t);
-      const T di = dcj * gg * gi * (T(1) - gi);
-      const T df = dcj * c_prev[j] * gf * (T(1) - gf);
-      const T dgg = dcj * gi * (T(1) - gg * gg);
-      const T dgo = dhj * t * go * (T(1) - go);
-      dc[j] = dcj * gf;
-      dg[j] = di;
-      dg[H + j] = df;
-      dg[2 * H + j] = dgg;
-      dg[3 * H + j] = dgo;
-      dx[j] = di;
-      dx[H + j] = df;
-      dx[2 * H + j] = dgg;
-      dx[3 * H + j] = dgo;
-    }
-  }
+void run_lines(const BwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) {
+  const int level = simd::cpu_level();
+  if (level >= 4)
+    bwd_lines_v4(a, b, s);
+  else if (level >= 3)
+    bwd_lines_v3(a, b, s);
+  else
+    bwd_lines_v1(a, b, s);
 }
 
-// The row loops compiled for AVX-512 / AVX2 / baseline, chosen at load time.
-#define MELNET_FAST_ROWS(T)                                                                                    \
-  MELNET_FAST_CPU_CLONES void run_rows(const FwdStep<T>& st, int64_t lo, int64_t hi) { fwd_rows(st, lo, hi); } \
-  MELNET_FAST_CPU_CLONES void run_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) { bwd_rows(st, lo, hi); }
-MELNET_FAST_ROWS(float)
-MELNET_FAST_ROWS(double)
-
-// out [M, N] = a [M, K] @ wt [K, N] (all contiguous) for the per-step recurrent products when they are small
-// (a sweep at small batch, as in the feature networks during sampling): no BLAS call overhead.
-MELNET_FAST_CPU_CLONES void small_product(const float* a, const float* wt, float* out, int64_t M, int64_t K,
-                                          int64_t N) {
-  matmat(wt, a, M, K, static_cast<const float*>(nullptr), N, K, out, N);
-}
-MELNET_FAST_CPU_CLONES void small_product(const double* a, const double* wt, double* out, int64_t M, int64_t K,
-                                          int64_t N) {
-  matmat(wt, a, M, K, static_cast<const double*>(nullptr), N, K, out, N);
-}
-
-// out = a @ wt with wt [K, N] contiguous: the small kernel below kDnnlMinMacs, else gemm_into.
-template <typename T>
-void recurrent_product(const at::Tensor& a, const at::Tensor& wt, const at::Tensor& out) {
-  const int64_t M = a.size(0), K = a.size(1), N = wt.size(1);
-  if (M * K * N < kDnnlMinMacs) {
-    small_product(a.data_ptr<T>(), wt.data_ptr<T>(), out.data_ptr<T>(), M, K, N);
-  } else {
-    gemm_into(a, wt, out);
-  }
+// Blocks of lines of every direction, longest directions first, sized so that each thread gets several (the
+// threads take them in turn, which evens out directions of different lengths): a whole number of row tiles (a
+// part-filled tile runs slower), at most kMaxBlock lines each.
+std::vector<LineBlock> line_blocks(const std::vector<Direction>& dirs) {
+  constexpr int64_t tile = RowsTile<64>::MR;
+  static_assert(RowsTile<32>::MR == tile && RowsTile<16>::MR == tile && kMaxBlock % tile == 0);
+  int64_t lines = 0;
+  for (const auto& d : dirs) lines += d.rows;
+  const int64_t target = (lines + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
+  const int64_t size = std::min((target + tile - 1) / tile * tile, kMaxBlock);
+  std::vector<int64_t> order(dirs.size());
+  for (size_t r = 0; r < dirs.size(); ++r) order[r] = static_cast<int64_t>(r);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return dirs[a].len > dirs[b].len; });
+  std::vector<LineBlock> blocks;
+  for (int64_t r : order)
+    for (int64_t k = 0; k < dirs[r].rows; k += size) blocks.push_back({r, k, std::min(k + size, dirs[r].rows)});
+  return blocks;
 }
 
-// Runs every row of every active direction of one step, in parallel chunks.
-template <typename Step>
-void run_step(const Step& st) {
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(st.H, 1));
-  at::parallel_for(0, st.work->total, grain, [&](int64_t lo, int64_t hi) { run_rows(st, lo, hi); });
+// Runs every block, each thread taking the next one from a shared counter until none is left.
+template <typename T, typename Args>
+void run_blocks(const Args& args, const std::vector<LineBlock>& blocks, int64_t H) {
+  std::atomic<size_t> next{0};
+  const int64_t threads = std::min<int64_t>(at::get_num_threads(), static_cast<int64_t>(blocks.size()));
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    LineScratch<T> scratch(H);
+    for (size_t i = next.fetch_add(1); i < blocks.size(); i = next.fetch_add(1)) run_lines(args, blocks[i], scratch);
+  });
 }
 
 // Buffers of tens of megabytes (the saved gates and cell states, backward's gate gradients) come from a small
@@ -247,72 +154,58 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::T
                                                                      const at::Tensor& c0_in,
                                                                      at::IntArrayRef directions, bool save) {
   const auto x = x_in.contiguous();
-  const auto w_ih = w_ih_in.contiguous();
-  const auto w_hh = w_hh_in.contiguous();
   const auto bias = bias_in.contiguous();
-  const auto h0 = h0_in.contiguous();
-  const auto c0 = c0_in.contiguous();
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), I = x.size(3);
-  const int64_t R = w_hh.size(0), H = w_hh.size(2), G = 4 * H;
+  const int64_t R = w_hh_in.size(0), H = w_hh_in.size(2), G = 4 * H;
   const int64_t N = B * T * F;
   TORCH_CHECK(static_cast<int64_t>(directions.size()) == R, "lstm_sweep_2d: ", R, " weight sets but ",
               directions.size(), " directions");
 
   auto y = new_output({B, T, F, R * H}, x.options());
-  // The gate buffer first holds the input terms, then the activated gates: backward needs them, so it is an
-  // output when saving and a temporary otherwise (no separate [N, R*4H] projection buffer).
-  auto gates = pooled({R, B, T, F, G}, x.options());
+  // Backward needs the activated gates and the cell states; a forward without gradient keeps neither (its gate
+  // rows live only in each thread's block scratch).
+  auto gates = save ? pooled({R, B, T, F, G}, x.options()) : at::empty({0}, x.options());
   auto cell = save ? pooled({R, B, T, F, H}, x.options()) : at::empty({0}, x.options());
-  if (N == 0 || H == 0) return {y, save ? gates : at::empty({0}, x.options()), cell};
+  if (N == 0 || H == 0) return {y, gates, cell};
 
-  // Input projections of every direction, one GEMM each over all N positions: [N, I] x [I, 4H] (no bias).
-  const auto x_flat = x.reshape({N, I});
+  // The weights packed once, in the layout of the per-step products: [R, I, 4H] and [R, H, 4H].
+  const auto w_ih_t = w_ih_in.transpose(1, 2).contiguous();
+  const auto w_hh_t = w_hh_in.transpose(1, 2).contiguous();
+  std::vector<Direction> dirs;
+  std::vector<at::Tensor> h_state, c_state;
   for (int64_t r = 0; r < R; ++r) {
-    auto pre_r = gates[r].view({N, G});
-    gemm_into(x_flat, w_ih[r].t(), pre_r);  // the bias is added in the pointwise pass
-  }
-
-  std::vector<Dir> dirs;
-  std::vector<at::Tensor> h_prev, c_prev, hh, w_hh_t;
-  for (int64_t r = 0; r < R; ++r) {
-    w_hh_t.push_back(w_hh[r].t().contiguous());  // [H, 4H]: the layout of the recurrent product
     dirs.push_back(make_direction(directions[r], B, T, F));
-    // clone, not contiguous(): with a single row the expanded view is already contiguous and the loop
-    // below would then write the running state into the caller's h0 / c0.
-    h_prev.push_back(line_states(h0, r, R, dirs[r].lines, "h0").clone(at::MemoryFormat::Contiguous));
-    c_prev.push_back(line_states(c0, r, R, dirs[r].lines, "c0").clone(at::MemoryFormat::Contiguous));
-    hh.push_back(at::empty({dirs[r].lines, G}, x.options()));
+    // clone, not contiguous(): with a single line the expanded view is already contiguous and the kernels
+    // would then write the running state into the caller's h0 / c0.
+    h_state.push_back(line_states(h0_in, r, R, dirs[r].rows, "h0").clone(at::MemoryFormat::Contiguous));
+    c_state.push_back(line_states(c0_in, r, R, dirs[r].rows, "c0").clone(at::MemoryFormat::Contiguous));
   }
-  const int64_t steps = steps_of(dirs);
+  const auto blocks = line_blocks(dirs);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_fwd_cpu", [&] {
-    scalar_t* pre_p = gates.data_ptr<scalar_t>();
-    scalar_t* y_p = y.data_ptr<scalar_t>();
-    scalar_t* cell_p = save ? cell.data_ptr<scalar_t>() : nullptr;
     std::vector<scalar_t*> hp(R), cp(R);
-    std::vector<const scalar_t*> hhp(R);
     for (int64_t r = 0; r < R; ++r) {
-      hp[r] = h_prev[r].data_ptr<scalar_t>();
-      cp[r] = c_prev[r].data_ptr<scalar_t>();
-      hhp[r] = hh[r].data_ptr<scalar_t>();
+      hp[r] = h_state[r].data_ptr<scalar_t>();
+      cp[r] = c_state[r].data_ptr<scalar_t>();
     }
-    WorkMap work;
-    FwdStep<scalar_t> st{pre_p,      bias.data_ptr<scalar_t>(),
-                         y_p,        cell_p,
-                         hp.data(),  cp.data(),
-                         hhp.data(), dirs.data(),
-                         &work,      0,
-                         T,          F,
-                         R,          H,
-                         N};
-    for (int64_t s = 0; s < steps; ++s) {
-      work.build(dirs, s);
-      for (int64_t r : work.dir) recurrent_product<scalar_t>(h_prev[r], w_hh_t[r], hh[r]);
-      st.s = s;
-      run_step(st);
-    }
+    const FwdLines<scalar_t> args{dirs.data(),
+                                  T,
+                                  F,
+                                  R,
+                                  I,
+                                  H,
+                                  N,
+                                  x.data_ptr<scalar_t>(),
+                                  w_ih_t.data_ptr<scalar_t>(),
+                                  w_hh_t.data_ptr<scalar_t>(),
+                                  bias.data_ptr<scalar_t>(),
+                                  y.data_ptr<scalar_t>(),
+                                  save ? gates.data_ptr<scalar_t>() : nullptr,
+                                  save ? cell.data_ptr<scalar_t>() : nullptr,
+                                  hp.data(),
+                                  cp.data()};
+    run_blocks<scalar_t>(args, blocks, H);
   });
-  if (!save) gates = at::empty({0}, x.options());
   return {y, gates, cell};
 }
 
@@ -352,14 +245,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
               "lstm_sweep_2d backward: the forward did not save its gates (called with save=false)");
 
   auto dxp = pooled({N, R * G}, x.options());  // gradients of the gate pre-activations
-  std::vector<Dir> dirs;
-  std::vector<at::Tensor> dh_rec, dc_next, dg_step, h_first;
+  std::vector<Direction> dirs;
+  std::vector<at::Tensor> dh_state, dc_state, h_first;
   for (int64_t r = 0; r < R; ++r) dirs.push_back(make_direction(directions[r], B, T, F));
   const bool per_line = h0.dim() == 3;
-  // What step 0 reads as each line's previous cell state (through BwdStep::c0_line).
-  const auto c0_lines = per_line ? line_states(c0, 0, R, dirs[0].lines, "c0").contiguous() : c0;
+  // What step 0 reads as each line's previous cell state: c0 [R, H] (BwdLines::c0_line 0) or per line.
+  const auto c0_lines = per_line ? line_states(c0, 0, R, dirs[0].rows, "c0").contiguous() : c0;
   for (int64_t r = 0; r < R; ++r) {
-    const int64_t lines = dirs[r].lines;
+    const int64_t lines = dirs[r].rows;
     // What flows back into each line's last position from beyond: nothing, or the caller's dh_last / dc_last.
     const auto from = [&](const std::optional<at::Tensor>& t, const char* name) {
       if (!t.has_value()) return at::zeros({lines, H}, x.options());
@@ -367,39 +260,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                   " must be [1, ", lines, ", ", H, "] with one direction, got ", t->sizes());
       return t->select(0, 0).to(x.options()).clone(at::MemoryFormat::Contiguous);
     };
-    dh_rec.push_back(from(dh_last, "dh_last"));
-    dc_next.push_back(from(dc_last, "dc_last"));
-    dg_step.push_back(at::empty({lines, G}, x.options()));
-    h_first.push_back(line_states(h0, r, R, dirs[r].lines, "h0"));
+    dh_state.push_back(from(dh_last, "dh_last"));
+    dc_state.push_back(from(dc_last, "dc_last"));
+    h_first.push_back(line_states(h0, r, R, lines, "h0"));
   }
-  const int64_t steps = steps_of(dirs);
+  if (N > 0 && H > 0) {
+    const auto blocks = line_blocks(dirs);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_bwd_cpu", [&] {
+      std::vector<scalar_t*> dhp(R), dcp(R);
+      for (int64_t r = 0; r < R; ++r) {
+        dhp[r] = dh_state[r].data_ptr<scalar_t>();
+        dcp[r] = dc_state[r].data_ptr<scalar_t>();
+      }
+      const BwdLines<scalar_t> args{dirs.data(),
+                                    T,
+                                    F,
+                                    R,
+                                    H,
+                                    N,
+                                    grad_y.data_ptr<scalar_t>(),
+                                    gates.data_ptr<scalar_t>(),
+                                    cell.data_ptr<scalar_t>(),
+                                    c0_lines.data_ptr<scalar_t>(),
+                                    per_line ? H : 0,
+                                    w_hh.data_ptr<scalar_t>(),
+                                    dxp.data_ptr<scalar_t>(),
+                                    dhp.data(),
+                                    dcp.data()};
+      run_blocks<scalar_t>(args, blocks, H);
+    });
+  }
 
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_bwd_cpu", [&] {
-    const scalar_t* gy_p = grad_y.data_ptr<scalar_t>();
-    const scalar_t* gates_p = gates.data_ptr<scalar_t>();
-    const scalar_t* cell_p = cell.data_ptr<scalar_t>();
-    const scalar_t* c0_p = c0_lines.data_ptr<scalar_t>();
-    scalar_t* dxp_p = dxp.data_ptr<scalar_t>();
-    std::vector<scalar_t*> dhp(R), dcp(R), dgp(R);
-    for (int64_t r = 0; r < R; ++r) {
-      dhp[r] = dh_rec[r].data_ptr<scalar_t>();
-      dcp[r] = dc_next[r].data_ptr<scalar_t>();
-      dgp[r] = dg_step[r].data_ptr<scalar_t>();
-    }
-    WorkMap work;
-    BwdStep<scalar_t> st{gy_p,  gates_p,    cell_p,     c0_p,       per_line ? H : 0,
-                         dxp_p, dhp.data(), dcp.data(), dgp.data(), dirs.data(),
-                         &work, 0,          T,          F,          R,
-                         H,     N};
-    for (int64_t s = steps - 1; s >= 0; --s) {
-      work.build(dirs, s);
-      st.s = s;
-      run_step(st);
-      // Gradient reaching h at the previous position: [rows, 4H] x [4H, H].
-      for (int64_t r : work.dir) recurrent_product<scalar_t>(dg_step[r], w_hh[r], dh_rec[r]);
-    }
-  });
-
+  // Input and weight gradients: large GEMMs over all N positions.
   auto dx = at::empty({N, I}, x.options());
   gemm_into(dxp, w_ih.reshape({R * G, I}), dx);
   dx = dx.view({B, T, F, I});
@@ -417,8 +309,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     // transposed block (40 ms of the backward at the benchmark size).
     const auto h_prev = previous_hidden(y_r, h_first[r], dirs[r].along_t, dirs[r].reverse);
     at::mm_out(dw_hh_r, dxp.narrow(1, r * G, G).t(), h_prev);
-    dh0[r].copy_(per_line ? dh_rec[r] : dh_rec[r].sum(0));
-    dc0[r].copy_(per_line ? dc_next[r] : dc_next[r].sum(0));
+    dh0[r].copy_(per_line ? dh_state[r] : dh_state[r].sum(0));
+    dc0[r].copy_(per_line ? dc_state[r] : dc_state[r].sum(0));
   }
   return {dx, dw_ih, dw_hh, dbias, dh0, dc0};
 }

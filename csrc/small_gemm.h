@@ -81,6 +81,96 @@ MF_INLINE void matmat(const T* wt, const T* V, int64_t M, int64_t ldv, const T* 
   if (r_vec < rows) product_tail(wt, V, M, ldv, rows, n, r_vec, out, ldo);
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Products over rows given by pointers, for the sweep's line blocks (csrc/sweep_lines_cpu.h): the rows of one
+// step sit at scattered positions of [B, T, F] tensors, so each row has its own pointer. VB is the vector size
+// in bytes of the caller's target (64 for AVX-512, 32 for AVX2, 16 for the baseline), so acc[MR][NV] is sized
+// for that target's registers.
+
+// The register tile of each target: MR rows x NV vectors of accumulators, with NV weight vectors and one
+// broadcast live beside them. 6 x 4 = 24 of AVX-512's 32 registers, 6 x 2 = 12 of AVX2's (and SSE's) 16: enough
+// independent FMA chains to keep two FMA units busy through a 4-cycle latency (1 unit needs half as many), and
+// 6 broadcasts + NV loads per 6 NV FMAs, below the two loads a cycle of current cores.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32 / 64-byte vectors in forced-inline helpers: no such call exists
+template <int VB>
+struct RowsTile {
+  static constexpr int MR = 6, NV = VB >= 64 ? 4 : 2;
+};
+
+// out[m][c0 + j] (+)= sum_k a[m][k] * w[k * ldw + c0 + j] for m < MR, j < NV vectors.
+template <int VB, int MR, int NV, typename T>
+MF_INLINE void rows_tile(const T* const* a, const T* w, int64_t ldw, int64_t K, T* const* out, int64_t c0, bool add) {
+  using V = simd::Vec<T, VB>;
+  constexpr int W = simd::lanes<V>();
+  V acc[MR][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[m][v] = add ? simd::load<V>(out[m] + c0 + v * W) : V{};
+  for (int64_t k = 0; k < K; ++k) {
+    V wv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) wv[v] = simd::load<V>(w + k * ldw + c0 + v * W);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const V am = simd::splat<V>(a[m][k]);
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[m][v] += am * wv[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) simd::store(out[m] + c0 + v * W, acc[m][v]);
+}
+
+// The last rows < MR of a product in one tile of exactly that many rows (a 1-row tile runs at a fraction of the
+// rate: NV loads and a broadcast for every NV FMAs).
+template <int VB, int MR, typename T>
+MF_INLINE void rows_tile_tail(int64_t rows, bool wide, const T* const* a, const T* w, int64_t ldw, int64_t K,
+                              T* const* out, int64_t c0, bool add) {
+  if constexpr (MR >= 1) {
+    if (rows == MR) {
+      if (wide)
+        rows_tile<VB, MR, RowsTile<VB>::NV>(a, w, ldw, K, out, c0, add);
+      else
+        rows_tile<VB, MR, 1>(a, w, ldw, K, out, c0, add);
+    } else {
+      rows_tile_tail<VB, MR - 1>(rows, wide, a, w, ldw, K, out, c0, add);
+    }
+  }
+}
+
+// out[m][c] (+)= sum_k a[m][k] * w[k * ldw + c] for m < M, c < ncols: a [M][K] and out [M][ncols] by row
+// pointers, w [K, ncols] with leading dimension ldw. Column panels outside, row tiles inside, so one panel of w
+// (K x NV vectors) stays in L1 while every row passes over it.
+template <int VB, typename T>
+MF_INLINE void rows_product(const T* const* a, int64_t M, const T* w, int64_t ldw, int64_t K, int64_t ncols,
+                            T* const* out, bool add) {
+  constexpr int MR = RowsTile<VB>::MR, NV = RowsTile<VB>::NV, W = VB / sizeof(T);
+  const int64_t full = ncols - ncols % W;  // columns in whole vectors
+  for (int64_t c = 0; c < full;) {
+    const bool wide = c + NV * W <= full;
+    int64_t m = 0;
+    for (; m + MR <= M; m += MR) {
+      if (wide)
+        rows_tile<VB, MR, NV>(a + m, w, ldw, K, out + m, c, add);
+      else
+        rows_tile<VB, MR, 1>(a + m, w, ldw, K, out + m, c, add);
+    }
+    if (m < M) rows_tile_tail<VB, MR - 1>(M - m, wide, a + m, w, ldw, K, out + m, c, add);
+    c += wide ? NV * W : W;
+  }
+  for (int64_t m = 0; m < M; ++m)  // columns that do not fill a vector
+    for (int64_t c = full; c < ncols; ++c) {
+      T acc = add ? out[m][c] : T(0);
+      for (int64_t k = 0; k < K; ++k) acc += a[m][k] * w[k * ldw + c];
+      out[m][c] = acc;
+    }
+}
+#pragma GCC diagnostic pop
+
 // out[r] (+)= b[r] + sum_k w[r, k] * v[k]: one vector.
 template <typename T>
 MF_INLINE void matvec(const T* wt, const T* v, const T* b, int64_t rows, int64_t n, T* out, bool add = false) {

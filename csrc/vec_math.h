@@ -252,6 +252,21 @@ MF_INLINE V log(const V& x_in) {
   return x_in > T(0) ? finite_or_nan : (x_in == T(0) ? -inf : splat<V>(T(__builtin_nan(""))));
 }
 
+// The LSTM gate functions on whole vectors, in the forms of lstm_cell_pointwise above:
+// sigmoid(v) = 1 / (1 + exp(-v)), tanh(v) = sign(v) (1 - exp(-2|v|)) / (1 + exp(-2|v|)); NaN stays NaN.
+template <typename V>
+MF_INLINE V sigmoid(const V& v) {
+  using T = Elem<V>;
+  return T(1) / (T(1) + exp(-v));
+}
+template <typename V>
+MF_INLINE V tanh(const V& v) {
+  using T = Elem<V>;
+  const V e = exp(T(-2) * (v < T(0) ? -v : v));
+  const V t = (T(1) - e) / (T(1) + e);
+  return v < T(0) ? -t : t;
+}
+
 }  // namespace simd
 
 // x[j] = log(x[j]) for j < n with B-byte vectors (simd::log: full range, at most 0.8 ulp). Call it with the B of

@@ -32,8 +32,8 @@ CASES = [
     case(1, 1, 6, 2, 3, ["f-", "t-"]),  # one sequence along frequency
 ]
 
-# Large enough that the per-step products of the time directions (66 rows x 64 x 256 >= 2^20 multiply-adds) go
-# through the BLAS / oneDNN path of csrc/gemm.h while the frequency directions (40 rows) stay on the small kernel.
+# Large enough that the cpu kernels split a direction's lines into several blocks (csrc/sweep_lines_cpu.h), with
+# full register tiles in every column panel, and that backward's GEMMs go through oneDNN (csrc/gemm.h).
 LARGE = [case(2, 20, 33, 16, 64, ["t+", "f-", "t-"])]
 
 

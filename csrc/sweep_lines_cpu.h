@@ -1,0 +1,224 @@
+// The per-line kernels of the CPU 2D LSTM sweep (lstm_sweep_2d_cpu.cpp): a block of lines (independent
+// sequences) of one direction, run through all of its steps by one thread.
+//
+// Lines never exchange anything, so a thread that owns a block of lines runs all of its steps without waiting
+// for the others: no barrier per step. At each step the block's gate pre-activations are one register-tiled
+// product over the block's rows (small_gemm.h: rows_product; the weights stay in cache across steps), and the
+// gate maths runs on those rows while they are still in L1 (the product's epilogue).
+//
+// Every function is a template on VB, the vector size in bytes of the target it is compiled in (64, 32, 16), and
+// is forced inline into one wrapper per target (lstm_sweep_2d_cpu.cpp), chosen at run time by simd::cpu_level().
+#pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "small_gemm.h"
+#include "vec_math.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32 / 64-byte vectors in forced-inline helpers: no such call exists
+namespace melnet_fast {
+
+// One direction of the sweep: lines along time (one per (b, f)) or along frequency (one per (b, t)).
+struct Direction {
+  bool along_t;
+  bool reverse;
+  int64_t len;   // steps of this direction
+  int64_t rows;  // independent lines
+};
+
+// Flat index into [B, T, F] of line k of direction d at step s.
+inline int64_t position(const Direction& d, int64_t k, int64_t s, int64_t T, int64_t F) {
+  const int64_t p = d.reverse ? d.len - 1 - s : s;
+  if (d.along_t) {
+    const int64_t b = k / F, f = k % F;
+    return (b * T + p) * F + f;
+  }
+  const int64_t b = k / T, t = k % T;
+  return (b * T + t) * F + p;
+}
+
+// Lines [k0, k1) of direction r: the unit of work of one thread.
+struct LineBlock {
+  int64_t r, k0, k1;
+};
+
+// The most lines a block holds: its rows of gate pre-activations ([kMaxBlock, 4H]) stay in L1 / L2 between
+// the product and the gate maths.
+constexpr int64_t kMaxBlock = 48;
+
+// Shapes and tensors of one forward: x [N, I] (N = B*T*F positions), per direction w_ih^T [I, 4H] and w_hh^T
+// [H, 4H] (packed once per call), bias [4H]; y [N, R*H]; when saving, gates [R, N, 4H] (activated) and cell
+// [R, N, H]; the running state h, c [rows, H] of each direction.
+template <typename T>
+struct FwdLines {
+  const Direction* dirs;
+  int64_t T_, F, R, I, H, N;
+  const T* x;
+  const T* w_ih_t;  // [R, I, 4H]
+  const T* w_hh_t;  // [R, H, 4H]
+  const T* bias;    // [R, 4H]
+  T* y;
+  T* gates;  // null when not saving
+  T* cell;   // null when not saving
+  T* const* h;
+  T* const* c;
+};
+
+// Per-thread scratch of the line kernels, allocated once per thread and call.
+template <typename T>
+struct LineScratch {
+  std::vector<T> acc;  // [kMaxBlock, 4H]
+  explicit LineScratch(int64_t H) : acc(kMaxBlock * 4 * H) {}
+};
+
+// Runs body(j, lanes) over [0, H) a vector at a time; the last, partial vector of lanes goes through padded
+// copies (in(p, src) copies `lanes` values of src[j..] into a zero-padded vector, out(dst, v) writes them back).
+template <typename V, typename Body>
+MF_INLINE void over_lanes(int64_t H, Body body) {
+  constexpr int W = simd::lanes<V>();
+  int64_t j = 0;
+  for (; j + W <= H; j += W) body(j, W);
+  if (j < H) body(j, H - j);
+}
+
+template <typename V>
+MF_INLINE V load_lanes(const simd::Elem<V>* p, int64_t lanes) {
+  if (lanes == simd::lanes<V>()) return simd::load<V>(p);
+  simd::Elem<V> tmp[simd::lanes<V>()] = {};
+  std::copy(p, p + lanes, tmp);
+  return simd::load<V>(tmp);
+}
+
+template <typename V>
+MF_INLINE void store_lanes(simd::Elem<V>* p, const V& v, int64_t lanes) {
+  if (lanes == simd::lanes<V>()) return simd::store(p, v);
+  simd::Elem<V> tmp[simd::lanes<V>()];
+  simd::store(tmp, v);
+  std::copy(tmp, tmp + lanes, p);
+}
+
+// The LSTM cell of one line from its pre-activations pre [4H] (gates i, f, g, o): c and h [H] updated in place,
+// h also written to y, and when saving the activated gates to act [4H] and the new cell state to cell [H].
+template <int VB, typename T>
+MF_INLINE void lstm_cell_fwd(const T* pre, T* h, T* c, T* y, T* act, T* cell, int64_t H) {
+  using V = simd::Vec<T, VB>;
+  over_lanes<V>(H, [&](int64_t j, int64_t n) {
+    const V i = simd::sigmoid(load_lanes<V>(pre + j, n)), f = simd::sigmoid(load_lanes<V>(pre + H + j, n));
+    const V g = simd::tanh(load_lanes<V>(pre + 2 * H + j, n)), o = simd::sigmoid(load_lanes<V>(pre + 3 * H + j, n));
+    const V cn = f * load_lanes<V>(c + j, n) + i * g;
+    const V hn = o * simd::tanh(cn);
+    store_lanes(c + j, cn, n);
+    store_lanes(h + j, hn, n);
+    store_lanes(y + j, hn, n);
+    if (act) {
+      store_lanes(act + j, i, n);
+      store_lanes(act + H + j, f, n);
+      store_lanes(act + 2 * H + j, g, n);
+      store_lanes(act + 3 * H + j, o, n);
+      store_lanes(cell + j, cn, n);
+    }
+  });
+}
+
+// Backward of the LSTM cell of one line: from the activated gates act [4H], the cell state it produced cell [H]
+// and the one before c_prev [H], the upstream gradients gy + dh [H] and dc [H] (updated in place to the
+// gradient of c_prev), the gradients of the gate pre-activations dg [4H].
+template <int VB, typename T>
+MF_INLINE void lstm_cell_bwd(const T* act, const T* cell, const T* c_prev, const T* gy, const T* dh, T* dc, T* dg,
+                             int64_t H) {
+  using V = simd::Vec<T, VB>;
+  over_lanes<V>(H, [&](int64_t j, int64_t n) {
+    const V gi = load_lanes<V>(act + j, n), gf = load_lanes<V>(act + H + j, n);
+    const V gg = load_lanes<V>(act + 2 * H + j, n), go = load_lanes<V>(act + 3 * H + j, n);
+    const V t = simd::tanh(load_lanes<V>(cell + j, n));
+    const V dhj = load_lanes<V>(gy + j, n) + load_lanes<V>(dh + j, n);
+    const V dcj = load_lanes<V>(dc + j, n) + dhj * go * (T(1) - t * t);
+    store_lanes(dc + j, dcj * gf, n);
+    store_lanes(dg + j, dcj * gg * gi * (T(1) - gi), n);
+    store_lanes(dg + H + j, dcj * load_lanes<V>(c_prev + j, n) * gf * (T(1) - gf), n);
+    store_lanes(dg + 2 * H + j, dcj * gi * (T(1) - gg * gg), n);
+    store_lanes(dg + 3 * H + j, dhj * t * go * (T(1) - go), n);
+  });
+}
+
+// Forward of one block: per step, pre = bias + x_n w_ih^T + h w_hh^T for every line (two products into acc),
+// then the LSTM cell on each row; h, y and (when saving) the activated gates and cell state are written.
+template <int VB, typename T>
+MF_INLINE void fwd_lines(const FwdLines<T>& a, const LineBlock& blk, LineScratch<T>& scratch) {
+  const Direction& d = a.dirs[blk.r];
+  const int64_t r = blk.r, H = a.H, G = 4 * H, R = a.R, M = blk.k1 - blk.k0;
+  const T* bias = a.bias + r * G;
+  const T* w_ih_t = a.w_ih_t + r * a.I * G;
+  const T* w_hh_t = a.w_hh_t + r * H * G;
+  const T* x_rows[kMaxBlock];
+  const T* h_rows[kMaxBlock];
+  T* acc_rows[kMaxBlock];
+  int64_t n_of[kMaxBlock];
+  for (int64_t i = 0; i < M; ++i) {
+    h_rows[i] = a.h[r] + (blk.k0 + i) * H;
+    acc_rows[i] = scratch.acc.data() + i * G;
+  }
+  for (int64_t s = 0; s < d.len; ++s) {
+    for (int64_t i = 0; i < M; ++i) {
+      n_of[i] = position(d, blk.k0 + i, s, a.T_, a.F);
+      x_rows[i] = a.x + n_of[i] * a.I;
+      std::copy(bias, bias + G, acc_rows[i]);
+    }
+    rows_product<VB>(x_rows, M, w_ih_t, G, a.I, G, acc_rows, true);
+    rows_product<VB>(h_rows, M, w_hh_t, G, H, G, acc_rows, true);
+    for (int64_t i = 0; i < M; ++i) {
+      const int64_t n = n_of[i];
+      lstm_cell_fwd<VB>(acc_rows[i], a.h[r] + (blk.k0 + i) * H, a.c[r] + (blk.k0 + i) * H, a.y + n * R * H + r * H,
+                        a.gates ? a.gates + (r * a.N + n) * G : nullptr, a.cell ? a.cell + (r * a.N + n) * H : nullptr,
+                        H);
+    }
+  }
+}
+
+// Shapes and tensors of one backward: grad_y [N, R*H], the forward's gates [R, N, 4H] and cell [R, N, H], c0
+// [R, H] (or [lines, H] per line, with c0_line = H), w_hh [R, 4H, H]; dxp [N, R*4H] receives the gradients of the gate
+// pre-activations; dh, dc [rows, H] of each direction carry the gradients from the step after (and end as those of h0,
+// c0 per line).
+template <typename T>
+struct BwdLines {
+  const Direction* dirs;
+  int64_t T_, F, R, H, N;
+  const T* grad_y;
+  const T* gates;
+  const T* cell;
+  const T* c0;
+  int64_t c0_line;  // c0's stride between lines: 0 when every line starts from c0[r], H when per line
+  const T* w_hh;
+  T* dxp;
+  T* const* dh;
+  T* const* dc;
+};
+
+// Backward of one block: per step (last to first), the gate gradients of every line from grad_y and the carried
+// (dh, dc), written into dxp; then dh = dg w_hh for every line (one product over the block's rows).
+template <int VB, typename T>
+MF_INLINE void bwd_lines(const BwdLines<T>& a, const LineBlock& blk, LineScratch<T>&) {
+  const Direction& d = a.dirs[blk.r];
+  const int64_t r = blk.r, H = a.H, G = 4 * H, R = a.R, N = a.N, M = blk.k1 - blk.k0;
+  const T* w_hh = a.w_hh + r * G * H;
+  const T* dg_rows[kMaxBlock];
+  T* dh_rows[kMaxBlock];
+  for (int64_t i = 0; i < M; ++i) dh_rows[i] = a.dh[r] + (blk.k0 + i) * H;
+  for (int64_t s = d.len - 1; s >= 0; --s) {
+    for (int64_t i = 0; i < M; ++i) {
+      const int64_t k = blk.k0 + i;
+      const int64_t n = position(d, k, s, a.T_, a.F);
+      const T* c_prev = s == 0 ? a.c0 + r * H + k * a.c0_line : a.cell + (r * N + position(d, k, s - 1, a.T_, a.F)) * H;
+      T* dg = a.dxp + n * R * G + r * G;
+      dg_rows[i] = dg;
+      lstm_cell_bwd<VB>(a.gates + (r * N + n) * G, a.cell + (r * N + n) * H, c_prev, a.grad_y + n * R * H + r * H,
+                        dh_rows[i], a.dc[r] + k * H, dg, H);
+    }
+    rows_product<VB>(dg_rows, M, w_hh, H, G, H, dh_rows, false);
+  }
+}
+
+}  // namespace melnet_fast
+#pragma GCC diagnostic pop
