@@ -377,8 +377,9 @@ class MelNet(nn.Module):
                 attention mass past the end of its text exceeds this; None = every row runs to `frames`.
         Returns:
             x [batch, frames, n_mels], or (x, log_prob [batch]) with return_log_prob; for a text model a
-            TextSample (x, lengths, alignment, log_prob). A model with a centralized stack is sampled by the
-            reference sampler (ops.sample_tier_centralized).
+            TextSample (x, lengths, alignment, log_prob). A model with a centralized stack is sampled by
+            ops.sample_tier_centralized: the C++ sampler on the CPU, the reference sampler on CUDA (with a
+            ReferenceSamplerWarning).
         """
         c, p = self.config, self._param()
         F = c.n_mels

@@ -54,3 +54,15 @@ def test_gmm_nll_fwd(requires_grad):
 def test_gmm_nll_bwd():
     x, mu, log_sigma, logit_pi = make_gmm_inputs((3, 5), 4)
     torch.library.opcheck(ops.gmm_nll_bwd.default, (torch.randn_like(x), x, mu, log_sigma, logit_pi))
+
+
+@pytest.mark.parametrize("text", [True, False], ids=["text", "centralized-stack-only"])
+def test_sample_tier_centralized(text):
+    from tests.ops.test_sample_tier import make_case
+    from tests.ops.test_sample_tier_centralized import centralized_case
+
+    B, T, F, D, L = 2, 4, 3, 4, 2
+    x0, cz_t, cz_f, u, eps, w = make_case(B, T, F, D, L, 2)
+    cw, memory, lengths = centralized_case(B, T, F, D, L, 2 if text else 0, [3, 2])
+    torch.library.opcheck(ops.sample_tier_centralized.default,
+                          (x0, cz_t, cz_f, u, eps, w, L, 2, 1.0, 0, cw, 1, memory, lengths, 0.5 if text else None))

@@ -10,18 +10,18 @@ import torch
 from melnet_fast import backends
 from melnet_fast.ops._checks import check_same, check_tensor
 from melnet_fast.ops.tier_sampling.centralized_weights import unpack as unpack_centralized
-from melnet_fast.ops.tier_sampling.compiled import sample_tier_compiled
+from melnet_fast.ops.tier_sampling.compiled import sample_tier_centralized_compiled, sample_tier_compiled
 from melnet_fast.ops.tier_sampling.naive import sample_tier_centralized_ref, sample_tier_ref
 from melnet_fast.ops.tier_sampling.weights import unpack
 
 SUPPORTED = {"cuda": {"cuda"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
-# The compiled samplers do not run the centralized stack / text attention yet.
-SUPPORTED_CENTRALIZED = {"reference": {"cpu", "cuda"}}
+# The cuda sampler does not run the centralized stack / text attention yet.
+SUPPORTED_CENTRALIZED = {"cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
 
 
 class ReferenceSamplerWarning(UserWarning):
     """A model with a centralized stack (text-to-speech) is sampled by the slower reference sampler because the
-    compiled sampler that "auto" would pick does not support it yet."""
+    compiled sampler that "auto" would pick for its device (cuda) does not support it yet."""
 # The cuda sampler also takes weights stored in these dtypes with float32 data (x_init, cz_t, cz_f, u, eps).
 CUDA_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -64,8 +64,9 @@ def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torc
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """sample_tier for a tier with a centralized stack (and text attention): once before each frame's
     per-element work, one step of the centralized stack (and of the attention) whose terms join the
-    frequency-delayed stack's inputs. Reference sampler only: with backend "auto" a ReferenceSamplerWarning says
-    so when a compiled sampler would otherwise run; an explicit "cpu" / "cuda" backend is a RuntimeError.
+    frequency-delayed stack's inputs. Backends: "cpu" (the C++ sampler, what "auto" picks for CPU tensors) and
+    "reference"; on CUDA tensors "auto" runs the reference sampler with a ReferenceSamplerWarning (the cuda
+    sampler does not run the text path yet), and an explicit "cuda" backend is a RuntimeError.
 
     Args (beyond sample_tier's):
         centralized_weights: the flat list of melnet_fast.ops.tier_sampling.centralized_weights (with the
@@ -81,8 +82,8 @@ def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torc
     """
     _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
     if weights[0].dtype != x_init.dtype:
-        raise ValueError(f"weights: the reference sampler (the only one with the centralized stack yet) needs "
-                         f"weights of the data's dtype {x_init.dtype}, got {weights[0].dtype}")
+        raise ValueError(f"weights: the samplers with the centralized stack (cpu, reference) need weights of the "
+                         f"data's dtype {x_init.dtype}, got {weights[0].dtype}")
     B, _, F = x_init.shape
     W = unpack_centralized(centralized_weights, n_layers)
     D = cz_t.shape[-1]
@@ -112,9 +113,13 @@ def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torc
     name = backends.resolve("sample_tier_centralized", x_init, SUPPORTED_CENTRALIZED, arg="x_init")
     if preferred != name:
         warnings.warn(f"the {preferred} sampler does not run the centralized stack / text attention yet: this tier "
-                      f"is sampled by the reference sampler (eager PyTorch, much slower per element)",
+                      f"is sampled by the {name} sampler (eager PyTorch, much slower per element)",
                       ReferenceSamplerWarning, stacklevel=2)
     with torch.no_grad():
+        if name == "cpu":
+            return sample_tier_centralized_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures,
+                                                    float(temperature), n_prime, centralized_weights,
+                                                    attention_layer, memory, text_lengths, stop_threshold)
         return sample_tier_centralized_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures,
                                            float(temperature), n_prime, centralized_weights, attention_layer,
                                            memory, text_lengths, stop_threshold)
