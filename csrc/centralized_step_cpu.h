@@ -27,10 +27,10 @@ struct CentralizedInputs {
                                    std::optional<double> stop_threshold, const at::Tensor& like);
 };
 
-// The state of one batch row between frames.
+// The state of one batch row between frames. frame() runs in a target-cloned kernel (AVX-512 / AVX2 / baseline,
+// like the per-element loop), which reads the members directly.
 template <typename T>
-class CentralizedStep {
- public:
+struct CentralizedStep {
   // alignment: this row's [T, U] rows of the output (nullptr without text).
   CentralizedStep(const CentralizedInputs& in, int64_t b, T* alignment, int64_t n_prime);
 
@@ -39,20 +39,17 @@ class CentralizedStep {
   // when the row stops at this frame (its attention mass past the end of the text exceeds the threshold).
   bool frame(int64_t i, const T* prev, T* ht_layers);
 
- private:
-  void attend(const T* query, T* phi);
-
-  const CentralizedInputs& in_;
-  const T* memory_ = nullptr;
-  int64_t length_ = 0, n_prime_ = 0;
-  T* alignment_;
-  T beyond_ = 0;
-  std::vector<T> h_, c_, hc_, gates_, tmp_;           // stack state [L, D] each; the running sum; scratch
-  std::vector<T> att_h_, att_c_, att_in_, kappa_, window_, cdf_;  // attention state and scratch
-  PointwiseScratch<T> scratch_;
+  const CentralizedInputs& in;
+  const T* memory = nullptr;  // this row's [U, D]
+  int64_t length = 0, n_prime = 0;
+  T* alignment;
+  T beyond = 0;
+  std::vector<T> h, c, hc, gates, phi;                      // stack state [L, D] each; running sum; scratch
+  std::vector<T> att_h, att_c, att_in, kappa, window, cdf;  // attention state ([query ; last context]) and scratch
+  PointwiseScratch<T> scratch;
 };
 
-extern template class CentralizedStep<float>;
-extern template class CentralizedStep<double>;
+extern template struct CentralizedStep<float>;
+extern template struct CentralizedStep<double>;
 
 }  // namespace melnet_fast
