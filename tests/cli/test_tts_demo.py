@@ -24,7 +24,8 @@ def test_tts_demo_runs_every_stage(tmp_path):
         w.writeheader()
         w.writerows(rows)
     env = dict(os.environ, TTS_DEMO_NO_SETUP="1", TTS_DEMO_STEPS="2", TTS_DEMO_SPEAK="1", OMP_NUM_THREADS="1",
-               TTS_DEMO_SET="hidden_size=4 layers=1,1,1 n_mels=16 n_mixtures=2 attention_mixtures=1 max_seconds=1.0 batch_size=2")
+               TTS_DEMO_SET="hidden_size=4 layers=1,1,1 n_mels=16 n_mixtures=2 attention_mixtures=1 max_seconds=1.0 "
+                            "batch_size=2")
     result = subprocess.run(["bash", str(ROOT / "scripts" / "tts_demo.sh"), str(tmp_path)], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
