@@ -16,14 +16,15 @@ TORCH_LIBRARY(melnet_fast, m) {
   m.def("gmm_nll_bwd(Tensor grad, Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
   // One tier of ancestral sampling with cached state; weights in the layout of ops/tier_sampling/weights.py.
+  // Drawn values are kept in [x_min, x_max] (NaN -> x_max), the rule of ops/gmm/naive.py keep_in_range.
   m.def("sample_tier(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
-        "int n_layers, int n_mixtures, float temperature, int n_prime) -> (Tensor, Tensor)");
+        "int n_layers, int n_mixtures, float temperature, int n_prime, float x_min, float x_max) -> (Tensor, Tensor)");
   // The same with the per-frame step of a centralized stack (and text attention); centralized weights in the
   // layout of ops/tier_sampling/centralized_weights.py. -> (x, log_density, alignment [B, T, U], lengths [B]).
   m.def("sample_tier_centralized(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
-        "int n_layers, int n_mixtures, float temperature, int n_prime, Tensor[] centralized_weights, "
-        "int attention_layer, Tensor? memory, Tensor? text_lengths, float? stop_threshold) "
-        "-> (Tensor, Tensor, Tensor, Tensor)");
+        "int n_layers, int n_mixtures, float temperature, int n_prime, float x_min, float x_max, "
+        "Tensor[] centralized_weights, int attention_layer, Tensor? memory, Tensor? text_lengths, "
+        "float? stop_threshold) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 #ifdef MELNET_FAST_WITH_CUDA

@@ -92,8 +92,8 @@ struct LayerW {
 template <typename T>
 __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,
                 const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w, int64_t L, int64_t K,
-                double temperature, int64_t n_prime, T* log_density, CentralizedStep<T>* centralized,
-                int64_t* length) {
+                double temperature, int64_t n_prime, double x_min, double x_max, T* log_density,
+                CentralizedStep<T>* centralized, int64_t* length) {
   const int64_t T_ = x.size(1), F = x.size(2), D = cz_t.size(3);
   const int64_t G = 4 * D;
   T* xb = x.data_ptr<T>() + b * T_ * F;
@@ -133,6 +133,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
     }
   }
   const T tau = static_cast<T>(temperature);
+  const T lo = static_cast<T>(x_min), hi = static_cast<T>(x_max);
   T logd = 0;
   const std::vector<T> zeros(F, T(0));
 
@@ -207,6 +208,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
         k_sel = std::min(below, K - 1);
         value = mu[k_sel] + tau * std::exp(ls[k_sel]) * eb[i * F + j];
       }
+      value = value != value ? hi : std::min(std::max(value, lo), hi);  // keep_in_range (ops/gmm/naive.py)
       xb[i * F + j] = value;
       // Log density of the drawn value under the untempered mixture.
       T lmx = -std::numeric_limits<T>::infinity();
@@ -232,9 +234,11 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
 #define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                           \
   MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,  \
                                    const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w,    \
-                                   int64_t L, int64_t K, double temperature, int64_t n_prime, T* log_density,       \
-                                   CentralizedStep<T>* centralized, int64_t* length) {                              \
-    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, log_density, centralized, length);   \
+                                   int64_t L, int64_t K, double temperature, int64_t n_prime, double x_min,        \
+                                   double x_max, T* log_density, CentralizedStep<T>* centralized,                   \
+                                   int64_t* length) {                                                               \
+    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, x_min, x_max, log_density, centralized, \
+                  length);                                                                                          \
   }
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, float)
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, double)
@@ -245,8 +249,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample(const at::Tens
                                                                   const at::Tensor& cz_f_in, const at::Tensor& u_in,
                                                                   const at::Tensor& eps_in, at::TensorList weights_in,
                                                                   int64_t n_layers, int64_t n_mixtures,
-                                                                  double temperature, int64_t n_prime,
-                                                                  const CentralizedInputs* centralized) {
+                                                                  double temperature, int64_t n_prime, double x_min,
+                                                                  double x_max, const CentralizedInputs* centralized) {
   TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == 6 + kPerLayer * n_layers,
               "sample_tier: expected ", 6 + kPerLayer * n_layers, " weight tensors, got ", weights_in.size());
   const int64_t B = x_init.size(0), T_ = x_init.size(1);
@@ -278,8 +282,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample(const at::Tens
       for (int64_t b = lo; b < hi; ++b) {
         std::optional<CentralizedStep<scalar_t>> step;
         if (centralized != nullptr) step.emplace(*centralized, b, alignment.data_ptr<scalar_t>() + b * T_ * U, n_prime);
-        sample_one_dispatch(b, x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, ld + b,
-                            step ? &*step : nullptr, len + b);
+        sample_one_dispatch(b, x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
+                            ld + b, step ? &*step : nullptr, len + b);
       }
     });
   });
@@ -289,20 +293,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample(const at::Tens
 std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, const at::Tensor& cz_t,
                                                    const at::Tensor& cz_f, const at::Tensor& u, const at::Tensor& eps,
                                                    at::TensorList weights, int64_t n_layers, int64_t n_mixtures,
-                                                   double temperature, int64_t n_prime) {
-  auto out = sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, nullptr);
+                                                   double temperature, int64_t n_prime, double x_min, double x_max) {
+  auto out = sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
+                    nullptr);
   return {std::get<0>(out), std::get<1>(out)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample_tier_centralized_cpu(
     const at::Tensor& x_init, const at::Tensor& cz_t, const at::Tensor& cz_f, const at::Tensor& u,
     const at::Tensor& eps, at::TensorList weights, int64_t n_layers, int64_t n_mixtures, double temperature,
-    int64_t n_prime, at::TensorList centralized_weights, int64_t attention_layer,
+    int64_t n_prime, double x_min, double x_max, at::TensorList centralized_weights, int64_t attention_layer,
     const std::optional<at::Tensor>& memory, const std::optional<at::Tensor>& text_lengths,
     std::optional<double> stop_threshold) {
   const auto centralized = CentralizedInputs::prepare(centralized_weights, n_layers, attention_layer, memory,
                                                       text_lengths, stop_threshold, x_init);
-  return sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, &centralized);
+  return sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
+                &centralized);
 }
 
 }  // namespace

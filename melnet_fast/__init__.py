@@ -3,10 +3,10 @@
 from melnet_fast import ops
 from melnet_fast.backends import available_backends, get_backend, set_backend, use_backend
 from melnet_fast.config import MelNetConfig
-from melnet_fast.model import MelNet
+from melnet_fast.model import DivergentSampleWarning, MelNet
 from melnet_fast.modules import MixtureParams
 
 __version__ = "0.1.0"
 
-__all__ = ["MelNet", "MelNetConfig", "MixtureParams", "ops", "set_backend", "use_backend", "get_backend",
-           "available_backends", "__version__"]
+__all__ = ["MelNet", "MelNetConfig", "MixtureParams", "DivergentSampleWarning", "ops", "set_backend", "use_backend",
+           "get_backend", "available_backends", "__version__"]

@@ -25,6 +25,10 @@ def write(directory: str, record: dict) -> str:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1, sort_keys=True)
             f.write("\n")
+        # mkstemp makes the file 0600: an installation used by other accounts must be able to read it.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -8,10 +8,10 @@ Forward (waveform -> spectrogram), following the paper (section 2 and Appendix A
   3. `to_log_mel`: x = (log(max(mel, LOG_FLOOR)) - NORM_MEAN) / NORM_STD.
 
 LOG_FLOOR = 1e-8 is -80 dB below a full-scale sine (librosa's default top_db): quieter bins are clamped.
-NORM_MEAN = -12.0, NORM_STD = 3.5: the floor maps to -1.83 and 0 dB to +3.43. Calibrated on the embedded
-synthetic music (melnet_fast.synthetic) at the paper's settings (22050 Hz, 256 mels, hop 256), where the
-result has mean -0.30 and std 0.93; at 16 kHz / 80 mels mean +0.36, std 0.82. The map is fixed (no data
-statistics), so `from_log_mel` inverts it exactly for any x.
+NORM_MEAN = -12.0, NORM_STD = 3.5 (all three live in melnet_fast.log_mel_scale): the floor maps to -1.83 and
+0 dB to +3.43. Calibrated on the embedded synthetic music (melnet_fast.synthetic) at the paper's settings
+(22050 Hz, 256 mels, hop 256), where the result has mean -0.30 and std 0.93; at 16 kHz / 80 mels mean +0.36,
+std 0.82. The map is fixed (no data statistics), so `from_log_mel` inverts it exactly for any x.
 
 Inverse (spectrogram -> waveform), `spectrogram_to_waveform(..., method=...)`:
   "griffin_lim": torchaudio InverseMelScale (least squares mel -> linear power) refined by non-negative
@@ -36,10 +36,7 @@ import numpy as np
 import torch
 
 from melnet_fast._optional import require
-
-LOG_FLOOR = 1e-8
-NORM_MEAN = -12.0
-NORM_STD = 3.5
+from melnet_fast.log_mel_scale import LOG_FLOOR, NORM_MEAN, NORM_STD
 
 _FIELDS = ("sample_rate", "n_mels", "hop_length", "n_fft", "win_length", "f_min", "f_max")
 # (field, the field it derives from, rule), in dependency order.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from melnet_fast import checkpoint, ops
 from melnet_fast.config import MelNetConfig
 from melnet_fast.lengths import check_lengths, length_mask, masked_fill_padding
+from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.modules import MixtureParams, Tier
 from melnet_fast.multiscale import (
     crop_lengths,
@@ -23,6 +25,7 @@ from melnet_fast.multiscale import (
     tier_shapes,
 )
 from melnet_fast.ops.gmm.naive import draw_noise
+from melnet_fast.ops.tier_sampling import check_value_range
 from melnet_fast.text import TextFrontEnd
 
 Cond = None | torch.Tensor | Dict[str, torch.Tensor | Sequence[str]]
@@ -46,19 +49,39 @@ class TextSample(NamedTuple):
 TIME_DIM, FREQ_DIM = 1, 2  # of spectrograms [B, T, F] and of parameters / features [B, T, F, C]
 
 
+class DivergentSampleWarning(UserWarning):
+    """MelNet.sample drew values that ran away above the top of its value range (or were NaN); they are kept at the
+    top, so the sample is finite. Many of them mean that the model's samples diverge."""
+
+
 def _as_dtype(params: MixtureParams, dtype: torch.dtype) -> MixtureParams:
     """The head's output in the data's dtype: under bf16 autocast the head runs in bf16, the loss in float32."""
     return MixtureParams(*(p.to(dtype) for p in params))
 
 
+def _warn_runaways(runaways: Dict[int, int], drawn: int, x_max: float) -> None:
+    """DivergentSampleWarning when some of the `drawn` values (per tier: `runaways`) were kept at x_max."""
+    total = sum(runaways.values())
+    if total:
+        per_tier = ", ".join(f"tier {g}: {n}" for g, n in runaways.items() if n)
+        warnings.warn(f"MelNet.sample: {total} of {drawn} drawn values ({per_tier}) ran away above x_max={x_max:.3g} "
+                      f"(or were NaN) and were kept at x_max. A few are stray draws of a wide mixture component; "
+                      f"many mean that the model's samples diverge (an untrained or undertrained model, or "
+                      f"diverging weights). The sample is finite.", DivergentSampleWarning,
+                      stacklevel=4)  # the caller of MelNet.sample
+
+
 class _Rows(NamedTuple):
     """What sampling hands each tier, for a whole batch or one row of it (select): speaker ids, the features
-    and prime of every tier, and every tier's noise (u, eps), drawn up front in tier order."""
+    and prime of every tier, every tier's noise (u, eps), drawn up front in tier order, the value range of the
+    draws, and the tally (shared by the selected rows) of drawn values per tier and of those kept at x_max."""
 
     speaker: torch.Tensor | None
     feature_tiers: list
     prime_tiers: list | None
     noise: list
+    value_range: Tuple[float, float]
+    tally: Dict[str, Dict[int, int]]  # "drawn" / "runaways" -> tier -> count
 
     def select(self, b: int) -> _Rows:
         def pick(t):
@@ -66,7 +89,7 @@ class _Rows(NamedTuple):
 
         return _Rows(pick(self.speaker), [pick(f) for f in self.feature_tiers],
                      None if self.prime_tiers is None else [pick(t) for t in self.prime_tiers],
-                     [tuple(pick(n) for n in pair) for pair in self.noise])
+                     [tuple(pick(n) for n in pair) for pair in self.noise], self.value_range, self.tally)
 
     @staticmethod
     def crop(t: torch.Tensor | None, frames: int) -> torch.Tensor | None:
@@ -358,7 +381,8 @@ class MelNet(nn.Module):
     def sample(self, batch: int, frames: int, cond: Cond = None, temperature: float = 1.0,
                prime: torch.Tensor | None = None, generator: torch.Generator | None = None,
                return_log_prob: bool = False, weight_dtype: torch.dtype | None = None,
-               stop_threshold: float | None = STOP_THRESHOLD):
+               stop_threshold: float | None = STOP_THRESHOLD,
+               value_range: Tuple[float, float] = SAMPLE_RANGE):
         """Ancestral sampling with cached state (ops.sample_tier), tier after tier.
 
         Args:
@@ -375,6 +399,10 @@ class MelNet(nn.Module):
                 (data and accumulation stay in the model's dtype); None = the model's dtype.
             stop_threshold: text models: row b ends at the first initial-tier frame (after the prime) whose
                 attention mass past the end of its text exceeds this; None = every row runs to `frames`.
+            value_range: (x_min, x_max) every drawn value is kept in (ops.sample_tier): by default the log floor,
+                below which no spectrogram of the package goes, and +30 dB over a full-scale sine, which no audio
+                reaches (melnet_fast.log_mel_scale). So every sample is finite, whatever the model; drawn values
+                that ran away to x_max (or were NaN) raise a DivergentSampleWarning that counts them.
         Returns:
             x [batch, frames, n_mels], or (x, log_prob [batch]) with return_log_prob; for a text model a
             TextSample (x, lengths, alignment, log_prob). A model with a centralized stack is sampled by
@@ -402,9 +430,10 @@ class MelNet(nn.Module):
         G = c.n_tiers
         feature_tiers = split_tiers(features, G, TIME_DIM, FREQ_DIM)[0] if features is not None else [None] * G
         prime_tiers = self._split_prime(prime, batch, frames)
+        x_min, x_max = check_value_range(value_range)
         shapes = tier_shapes(frames, F, G)
         noise = [draw_noise((batch, *shape), p.device, p.dtype, generator) for shape in shapes]
-        rows = _Rows(speaker, feature_tiers, prime_tiers, noise)
+        rows = _Rows(speaker, feature_tiers, prime_tiers, noise, (x_min, x_max), {"drawn": {}, "runaways": {}})
 
         x, log_density, alignment, lengths = self._sample_tier(
             1, (batch, *shapes[0]), None, rows, temperature, weight_dtype, text, stop_threshold)
@@ -420,6 +449,7 @@ class MelNet(nn.Module):
                 out[b, :n * time_ratio] = x_b[0]
                 log_density[b] += ld[0]
             x = out
+        _warn_runaways(rows.tally["runaways"], sum(rows.tally["drawn"].values()), x_max)
         if not c.has_text:
             return (x, log_density) if return_log_prob else x
         n_used = x.shape[1] // time_ratio
@@ -445,12 +475,24 @@ class MelNet(nn.Module):
             weights = [w.to(weight_dtype) for w in weights]
         args = (x_init, cz_t, cz_f, u, eps, weights, c.layers[g - 1], c.n_mixtures, float(temperature), n_prime)
         if tier.network.centralized is None:
-            return (*ops.sample_tier(*args), None, None)
-        memory = tier.encode_text(text)
-        return ops.sample_tier_centralized(
-            *args, tier.network.centralized_sampler_weights(), tier.network.centralized.attention_layer,
-            None if memory is None else memory.memory, None if memory is None else memory.lengths,
-            stop_threshold if memory is not None else None)
+            out = (*ops.sample_tier(*args, value_range=rows.value_range), None, None)
+        else:
+            memory = tier.encode_text(text)
+            out = ops.sample_tier_centralized(
+                *args, tier.network.centralized_sampler_weights(), tier.network.centralized.attention_layer,
+                None if memory is None else memory.memory, None if memory is None else memory.lengths,
+                stop_threshold if memory is not None else None, value_range=rows.value_range)
+        self._count_draws(g, out[0], n_prime, out[3], rows)
+        return out
+
+    @staticmethod
+    def _count_draws(g: int, x_g: torch.Tensor, n_prime: int, lengths: torch.Tensor | None, rows: _Rows) -> None:
+        """Adds tier g's drawn values (frames n_prime..lengths[b]) and those kept at x_max to rows.tally."""
+        drawn = torch.arange(x_g.shape[1], device=x_g.device) >= n_prime
+        drawn = drawn[None, :] if lengths is None else drawn[None, :] & length_mask(lengths, x_g.shape[1])
+        drawn = drawn[..., None].expand_as(x_g)
+        for key, n in (("drawn", drawn.sum()), ("runaways", (drawn & (x_g >= rows.value_range[1])).sum())):
+            rows.tally[key][g] = rows.tally[key].get(g, 0) + int(n)
 
     def _sample_upsampling(self, x: torch.Tensor, frames: int, rows: _Rows, temperature, weight_dtype):
         """Tiers 2..G after the initial tier's x^1 [B, T_1, F_1] of a `frames`-frame spectrogram ->

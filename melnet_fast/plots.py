@@ -7,7 +7,6 @@ Figures use matplotlib's object API (matplotlib.figure.Figure), so no global pyp
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Sequence
 
@@ -16,11 +15,11 @@ import torch
 
 from melnet_fast import audio
 from melnet_fast._optional import require
+from melnet_fast.log_mel_scale import FLOOR, ZERO_DB
 from melnet_fast.multiscale import merge_tiers, split_tiers
 
 # The default value range of a spectrogram image: the log floor (-80 dB) to a full-scale sine (0 dB).
-IMAGE_VMIN = (math.log(audio.LOG_FLOOR) - audio.NORM_MEAN) / audio.NORM_STD
-IMAGE_VMAX = (0.0 - audio.NORM_MEAN) / audio.NORM_STD
+IMAGE_VMIN, IMAGE_VMAX = FLOOR, ZERO_DB
 _META_KEY = "melnet_fast"
 
 

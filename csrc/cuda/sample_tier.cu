@@ -123,7 +123,7 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
                                                     const at::Tensor& cz_f_in, const at::Tensor& u_in,
                                                     const at::Tensor& eps_in, at::TensorList weights_in,
                                                     int64_t n_layers, int64_t n_mixtures, double temperature,
-                                                    int64_t n_prime) {
+                                                    int64_t n_prime, double x_min, double x_max) {
   // ---- argument checks (the Python op checks the same; direct callers of torch.ops get them here)
   TORCH_CHECK(n_layers >= 1, "sample_tier: n_layers must be >= 1, got ", n_layers);
   TORCH_CHECK(n_mixtures >= 1, "sample_tier: n_mixtures must be >= 1, got ", n_mixtures);
@@ -170,6 +170,8 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   TORCH_CHECK(std::isfinite(temperature) && temperature >= 0,
               "sample_tier: temperature must be a finite number >= 0, got ", temperature);
   TORCH_CHECK(n_prime >= 0 && n_prime <= T, "sample_tier: n_prime must be in [0, ", T, "], got ", n_prime);
+  TORCH_CHECK(std::isfinite(x_min) && std::isfinite(x_max) && x_min < x_max,
+              "sample_tier: the value range must be finite with x_min < x_max, got [", x_min, ", ", x_max, "]");
   // Kernel indices: sizes up to the int range, offsets in int64.
   TORCH_CHECK(std::max({T, F, 4 * D}) <= std::numeric_limits<int>::max() / kMaxBatch,
               "sample_tier: sizes too large for the cuda sampler (T=", T, ", F=", F, ", D=", D, ")");
@@ -251,6 +253,8 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
     p.n_prime = static_cast<int>(n_prime);
     p.head_rows = static_cast<int>(std::min(head_rows, nb));
     p.tau = static_cast<float>(temperature);
+    p.x_min = static_cast<float>(x_min);
+    p.x_max = static_cast<float>(x_max);
     p.vec = vec;
     p.wtab = reinterpret_cast<const unsigned long long*>(table.data_ptr<int64_t>());
     p.cz_t = cz_t.data_ptr<float>() + b0 * T * F * D;

@@ -38,6 +38,7 @@ struct Params {
   int n_prime;
   int head_rows;         // batch rows per chunk of the head (head_rows * 3K <= kHeadSmemFloats)
   float tau;
+  float x_min, x_max;    // every drawn value is kept in [x_min, x_max] (draw_element)
   bool vec;              // 16-byte weight loads: D % (16 / sizeof(weight)) == 0 and every weight 16-byte aligned
   const unsigned long long* wtab;  // device addresses of the weight tensors, in the flat-list order
   // Data, float32 contiguous.
@@ -401,12 +402,13 @@ __device__ void phase_freq_proj(const Params& p, int i, int j, int l, const floa
 }
 
 // ------------------------------------------------------------------------------------------------ draw
-// The rule of gmm_sample_from_noise (ops/gmm/naive.py) and the log density of the drawn value under the
-// untempered mixture (-gmm_nll), as the CPU kernel computes them. theta = [mu (K), log_sigma (K), logit_pi (K)].
+// The rule of gmm_sample_from_noise (ops/gmm/naive.py), the value kept in [lo, hi] (keep_in_range: NaN -> hi),
+// and the log density of the kept value under the untempered mixture (-gmm_nll), as the CPU kernel computes them.
+// theta = [mu (K), log_sigma (K), logit_pi (K)].
 struct Drawn {
   float value, log_density;
 };
-__device__ Drawn draw_element(const float* theta, int K, float tau, float u, float eps) {
+__device__ Drawn draw_element(const float* theta, int K, float tau, float u, float eps, float lo, float hi) {
   const float* mu = theta;
   const float* ls = theta + K;
   const float* lp = theta + 2 * K;
@@ -431,6 +433,7 @@ __device__ Drawn draw_element(const float* theta, int K, float tau, float u, flo
     k_sel = min(below, K - 1);
     value = __fadd_rn(mu[k_sel], __fmul_rn(__fmul_rn(tau, exp_precise(ls[k_sel])), eps));
   }
+  value = value != value ? hi : fminf(fmaxf(value, lo), hi);
   // log sum_k pi_k N(value; mu_k, sigma_k), pi = softmax(logit_pi): two log-sum-exps.
   float lmx = -INFINITY;
   for (int k = 0; k < K; ++k) lmx = fmaxf(lmx, lp[k]);
@@ -485,7 +488,7 @@ __device__ void head_and_draw(const Params& p, int i, int j, float* s_theta, flo
     if (threadIdx.x < nb) {
       const int64_t b = b0 + threadIdx.x;
       const int64_t e = (b * p.T + i) * p.F + j;
-      const Drawn dr = draw_element(s_theta + threadIdx.x * K3, p.K, p.tau, p.u[e], p.eps[e]);
+      const Drawn dr = draw_element(s_theta + threadIdx.x * K3, p.K, p.tau, p.u[e], p.eps[e], p.x_min, p.x_max);
       s_val[b] = dr.value;
       if (blockIdx.x == 0) {
         p.x[e] = dr.value;

@@ -188,13 +188,14 @@ def out_paths(out: str, arg: str = "--out") -> Tuple[Path, Path, Path]:
 
 
 def audible_range(spec: torch.Tensor) -> Tuple[torch.Tensor, int]:
-    """(spec clamped to [log floor, +60 dB over a full-scale sine], number of values that were not finite or
-    above that): what an undertrained model can draw (NaN, inf, runaway values) is not audio, and the inversion
-    needs finite power. Values below the log floor are just silence (the data is floored there) and are not
-    counted."""
-    from melnet_fast.plots import IMAGE_VMAX, IMAGE_VMIN
+    """(spec clamped to the samplers' range [log floor, +30 dB over a full-scale sine], NaN to the floor; number
+    of values that were not finite or at / above the top): a runaway value is not audio, and the inversion needs
+    finite power. Values below the log floor are just silence (the data is floored there) and are not counted.
+    Samples of MelNet.sample are already in the range (runaways kept at its top); a spectrogram from elsewhere
+    may not be."""
+    from melnet_fast.log_mel_scale import SAMPLE_RANGE
 
-    low, high = IMAGE_VMIN, IMAGE_VMAX + 2.0
+    low, high = SAMPLE_RANGE
     spec = spec.float().cpu()
-    bad = int((~torch.isfinite(spec) | (spec > high)).sum())
+    bad = int((~torch.isfinite(spec) | (spec >= high)).sum())
     return torch.nan_to_num(spec, nan=low, posinf=high, neginf=low).clamp(low, high), bad

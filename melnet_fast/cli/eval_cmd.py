@@ -1,26 +1,41 @@
-"""`melnet-fast eval`: held-out NLL per tier and overall, next to the run's per-channel Gaussian baseline."""
+"""`melnet-fast eval`: held-out NLL per tier and overall, next to the run's per-channel Gaussian baseline, and the
+fidelity of generated clips to the data (melnet_fast.cli.sample_quality)."""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
 
-from melnet_fast.cli.common import HelpFormatter, UserError, add_device_arg, in_range, load_run_model, pick_device
+from melnet_fast.cli.common import (
+    HelpFormatter,
+    UserError,
+    add_device_arg,
+    frames_for,
+    in_range,
+    load_run_model,
+    pick_device,
+)
+from melnet_fast.cli.sample_quality import draw_samples, sample_report
 from melnet_fast.data import SkippedAudioWarning
 from melnet_fast.train import SYNTHETIC, ChannelGaussian, DataSpec, RunDir, build_eval_dataset, evaluate
 from melnet_fast.train.conditioning import mismatched_texts
 from melnet_fast.train.evaluation import LN2
 
+DEFAULT_SAMPLES = 4  # generated clips of the fidelity measures, for a model that needs no inputs to sample
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="NLL of a run's model on data, per tier, next to the baseline",
                        description="Score all of the data (each item cut into non-overlapping segments of up to the "
-                                   "run's training example length) in nats and bits per element. With --json the "
-                                   "last line printed is one JSON object (nll_nats, nll_bits, baseline_nll_nats, "
-                                   "tiers, skipped, ...). Files that cannot be scored (unreadable, NaN samples, "
-                                   "silent, too short, ...) are skipped and listed.",
+                                   "run's training example length) in nats and bits per element; then draw "
+                                   "--samples clips and compare their per-channel mean and std and their share of "
+                                   "values at the log floor with the data's. With --json the last line printed is "
+                                   "one JSON object (nll_nats, nll_bits, baseline_nll_nats, tiers, skipped, ..., "
+                                   "samples). Files that cannot be scored (unreadable, NaN samples, silent, too "
+                                   "short, ...) are skipped and listed.",
                        formatter_class=HelpFormatter)
     p.add_argument("--run", required=True, metavar="RUN_DIR")
     p.add_argument("--data", required=True, help="a corpus (folder, CSV manifest, LJSpeech, VCTK, MAESTRO) or "
@@ -34,11 +49,41 @@ def add_parser(sub) -> None:
                                                       "training example length)")
     p.add_argument("--max-segments", type=int, help="score only the first N segments")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--samples", type=int,
+                   help=f"clips to generate for the fidelity measures, 0 = none (default: {DEFAULT_SAMPLES}; 0 for a "
+                        f"model conditioned on text or features, which eval has no inputs for)")
+    p.add_argument("--sample-seconds", type=float, default=4.0, help="length of each generated clip")
+    p.add_argument("--temperature", type=float, default=1.0, help="of the generated clips")
+    p.add_argument("--seed", type=int, default=0, help="of the generated clips")
     p.add_argument("--other-texts", action="store_true",
                    help="text models: score each utterance with another one's text of similar length (how much the "
                         "model uses the text: compare with the NLL of its own texts)")
     add_device_arg(p)
     p.set_defaults(func=run)
+
+
+def _check_sample_args(args, c) -> None:
+    needs_inputs = c.has_text or c.cond_dim
+    if args.samples is None:
+        args.samples = 0 if needs_inputs else DEFAULT_SAMPLES
+    if args.samples < 0:
+        raise UserError(f"--samples must be >= 0, got {args.samples}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    frames_for(args.sample_seconds, c)  # UserError unless a positive length
+    if args.samples and needs_inputs:
+        raise UserError(f"--samples {args.samples}: this model is conditioned on "
+                        f"{'text' if c.has_text else 'features (cond_dim > 0)'}, which eval cannot make up for "
+                        f"sampling: pass --samples 0")
+
+
+def _fidelity(args, model, data) -> dict:
+    """Draw args.samples clips and print / return their fidelity to every spectrogram of `data`."""
+    frames = frames_for(args.sample_seconds, model.config)
+    generated = draw_samples(model, args.samples, frames, args.temperature, args.seed)
+    measures, lines = sample_report(generated, [data.spectrogram(i) for i in range(len(data))], args.temperature)
+    print("\n".join(lines))
+    return measures
 
 
 def run(args) -> int:
@@ -48,6 +93,7 @@ def run(args) -> int:
     device = pick_device(args.device)
     doc, model, path = load_run_model(args.run, args.checkpoint, device)
     c = model.config
+    _check_sample_args(args, c)
     if args.other_texts and not c.has_text:
         raise UserError("--other-texts: this run's model is not conditioned on text")
     run_dir = RunDir(args.run)
@@ -100,6 +146,8 @@ def run(args) -> int:
     print(f"{'all':>6} {sum(result.elements.values()):>10} {d['nll_nats']:>10.4f} {d['nll_bits']:>10.4f} "
           f"{d['baseline_nll_nats']:>10.4f} {d['baseline_nll_bits']:>8.4f}")
     print(f"model - baseline: {d['nll_nats'] - d['baseline_nll_nats']:+.4f} nats/element (negative is better)")
+    if args.samples:
+        d["samples"] = _fidelity(args, model, data)
     for reason, paths in skipped.items():
         print(f"skipped {len(paths)} {reason} file(s): {', '.join(paths)}")
     if args.json:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import List
 
@@ -83,7 +84,11 @@ def generate(model, frames: int, *, count: int = 1, temperature: float = 1.0, co
         prime = prime.to(param.device, param.dtype).expand(count, -1, -1).contiguous()
     if cond is not None:
         cond = cond.to(param.device).expand(count).contiguous()
-    return model.sample(count, frames, cond, float(temperature), prime, generator, return_log_prob=True)
+    from melnet_fast.model import DivergentSampleWarning
+
+    with warnings.catch_warnings():  # the commands report runaway values per output file (write_outputs)
+        warnings.simplefilter("ignore", DivergentSampleWarning)
+        return model.sample(count, frames, cond, float(temperature), prime, generator, return_log_prob=True)
 
 
 def to_audio(spec: torch.Tensor, config: MelNetConfig, method: str = "gradient", iters: int = 100,
@@ -95,20 +100,19 @@ def to_audio(spec: torch.Tensor, config: MelNetConfig, method: str = "gradient",
 
 def write_outputs(wav: Path, spec: torch.Tensor, config: MelNetConfig, method: str, iters: int,
                   seed: int = 0, title: str = "generated", progress: bool = True) -> dict:
-    """Write wav (audio), wav.png (tiers coarse to fine) and wav.npy ([T, F], the values as drawn); returns the
-    inversion info, with "clamped": how many values were outside the audible range (see audible_range), and
-    "padded": the silent frames appended for the audio to a spectrogram shorter than the inversion needs
+    """Write wav (audio), wav.png (tiers coarse to fine) and wav.npy ([T, F], the values as drawn, always finite:
+    see audible_range); returns the inversion info, with "clamped": how many values ran away or were not finite,
+    and "padded": the silent frames appended for the audio to a spectrogram shorter than the inversion needs
     (audio.min_frames). Nothing is written before the inversion has succeeded."""
     from melnet_fast.plots import IMAGE_VMIN, plot_tiers
 
-    drawn = spec.float().cpu().numpy()
     spec, clamped = audible_range(spec)
     short = audio.min_frames(config) - spec.shape[0]
     heard = spec
     if short > 0:  # a text model can stop before the inversion's window is filled: silence after its end
-        heard = torch.cat([spec, spec.new_full((short, spec.shape[1]), IMAGE_VMIN)])  # audible_range's floor
+        heard = torch.cat([spec, spec.new_full((short, spec.shape[1]), IMAGE_VMIN)])  # the log floor
     waveform, info = to_audio(heard, config, method, iters, seed, progress)
-    np.save(wav.with_suffix(".npy"), drawn)
+    np.save(wav.with_suffix(".npy"), spec.numpy())
     audio.save_wav(wav, (0.99 * waveform / max(1.0, float(waveform.abs().max()))), config.sample_rate)
     plot_tiers(wav.with_suffix(".png"), spec, config.n_tiers, config, title=title)
     info["clamped"], info["padded"] = clamped, max(0, short)
@@ -184,7 +188,7 @@ def _sample(args, model, path, c: MelNetConfig, frames: int, cond, prime, wav: P
         print(f"{target}  (+ .png, .npy)  log-density {float(log_density[k]) / drawn:.4f} nats/element, "
               f"inversion spectral convergence {info['spectral_convergence']:.3f}")
         if info["clamped"]:
-            print(f"  warning: {info['clamped']} of {x[k].numel()} drawn values were not finite or implausibly "
-                  f"loud and were clamped for the audio and the figure (an undertrained model?)",
-                  file=sys.stderr)
+            print(f"  warning: {info['clamped']} of {x[k].numel()} drawn values ran away to the top of the sampler's "
+                  f"range (+30 dB over a full-scale sine) and were kept there: the model diverges (an undertrained "
+                  f"model?)", file=sys.stderr)
     return 0

@@ -35,6 +35,7 @@ from melnet_fast.train.stop_signals import SignalStop, signal_name
 
 # CLI flag -> TrainOptions field, for flags that map one to one.
 _OPTION_FLAGS = {"steps": "steps", "batch_size": "batch_size", "crop_frames": "crop_frames", "lr": "learning_rate",
+                 "lr_cooldown": "lr_cooldown",
                  "momentum": "momentum", "clip_grad_norm": "clip_grad_norm", "seed": "seed",
                  "log_every": "log_every", "val_every": "val_every", "checkpoint_every": "checkpoint_every",
                  "val_segments": "val_segments", "workers": "num_workers", "tier_assignment": "tier_assignment",
@@ -71,6 +72,9 @@ def add_parser(sub) -> None:
     p.add_argument("--bucket-batches", type=int, help="batch examples of similar length within pools of this many "
                                                       f"batches, 0 = random batches (default {_OPT.bucket_batches})")
     p.add_argument("--lr", type=float, help="RMSProp learning rate (default: the preset's, 1e-4)")
+    p.add_argument("--lr-cooldown", type=float, metavar="FRACTION",
+                   help="train the last FRACTION of the run (of --steps or --max-minutes) at a tenth of the "
+                        "learning rate (default 0: constant)")
     p.add_argument("--momentum", type=float, help="RMSProp momentum (default 0.9)")
     p.add_argument("--clip-grad-norm", type=float,
                    help=f"per-tier gradient clipping, 0 = off (default {_OPT.clip_grad_norm:g})")
@@ -204,7 +208,7 @@ def _new_setup(args, overrides, old=None):
             raise UserError(f"a new run needs {missing} ({args.out} holds no run to resume)")
         config = preset_config(args.preset, overrides)
         spec = DataSpec(args.data, val_source=args.val_data, label_from_folder=args.label_from_folder)
-        base = TrainOptions()
+        base = _preset_options(args.preset)
     for source, flag in ((spec.source, "--data"), (spec.val_source, "--val-data")):
         if source not in (None, SYNTHETIC) and not Path(source).exists():
             raise UserError(f"{flag} {source}: no such folder or CSV file (or pass {flag} synthetic)")
@@ -213,6 +217,16 @@ def _new_setup(args, overrides, old=None):
         if getattr(args, flag) is not None:
             setattr(spec, field, getattr(args, flag))
     return config, _options(args, base), spec.resolved()
+
+
+def _preset_options(preset: str) -> TrainOptions:
+    """Default options of a new run: the demo preset trains with the demo's recipe (crops, learning-rate
+    cool-down), without which its samples wander off the data."""
+    from melnet_fast.cli.demo import DEMO_CROP_FRAMES, DEMO_LR_COOLDOWN, DEMO_PRESET
+
+    if preset == DEMO_PRESET:
+        return TrainOptions(crop_frames=DEMO_CROP_FRAMES, lr_cooldown=DEMO_LR_COOLDOWN)
+    return TrainOptions()
 
 
 def _setup(args, run: RunDir, say):

@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -326,11 +326,13 @@ class Trainer:
         return (f"last good checkpoint: step {self.last_checkpoint_step}"
                 + (f" in {self.run.latest_state}" if self.run is not None else ""))
 
-    def _after_step(self, result: StepResult, out_of_time: bool, stop_requested: bool) -> tuple:
+    def _after_step(self, result: StepResult, out_of_time: bool, stop_requested: bool, progress: float = 0.0
+                    ) -> Tuple[bool, bool, float]:
         """Count and report a skipped step; stop after nan_patience failing steps in a row. Returns (time budget
-        spent, stop requested). Under torch.distributed these decisions are taken over all ranks (any rank
-        failing, out of time or asked to stop), since every rank must reach the same checkpoints and stop at the
-        same step."""
+        spent, stop requested, the progress of the run: 0..1, for the learning rate). Under torch.distributed
+        these are taken over all ranks (any rank failing, out of time or asked to stop; the furthest progress),
+        since every rank must reach the same checkpoints, stop at the same step and step with the same learning
+        rate."""
         if result.skipped:
             self.skipped_steps += 1
             self._bad_in_a_row += 1
@@ -342,15 +344,16 @@ class Trainer:
             self._bad_in_a_row = 0
         self._streak = self._bad_in_a_row
         if self.dist:
-            states = dist_utils.all_gather((self._bad_in_a_row, out_of_time, stop_requested))
-            self._streak = max(b for b, _, _ in states)
-            out_of_time, stop_requested = any(t for _, t, _ in states), any(r for _, _, r in states)
+            states = dist_utils.all_gather((self._bad_in_a_row, out_of_time, stop_requested, progress))
+            self._streak = max(b for b, _, _, _ in states)
+            out_of_time, stop_requested = any(t for _, t, _, _ in states), any(r for _, _, r, _ in states)
+            progress = max(p for _, _, _, p in states)
         if self._streak >= self.options.nan_patience:
             where = self._last_good()
             raise TrainingDiverged(f"{self._streak} consecutive steps had a non-finite loss or gradient (last at "
                                    f"step {self.step}); stopped. {where[0].upper() + where[1:]}; lower the "
                                    f"learning rate or check the data")
-        return out_of_time, stop_requested
+        return out_of_time, stop_requested, progress
 
     # ------------------------------------------------------------------ loop
     def fit(self, stop=None) -> Dict:
@@ -368,8 +371,10 @@ class Trainer:
         bar = TrainProgress(self.step, o.steps, o.max_seconds, enabled=o.progress and self.is_main, start=start)
         total = _Interval()
         rate = None
+        progress = self.step / o.steps if o.steps else 1.0
         try:
             while self.step < o.steps:
+                self._set_learning_rate(progress)
                 try:
                     batch = self._next_batch()
                 except Exception:
@@ -381,9 +386,10 @@ class Trainer:
                 result = self.train_step(batch.spec, batch.labels, batch.lengths, batch.texts)
                 dt = time.perf_counter() - t0
                 self.step += 1
-                out_of_time, signalled = self._after_step(
-                    result, o.max_seconds is not None and time.perf_counter() - start >= o.max_seconds,
-                    _requested(stop))
+                elapsed = time.perf_counter() - start
+                out_of_time, signalled, progress = self._after_step(
+                    result, o.max_seconds is not None and elapsed >= o.max_seconds, _requested(stop),
+                    max(self.step / o.steps, elapsed / o.max_seconds if o.max_seconds else 0.0))
                 frames = int(batch.lengths.sum())
                 for acc in (self._interval, total):
                     acc.add(dt, frames, result)
@@ -424,6 +430,17 @@ class Trainer:
                 "seconds": time.perf_counter() - start, "stopped": stopped,
                 "checkpoint_step": self.last_checkpoint_step, **self._throughput(total),
                 "padded_share": sum(shares) / len(shares) if shares else None}
+
+    def _set_learning_rate(self, progress: float) -> None:
+        """The learning rate at `progress` (0..1, the larger of the step and the time fractions of the run)."""
+        o = self.options
+        cooling = o.lr_cooldown > 0 and progress >= 1 - o.lr_cooldown
+        lr = o.learning_rate * (o.lr_cooldown_factor if cooling else 1.0)
+        if lr != self.optimizer.param_groups[0]["lr"]:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            if cooling:
+                self.say(f"step {self.step}: learning rate {lr:.3g} for the last {100 * o.lr_cooldown:g}% of the run")
 
     def _checkpoint_unless_failing(self) -> None:
         # During a run of non-finite steps the last good checkpoint is the one from before it: keep that one.

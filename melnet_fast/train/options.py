@@ -27,6 +27,9 @@ class TrainOptions:
     others of similar length within pools of this many batches (0 = random batches; see
     melnet_fast.batching.plan_batches). tiers: tier numbers to train (default all); each tier
     is an independent model, so tiers can be trained in separate runs or on separate ranks.
+    lr_cooldown: the last fraction of the run (of options.steps, or of max_seconds when that ends it first) trained
+    at learning_rate * lr_cooldown_factor (0 = a constant learning rate): the weights settle out of the noise of
+    the large steps, which lowers the NLL and keeps free-running samples from wandering off the data.
     clip_grad_norm: max gradient norm, applied per tier (None or 0 = no clipping). device: "auto" (cuda when
     available), "cpu", "cuda", "cuda:1"...; amp: bf16 autocast (None = on for CUDA, off for CPU); recompute:
     recompute each tier's activations in backward (torch.utils.checkpoint) instead of storing them.
@@ -44,6 +47,8 @@ class TrainOptions:
     tiers: Tuple[int, ...] | None = None
     learning_rate: float | None = None
     momentum: float | None = None
+    lr_cooldown: float = 0.0
+    lr_cooldown_factor: float = 0.1
     clip_grad_norm: float | None = 1.0
     device: str = "auto"
     amp: bool | None = None
@@ -73,6 +78,10 @@ class TrainOptions:
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0 or None, got {v!r}")
+        if not (isinstance(self.lr_cooldown, (int, float)) and 0 <= self.lr_cooldown < 1):
+            raise ValueError(f"lr_cooldown must be a fraction in [0, 1), got {self.lr_cooldown!r}")
+        if not (isinstance(self.lr_cooldown_factor, (int, float)) and 0 < self.lr_cooldown_factor <= 1):
+            raise ValueError(f"lr_cooldown_factor must lie in (0, 1], got {self.lr_cooldown_factor!r}")
         if self.momentum is not None and not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}")
         if self.learning_rate is not None and self.learning_rate <= 0:

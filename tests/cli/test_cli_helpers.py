@@ -67,6 +67,16 @@ def test_every_command_has_help():
         assert exit_info.value.code == 0
 
 
+def test_demo_preset_trains_with_the_demo_recipe():
+    from melnet_fast.cli.demo import DEMO_CROP_FRAMES, DEMO_LR_COOLDOWN
+    from melnet_fast.cli.train_cmd import _preset_options
+
+    demo = _preset_options("demo")
+    assert (demo.crop_frames, demo.lr_cooldown) == (DEMO_CROP_FRAMES, DEMO_LR_COOLDOWN)
+    small = _preset_options("small")
+    assert (small.crop_frames, small.lr_cooldown) == (None, 0.0)
+
+
 def _commands(parser, prefix=()):
     """(command words, parser) of every command and sub-command (melnet-fast data music, ...)."""
     for action in parser._actions:

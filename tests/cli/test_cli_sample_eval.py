@@ -43,12 +43,38 @@ def test_eval_json_reports_model_and_baseline(trained_run):
     overall = sum(t["nll_nats"] * t["elements"] for t in d["tiers"].values()) / elements
     assert abs(overall - d["nll_nats"]) < 1e-9
     assert "baseline" in result.stdout.splitlines()[1]
+    fidelity = d["samples"]["fidelity"]  # 4 generated clips of 4 s against the held-out clips
+    assert d["samples"]["temperature"] == 1.0 and fidelity["generated_clips"] == 4
+    assert np.isfinite(fidelity["mean_gap"]) and len(fidelity["real_mean"]) == 16
+    assert "sample fidelity at temperature 1" in result.stdout and "log floor" in result.stdout
+
+
+def test_diverging_model_samples_finite_values_with_a_warning(run_copy, tmp_path):
+    """A model whose draws run away (its head scaled up): the .npy holds finite values in the sampler's range,
+    and the command says what happened."""
+    from melnet_fast.log_mel_scale import CEILING, FLOOR
+    from melnet_fast.model import MelNet
+
+    best = run_copy / "checkpoints" / "best.safetensors"
+    model = MelNet.load(best)
+    with torch.no_grad():
+        for tier in model.tiers:
+            tier.network.head.weight.mul_(50.0)
+            tier.network.head.bias.mul_(50.0)
+    model.save(best)
+    out = tmp_path / "d.wav"
+    result = ok(cli("sample", "--run", run_copy, "--seconds", "0.5", "--out", out, "--temperature", "1",
+                    "--inversion", "griffin_lim", "--iters", "2"))
+    spec = np.load(out.with_suffix(".npy"))
+    assert np.isfinite(spec).all() and spec.min() >= np.float32(FLOOR) and spec.max() <= np.float32(CEILING)
+    assert "ran away" in result.stderr and (spec == np.float32(CEILING)).any()
 
 
 def test_a_spectrogram_shorter_than_the_inversion_needs_gets_silence_for_its_audio(tmp_path, one_thread):
     """A text model may stop after fewer frames than the inversion's window: the audio gets silent frames after
-    them (said in the info); the .npy keeps the drawn values only."""
+    them (said in the info); the .npy keeps the drawn values only (in the samplers' range)."""
     from melnet_fast.cli.sample_cmd import write_outputs
+    from melnet_fast.log_mel_scale import SAMPLE_RANGE
 
     config = MelNetConfig.preset("tiny")
     drawn = torch.randn(config.time_factor, config.n_mels)
@@ -57,7 +83,7 @@ def test_a_spectrogram_shorter_than_the_inversion_needs_gets_silence_for_its_aud
     info = write_outputs(tmp_path / "x.wav", drawn, config, "griffin_lim", 2, progress=False)
     assert info["padded"] == need - drawn.shape[0]
     assert soundfile.info(tmp_path / "x.wav").frames == audio.num_samples(need, config)
-    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), drawn.numpy())
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), drawn.clamp(*SAMPLE_RANGE).numpy())
     assert (tmp_path / "x.png").stat().st_size > 0
     assert write_outputs(tmp_path / "y.wav", torch.randn(need, config.n_mels), config, "griffin_lim", 2,
                          progress=False)["padded"] == 0

@@ -5,7 +5,7 @@
 // time-LSTM state initialisation, chunks of kMaxBatch rows, the dynamic shared memory of the head. The grid size
 // is an argument (on the GPU: SMs x occupancy, capped by MELNET_FAST_SAMPLER_MAX_BLOCKS).
 //
-//   emu_sample_tier WDTYPE B T F D L K N_PRIME TAU BLOCKS ORDER POISON DIR      WDTYPE f32|bf16|f16
+//   emu_sample_tier WDTYPE B T F D L K N_PRIME TAU X_MIN X_MAX BLOCKS ORDER POISON DIR    WDTYPE f32|bf16|f16
 //
 // DIR holds x_init, cz_t, cz_f, u, eps (float32) and w0 ... w{n-1} (the flat weight list in WDTYPE, contiguous);
 // the harness writes x (float32 [B, T, F]) and log_density (float32 [B]) there. Every buffer is guarded
@@ -45,8 +45,8 @@ int64_t weight_numel(int64_t idx, int64_t D, int64_t L, int64_t K) {
 }
 
 template <typename WT>
-void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64_t n_prime, float tau, int blocks,
-         const std::string& dir) {
+void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64_t n_prime, float tau, float x_min,
+         float x_max, int blocks, const std::string& dir) {
   using emu::Buffer;
   const int64_t n_weights = sc::kFirstLayer + sc::kPerLayer * L + 2;
   std::vector<std::unique_ptr<Buffer>> w;
@@ -113,6 +113,8 @@ void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64
     p.n_prime = static_cast<int>(n_prime);
     p.head_rows = static_cast<int>(std::min(head_rows, nb));
     p.tau = tau;
+    p.x_min = x_min;
+    p.x_max = x_max;
     p.vec = vec;
     p.wtab = table.as<const unsigned long long>();
     p.cz_t = cz_t.as<const float>() + b0 * T * F * D;
@@ -133,7 +135,7 @@ void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 14) {
+  if (argc != 16) {
     std::fprintf(stderr, "usage: see the head of emu_sample_tier.cpp\n");
     return 2;
   }
@@ -142,20 +144,22 @@ int main(int argc, char** argv) {
                 D = emu::arg_int(argv, 5), L = emu::arg_int(argv, 6), K = emu::arg_int(argv, 7),
                 n_prime = emu::arg_int(argv, 8);
   const float tau = static_cast<float>(emu::arg_double(argv, 9));
-  const int blocks = static_cast<int>(emu::arg_int(argv, 10));
-  emu::g_order = static_cast<int>(emu::arg_int(argv, 11));
-  emu::g_poison = static_cast<int>(emu::arg_int(argv, 12));
-  const std::string dir = argv[13];
+  const float x_min = static_cast<float>(emu::arg_double(argv, 10));
+  const float x_max = static_cast<float>(emu::arg_double(argv, 11));
+  const int blocks = static_cast<int>(emu::arg_int(argv, 12));
+  emu::g_order = static_cast<int>(emu::arg_int(argv, 13));
+  emu::g_poison = static_cast<int>(emu::arg_int(argv, 14));
+  const std::string dir = argv[15];
   if (B < 1 || T < 1 || F < 1 || D < 1 || L < 1 || K < 1 || 3 * K > sc::kHeadSmemFloats || n_prime < 0 ||
-      n_prime > T || blocks < 1) {
+      n_prime > T || !(x_min < x_max) || blocks < 1) {
     emu::fail("bad sizes");
   }
   if (wdtype == "f32") {
-    run<float>(B, T, F, D, L, K, n_prime, tau, blocks, dir);
+    run<float>(B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
   } else if (wdtype == "bf16") {
-    run<__nv_bfloat16>(B, T, F, D, L, K, n_prime, tau, blocks, dir);
+    run<__nv_bfloat16>(B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
   } else if (wdtype == "f16") {
-    run<__half>(B, T, F, D, L, K, n_prime, tau, blocks, dir);
+    run<__half>(B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
   } else {
     emu::fail("unknown weight dtype %s", wdtype.c_str());
   }

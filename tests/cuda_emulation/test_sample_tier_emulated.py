@@ -17,6 +17,7 @@ import sys
 import pytest
 import torch
 
+from melnet_fast.log_mel_scale import CEILING, SAMPLE_RANGE
 from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
 from tests.cuda_emulation import build_emulator, build_grid_emulator
 from tests.cuda_emulation.emulated_sample_tier import emulated_sample_tier
@@ -44,14 +45,18 @@ def make_inputs(B, T, F, D, L, K, seed=0):
     return [t.float() for t in (x0, cz_t, cz_f, u, eps)], scaled_weights(D, L, K, seed)
 
 
-def compare_to_reference(exe, tmp_path, B, T, F, D, L, K, tau, n_prime, weight_dtype, blocks, seed=0, order=0):
+def compare_to_reference(exe, tmp_path, B, T, F, D, L, K, tau, n_prime, weight_dtype, blocks, seed=0, order=0,
+                         value_range=SAMPLE_RANGE):
     inputs, w64 = make_inputs(B, T, F, D, L, K, seed)
     weights = [t.to(weight_dtype) for t in w64]
-    got, got_ld = emulated_sample_tier(exe, tmp_path, *inputs, weights, L, K, tau, n_prime, blocks, order=order)
+    got, got_ld = emulated_sample_tier(exe, tmp_path, *inputs, weights, L, K, tau, n_prime, blocks, order=order,
+                                       value_range=value_range)
     exact_w = [t.double() for t in weights]  # the rounded weights, exactly
     exact_in = [t.double() for t in inputs]
-    ref32, ref32_ld = sample_tier_ref(*inputs, [t.float() for t in weights], L, K, tau, n_prime)
-    ref64, ref64_ld = sample_tier_ref(*exact_in, exact_w, L, K, tau, n_prime)
+    # float32 bounds, as the kernels read them
+    lo, hi = (float(torch.tensor(v, dtype=torch.float32)) for v in value_range)
+    ref32, ref32_ld = sample_tier_ref(*inputs, [t.float() for t in weights], L, K, tau, n_prime, lo, hi)
+    ref64, ref64_ld = sample_tier_ref(*exact_in, exact_w, L, K, tau, n_prime, lo, hi)
     assert torch.equal(got[:, :n_prime], inputs[0][:, :n_prime]), "the prime frames must be kept"
     tag = f"B{B}-T{T}-F{F}-D{D}-L{L}-K{K}-tau{tau}-prime{n_prime}-{weight_dtype}-blocks{blocks}"
     assert_error_within_reference(f"x {tag}", got, ref32, ref64, FACTOR)
@@ -97,6 +102,23 @@ def case_id(c):
 def test_matches_reference(harness, tmp_path, case):
     B, T, F, D, L, K, tau, n_prime, dt, blocks = case
     compare_to_reference(harness, tmp_path, B, T, F, D, L, K, tau, n_prime, dt, blocks, order=CASES.index(case) % 3)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.0])
+def test_drawn_values_kept_in_the_value_range(harness, tmp_path, tau):
+    """A narrow range, so that draws fall below, inside and above it: the kernel keeps the reference's values."""
+    got, _ = compare_to_reference(harness, tmp_path, 3, 3, 5, 8, 2, 3, tau, 0, F32, 3, value_range=(-0.3, 0.4))
+    assert ((got == got.new_tensor(-0.3)) | (got == got.new_tensor(0.4))).any()
+    assert ((got > -0.3) & (got < 0.4)).any()
+
+
+def test_nan_weights_give_the_top_of_the_range(harness, tmp_path):
+    inputs, w64 = make_inputs(2, 3, 4, 8, 1, 2, seed=4)
+    weights = [t.float() for t in w64]
+    weights[-1] = torch.full_like(weights[-1], float("nan"))  # the head's bias
+    x, _ = emulated_sample_tier(harness, tmp_path, *inputs, weights, 1, 2, 1.0, 1, 2)
+    assert torch.equal(x[:, :1], inputs[0][:, :1])
+    assert (x[:, 1:] == torch.tensor(CEILING, dtype=torch.float32)).all()
 
 
 def test_batch_of_more_than_one_launch(harness, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import melnet_fast
+from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.ops import gmm_nll_ref, sample_tier
 from melnet_fast.ops.gmm.naive import draw_noise
 from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
@@ -256,15 +257,17 @@ def test_bad_input_names_the_argument():
     x0, cz_t, cz_f, u, eps = inputs
     op = torch.ops.melnet_fast.sample_tier
     with pytest.raises(RuntimeError, match="u is on cpu"):
-        op(x0, cz_t, cz_f, u.cpu(), eps, weights, 1, 2, 1.0, 0)
+        op(x0, cz_t, cz_f, u.cpu(), eps, weights, 1, 2, 1.0, 0, *SAMPLE_RANGE)
     with pytest.raises(RuntimeError, match=r"weights\[5\] must have shape"):
-        op(x0, cz_t, cz_f, u, eps, weights[:5] + [weights[5][:, :-1]] + weights[6:], 1, 2, 1.0, 0)
+        op(x0, cz_t, cz_f, u, eps, weights[:5] + [weights[5][:, :-1]] + weights[6:], 1, 2, 1.0, 0, *SAMPLE_RANGE)
     with pytest.raises(RuntimeError, match="all weights must share one dtype"):
-        op(x0, cz_t, cz_f, u, eps, weights[:3] + [weights[3].half()] + weights[4:], 1, 2, 1.0, 0)
+        op(x0, cz_t, cz_f, u, eps, weights[:3] + [weights[3].half()] + weights[4:], 1, 2, 1.0, 0, *SAMPLE_RANGE)
     with pytest.raises(RuntimeError, match="n_prime"):
-        op(x0, cz_t, cz_f, u, eps, weights, 1, 2, 1.0, 3)
+        op(x0, cz_t, cz_f, u, eps, weights, 1, 2, 1.0, 3, *SAMPLE_RANGE)
     with pytest.raises(RuntimeError, match="eps has dtype"):
-        op(x0, cz_t, cz_f, u, eps.double(), weights, 1, 2, 1.0, 0)
+        op(x0, cz_t, cz_f, u, eps.double(), weights, 1, 2, 1.0, 0, *SAMPLE_RANGE)
+    with pytest.raises(RuntimeError, match="value range"):
+        op(x0, cz_t, cz_f, u, eps, weights, 1, 2, 1.0, 0, 1.0, float("nan"))
 
 
 def test_text_model_on_cuda_is_sampled_by_the_reference_sampler_visibly():

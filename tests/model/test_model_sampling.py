@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import melnet_fast
-from melnet_fast import MelNet, MelNetConfig
+from melnet_fast import DivergentSampleWarning, MelNet, MelNetConfig
+from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.multiscale import split_tiers
-from melnet_fast.ops.gmm.naive import draw_noise, gmm_sample_from_noise
+from melnet_fast.ops.gmm.naive import draw_noise, gmm_sample_from_noise, keep_in_range
 from tests.model.helpers import BACKENDS, random_cond, random_model, random_spectrogram, tiny_config
 
 CONFIGS = {
@@ -19,7 +20,8 @@ CONFIGS = {
 def naive_sample(model, batch, frames, cond=None, temperature=1.0, prime=None, generator=None):
     """The definition of ancestral sampling: element by element in the generation order, run the whole model
     on the partly generated spectrogram and draw from the mixture at that element, with the noise model.sample
-    draws (draw_noise per tier, in tier order). Returns (x, log density of the drawn elements [batch])."""
+    draws (draw_noise per tier, in tier order), kept in the sampler's value range. Returns (x, log density of the
+    drawn elements [batch])."""
     c = model.config
     F = c.n_mels
     x = torch.zeros(batch, frames, F, dtype=torch.float64)
@@ -37,7 +39,8 @@ def naive_sample(model, batch, frames, cond=None, temperature=1.0, prime=None, g
             for j in range(Fg):
                 ti, fj = divmod(int(pos[i, j]), F)
                 mu, log_sigma, logit_pi = (p[:, ti, fj] for p in model(x, cond))
-                x[:, ti, fj] = gmm_sample_from_noise(mu, log_sigma, logit_pi, temperature, u[:, i, j], eps[:, i, j])
+                value = gmm_sample_from_noise(mu, log_sigma, logit_pi, temperature, u[:, i, j], eps[:, i, j])
+                x[:, ti, fj] = keep_in_range(value, *SAMPLE_RANGE)
                 log_density += model.log_prob(x, cond)[:, ti, fj]  # depends only on x up to (ti, fj)
     return x, log_density
 
@@ -116,12 +119,13 @@ def test_generator_controls_the_draws():
 
 
 def test_temperature_zero_is_the_mode_of_the_mixtures():
-    """At tau = 0 every element is the mean of its most probable component under model(x): a fixed point."""
+    """At tau = 0 every element is the mean of its most probable component under model(x), kept in the value
+    range: a fixed point."""
     model = random_model(tiny_config())
     x = model.sample(2, 4, temperature=0.0, generator=torch.Generator().manual_seed(0))
     mu, _, logit_pi = model(x)
     mode = mu.gather(-1, logit_pi.argmax(-1, keepdim=True)).squeeze(-1)
-    torch.testing.assert_close(x, mode)
+    torch.testing.assert_close(x, keep_in_range(mode, *SAMPLE_RANGE))
 
 
 def test_prime_of_all_frames_draws_nothing():
@@ -133,9 +137,42 @@ def test_prime_of_all_frames_draws_nothing():
 
 
 @pytest.mark.parametrize("preset", ["tiny", "small"])
+@pytest.mark.filterwarnings("ignore::melnet_fast.DivergentSampleWarning")  # an untrained model may run away
 def test_untrained_model_samples_stay_finite(preset):
     # The drawn values feed the next channel's input; with a full-scale initial head they ran away to inf.
     torch.manual_seed(0)
     model = MelNet(MelNetConfig.preset(preset))
     x = model.sample(2, 32, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(x).all()
+
+
+def diverging_model(config, scale=50.0):
+    """A model whose drawn values run away: its heads scaled up (each draw feeds the next element's input)."""
+    model = random_model(config)
+    with torch.no_grad():
+        for tier in model.tiers:
+            tier.network.head.weight.mul_(scale)
+            tier.network.head.bias.mul_(scale)
+    return model
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [0.0, 1.0, 5.0])
+def test_diverging_model_gives_finite_samples_and_a_warning(backend, temperature):
+    model = diverging_model(tiny_config())
+    with melnet_fast.use_backend(backend), pytest.warns(DivergentSampleWarning, match=r"ran away above x_max"):
+        x, log_density = model.sample(2, 8, temperature=temperature, generator=torch.Generator().manual_seed(0),
+                                      return_log_prob=True)
+    lo, hi = SAMPLE_RANGE
+    assert torch.isfinite(x).all() and x.min() >= lo and x.max() <= hi
+    assert not torch.isnan(log_density).any()
+
+
+def test_value_range_is_kept_and_checked():
+    model = random_model(tiny_config())
+    with pytest.warns(DivergentSampleWarning):  # draws above 0.3 are "runaways" for so narrow a range
+        x = model.sample(2, 8, generator=torch.Generator().manual_seed(0), value_range=(-0.2, 0.3))
+    assert x.min() == -0.2 and x.max() == 0.3  # both ends are reached by this random model
+    for bad in [(0.3, -0.2), (float("nan"), 1.0), (0.0,)]:
+        with pytest.raises(ValueError, match="value_range"):
+            model.sample(1, 2, value_range=bad)

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import melnet_fast
-from melnet_fast import MelNet, ops
+from melnet_fast import DivergentSampleWarning, MelNet, ops
+from melnet_fast.log_mel_scale import CEILING, FLOOR
 from melnet_fast.model import TextSample
-from melnet_fast.multiscale import generation_order
+from melnet_fast.multiscale import generation_order, split_tiers
 from melnet_fast.ops.gmm_attention import AttentionWeights, attention_step, gmm_attention_window, initial_state
 from melnet_fast.text import CHARACTERS, EOS
 from tests.model.helpers import BACKENDS, random_model, random_spectrogram, text_cond, tiny_config, tts_config
@@ -200,6 +201,42 @@ def test_padding_does_not_change_samples(backend):
     torch.testing.assert_close(a.x[0, :n], b.x[0, :n])
     U = 6  # "a cat" + end-of-text
     torch.testing.assert_close(a.alignment[0, :n // 2, :U], b.alignment[0, :n // 2, :U])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("temperature", [0.0, 1.0, 5.0])
+def test_diverging_text_model_gives_finite_samples_and_a_warning(temperature, backend):
+    """The text sampler (ops.sample_tier_centralized) keeps drawn values in the samplers' range like the others."""
+    model = random_model(tts_config())
+    with torch.no_grad():
+        for tier in model.tiers:  # each draw feeds the next element's input: scaled-up heads run away
+            tier.network.head.weight.mul_(50.0)
+            tier.network.head.bias.mul_(50.0)
+    with melnet_fast.use_backend(backend), pytest.warns(DivergentSampleWarning, match=r"ran away above x_max"):
+        s = model.sample(2, 8, text_cond(2), temperature, generator=torch.Generator().manual_seed(0),
+                         return_log_prob=True, stop_threshold=None)
+    assert torch.isfinite(s.x).all() and s.x.min() >= FLOOR and s.x.max() <= CEILING
+    assert (s.x == CEILING).any() and not torch.isnan(s.log_prob).any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_text_sampler_keeps_the_value_range_and_conditions_on_kept_values(backend):
+    """A narrow range: both ends are reached (in the initial tier, sampled by the text sampler, too), and the
+    accumulated density is that of the kept values, which the next elements read."""
+    model = _stopping_model()
+    lo, hi = -0.2, 0.3
+    cond = {"text": ["a cat", "the longest text of this batch"]}
+    with melnet_fast.use_backend(backend), pytest.warns(DivergentSampleWarning):
+        s = model.sample(2, 32, cond, generator=torch.Generator().manual_seed(1), return_log_prob=True,
+                         value_range=(lo, hi))
+    x1 = split_tiers(s.x, model.config.n_tiers)[0][0]
+    for b, n in enumerate(s.lengths.tolist()):
+        first = x1[b, :n * x1.shape[1] // s.x.shape[1]]  # the row's initial-tier frames
+        assert first.min() == lo and first.max() == hi
+        one = {k: v[b:b + 1] for k, v in cond.items()}
+        torch.testing.assert_close(model.log_prob(s.x[b:b + 1, :n], one).sum(), s.log_prob[b])
+    with pytest.raises(ValueError, match="value_range"):
+        model.sample(1, 4, text_cond(1), value_range=(0.3, -0.2))
 
 
 def test_auto_samples_text_models_with_the_cpu_sampler():

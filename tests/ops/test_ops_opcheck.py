@@ -58,6 +58,7 @@ def test_gmm_nll_bwd():
 
 @pytest.mark.parametrize("text", [True, False], ids=["text", "centralized-stack-only"])
 def test_sample_tier_centralized(text):
+    from melnet_fast.log_mel_scale import SAMPLE_RANGE
     from tests.ops.test_sample_tier import make_case
     from tests.ops.test_sample_tier_centralized import centralized_case
 
@@ -65,4 +66,5 @@ def test_sample_tier_centralized(text):
     x0, cz_t, cz_f, u, eps, w = make_case(B, T, F, D, L, 2)
     cw, memory, lengths = centralized_case(B, T, F, D, L, 2 if text else 0, [3, 2])
     torch.library.opcheck(ops.sample_tier_centralized.default,
-                          (x0, cz_t, cz_f, u, eps, w, L, 2, 1.0, 0, cw, 1, memory, lengths, 0.5 if text else None))
+                          (x0, cz_t, cz_f, u, eps, w, L, 2, 1.0, 0, *SAMPLE_RANGE, cw, 1, memory, lengths,
+                           0.5 if text else None))

@@ -48,6 +48,12 @@ def test_write_then_read(tmp_path):
     path = _build_record.write(str(tmp_path), record)
     assert os.path.basename(path) == _build_record.FILE_NAME
     assert _build_record.read(str(tmp_path)) == record
+    umask = os.umask(0o022)
+    try:
+        _build_record.write(str(tmp_path), record)
+    finally:
+        os.umask(umask)
+    assert (os.stat(path).st_mode & 0o777) == 0o644  # readable by the accounts that use the installation
     (tmp_path / _build_record.FILE_NAME).write_text("[1, 2]")
     assert _build_record.read(str(tmp_path)) is None
     assert _build_record.read(str(tmp_path / "missing")) is None

@@ -132,3 +132,47 @@ def test_time_budget_stops_after_the_step_that_spends_it(tiny_config, datasets):
     summary = trainer.fit()
     assert summary["stopped"] == "time" and trainer.step == 1
     assert "time budget of 0 s reached at step 1" in trainer.messages
+
+
+def _rates(trainer):
+    """Run trainer.fit and return the learning rate of every step."""
+    rates, step = [], trainer.train_step
+
+    def recorded(*args, **kwargs):
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    trainer.train_step = recorded
+    trainer.fit()
+    return rates
+
+
+def test_lr_cooldown_trains_the_last_steps_at_a_tenth_of_the_rate(tiny_config, datasets):
+    train, _ = datasets
+    trainer = Trainer(make_model(tiny_config), train, None, options(steps=10, lr_cooldown=0.3))
+    assert _rates(trainer) == pytest.approx([3e-3] * 7 + [3e-4] * 3)
+    assert "step 7: learning rate 0.0003 for the last 30% of the run" in trainer.messages
+    # A resumed run continues the schedule of its steps; a constant rate without a cool-down.
+    trainer.options.steps = 12
+    assert _rates(trainer) == pytest.approx([3e-4] * 2)
+    assert set(_rates(Trainer(make_model(tiny_config), train, None, options(steps=5)))) == {3e-3}
+
+
+def test_lr_cooldown_follows_the_time_budget(tiny_config, datasets, monkeypatch):
+    """With a time budget that ends the run first, the cool-down takes its last fraction of the time."""
+    import melnet_fast.train.loop as loop
+
+    clock = iter(range(10**6))  # every reading of the clock is one second later
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: float(next(clock)))
+    train, _ = datasets
+    trainer = Trainer(make_model(tiny_config), train, None, options(steps=1000, max_seconds=30, lr_cooldown=0.5))
+    rates = _rates(trainer)
+    assert trainer.step < 1000 and rates[0] == 3e-3 and rates[-1] == pytest.approx(3e-4)
+    assert rates == sorted(rates, reverse=True) and 3e-3 in rates and rates.count(3e-3) < len(rates)
+
+
+@pytest.mark.parametrize("field, value", [("lr_cooldown", 1.0), ("lr_cooldown", -0.1), ("lr_cooldown_factor", 0.0),
+                                          ("lr_cooldown_factor", 2.0)])
+def test_bad_lr_cooldown_names_the_option(field, value):
+    with pytest.raises(ValueError, match=field):
+        options(**{field: value})

@@ -47,6 +47,12 @@ def gmm_sample_from_noise(mu, log_sigma, logit_pi, temperature: float, u, eps):
     return m + temperature * s * eps
 
 
+def keep_in_range(value, x_min: float, x_max: float):
+    """The range rule of every tier sampler: a drawn value below x_min becomes x_min, one above x_max (or NaN,
+    which has no side) x_max, so that a diverging model still gives finite samples and its runaways show at x_max."""
+    return torch.nan_to_num(value, nan=x_max).clamp(x_min, x_max)
+
+
 def gmm_sample_ref(mu, log_sigma, logit_pi, temperature: float = 1.0, generator=None):
     """[..., K] -> [...]: one draw per element."""
     u, eps = draw_noise(mu.shape[:-1], mu.device, mu.dtype, generator)

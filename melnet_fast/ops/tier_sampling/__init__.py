@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import warnings
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 
 from melnet_fast import backends
+from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.ops._checks import check_same, check_tensor
 from melnet_fast.ops.tier_sampling.centralized_weights import unpack as unpack_centralized
 from melnet_fast.ops.tier_sampling.compiled import sample_tier_centralized_compiled, sample_tier_compiled
@@ -28,7 +30,8 @@ CUDA_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u: torch.Tensor,
                 eps: torch.Tensor, weights: Sequence[torch.Tensor], n_layers: int, n_mixtures: int,
-                temperature: float = 1.0, n_prime: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                temperature: float = 1.0, n_prime: int = 0,
+                value_range: Tuple[float, float] = SAMPLE_RANGE) -> tuple[torch.Tensor, torch.Tensor]:
     """Ancestral sampling of one tier network, frame by frame and channel by channel, with cached state.
 
     Per frame: one step of every layer's time LSTM (state carried from the frame before), full sweeps of the
@@ -42,25 +45,32 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
         weights: the tier's flat weight list (layout in melnet_fast.ops.tier_sampling.weights).
         temperature: logits / tau, sigma * tau; 0 = mean of the most probable component.
         n_prime: number of leading frames taken from x_init instead of drawn.
+        value_range: (x_min, x_max), finite: every drawn value is kept in it (below x_min -> x_min; above x_max,
+            or NaN, -> x_max; ops.gmm naive.keep_in_range), so any model, trained or not, gives finite samples,
+            and the next element reads the kept value. Default: the normalised log-mel range of
+            melnet_fast.log_mel_scale (the log floor to +30 dB over a full-scale sine).
     Dtypes: every tensor of one dtype; or, with the cuda backend, bfloat16 / float16 weights and float32 data
     (the kernel accumulates in float32).
     Returns:
-        (x [B, T, F], log_density [B]): the sample and the sum over drawn elements of log p(x_ij) under the
-        untempered mixture.
+        (x [B, T, F], log_density [B]): the sample and the sum over drawn elements of log p(x_ij) (of the kept
+        value) under the untempered mixture.
     """
     name = _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
+    x_min, x_max = check_value_range(value_range)
     with torch.no_grad():
         if name == "reference":
-            return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
+            return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
+                                   x_min, x_max)
         return sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature,
-                                    n_prime)
+                                    n_prime, x_min, x_max)
 
 
 def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u: torch.Tensor,
                             eps: torch.Tensor, weights: Sequence[torch.Tensor], n_layers: int, n_mixtures: int,
                             temperature: float, n_prime: int, centralized_weights: Sequence[torch.Tensor],
                             attention_layer: int = 0, memory: torch.Tensor | None = None,
-                            text_lengths: torch.Tensor | None = None, stop_threshold: float | None = None
+                            text_lengths: torch.Tensor | None = None, stop_threshold: float | None = None,
+                            value_range: Tuple[float, float] = SAMPLE_RANGE
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """sample_tier for a tier with a centralized stack (and text attention): once before each frame's
     per-element work, one step of the centralized stack (and of the attention) whose terms join the
@@ -75,12 +85,14 @@ def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torc
         memory: [B, U, D] encoded texts; text_lengths: LongTensor [B] (positions >= text_lengths[b] are padding).
         stop_threshold: stop row b at the first frame i >= max(n_prime, 1) whose attention mass past the end of
             its text exceeds this (None: never stop; every row runs to T).
+        value_range: (x_min, x_max), finite: every drawn value is kept in it, by sample_tier's rule.
     Returns:
         (x [B, T, F], log_density [B], alignment [B, T, U] (None without text), lengths LongTensor [B]): the
         attention weights of every generated frame and the frames each row has; x and alignment are zeros at
         and after lengths[b], and log_density sums the drawn elements before lengths[b].
     """
     _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
+    x_min, x_max = check_value_range(value_range)
     if weights[0].dtype != x_init.dtype:
         raise ValueError(f"weights: the samplers with the centralized stack (cpu, reference) need weights of the "
                          f"data's dtype {x_init.dtype}, got {weights[0].dtype}")
@@ -118,11 +130,11 @@ def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torc
     with torch.no_grad():
         if name == "cpu":
             return sample_tier_centralized_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures,
-                                                    float(temperature), n_prime, centralized_weights,
+                                                    float(temperature), n_prime, x_min, x_max, centralized_weights,
                                                     attention_layer, memory, text_lengths, stop_threshold)
         return sample_tier_centralized_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures,
                                            float(temperature), n_prime, centralized_weights, attention_layer,
-                                           memory, text_lengths, stop_threshold)
+                                           memory, text_lengths, stop_threshold, x_min, x_max)
 
 
 def _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime) -> str:
@@ -166,5 +178,16 @@ def _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperatur
     return name
 
 
+def check_value_range(value_range) -> Tuple[float, float]:
+    """(x_min, x_max) as floats, or ValueError unless value_range is two finite numbers with x_min < x_max."""
+    pair = tuple(value_range) if isinstance(value_range, (tuple, list)) else ()
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in pair):
+        raise ValueError(f"value_range must be two numbers (x_min, x_max), got {value_range!r}")
+    x_min, x_max = float(pair[0]), float(pair[1])
+    if not (math.isfinite(x_min) and math.isfinite(x_max) and x_min < x_max):
+        raise ValueError(f"value_range must be finite with x_min < x_max, got {value_range!r}")
+    return x_min, x_max
+
+
 __all__ = ["sample_tier", "sample_tier_ref", "sample_tier_centralized", "sample_tier_centralized_ref",
-           "ReferenceSamplerWarning"]
+           "ReferenceSamplerWarning", "check_value_range"]

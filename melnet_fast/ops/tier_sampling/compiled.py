@@ -8,11 +8,11 @@ import torch
 from melnet_fast import _extension
 
 
-def _fake(x, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime):
+def _fake(x, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max):
     return torch.empty_like(x), x.new_empty(x.shape[0])
 
 
-def _fake_centralized(x, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
+def _fake_centralized(x, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
                       centralized_weights, attention_layer, memory, text_lengths, stop_threshold):
     U = 0 if memory is None else memory.shape[1]
     return (torch.empty_like(x), x.new_empty(x.shape[0]), x.new_empty(*x.shape[:2], U),
@@ -24,16 +24,18 @@ if _extension.has_cpu_kernels():
     torch.library.register_fake("melnet_fast::sample_tier_centralized")(_fake_centralized)
 
 
-def sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime):
+def sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min,
+                         x_max):
     return torch.ops.melnet_fast.sample_tier(x_init, cz_t, cz_f, u, eps, list(weights), n_layers, n_mixtures,
-                                             float(temperature), n_prime)
+                                             float(temperature), n_prime, float(x_min), float(x_max))
 
 
 def sample_tier_centralized_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
-                                     centralized_weights, attention_layer, memory, text_lengths, stop_threshold):
+                                     x_min, x_max, centralized_weights, attention_layer, memory, text_lengths,
+                                     stop_threshold):
     """-> (x, log_density, alignment [B, T, U] or None without text, lengths [B]), as the reference sampler."""
     x, log_density, alignment, lengths = torch.ops.melnet_fast.sample_tier_centralized(
-        x_init, cz_t, cz_f, u, eps, list(weights), n_layers, n_mixtures, float(temperature), n_prime,
-        list(centralized_weights), attention_layer, memory, text_lengths,
+        x_init, cz_t, cz_f, u, eps, list(weights), n_layers, n_mixtures, float(temperature), n_prime, float(x_min),
+        float(x_max), list(centralized_weights), attention_layer, memory, text_lengths,
         None if stop_threshold is None else float(stop_threshold))
     return x, log_density, alignment if memory is not None else None, lengths

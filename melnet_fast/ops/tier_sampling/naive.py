@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from melnet_fast.ops.gmm.naive import gmm_nll_ref, gmm_sample_from_noise
+from melnet_fast.log_mel_scale import SAMPLE_RANGE
+from melnet_fast.ops.gmm.naive import gmm_nll_ref, gmm_sample_from_noise, keep_in_range
 from melnet_fast.ops.lstm_sweep.naive import lstm_cell
 from melnet_fast.ops.tier_sampling.centralized_step import CentralizedStep
 from melnet_fast.ops.tier_sampling.weights import unpack
@@ -23,26 +24,29 @@ def _sweep(seq, w_ih, w_hh, bias, h0, c0, reverse):
 
 
 def sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers: int, n_mixtures: int, temperature: float,
-                    n_prime: int):
+                    n_prime: int, x_min: float = SAMPLE_RANGE[0], x_max: float = SAMPLE_RANGE[1]):
     """See melnet_fast.ops.sample_tier. Returns (x [B, T, F], log_density [B])."""
-    x, log_density, _, _ = _sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
+    x, log_density, _, _ = _sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
+                                   x_min, x_max)
     return x, log_density
 
 
 def sample_tier_centralized_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers: int, n_mixtures: int,
                                 temperature: float, n_prime: int, centralized_weights, attention_layer: int,
-                                memory=None, text_lengths=None, stop_threshold: float | None = None):
+                                memory=None, text_lengths=None, stop_threshold: float | None = None,
+                                x_min: float = SAMPLE_RANGE[0], x_max: float = SAMPLE_RANGE[1]):
     """See melnet_fast.ops.sample_tier_centralized. Returns (x, log_density, alignment [B, T, U] or None,
     lengths [B])."""
     step = CentralizedStep(centralized_weights, n_layers, attention_layer, x_init.shape[0], memory, text_lengths)
-    return _sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, step,
-                   stop_threshold)
+    return _sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
+                   step, stop_threshold)
 
 
-def _sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
+def _sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
             centralized: CentralizedStep | None = None, stop_threshold: float | None = None):
     """The cached sampler; `centralized` (per-frame step) adds its terms to the frequency-delayed stack's inputs
     and may stop rows (attention mass past the end of the text > stop_threshold, from frame max(n_prime, 1) on).
+    Every drawn value is kept in [x_min, x_max] (keep_in_range) before the next element reads it.
     Returns (x, log_density, alignment or None, lengths): frames at and after lengths[b] are zeros."""
     W = unpack(weights, n_layers, n_mixtures)
     B, T, F = x_init.shape
@@ -94,6 +98,7 @@ def _sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperatu
             theta = hf @ W.head_w.t() + W.head_b
             mu, log_sigma, logit_pi = theta[:, :K], theta[:, K:2 * K], theta[:, 2 * K:]
             value = gmm_sample_from_noise(mu, log_sigma, logit_pi, temperature, u[:, i, j], eps[:, i, j])
+            value = keep_in_range(value, x_min, x_max)
             x[:, i, j] = value
             log_density -= torch.where(active, gmm_nll_ref(value, mu, log_sigma, logit_pi), 0)
     if centralized is not None:
