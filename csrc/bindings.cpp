@@ -33,8 +33,9 @@ bool melnet_fast_cuda_built();  // defined in csrc/cuda/registration.cu
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "melnet_fast compiled kernels; the ops are registered under torch.ops.melnet_fast";
-  m.def("set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
-        "Fill every output buffer with NaN before kernels write it (for tests).");
+  m.def(
+      "set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
+      "Fill every output buffer with NaN before kernels write it (for tests).");
   m.def("built_with_cuda", []() {
 #ifdef MELNET_FAST_WITH_CUDA
     return melnet_fast_cuda_built();
@@ -42,13 +43,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return false;
 #endif
   });
-  m.def("cpu_levels", []() {
+  m.def(
+      "cpu_levels",
+      []() {
 #ifdef MELNET_FAST_TARGET_CLONES
-    std::vector<int> compiled{4, 3, 1};
+        std::vector<int> compiled{4, 3, 1};
 #else
-    std::vector<int> compiled{1};
+        std::vector<int> compiled{1};
 #endif
-    return std::make_pair(compiled, melnet_fast::simd::cpu_level());
-  }, "(levels the CPU kernels are compiled for, the level this host runs): 4 = x86-64-v4 (AVX-512), "
-     "3 = x86-64-v3 (AVX2 + FMA), 1 = baseline");
+        return std::make_pair(compiled, melnet_fast::simd::cpu_level());
+      },
+      "(levels the CPU kernels are compiled for, the level this host runs): 4 = x86-64-v4 (AVX-512), "
+      "3 = x86-64-v3 (AVX2 + FMA), 1 = baseline");
 }

@@ -50,8 +50,10 @@ CentralizedInputs CentralizedInputs::prepare(at::TensorList weights, int64_t n_l
   TORCH_CHECK(memory.has_value() == (n == base + kAttention) && memory.has_value() == text_lengths.has_value(),
               "sample_tier_centralized: memory and text_lengths must be given exactly when the centralized weights "
               "hold the attention part");
-  TORCH_CHECK(attention_layer >= 0 && attention_layer < n_layers, "sample_tier_centralized: attention_layer must "
-              "lie in [0, ", n_layers, "), got ", attention_layer);
+  TORCH_CHECK(attention_layer >= 0 && attention_layer < n_layers,
+              "sample_tier_centralized: attention_layer must "
+              "lie in [0, ",
+              n_layers, "), got ", attention_layer);
   CentralizedInputs in;
   in.n_layers = n_layers;
   in.attention_layer = attention_layer;
@@ -117,8 +119,8 @@ MF_INLINE void attend(CentralizedStep<T>& s, const T* query) {
   std::copy(query, query + D, s.att_in.begin());
   matvec(attention<T>(in, kAWih), s.att_in.data(), attention<T>(in, kABias), 4 * D, 2 * D, s.gates.data());
   matvec(attention<T>(in, kAWhh), s.att_h.data(), static_cast<const T*>(nullptr), 4 * D, D, s.gates.data(), true);
-  lstm_cell_pointwise(s.gates.data(), static_cast<const T*>(nullptr), s.gates.data(), s.att_h.data(), s.att_c.data(),
-                      D, s.scratch);
+  lstm_cell_pointwise(s.gates.data(), static_cast<const T*>(nullptr), s.gates.data(), s.att_h.data(), s.att_c.data(), D,
+                      s.scratch);
   T* p = s.window.data();  // (position steps, log widths, weight logits)
   matvec(attention<T>(in, kWindowW), s.att_h.data(), attention<T>(in, kWindowB), 3 * K, D, p);
   T mx = -std::numeric_limits<T>::infinity();

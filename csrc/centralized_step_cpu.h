@@ -23,8 +23,8 @@ struct CentralizedInputs {
 
   static CentralizedInputs prepare(at::TensorList weights, int64_t n_layers, int64_t attention_layer,
                                    const std::optional<at::Tensor>& memory,
-                                   const std::optional<at::Tensor>& text_lengths,
-                                   std::optional<double> stop_threshold, const at::Tensor& like);
+                                   const std::optional<at::Tensor>& text_lengths, std::optional<double> stop_threshold,
+                                   const at::Tensor& like);
 };
 
 // The state of one batch row between frames. frame() runs in a target-cloned kernel (AVX-512 / AVX2 / baseline,

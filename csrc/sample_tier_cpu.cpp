@@ -90,10 +90,12 @@ struct LayerW {
 };
 
 template <typename T>
-__attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,
-                const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w, int64_t L, int64_t K,
-                double temperature, int64_t n_prime, double x_min, double x_max, T* log_density,
-                CentralizedStep<T>* centralized, int64_t* length) {
+__attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t,
+                                                      const at::Tensor& cz_f, const at::Tensor& u,
+                                                      const at::Tensor& eps, const std::vector<at::Tensor>& w,
+                                                      int64_t L, int64_t K, double temperature, int64_t n_prime,
+                                                      double x_min, double x_max, T* log_density,
+                                                      CentralizedStep<T>* centralized, int64_t* length) {
   const int64_t T_ = x.size(1), F = x.size(2), D = cz_t.size(3);
   const int64_t G = 4 * D;
   T* xb = x.data_ptr<T>() + b * T_ * F;
@@ -108,8 +110,8 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   std::vector<LayerW<T>> lw(L);
   for (int64_t l = 0; l < L; ++l) {
     const at::Tensor* p = &w[4 + kPerLayer * l];
-    lw[l] = {p[0].data_ptr<T>(), p[1].data_ptr<T>(), p[2].data_ptr<T>(),  p[3].data_ptr<T>(),  p[4].data_ptr<T>(),
-             p[5].data_ptr<T>(), p[6].data_ptr<T>(), p[7].data_ptr<T>(),  p[8].data_ptr<T>(),  p[9].data_ptr<T>(),
+    lw[l] = {p[0].data_ptr<T>(),  p[1].data_ptr<T>(),  p[2].data_ptr<T>(),  p[3].data_ptr<T>(), p[4].data_ptr<T>(),
+             p[5].data_ptr<T>(),  p[6].data_ptr<T>(),  p[7].data_ptr<T>(),  p[8].data_ptr<T>(), p[9].data_ptr<T>(),
              p[10].data_ptr<T>(), p[11].data_ptr<T>(), p[12].data_ptr<T>(), p[13].data_ptr<T>()};
   }
   const T* head_w = w[4 + kPerLayer * L].data_ptr<T>();
@@ -125,7 +127,8 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
 #else
   const bool inner_threads = false;
 #endif
-  std::vector<T> ht(F * D), feats(F * 3 * D), fgates(3 * F * G), sweep_h(3 * D), sweep_c(3 * D), gates(G), hf(D), tmp(D), theta(3 * K), probs(K);
+  std::vector<T> ht(F * D), feats(F * 3 * D), fgates(3 * F * G), sweep_h(3 * D), sweep_c(3 * D), gates(G), hf(D),
+      tmp(D), theta(3 * K), probs(K);
   for (int64_t l = 0; l < L; ++l) {
     for (int64_t j = 0; j < F; ++j) {
       std::copy(lw[l].t_h0, lw[l].t_h0 + D, &t_h[(l * F + j) * D]);
@@ -231,14 +234,13 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   std::fill(xb + *length * F, xb + T_ * F, T(0));  // frames after a stop are zeros
 }
 
-#define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                           \
-  MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,  \
-                                   const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w,    \
-                                   int64_t L, int64_t K, double temperature, int64_t n_prime, double x_min,        \
-                                   double x_max, T* log_density, CentralizedStep<T>* centralized,                   \
-                                   int64_t* length) {                                                               \
-    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, x_min, x_max, log_density, centralized, \
-                  length);                                                                                          \
+#define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                              \
+  MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,   \
+                                   const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w,     \
+                                   int64_t L, int64_t K, double temperature, int64_t n_prime, double x_min,          \
+                                   double x_max, T* log_density, CentralizedStep<T>* centralized, int64_t* length) { \
+    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, x_min, x_max, log_density, centralized,   \
+                  length);                                                                                           \
   }
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, float)
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, double)
@@ -251,8 +253,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample(const at::Tens
                                                                   int64_t n_layers, int64_t n_mixtures,
                                                                   double temperature, int64_t n_prime, double x_min,
                                                                   double x_max, const CentralizedInputs* centralized) {
-  TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == 6 + kPerLayer * n_layers,
-              "sample_tier: expected ", 6 + kPerLayer * n_layers, " weight tensors, got ", weights_in.size());
+  TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == 6 + kPerLayer * n_layers, "sample_tier: expected ",
+              6 + kPerLayer * n_layers, " weight tensors, got ", weights_in.size());
   const int64_t B = x_init.size(0), T_ = x_init.size(1);
   auto x = new_output(x_init.sizes(), x_init.options());
   x.copy_(x_init);
@@ -294,8 +296,8 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, con
                                                    const at::Tensor& cz_f, const at::Tensor& u, const at::Tensor& eps,
                                                    at::TensorList weights, int64_t n_layers, int64_t n_mixtures,
                                                    double temperature, int64_t n_prime, double x_min, double x_max) {
-  auto out = sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
-                    nullptr);
+  auto out =
+      sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max, nullptr);
   return {std::get<0>(out), std::get<1>(out)};
 }
 
