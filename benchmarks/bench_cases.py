@@ -6,7 +6,6 @@ returns a function that runs the op once (and waits for the device), so every pr
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -14,7 +13,7 @@ import torch
 
 import melnet_fast
 from melnet_fast import backends
-from melnet_fast.ops import gmm_nll, lstm_sweep_2d
+from melnet_fast.ops import dispatch, gmm_nll, lstm_sweep_2d
 
 BACKENDS = ("reference", "cpu", "cuda", "triton")
 
@@ -76,7 +75,6 @@ class Case:
     op: str  # public name in melnet_fast.ops
     mode: str  # "fwd" (inference, no autograd) or "fwd+bwd" (training step of the op)
     size: str
-    module: str  # the op's package, whose SUPPORTED lists the backends that implement it
     make: Callable[[str, str], Callable[[], None]]  # (backend, device) -> run once
 
     @property
@@ -85,7 +83,7 @@ class Case:
 
     def skip_reason(self, backend: str) -> str | None:
         """Why `backend` cannot run this case here (None when it can)."""
-        if backend not in importlib.import_module(self.module).SUPPORTED:
+        if backend not in dispatch.REGISTRY[self.op].by_name:
             return f"backend {backend!r} does not implement {self.op} yet"
         return backends.why_unavailable(backend)
 
@@ -98,10 +96,10 @@ _GMM_SIZE = "x".join(map(str, GMM["shape"])) + f"-K{GMM['K']}"
 _DIRS = (list(SWEEP["directions"]),)
 
 CASES = [
-    Case("lstm_sweep_2d", "fwd", _SWEEP_SIZE, "melnet_fast.ops.lstm_sweep",
+    Case("lstm_sweep_2d", "fwd", _SWEEP_SIZE,
          lambda b, d: _forward(lstm_sweep_2d, _sweep_inputs(d), _DIRS, b, d)),
-    Case("lstm_sweep_2d", "fwd+bwd", _SWEEP_SIZE, "melnet_fast.ops.lstm_sweep",
+    Case("lstm_sweep_2d", "fwd+bwd", _SWEEP_SIZE,
          lambda b, d: _forward_backward(lstm_sweep_2d, _sweep_inputs(d), _DIRS, b, d)),
-    Case("gmm_nll", "fwd+bwd", _GMM_SIZE, "melnet_fast.ops.gmm",
+    Case("gmm_nll", "fwd+bwd", _GMM_SIZE,
          lambda b, d: _forward_backward(gmm_nll, _gmm_inputs(d), (), b, d)),
 ]

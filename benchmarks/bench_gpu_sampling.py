@@ -7,10 +7,11 @@ markdown tables last.
     python3 benchmarks/bench_gpu_sampling.py --smoke --out /tmp/x     (tiny sizes on any device, a few seconds)
 
 Providers (see benchmarks/sampling_cases.py for the CPU suite):
-  naive       what the public implementations do: the whole tier network re-run over the tier's grid for every
-              element; one forward is timed and is the cost of one element (O((T F)^2) in all)
-  reference   the eager cached sampler (Python per element)
-  cuda / cpu  the compiled cached sampler; cuda-bf16: the cuda sampler with bfloat16 weights, float32 data
+  recompute-per-element  what the public implementations do: the whole tier network re-run over the tier's
+                         grid for every element; one forward is timed and is the cost of one element
+                         (O((T F)^2) in all)
+  reference              the eager cached sampler (Python per element)
+  cuda / cpu             the compiled cached sampler; cuda-bf16: the cuda sampler with bfloat16 weights, float32 data
 Each measurement is capped: the cached samplers draw only the first few frames of the tier (as many as fit a
 fixed time, whole frames so each frame's sweeps are counted) and the time per element is extrapolated from
 them; the row says how many frames were drawn. Elements per second count every batch row.
@@ -48,10 +49,11 @@ from melnet_fast.modules import TierNetwork
 from melnet_fast.multiscale import tier_shapes
 from melnet_fast.ops.gmm import draw_noise
 
-SAMPLER_OP = "melnet_fast.ops.tier_sampling"
-NAIVE_MAX_POSITIONS = 2**21  # B*T*F of one naive forward; beyond it the forward's activations need > ~30 GB
+SAMPLER_OP = "sample_tier"
+RECOMPUTE = "recompute-per-element"
+RECOMPUTE_MAX_POSITIONS = 2**21  # B*T*F of one recomputing forward; beyond it the forward's activations need > ~30 GB
 CSV_FIELDS = ["section", "case", "preset", "tier", "layers", "hidden", "grid", "batch", "provider", "frames_timed",
-              "median_ms", "us_per_element", "elements_per_s", "speedup_vs_naive", "speedup_vs_reference"]
+              "median_ms", "us_per_element", "elements_per_s", "speedup_vs_recompute", "speedup_vs_reference"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +98,7 @@ def tier_network(case: TierCase, device: torch.device) -> TierNetwork:
 
 def providers(device: torch.device) -> list[str]:
     compiled = ["cuda", "cuda-bf16"] if device.type == "cuda" else ["cpu"]
-    return ["naive", "reference"] + compiled
+    return ["recompute-per-element", "reference"] + compiled
 
 
 # ---------------------------------------------------------------------------------------------------- one tier
@@ -151,8 +153,9 @@ def measure_cached(run, T: int, F: int, target_s: float, reps: int) -> tuple[flo
     return times[len(times) // 2] / (frames * F), frames
 
 
-def naive_forward(net: TierNetwork, batch: int, T: int, F: int, device):
-    """run(): one forward of the tier network over its whole grid (the naive sampler's cost per element)."""
+def recompute_forward(net: TierNetwork, batch: int, T: int, F: int, device):
+    """run(): one forward of the tier network over its whole grid (the cost of one element when recomputing per
+    element)."""
     g = torch.Generator(device=device).manual_seed(7)
     x = torch.randn(batch, T, F, generator=g, device=device)
     z = torch.randn(batch, T, F, net.cond_dim, generator=g, device=device) * 0.5 if net.cond_dim else None
@@ -178,19 +181,19 @@ def run_tiers(cases, batches, device, smoke, res: Results, budget: Budget) -> No
                     res.skip(label, provider, "the tier section's time budget ran out")
                     continue
                 backend = provider.removesuffix("-bf16")
-                if provider == "naive" and batch * T * F > NAIVE_MAX_POSITIONS:
+                if provider == "recompute-per-element" and batch * T * F > RECOMPUTE_MAX_POSITIONS:
                     res.skip(label, provider, f"one forward over {batch}x{T}x{F} positions needs too much memory "
-                                              f"(limit {NAIVE_MAX_POSITIONS:,} positions)")
+                                              f"(limit {RECOMPUTE_MAX_POSITIONS:,} positions)")
                     continue
-                if provider != "naive":
+                if provider != "recompute-per-element":
                     reason = skip_reason(SAMPLER_OP, backend, torch.float32, device)
                     if reason:
                         res.skip(label, provider, reason)
                         continue
                 failed = False
                 try:
-                    if provider == "naive":
-                        t = time_call(naive_forward(net, batch, T, F, device), device, warmup=1,
+                    if provider == "recompute-per-element":
+                        t = time_call(recompute_forward(net, batch, T, F, device), device, warmup=1,
                                       reps=1 if smoke else 3, max_s=1.0, min_reps=1)
                         per_elem[provider], frames_of[provider] = t["median_ms"] * 1e-3, None
                     else:
@@ -209,14 +212,14 @@ def run_tiers(cases, batches, device, smoke, res: Results, budget: Budget) -> No
                     continue
                 sec = per_elem[provider]
                 print(f"  B{batch:<3} {provider:<10} {sec * 1e6:12.1f} us/element"
-                      + ("  (one forward)" if provider == "naive" else f"  ({frames_of[provider]} frames drawn)"))
+                      + ("  (one forward)" if provider == RECOMPUTE else f"  ({frames_of[provider]} frames drawn)"))
             for provider, sec in per_elem.items():
                 res["tiers"].append(dict(
                     section="tier", case=case.name, preset=case.preset, tier=case.tier, layers=net.n_layers,
                     hidden=net.hidden_size, grid=f"{T}x{F}", batch=batch, provider=provider,
                     frames_timed=frames_of[provider], median_ms=sec * 1e3, us_per_element=sec * 1e6,
                     elements_per_s=batch / sec,
-                    speedup_vs_naive=per_elem["naive"] / sec if "naive" in per_elem else None,
+                    speedup_vs_recompute=per_elem[RECOMPUTE] / sec if RECOMPUTE in per_elem else None,
                     speedup_vs_reference=per_elem["reference"] / sec if "reference" in per_elem else None))
             release(device)
             res.save()
@@ -316,11 +319,11 @@ def run_whole(device, smoke, res: Results, budget: Budget) -> None:
 # ---------------------------------------------------------------------------------------------------- output
 def print_tables(res: Results) -> None:
     print("\n### sampling one tier: time per element position (all batch rows in parallel)\n")
-    print(markdown(["case", "batch", "provider", "frames drawn", "us / element", "elements / s", "vs naive",
+    print(markdown(["case", "batch", "provider", "frames drawn", "us / element", "elements / s", "vs recompute",
                     "vs reference"],
                    [[r["case"], r["batch"], r["provider"],
                      "1 forward" if r["frames_timed"] is None else r["frames_timed"], r["us_per_element"],
-                     r["elements_per_s"], r["speedup_vs_naive"], r["speedup_vs_reference"]]
+                     r["elements_per_s"], r["speedup_vs_recompute"], r["speedup_vs_reference"]]
                     for r in res["tiers"]]))
     w = res.doc.get("whole")
     if w and not w.get("skipped"):
@@ -350,7 +353,7 @@ def main(argv=None) -> int:
     res = Results(args.out, "gpu_sampling", run_context(device), CSV_FIELDS)
     res["tiers"], res["whole"], res["smoke"] = [], None, args.smoke
     res.note("cached samplers: only the first frames of each tier are drawn (column frames drawn) and the time per "
-             "element is extrapolated; naive: one full forward of the tier network is the cost of one element")
+             f"element is extrapolated; {RECOMPUTE}: one full forward of the tier network is the cost of one element")
     ctx = res["context"]
     print(f"{ctx['device']}, torch {ctx['torch']}, CUDA {ctx['cuda']}, commit {ctx['commit']}")
     total = Budget(args.budget_s)

@@ -8,7 +8,7 @@ DIR/gpu_training.csv; prints markdown tables last.
 
 Shapes come from the "blizzard" preset and the split schedule (melnet_fast.multiscale.tier_shapes): a 10 s clip
 is 860 frames x 256 mels; the initial tier is 215 x 32 and tier 3 (a feature-extraction network's grid) 215 x 64.
-Goals (from the issue): the bf16 sweep fwd+bwd >= 2x cuDNN fp16 at the Blizzard tier-1 shape and never slower at
+Targets of the GPU kernels: the bf16 sweep fwd+bwd >= 2x cuDNN fp16 at the Blizzard tier-1 shape and never slower at
 any shape; peak memory with recompute <= half of the cuDNN composition's; gmm_nll fwd+bwd within 1.5x of the
 memory-bound floor.
 """
@@ -48,7 +48,7 @@ from melnet_fast.modules import SweepLSTM
 from melnet_fast.multiscale import tier_shapes
 from melnet_fast.ops import gmm_nll, lstm_sweep_2d
 
-SWEEP_OP, GMM_OP = "melnet_fast.ops.lstm_sweep", "melnet_fast.ops.gmm"
+SWEEP_OP, GMM_OP = "lstm_sweep_2d", "gmm_nll"
 CSV_FIELDS = ["section", "case", "size", "provider", "backend", "dtype", "recompute", "batch", "median_ms", "q1_ms",
               "q3_ms", "reps", "peak_extra_mib", "rel_err", "speedup", "speedup_vs", "kernel_ms", "floor_ms",
               "elements_per_s"]
@@ -102,7 +102,7 @@ def sweep_cases(shapes: dict, smoke: bool) -> list[SweepCase]:
 # ---------------------------------------------------------------------------------------------------- baseline
 class LSTMComposition(nn.Module):
     """The sweep composed from one nn.LSTM (cuDNN on a GPU) per direction, with the permute / flip / reshape /
-    cat copies it needs, as melnet_fast/ops/lstm_sweep/naive.py does; trainable initial states h0, c0 [R, H]."""
+    cat copies it needs, as melnet_fast/ops/lstm_sweep/reference.py does; trainable initial states h0, c0 [R, H]."""
 
     def __init__(self, I: int, H: int, directions):
         super().__init__()
@@ -421,7 +421,7 @@ def run_train_step(shapes: dict, device, smoke, res: Results, budget: Budget, ti
 
 # ---------------------------------------------------------------------------------------------------- goals
 def goals(res: Results, device) -> list[dict]:
-    """The issue's targets, judged on this run's rows (one line per compiled backend that ran). They are GPU
+    """The kernels' targets, judged on this run's rows (one line per compiled backend that ran). They are GPU
     targets: on the CPU (smoke mode) the values are listed and left unjudged."""
     out = []
     sweep = res["sweep"]

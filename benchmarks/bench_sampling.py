@@ -52,12 +52,12 @@ def main(argv=None) -> None:
     for preset, batch, frames in SAMPLING:
         model = build(preset)
         per_elem = {}
-        for provider in ("naive", "reference", "cpu"):
-            if provider != "naive" and provider not in melnet_fast.available_backends():
+        for provider in ("recompute-per-element", "reference", "cpu"):
+            if provider != "recompute-per-element" and provider not in melnet_fast.available_backends():
                 continue
             reps = args.repeats if provider != "reference" else 1
             seconds, elems = time_per_call(sample_runner(model, provider, batch, frames), reps, 1)
-            if provider == "naive":  # one element per call, the whole spectrogram's worth per element
+            if provider == "recompute-per-element":  # one element per call, the whole spectrogram's worth per element
                 per_elem[provider] = seconds
             else:
                 per_elem[provider] = seconds / elems

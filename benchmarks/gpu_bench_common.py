@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import datetime
 import gc
-import importlib
 import json
 import os
 import platform
@@ -21,6 +20,8 @@ from typing import Callable
 import torch
 
 from melnet_fast import backends
+from melnet_fast.ops import dispatch
+from melnet_fast.ops.autotune import elapsed_ms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -104,20 +105,7 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 2, r
         sync(device)
         one = time.perf_counter() - t
     n = max(min_reps, min(reps, int(max_s / max(one, 1e-6))))
-    times = []
-    for _ in range(n):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-    return summarize(times)
+    return summarize([elapsed_ms(fn, device) for _ in range(n)])
 
 
 def summarize(times_ms: list[float]) -> dict:
@@ -210,15 +198,16 @@ def compiled_backends(device: torch.device, smoke: bool) -> list[str]:
     return ["cpu"] + ([] if smoke else ["triton"])
 
 
-def skip_reason(op_module: str, backend: str, dtype: torch.dtype, device: torch.device) -> str | None:
-    """Why `backend` cannot run the op of package `op_module` on `device` in `dtype` here, or None.
+def skip_reason(op: str, backend: str, dtype: torch.dtype, device: torch.device) -> str | None:
+    """Why `backend` cannot run op `op` (its name in melnet_fast.ops) on `device` in `dtype` here, or None.
 
-    Reads only public facts: the op's SUPPORTED map, backends.why_unavailable and backends.KERNEL_DTYPES.
+    Reads only public facts: the op's row in melnet_fast.ops.dispatch.REGISTRY, backends.why_unavailable and
+    backends.KERNEL_DTYPES.
     """
-    supported = importlib.import_module(op_module).SUPPORTED
-    if backend not in supported:
-        return f"backend {backend!r} does not implement {op_module.rsplit('.', 1)[-1]} (yet)"
-    if device.type not in supported[backend]:
+    table = dispatch.REGISTRY[op].by_name
+    if backend not in table:
+        return f"backend {backend!r} does not implement {op} (yet)"
+    if device.type not in table[backend].devices:
         return f"backend {backend!r} does not serve {device.type} tensors for this op"
     missing = backends.why_unavailable(backend)
     if missing:

@@ -2,7 +2,7 @@
 bench_sampling.py (the table): sampling speed per provider and model.loss forward+backward per backend.
 
 Providers of sampling:
-  naive      what the public implementations do: the whole network re-run for every element (timed on a few
+  recompute-per-element  what the public implementations do: the whole network re-run for every element (timed on a few
              elements and extrapolated per element; it is O((T F)^2) in all)
   reference  the eager cached sampler (O(T F) cell steps per layer, Python per element)
   cpu        the C++ cached sampler (no Python per element)
@@ -46,11 +46,11 @@ def sample_runner(model: MelNet, provider: str, batch: int, frames: int):
     n_mels = model.config.n_mels
     cond = {"text": [TEXT] * batch} if model.config.has_text else None
     text = {"stop_threshold": None} if cond else {}
-    if provider == "naive":
+    if provider == "recompute-per-element":
         x = torch.zeros(batch, frames, n_mels)
 
         def run():
-            # One element of the naive sampler = one full forward over the whole spectrogram.
+            # One element recomputed = one full forward over the whole spectrogram.
             with torch.no_grad(), melnet_fast.use_backend("auto"):
                 model(x, cond)
             return 1

@@ -3,7 +3,12 @@
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <string>
+#include <vector>
+
 #include "common.h"
+#include "sampler_layout.h"
+#include "sweep_geometry.h"
 #include "vec_math.h"
 
 TORCH_LIBRARY(melnet_fast, m) {
@@ -12,11 +17,17 @@ TORCH_LIBRARY(melnet_fast, m) {
         "int[] directions, bool save) -> (Tensor, Tensor, Tensor)");
   m.def("lstm_sweep_2d_bwd(Tensor grad_y, Tensor x, Tensor w_ih, Tensor w_hh, Tensor h0, Tensor c0, "
         "Tensor y, Tensor gates, Tensor cell, int[] directions) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // One step of the GPU sweep's fused kernels (csrc/cuda/lstm_sweep_2d.cu), writing the caller's buffers; the host
+  // that loops over the steps is melnet_fast/ops/lstm_sweep/gpu_host.py.
+  m.def("lstm_sweep_fwd_step(Tensor pre, Tensor w_hh, Tensor h0, Tensor c0, Tensor(a!) y, Tensor(b!) c_run, "
+        "Tensor(c!) gates, Tensor(d!) cell, int[] directions, int step, bool save) -> ()");
+  m.def("lstm_sweep_bwd_step(Tensor grad_y, Tensor w_hh, Tensor c0, Tensor gates, Tensor cell, Tensor(a!) dgates, "
+        "Tensor(b!) dc_run, int[] directions, int step) -> ()");
   m.def("gmm_nll_fwd(Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) -> Tensor");
   m.def("gmm_nll_bwd(Tensor grad, Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
-  // One tier of ancestral sampling with cached state; weights in the layout of ops/tier_sampling/weights.py.
-  // Drawn values are kept in [x_min, x_max] (NaN -> x_max), the rule of ops/gmm/naive.py keep_in_range.
+  // One tier of ancestral sampling with cached state; weights in the order of csrc/sampler_layout.h.
+  // Drawn values are kept in [x_min, x_max] (NaN -> x_max): math::keep_in_range of csrc/scalar_math.h.
   m.def("sample_tier(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
         "int n_layers, int n_mixtures, float temperature, int n_prime, float x_min, float x_max) -> (Tensor, Tensor)");
   // The same with the per-frame step of a centralized stack (and text attention); centralized weights in the
@@ -31,11 +42,64 @@ TORCH_LIBRARY(melnet_fast, m) {
 bool melnet_fast_cuda_built();  // defined in csrc/cuda/registration.cu
 #endif
 
+namespace {
+
+// The sampler's weight list for n_layers layers (csrc/sampler_layout.h), one dict per tensor in list order:
+// index, section, key, layer (None outside the layer section), name, kind and shape as (coef, unit) pairs.
+pybind11::list sampler_layout(int64_t n_layers) {
+  namespace sl = melnet_fast::sampler_layout;
+  TORCH_CHECK(n_layers >= 1, "sampler_layout: n_layers must be >= 1, got ", n_layers);
+  static const char* kKinds[] = {"matrix", "vector", "state"};
+  static const char* kUnits[] = {"1", "D", "K"};
+  const sl::Layout layout(n_layers);
+  pybind11::list out;
+  for (int64_t idx = 0; idx < layout.size(); ++idx) {
+    const auto place = layout.locate(idx);
+    const sl::Entry& e = layout.entry(idx);
+    std::string name = e.name;
+    const auto at = name.find("{l}");
+    if (at != std::string::npos) name.replace(at, 3, std::to_string(place.copy));
+    pybind11::list shape;
+    for (int q = 0; q < e.rank; ++q) shape.append(pybind11::make_tuple(int(e.shape[q].coef), kUnits[e.shape[q].unit]));
+    pybind11::dict row;
+    row["index"] = idx;
+    row["section"] = sl::kSections[place.section].name;
+    row["key"] = e.key;
+    row["layer"] = place.section == sl::kLayers ? pybind11::object(pybind11::int_(place.copy)) : pybind11::none();
+    row["name"] = name;
+    row["kind"] = kKinds[e.kind];
+    row["shape"] = shape;
+    out.append(row);
+  }
+  return out;
+}
+
+// The sweep geometry's step rule and line counts (csrc/sweep_geometry.h), for the test that pins the Python host's
+// mirror to them: (steps, [lines of each direction]).
+pybind11::tuple sweep_geometry(const std::vector<int64_t>& codes, int64_t B, int64_t T, int64_t F) {
+  TORCH_CHECK(!codes.empty() && codes.size() <= melnet_fast::sweep::kMaxDirections, "sweep_geometry: 1 to ",
+              melnet_fast::sweep::kMaxDirections, " codes");
+  for (int64_t c : codes) TORCH_CHECK(melnet_fast::sweep::valid_code(c), "sweep_geometry: bad code ", c);
+  const auto g = melnet_fast::sweep::make_geometry(B, T, F, 1, codes.data(), static_cast<int>(codes.size()));
+  pybind11::list lines;
+  for (size_t r = 0; r < codes.size(); ++r) lines.append(g.dir[r].lines);
+  return pybind11::make_tuple(melnet_fast::sweep::sweep_steps(g), lines);
+}
+
+}  // namespace
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "melnet_fast compiled kernels; the ops are registered under torch.ops.melnet_fast";
   m.def(
       "set_poison_outputs", [](bool on) { melnet_fast::poison_outputs_flag().store(on); },
       "Fill every output buffer with NaN before kernels write it (for tests).");
+  m.def(
+      "poison_outputs", []() { return melnet_fast::poison_outputs_flag().load(); },
+      "Whether output buffers are filled with NaN first (set_poison_outputs).");
+  m.def("sampler_layout", &sampler_layout, pybind11::arg("n_layers"),
+        "The tier samplers' weight list for n_layers layers (csrc/sampler_layout.h), one dict per tensor.");
+  m.def("sweep_geometry", &sweep_geometry, pybind11::arg("codes"), pybind11::arg("B"), pybind11::arg("T"),
+        pybind11::arg("F"), "(steps, lines per direction) of a 2D LSTM sweep (csrc/sweep_geometry.h).");
   m.def("built_with_cuda", []() {
 #ifdef MELNET_FAST_WITH_CUDA
     return melnet_fast_cuda_built();

@@ -4,9 +4,9 @@
 #include "centralized_step_cpu.h"
 
 #include <algorithm>
-#include <cmath>
 #include <limits>
 
+#include "scalar_math.h"
 #include "small_gemm.h"
 
 namespace melnet_fast {
@@ -30,11 +30,6 @@ MF_INLINE const T* layer(const CentralizedInputs& in, int64_t l, Layer k) {
 template <typename T>
 MF_INLINE const T* attention(const CentralizedInputs& in, Attention k) {
   return ptr<T>(in, kHead + kPerLayer * in.n_layers + k);
-}
-
-template <typename T>
-MF_INLINE T sigmoid(T v) {
-  return T(1) / (T(1) + std::exp(-v));
 }
 
 }  // namespace
@@ -109,7 +104,7 @@ CentralizedStep<T>::CentralizedStep(const CentralizedInputs& in, int64_t b, T* a
 
 namespace {
 
-// One step of the Gaussian-mixture attention (ops/gmm_attention/naive.py): the attention RNN reads
+// One step of the Gaussian-mixture attention (ops/gmm_attention/reference.py): the attention RNN reads
 // [query ; last context], the window's positions advance, and the new context is the window's weighted sum of
 // the memory. Writes s.phi [U] (zero on padding) and s.beyond (the mass past the end of the text).
 template <typename T>
@@ -126,16 +121,16 @@ MF_INLINE void attend(CentralizedStep<T>& s, const T* query) {
   T mx = -std::numeric_limits<T>::infinity();
   for (int64_t k = 0; k < K; ++k) mx = std::max(mx, p[2 * K + k]);
   T sum = 0;
-  for (int64_t k = 0; k < K; ++k) sum += (p[2 * K + k] = std::exp(p[2 * K + k] - mx));
+  for (int64_t k = 0; k < K; ++k) sum += (p[2 * K + k] = math::exp(p[2 * K + k] - mx));
   for (int64_t k = 0; k < K; ++k) {
-    s.kappa[k] += std::exp(p[k]);
-    p[K + k] = std::exp(-p[K + k]);  // inverse width
+    s.kappa[k] += math::exp(p[k]);
+    p[K + k] = math::exp(-p[K + k]);  // inverse width
     p[2 * K + k] /= sum;             // alpha
   }
   const T* inv_width = p + K;
   const T* alpha = p + 2 * K;
   for (int64_t u = 0; u <= s.length; ++u)
-    for (int64_t k = 0; k < K; ++k) s.cdf[u * K + k] = sigmoid((T(u) - s.kappa[k]) * inv_width[k]);
+    for (int64_t k = 0; k < K; ++k) s.cdf[u * K + k] = math::sigmoid((T(u) - s.kappa[k]) * inv_width[k]);
   T* context = &s.att_in[D];
   std::fill(context, context + D, T(0));
   for (int64_t u = 0; u < U; ++u) {

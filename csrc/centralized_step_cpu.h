@@ -2,7 +2,7 @@
 // each frame's per-element work it advances the centralized stack by one frame and, with text, the attention,
 // and adds the stack's output of every level to the frequency-delayed stack's inputs of that frame. The
 // semantics are those of melnet_fast/ops/tier_sampling/centralized_step.py (weights in the layout of
-// centralized_weights.py), with the stop rule of naive.py's sampler.
+// centralized_weights.py), with the stop rule of reference.py's sampler.
 #pragma once
 #include <ATen/ATen.h>
 

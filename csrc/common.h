@@ -1,4 +1,4 @@
-// Helpers shared by the CPU kernels.
+// Host-side helpers shared by the C++ and CUDA ops: new output buffers, filled with NaN when the tests ask for it.
 #pragma once
 #include <ATen/ATen.h>
 

@@ -34,8 +34,6 @@
 namespace melnet_fast {
 namespace {
 
-constexpr double kLogSqrt2Pi = 0.91893853320467274178;
-
 template <typename T>
 struct GmmPointers {
   const T* x;
@@ -221,7 +219,7 @@ MF_INLINE void fwd_elements(const GmmPointers<simd::Elem<V>>& p, int64_t e0, int
     const int64_t n = std::min<int64_t>(W, e1 - e);
     V se, bmax, sa;
     mixture_rows(p, e, n, L, S, U, B, se, bmax, sa);
-    const V nll = (T(kLogSqrt2Pi) - bmax) - simd::log(sa / se);
+    const V nll = (T(math::kLogSqrt2Pi) - bmax) - simd::log(sa / se);
     // every component has density 0 (max b = -inf): nll = +inf, not inf - inf
     store_part(p.nll + e, bmax > -std::numeric_limits<T>::infinity() ? nll : -bmax, n);
   }
@@ -294,9 +292,8 @@ void bwd_base(const GmmPointers<T>& p, int64_t e0, int64_t e1) {
 template <typename T>
 void run_parallel(const GmmPointers<T>& p, void (*fn)(const GmmPointers<T>&, int64_t, int64_t)) {
   constexpr int64_t kBlock = 64;
-  at::parallel_for(0, (p.M + kBlock - 1) / kBlock, 16, [&](int64_t b0, int64_t b1) {
-    fn(p, b0 * kBlock, std::min(b1 * kBlock, p.M));
-  });
+  at::parallel_for(0, (p.M + kBlock - 1) / kBlock, 16,
+                   [&](int64_t b0, int64_t b1) { fn(p, b0 * kBlock, std::min(b1 * kBlock, p.M)); });
 }
 
 template <typename T>
@@ -321,17 +318,28 @@ at::Tensor gmm_nll_fwd_cpu(const at::Tensor& x_in, const at::Tensor& mu_in, cons
   const int64_t M = x.numel();
   auto out = new_output(x.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gmm_nll_fwd_cpu", [&] {
-    GmmPointers<scalar_t> p{x.data_ptr<scalar_t>(), mu.data_ptr<scalar_t>(), ls.data_ptr<scalar_t>(),
-                            logit.data_ptr<scalar_t>(), nullptr, out.data_ptr<scalar_t>(), nullptr, nullptr,
-                            nullptr, nullptr, M, K};
+    GmmPointers<scalar_t> p{x.data_ptr<scalar_t>(),
+                            mu.data_ptr<scalar_t>(),
+                            ls.data_ptr<scalar_t>(),
+                            logit.data_ptr<scalar_t>(),
+                            nullptr,
+                            out.data_ptr<scalar_t>(),
+                            nullptr,
+                            nullptr,
+                            nullptr,
+                            nullptr,
+                            M,
+                            K};
     run_fwd(p);
   });
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gmm_nll_bwd_cpu(
-    const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& mu_in, const at::Tensor& ls_in,
-    const at::Tensor& lp_in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gmm_nll_bwd_cpu(const at::Tensor& grad_in,
+                                                                           const at::Tensor& x_in,
+                                                                           const at::Tensor& mu_in,
+                                                                           const at::Tensor& ls_in,
+                                                                           const at::Tensor& lp_in) {
   const auto grad = grad_in.contiguous();
   const auto x = x_in.contiguous();
   const auto mu = mu_in.contiguous();
@@ -344,10 +352,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gmm_nll_bwd_cpu(
   auto gls = new_output(mu.sizes(), x.options());
   auto glp = new_output(mu.sizes(), x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gmm_nll_bwd_cpu", [&] {
-    GmmPointers<scalar_t> p{x.data_ptr<scalar_t>(), mu.data_ptr<scalar_t>(), ls.data_ptr<scalar_t>(),
-                            logit.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), nullptr,
-                            gx.data_ptr<scalar_t>(), gmu.data_ptr<scalar_t>(), gls.data_ptr<scalar_t>(),
-                            glp.data_ptr<scalar_t>(), M, K};
+    GmmPointers<scalar_t> p{x.data_ptr<scalar_t>(),
+                            mu.data_ptr<scalar_t>(),
+                            ls.data_ptr<scalar_t>(),
+                            logit.data_ptr<scalar_t>(),
+                            grad.data_ptr<scalar_t>(),
+                            nullptr,
+                            gx.data_ptr<scalar_t>(),
+                            gmu.data_ptr<scalar_t>(),
+                            gls.data_ptr<scalar_t>(),
+                            glp.data_ptr<scalar_t>(),
+                            M,
+                            K};
     run_bwd(p);
   });
   return {gx, gmu, gls, glp};

@@ -1,6 +1,7 @@
 // Fused CPU 2D LSTM sweep, forward and backward.
 //
-// All R directions of a call advance together: max(T, F) steps; at each step one GEMM per active direction
+// All R directions of a call advance together, as many steps as the longest direction has positions (max(T, F)
+// when both axes are swept; csrc/sweep_geometry.h); at each step one GEMM per active direction
 // for the recurrent term (gemm.h: oneDNN or BLAS, into a reused buffer), then one OpenMP loop over the rows of
 // every active direction for the gate pointwise work. The input projections of all directions are one GEMM
 // before the loop; in backward, the weight and input gradients are one GEMM each after it.
@@ -12,9 +13,9 @@
 #include <torch/library.h>
 
 #include "common.h"
-#include "sweep_host.h"
 #include "gemm.h"
 #include "small_gemm.h"
+#include "sweep_geometry.h"
 #include "vec_math.h"
 
 #include <cmath>
@@ -24,35 +25,30 @@
 namespace melnet_fast {
 namespace {
 
-struct Direction {
-  bool along_t;
-  bool reverse;
-  int64_t len;   // steps of this direction
-  int64_t rows;  // independent sequences
-};
+using sweep::Dir;  // csrc/sweep_geometry.h: lines, positions and the step rule shared with the GPU backends
 
-Direction make_direction(int64_t code, int64_t B, int64_t T, int64_t F) {
-  TORCH_CHECK(code >= 0 && code <= 3, "lstm_sweep_2d: direction code must be 0..3, got ", code);
-  const bool along_t = code < 2;
-  return {along_t, code % 2 == 1, along_t ? T : F, along_t ? B * F : B * T};
+Dir make_direction(int64_t code, int64_t B, int64_t T, int64_t F) {
+  TORCH_CHECK(sweep::valid_code(code), "lstm_sweep_2d: direction code must be 0..3, got ", code);
+  return sweep::make_dir(code, B, T, F);
 }
 
 // Flat index into [B, T, F] of row k of direction d at step s.
-inline int64_t position(const Direction& d, int64_t k, int64_t s, int64_t T, int64_t F) {
-  const int64_t p = d.reverse ? d.len - 1 - s : s;
-  if (d.along_t) {
-    const int64_t b = k / F, f = k % F;
-    return (b * T + p) * F + f;
-  }
-  const int64_t b = k / T, t = k % T;
-  return (b * T + t) * F + p;
+inline int64_t position(const Dir& d, int64_t k, int64_t s, int64_t T, int64_t F) {
+  return sweep::flat_position(d, k, sweep::step_position(d, s), T, F);
+}
+
+// The steps of a sweep: the longest direction's length (the rule of csrc/sweep_geometry.h).
+int64_t steps_of(const std::vector<Dir>& dirs) {
+  int64_t steps = 0;
+  for (const Dir& d : dirs) steps = std::max<int64_t>(steps, d.len);
+  return steps;
 }
 
 // Which (direction, row) a flat work item of one step belongs to.
 struct WorkMap {
   std::vector<int64_t> dir, start;  // active directions and the first work item of each
   int64_t total = 0;
-  void build(const std::vector<Direction>& dirs, int64_t s) {
+  void build(const std::vector<Dir>& dirs, int64_t s) {
     dir.clear();
     start.clear();
     total = 0;
@@ -60,7 +56,7 @@ struct WorkMap {
       if (s < dirs[r].len) {
         dir.push_back(static_cast<int64_t>(r));
         start.push_back(total);
-        total += dirs[r].rows;
+        total += dirs[r].lines;
       }
     }
   }
@@ -78,7 +74,7 @@ struct FwdStep {
   T* const* h;
   T* const* c;
   const T* const* hh;
-  const Direction* dirs;
+  const Dir* dirs;
   const WorkMap* work;
   int64_t s, T_, F, R, H, N;
 };
@@ -113,7 +109,7 @@ struct BwdStep {
   T* const* dh;
   T* const* dc;
   T* const* dg;
-  const Direction* dirs;
+  const Dir* dirs;
   const WorkMap* work;
   int64_t s, T_, F, R, H, N;
 };
@@ -127,7 +123,7 @@ MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
   for (int64_t item = lo; item < hi; ++item) {
     while (a + 1 < st.work->start.size() && item >= st.work->start[a + 1]) ++a;
     const int64_t r = st.work->dir[a], k = item - st.work->start[a];
-    const Direction& d = st.dirs[r];
+    const Dir& d = st.dirs[r];
     const int64_t n = position(d, k, st.s, st.T_, st.F);
     const T* c_prev = st.s == 0 ? st.c0 + r * H : st.cell + (r * N + position(d, k, st.s - 1, st.T_, st.F)) * H;
     const T* gs = st.gates + (r * N + n) * G;
@@ -161,7 +157,7 @@ MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
 }
 
 // The row loops compiled for AVX-512 / AVX2 / baseline, chosen at load time.
-#define MELNET_FAST_ROWS(T)                                                                          \
+#define MELNET_FAST_ROWS(T)                                                                                    \
   MELNET_FAST_CPU_CLONES void run_rows(const FwdStep<T>& st, int64_t lo, int64_t hi) { fwd_rows(st, lo, hi); } \
   MELNET_FAST_CPU_CLONES void run_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) { bwd_rows(st, lo, hi); }
 MELNET_FAST_ROWS(float)
@@ -228,9 +224,11 @@ at::Tensor pooled(at::IntArrayRef sizes, const at::TensorOptions& options) {
   return t;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
-    const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in, const at::Tensor& bias_in,
-    const at::Tensor& h0_in, const at::Tensor& c0_in, at::IntArrayRef directions, bool save) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in,
+                                                                     const at::Tensor& w_hh_in,
+                                                                     const at::Tensor& bias_in, const at::Tensor& h0_in,
+                                                                     const at::Tensor& c0_in,
+                                                                     at::IntArrayRef directions, bool save) {
   const auto x = x_in.contiguous();
   const auto w_ih = w_ih_in.contiguous();
   const auto w_hh = w_hh_in.contiguous();
@@ -257,18 +255,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
     gemm_into(x_flat, w_ih[r].t(), pre_r);  // the bias is added in the pointwise pass
   }
 
-  std::vector<Direction> dirs;
+  std::vector<Dir> dirs;
   std::vector<at::Tensor> h_prev, c_prev, hh, w_hh_t;
   for (int64_t r = 0; r < R; ++r) {
     w_hh_t.push_back(w_hh[r].t().contiguous());  // [H, 4H]: the layout of the recurrent product
     dirs.push_back(make_direction(directions[r], B, T, F));
     // clone, not contiguous(): with a single row the expanded view is already contiguous and the loop
     // below would then write the running state into the caller's h0 / c0.
-    h_prev.push_back(h0[r].unsqueeze(0).expand({dirs[r].rows, H}).clone(at::MemoryFormat::Contiguous));
-    c_prev.push_back(c0[r].unsqueeze(0).expand({dirs[r].rows, H}).clone(at::MemoryFormat::Contiguous));
-    hh.push_back(at::empty({dirs[r].rows, G}, x.options()));
+    h_prev.push_back(h0[r].unsqueeze(0).expand({dirs[r].lines, H}).clone(at::MemoryFormat::Contiguous));
+    c_prev.push_back(c0[r].unsqueeze(0).expand({dirs[r].lines, H}).clone(at::MemoryFormat::Contiguous));
+    hh.push_back(at::empty({dirs[r].lines, G}, x.options()));
   }
-  const int64_t steps = std::max(T, F);
+  const int64_t steps = steps_of(dirs);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_fwd_cpu", [&] {
     scalar_t* pre_p = gates.data_ptr<scalar_t>();
@@ -282,8 +280,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
       hhp[r] = hh[r].data_ptr<scalar_t>();
     }
     WorkMap work;
-    FwdStep<scalar_t> st{pre_p, bias.data_ptr<scalar_t>(), y_p, cell_p, hp.data(), cp.data(), hhp.data(), dirs.data(), &work,
-                         0, T, F, R, H, N};
+    FwdStep<scalar_t> st{pre_p,      bias.data_ptr<scalar_t>(),
+                         y_p,        cell_p,
+                         hp.data(),  cp.data(),
+                         hhp.data(), dirs.data(),
+                         &work,      0,
+                         T,          F,
+                         R,          H,
+                         N};
     for (int64_t s = 0; s < steps; ++s) {
       work.build(dirs, s);
       for (int64_t r : work.dir) recurrent_product<scalar_t>(h_prev[r], w_hh_t[r], hh[r]);
@@ -295,7 +299,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(
   return {y, gates, cell};
 }
 
-// h of the previous position of every element along direction d (h0 at the first): [N, H].
+// The hidden state each position of one direction's lines saw as h_prev, as rows [B*T*F, H] in y's row order:
+// y_r [B, T, F, H] (that direction's channel slice of y) shifted by one position along the direction's axis
+// (time when along_t, else frequency), with h0_r [H] at every line's first position. dw_hh = dG^T @ this.
+at::Tensor previous_hidden(const at::Tensor& y_r, const at::Tensor& h0_r, bool along_t, bool reverse) {
+  const int64_t dim = along_t ? 1 : 2;
+  const int64_t L = y_r.size(dim);
+  std::vector<int64_t> shape(y_r.sizes().begin(), y_r.sizes().end());
+  shape[dim] = 1;
+  const auto first = h0_r.view({1, 1, 1, -1}).expand(shape);
+  const auto prev =
+      reverse ? at::cat({y_r.narrow(dim, 1, L - 1), first}, dim) : at::cat({first, y_r.narrow(dim, 0, L - 1)}, dim);
+  return prev.reshape({-1, y_r.size(3)});
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_bwd_cpu(
     const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
     const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& y_in, const at::Tensor& gates_in,
@@ -316,15 +333,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
               "lstm_sweep_2d backward: the forward did not save its gates (called with save=false)");
 
   auto dxp = pooled({N, R * G}, x.options());  // gradients of the gate pre-activations
-  std::vector<Direction> dirs;
+  std::vector<Dir> dirs;
   std::vector<at::Tensor> dh_rec, dc_next, dg_step;
   for (int64_t r = 0; r < R; ++r) {
     dirs.push_back(make_direction(directions[r], B, T, F));
-    dh_rec.push_back(at::zeros({dirs[r].rows, H}, x.options()));
-    dc_next.push_back(at::zeros({dirs[r].rows, H}, x.options()));
-    dg_step.push_back(at::empty({dirs[r].rows, G}, x.options()));
+    dh_rec.push_back(at::zeros({dirs[r].lines, H}, x.options()));
+    dc_next.push_back(at::zeros({dirs[r].lines, H}, x.options()));
+    dg_step.push_back(at::empty({dirs[r].lines, G}, x.options()));
   }
-  const int64_t steps = std::max(T, F);
+  const int64_t steps = steps_of(dirs);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_bwd_cpu", [&] {
     const scalar_t* gy_p = grad_y.data_ptr<scalar_t>();
@@ -339,8 +356,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       dgp[r] = dg_step[r].data_ptr<scalar_t>();
     }
     WorkMap work;
-    BwdStep<scalar_t> st{gy_p, gates_p, cell_p, c0_p, dxp_p, dhp.data(), dcp.data(), dgp.data(), dirs.data(), &work,
-                         0, T, F, R, H, N};
+    BwdStep<scalar_t> st{gy_p,        gates_p, cell_p, c0_p, dxp_p, dhp.data(), dcp.data(), dgp.data(),
+                         dirs.data(), &work,   0,      T,    F,     R,          H,          N};
     for (int64_t s = steps - 1; s >= 0; --s) {
       work.build(dirs, s);
       st.s = s;

@@ -3,7 +3,7 @@
 //
 // Batch elements are independent, so each runs its whole tier in one thread (OpenMP over the batch); inside,
 // plain loops over contiguous rows of the weights (small matrix-vector products at batch 1, where BLAS calls
-// cost more than they save). The semantics are those of melnet_fast/ops/tier_sampling/naive.py.
+// cost more than they save). The semantics are those of melnet_fast/ops/tier_sampling/reference.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -12,21 +12,20 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#include <limits>
 #include <optional>
 #include <vector>
 
 #include "centralized_step_cpu.h"
 #include "common.h"
+#include "mixture_draw.h"
+#include "sampler_layout.h"
 #include "small_gemm.h"
 #include "vec_math.h"
 
 namespace melnet_fast {
 namespace {
 
-constexpr int64_t kPerLayer = 14;
-
-constexpr double kLogSqrt2Pi = 0.91893853320467274178;
+namespace sl = sampler_layout;
 
 // The LSTM pointwise update of (h, c) [D] from pre-activation gates [4D] (overwritten by the activations).
 template <typename T>
@@ -103,19 +102,21 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   const T* czf = cz_f.data_ptr<T>() + b * T_ * F * D;
   const T* ub = u.data_ptr<T>() + b * T_ * F;
   const T* eb = eps.data_ptr<T>() + b * T_ * F;
-  const T* xt_w = w[0].data_ptr<T>();
-  const T* xt_b = w[1].data_ptr<T>();
-  const T* xf_w = w[2].data_ptr<T>();
-  const T* xf_b = w[3].data_ptr<T>();
+  const sl::Layout layout(L);
+  auto ptr = [&](int64_t idx) { return w[idx].data_ptr<T>(); };
+  const T* xt_w = ptr(layout.input(sl::kXtW));
+  const T* xt_b = ptr(layout.input(sl::kXtB));
+  const T* xf_w = ptr(layout.input(sl::kXfW));
+  const T* xf_b = ptr(layout.input(sl::kXfB));
   std::vector<LayerW<T>> lw(L);
   for (int64_t l = 0; l < L; ++l) {
-    const at::Tensor* p = &w[4 + kPerLayer * l];
-    lw[l] = {p[0].data_ptr<T>(),  p[1].data_ptr<T>(),  p[2].data_ptr<T>(),  p[3].data_ptr<T>(), p[4].data_ptr<T>(),
-             p[5].data_ptr<T>(),  p[6].data_ptr<T>(),  p[7].data_ptr<T>(),  p[8].data_ptr<T>(), p[9].data_ptr<T>(),
-             p[10].data_ptr<T>(), p[11].data_ptr<T>(), p[12].data_ptr<T>(), p[13].data_ptr<T>()};
+    auto lay = [&](sl::LayerEntry e) { return ptr(layout.layer(l, e)); };
+    lw[l] = {lay(sl::kTWih),   lay(sl::kTWhh),   lay(sl::kTBias),  lay(sl::kTH0),   lay(sl::kTC0),
+             lay(sl::kTProjW), lay(sl::kTProjB), lay(sl::kFWih),   lay(sl::kFWhh),  lay(sl::kFBias),
+             lay(sl::kFH0),    lay(sl::kFC0),    lay(sl::kFProjW), lay(sl::kFProjB)};
   }
-  const T* head_w = w[4 + kPerLayer * L].data_ptr<T>();
-  const T* head_b = w[5 + kPerLayer * L].data_ptr<T>();
+  const T* head_w = ptr(layout.head(sl::kHeadW));
+  const T* head_b = ptr(layout.head(sl::kHeadB));
 
   // Caches: time LSTM (h, c) per layer and channel; the time-delayed stack's output per layer for this frame.
   std::vector<T> t_h(L * F * D), t_c(L * F * D), ht_layers(L * F * D), f_h(L * D), f_c(L * D);
@@ -128,7 +129,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   const bool inner_threads = false;
 #endif
   std::vector<T> ht(F * D), feats(F * 3 * D), fgates(3 * F * G), sweep_h(3 * D), sweep_c(3 * D), gates(G), hf(D),
-      tmp(D), theta(3 * K), probs(K);
+      tmp(D), theta(3 * K);
   for (int64_t l = 0; l < L; ++l) {
     for (int64_t j = 0; j < F; ++j) {
       std::copy(lw[l].t_h0, lw[l].t_h0 + D, &t_h[(l * F + j) * D]);
@@ -186,48 +187,9 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
         matvec(lay.f_proj_w, &f_h[l * D], lay.f_proj_b, D, D, hf.data(), true);
       }
       matvec(head_w, hf.data(), head_b, 3 * K, D, theta.data());
-      const T* mu = theta.data();
-      const T* ls = mu + K;
-      const T* lp = mu + 2 * K;
-      // Draw (the rule of gmm_sample_from_noise).
-      int64_t k_sel = 0;
-      T value;
-      if (tau == T(0)) {
-        for (int64_t k = 1; k < K; ++k)
-          if (lp[k] > lp[k_sel]) k_sel = k;
-        value = mu[k_sel];
-      } else {
-        T mx = -std::numeric_limits<T>::infinity();
-        for (int64_t k = 0; k < K; ++k) mx = std::max(mx, lp[k] / tau);
-        T sum = 0;
-        for (int64_t k = 0; k < K; ++k) sum += (probs[k] = std::exp(lp[k] / tau - mx));
-        T cdf = 0;
-        const T uij = ub[i * F + j];
-        int64_t below = 0;
-        for (int64_t k = 0; k < K; ++k) {
-          cdf += probs[k] / sum;
-          below += cdf <= uij ? 1 : 0;
-        }
-        k_sel = std::min(below, K - 1);
-        value = mu[k_sel] + tau * std::exp(ls[k_sel]) * eb[i * F + j];
-      }
-      value = value != value ? hi : std::min(std::max(value, lo), hi);  // keep_in_range (ops/gmm/naive.py)
-      xb[i * F + j] = value;
-      // Log density of the drawn value under the untempered mixture.
-      T lmx = -std::numeric_limits<T>::infinity();
-      for (int64_t k = 0; k < K; ++k) lmx = std::max(lmx, lp[k]);
-      T lse = 0;
-      for (int64_t k = 0; k < K; ++k) lse += std::exp(lp[k] - lmx);
-      lse = lmx + std::log(lse);
-      T amax = -std::numeric_limits<T>::infinity();
-      for (int64_t k = 0; k < K; ++k) {
-        const T z = (value - mu[k]) * std::exp(-ls[k]);
-        probs[k] = lp[k] - lse - T(0.5) * z * z - ls[k] - T(kLogSqrt2Pi);
-        amax = std::max(amax, probs[k]);
-      }
-      T sa = 0;
-      for (int64_t k = 0; k < K; ++k) sa += std::exp(probs[k] - amax);
-      logd += amax + std::log(sa);
+      const Drawn<T> dr = draw_mixture(theta.data(), static_cast<int>(K), tau, ub[i * F + j], eb[i * F + j], lo, hi);
+      xb[i * F + j] = dr.value;
+      logd += dr.log_density;
     }
   }
   *log_density = logd;
@@ -253,8 +215,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample(const at::Tens
                                                                   int64_t n_layers, int64_t n_mixtures,
                                                                   double temperature, int64_t n_prime, double x_min,
                                                                   double x_max, const CentralizedInputs* centralized) {
-  TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == 6 + kPerLayer * n_layers, "sample_tier: expected ",
-              6 + kPerLayer * n_layers, " weight tensors, got ", weights_in.size());
+  const sl::Layout layout(n_layers);
+  TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == layout.size(), "sample_tier: expected ", layout.size(),
+              " weight tensors, got ", weights_in.size());
   const int64_t B = x_init.size(0), T_ = x_init.size(1);
   auto x = new_output(x_init.sizes(), x_init.options());
   x.copy_(x_init);
@@ -264,14 +227,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample(const at::Tens
   const auto eps = eps_in.contiguous();
   // Matrices are transposed once here (the last two dimensions) so that the kernels read them as axpys.
   std::vector<at::Tensor> w;
-  for (int64_t idx = 0; idx < static_cast<int64_t>(weights_in.size()); ++idx) {
-    const int64_t in_layer = (idx - 4) % kPerLayer;
-    const bool is_layer = idx >= 4 && idx < 4 + kPerLayer * n_layers;
-    const bool matrix = (is_layer && (in_layer == 0 || in_layer == 1 || in_layer == 5 || in_layer == 7 ||
-                                      in_layer == 8 || in_layer == 12)) ||
-                        idx == 4 + kPerLayer * n_layers;  // LSTM weights, projections, head
+  for (int64_t idx = 0; idx < layout.size(); ++idx) {
     const auto& t = weights_in[idx];
-    w.push_back(matrix ? t.transpose(-1, -2).contiguous() : t.contiguous());
+    w.push_back(layout.entry(idx).kind == sl::kMatrix ? t.transpose(-1, -2).contiguous() : t.contiguous());
   }
   auto log_density = new_output({B}, x_init.options());
   const int64_t U = centralized != nullptr ? centralized->U : 0;

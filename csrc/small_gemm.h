@@ -68,12 +68,14 @@ MF_INLINE void matmat(const T* wt, const T* V, int64_t M, int64_t ldv, const T* 
   int64_t m = 0;
   for (; m + 4 <= M; m += 4) {  // four inputs x two vectors of rows: eight independent accumulators
     int64_t r0 = 0;
-    for (; r0 + 2 * W <= rows; r0 += 2 * W) product_block<T, 4, 2>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+    for (; r0 + 2 * W <= rows; r0 += 2 * W)
+      product_block<T, 4, 2>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
     for (; r0 + W <= rows; r0 += W) product_block<T, 4, 1>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
   }
   for (; m < M; ++m) {  // one input x four vectors of rows, so that the FMA chains overlap
     int64_t r0 = 0;
-    for (; r0 + 4 * W <= rows; r0 += 4 * W) product_block<T, 1, 4>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+    for (; r0 + 4 * W <= rows; r0 += 4 * W)
+      product_block<T, 1, 4>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
     for (; r0 + W <= rows; r0 += W) product_block<T, 1, 1>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
   }
   if (r_vec < rows) product_tail(wt, V, M, ldv, rows, n, r_vec, out, ldo);

@@ -65,3 +65,9 @@ def has_cpu_kernels() -> bool:
 
 def has_cuda_kernels() -> bool:
     return _C is not None and bool(_C.built_with_cuda())
+
+
+def poisoning_outputs() -> bool:
+    """Whether kernels fill their output buffers with NaN before writing them (tests turn it on with
+    melnet_fast._C.set_poison_outputs, for the Python hosts of the GPU kernels too)."""
+    return _C is not None and bool(_C.poison_outputs())

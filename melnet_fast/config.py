@@ -255,13 +255,7 @@ class MelNetConfig:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> MelNetConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"a MelNetConfig dict must be a dict, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown MelNetConfig field(s) {unknown}; valid fields: {sorted(names)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -284,6 +278,17 @@ class MelNetConfig:
 
     def replace(self, **changes) -> MelNetConfig:
         return dataclasses.replace(self, **changes)
+
+
+def config_from_dict(cls, d: Dict[str, Any]):
+    """cls(**d) for a config dataclass `cls`; ValueError naming unknown fields (and the valid ones)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a {cls.__name__} dict must be a dict, got {type(d).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; valid fields: {sorted(names)}")
+    return cls(**d)
 
 
 def _is_int(v) -> bool:

@@ -24,7 +24,8 @@ from melnet_fast.multiscale import (
     tier_lengths,
     tier_shapes,
 )
-from melnet_fast.ops.gmm.naive import draw_noise
+from melnet_fast.ops._checks import check_finite
+from melnet_fast.ops.gmm.reference import draw_noise
 from melnet_fast.ops.tier_sampling import check_value_range
 from melnet_fast.text import TextFrontEnd
 
@@ -176,15 +177,12 @@ class MelNet(nn.Module):
         if lengths is not None:
             lengths = check_lengths(lengths, B, T, minimum=c.time_factor,
                                     why=f" and at least time_factor={c.time_factor} (one frame in every tier)")
-            lengths = crop_lengths(lengths.to(p.device), c.n_tiers)
-            if bool((lengths == T).all()):
-                lengths = None
-        finite = torch.isfinite(x)
-        if lengths is not None:
-            finite = finite | ~length_mask(lengths, T)[:, :, None]
-        if not bool(finite.all()):
-            raise ValueError(f"{name} holds NaN or inf; a spectrogram must be finite (log-amplitude, normalised)"
-                             + (" at its real positions (padding may hold anything)" if lengths is not None else ""))
+            lengths = crop_lengths(lengths, c.n_tiers)
+            # Read where the caller keeps the lengths (the CPU, from a data loader: no device sync).
+            lengths = None if bool((lengths == T).all()) else lengths.to(p.device)
+        check_finite(name, x if lengths is None else masked_fill_padding(x, length_mask(lengths, T)),
+                     f"{name} holds NaN or inf; a spectrogram must be finite (log-amplitude, normalised)"
+                     + (" at its real positions (padding may hold anything)" if lengths is not None else ""))
         return lengths
 
     def _parse_cond(self, cond: Cond, B: int, T: int, F: int, lengths: torch.Tensor | None = None
@@ -224,7 +222,12 @@ class MelNet(nn.Module):
                        else type(speaker).__name__)
                 raise ValueError(f"speaker ids must be an integer tensor of shape [{B}] (one per example), "
                                  f"got {got}")
-            if B and not (0 <= int(speaker.min()) and int(speaker.max()) < c.n_speakers):
+            if torch.compiler.is_compiling():  # no data-dependent Python under tracing: a graph assertion (CPU)
+                if speaker.device.type == "cpu":
+                    torch._assert_async(((speaker >= 0) & (speaker < c.n_speakers)).all(),
+                                        f"speaker ids must lie in [0, {c.n_speakers})")
+            elif B and not (0 <= int(speaker.min()) and int(speaker.max()) < c.n_speakers):
+                # (a synchronisation for ids on a GPU: there an out-of-range id would stop the embedding's kernel)
                 raise ValueError(f"speaker ids must lie in [0, {c.n_speakers}), got min {int(speaker.min())}, "
                                  f"max {int(speaker.max())}")
             speaker = speaker.to(device=p.device, dtype=torch.long)
@@ -236,12 +239,10 @@ class MelNet(nn.Module):
             if features.dtype != p.dtype or features.device != p.device:
                 raise ValueError(f"features are {features.dtype} on {features.device} but the model is "
                                  f"{p.dtype} on {p.device}")
-            finite = torch.isfinite(features)
-            if lengths is not None:
-                finite = finite | ~length_mask(lengths, T)[:, :, None, None]
-            if not bool(finite.all()):
-                raise ValueError("features hold NaN or inf; they must be finite"
-                                 + (" at the real positions" if lengths is not None else ""))
+            check_finite("features",
+                         features if lengths is None else masked_fill_padding(features, length_mask(lengths, T)),
+                         "features hold NaN or inf; they must be finite"
+                         + (" at the real positions" if lengths is not None else ""))
         return speaker, features
 
     def _parse_text(self, cond: Cond, B: int) -> Tuple[torch.Tensor, torch.Tensor] | None:
@@ -541,21 +542,7 @@ class MelNet(nn.Module):
 
         config: when given, the checkpoint must have been written with this exact config, else ValueError.
         """
-        config_dict, state = checkpoint.read_checkpoint(path)
-        try:
-            stored = MelNetConfig.from_dict(config_dict)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{os.fspath(path)}: the config stored in the checkpoint is invalid: {e}") from None
-        if config is not None and stored != config:
-            diff = {k: (v, getattr(config, k)) for k, v in stored.to_dict().items()
-                    if v != config.to_dict()[k]}
-            raise ValueError(f"{os.fspath(path)} was written by a model with a different config; fields that "
-                             f"differ (checkpoint, expected): {diff}")
-        model = cls(stored)
-        checkpoint.check_state(path, state, model.state_dict())
-        model.to(next(iter(state.values())).dtype)  # the dtype it was saved in
-        model.load_state_dict(state)
-        return model.to(map_location)
+        return checkpoint.load_model(cls, MelNetConfig, path, config, map_location)
 
     def extra_repr(self) -> str:
         c = self.config

@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 import torch
 
 from melnet_fast import audio
 from melnet_fast._optional import require
-from melnet_fast.log_mel_scale import FLOOR, ZERO_DB
+from melnet_fast.log_mel_scale import FLOOR, SAMPLE_RANGE, ZERO_DB
 from melnet_fast.multiscale import merge_tiers, split_tiers
 
 # The default value range of a spectrogram image: the log floor (-80 dB) to a full-scale sine (0 dB).
 IMAGE_VMIN, IMAGE_VMAX = FLOOR, ZERO_DB
 _META_KEY = "melnet_fast"
+
+
+def audible_range(spec: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(spec clamped to the samplers' range [log floor, +30 dB over a full-scale sine], NaN to the floor; number
+    of values that were not finite or at / above the top): a runaway value is not audio, and the inversion needs
+    finite power. Values below the log floor are just silence (the data is floored there) and are not counted.
+    Samples of MelNet.sample are already in the range (runaways kept at its top); a spectrogram from elsewhere
+    (a cMelGAN's, a file's) may not be."""
+    low, high = SAMPLE_RANGE
+    spec = spec.float().cpu()
+    bad = int((~torch.isfinite(spec) | (spec >= high)).sum())
+    return torch.nan_to_num(spec, nan=low, posinf=high, neginf=low).clamp(low, high), bad
 
 
 def _as_array(x) -> np.ndarray:
@@ -57,7 +69,7 @@ def plot_tiers(path, x, n_tiers: int, settings=None, title: str = "generated") -
     axes = fig.subplots(n_tiers, 1, sharex=True, squeeze=False)[:, 0]
     for g, (ax, view) in enumerate(zip(axes, tier_views(x, n_tiers)), start=1):
         T, F = view.shape
-        label = f"{title}: tier 1" if g == 1 else f"tiers 1-{g}"
+        label = title if n_tiers == 1 else f"{title}: tier 1" if g == 1 else f"tiers 1-{g}"
         im = _show(ax, view.numpy(), seconds, x.shape[1], vmin, vmax, f"{label} ({T} frames x {F} channels)")
     axes[-1].set_xlabel("time (s)")
     fig.colorbar(im, ax=list(axes), label="normalised log-mel", shrink=0.8)
@@ -89,6 +101,29 @@ def plot_comparison(path, real: Sequence, generated: Sequence, settings=None,
             im = _show(ax, x, x.shape[0] * s.hop_length / s.sample_rate, x.shape[1], vmin, vmax,
                        f"{kind} {name}")
         axes[-1, col].set_xlabel("time (s)")
+    fig.colorbar(im, ax=axes.ravel().tolist(), label="normalised log-mel", shrink=0.8)
+    fig.savefig(os.fspath(path), dpi=110)
+
+
+def plot_grid(path, rows: Dict[str, Sequence], column_titles: Sequence[str], settings=None) -> None:
+    """PNG of spectrograms [T, F] in a grid: one row per entry of `rows` (its name on the left), one column per
+    title (e.g. a genre), all on one colour scale (the log floor to 0 dB, values clamped by audible_range)."""
+    Figure = require("matplotlib.figure", "plotting").Figure
+    s = audio.audio_settings(settings)
+    n_cols = len(column_titles)
+    fig = Figure(figsize=(2.6 * n_cols + 1.2, 1.9 * len(rows) + 0.4), layout="constrained")
+    axes = fig.subplots(len(rows), n_cols, squeeze=False, sharex=True, sharey=True)
+    for r, (name, specs) in enumerate(rows.items()):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            x = _as_array(audible_range(torch.as_tensor(_as_array(specs[c])))[0])
+            im = _show(ax, x, x.shape[0] * s.hop_length / s.sample_rate, x.shape[1], IMAGE_VMIN, IMAGE_VMAX,
+                       column_titles[c] if r == 0 else "")
+            if c:
+                ax.set_ylabel("")
+        axes[r, 0].set_ylabel(f"{name}\nmel channel", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
     fig.colorbar(im, ax=axes.ravel().tolist(), label="normalised log-mel", shrink=0.8)
     fig.savefig(os.fspath(path), dpi=110)
 

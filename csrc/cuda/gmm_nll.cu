@@ -1,5 +1,5 @@
 // CUDA Gaussian-mixture NLL: the CUDA implementations of melnet_fast::gmm_nll_fwd and gmm_nll_bwd (schemas in
-// csrc/bindings.cpp; autograd in melnet_fast/ops/gmm/compiled.py, shared with the CPU kernel).
+// csrc/bindings.cpp; autograd in melnet_fast/ops/gmm/cpp_backend.py, shared with the CPU kernel).
 //
 // Numerics are those of the CPU kernel (csrc/gmm_cpu.cpp), in float32 for float32 / bfloat16 / float16 storage
 // (float64 storage, for gradcheck, computes in float64; the public op sends float64 to the reference). With
@@ -67,7 +67,8 @@ void fill_strides(GmmArgs<T>& a, const at::Tensor& x, const at::Tensor& mu, cons
   a.K = static_cast<int>(mu.size(1));
   a.R = rows_per_tile(a.K, sizeof(Math<T>));
   a.pitch = pitch_of(a.K);
-  TORCH_CHECK(a.R >= 1, "gmm_nll (cuda): K = ", a.K, " mixture components do not fit the kernel's shared memory "
+  TORCH_CHECK(a.R >= 1, "gmm_nll (cuda): K = ", a.K,
+              " mixture components do not fit the kernel's shared memory "
               "(at most 3071 with float32 math)");
 }
 
@@ -104,9 +105,11 @@ at::Tensor gmm_nll_fwd_cuda(const at::Tensor& x_in, const at::Tensor& mu_in, con
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gmm_nll_bwd_cuda(
-    const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& mu_in, const at::Tensor& ls_in,
-    const at::Tensor& lp_in) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gmm_nll_bwd_cuda(const at::Tensor& grad_in,
+                                                                            const at::Tensor& x_in,
+                                                                            const at::Tensor& mu_in,
+                                                                            const at::Tensor& ls_in,
+                                                                            const at::Tensor& lp_in) {
   check_args(x_in, mu_in, ls_in, lp_in);
   TORCH_CHECK(grad_in.sizes() == x_in.sizes() && grad_in.device() == x_in.device() &&
                   grad_in.scalar_type() == x_in.scalar_type(),

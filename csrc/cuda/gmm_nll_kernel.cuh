@@ -12,49 +12,17 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "scalar_math.h"
+
 namespace melnet_fast {
 namespace gmm_cuda {
 
-// log sqrt(2 pi) in double: the float64 path (gradcheck, opcheck) needs all its digits; M(kLogSqrt2Pi) rounds it to
-// the same float32 constant as before for float math (a compile-time conversion).
-constexpr double kLogSqrt2Pi = 0.91893853320467274178;
 constexpr int kThreads = 128;            // threads per block; also the most rows per tile
 constexpr int kSmemBytes = 48 * 1024;    // shared memory per block without the opt-in attribute
 constexpr int kBuffers = 4;              // [R, pitch] buffers: mu, log_sigma, logit and b (backward only)
 
-// exp(x) to about 1 ulp for any finite x, from adds and multiplies only (the same steps as _exp_precise in
-// kernels/gmm_nll.py). The build uses --use_fast_math, where expf becomes ex2.approx(x * log2 e) with the product
-// rounded: a relative error of about |x| 2^-23, 20x PyTorch's expf at |x| = 20. 1 / sigma = exp(-log_sigma)
-// multiplies z, so it is computed here instead: Cody-Waite reduction x = n ln 2 + r with |r| <= ln(2) / 2
-// (n ln 2 is exact: kLn2Hi has 16 significant bits and |n| < 2^8; contraction into FMAs only makes it more
-// exact), e^r by its Taylor polynomial of degree 7 (truncation below 6e-9 relative), 2^n as 2^h 2^(n - h) with
-// h = floor(n / 2) built from exponent bits, so the products underflow to 0 or overflow to inf where exp does.
-// x is clamped to [-104, 89] first (exp is 0 or inf in float32 beyond).
-__device__ __forceinline__ float exp_precise(float x) {
-  constexpr float kLog2e = 1.4426950408889634f, kLn2Hi = 0.693145751953125f, kLn2Lo = 1.4286068203094172e-06f;
-  x = fminf(fmaxf(x, -104.f), 89.f);
-  const float nf = floorf(x * kLog2e + 0.5f);
-  const float r = (x - nf * kLn2Hi) - nf * kLn2Lo;
-  float p = 1.f / 5040.f + r * (1.f / 40320.f);
-  p = 1.f / 720.f + r * p;
-  p = 1.f / 120.f + r * p;
-  p = 1.f / 24.f + r * p;
-  p = 1.f / 6.f + r * p;
-  p = 0.5f + r * p;
-  p = 1.f + r * p;
-  p = 1.f + r * p;
-  const int n = static_cast<int>(nf), h = n >> 1;  // h = floor(n / 2)
-  return (p * __int_as_float((h + 127) << 23)) * __int_as_float((n - h + 127) << 23);
-}
-
-// Where an argument is <= 0 and small weights may lose relative accuracy (they add negligibly to the sums).
-__device__ __forceinline__ float exp_fast(float x) { return __expf(x); }
-__device__ __forceinline__ float log_m(float x) { return logf(x); }
+// NaN-ignoring max (a NaN logit or b makes its own terms NaN).
 __device__ __forceinline__ float max_m(float a, float b) { return fmaxf(a, b); }
-// float64 storage (torch.library.opcheck / gradcheck) computes in float64: fast math leaves double alone.
-__device__ __forceinline__ double exp_precise(double x) { return exp(x); }
-__device__ __forceinline__ double exp_fast(double x) { return exp(x); }
-__device__ __forceinline__ double log_m(double x) { return log(x); }
 __device__ __forceinline__ double max_m(double a, double b) { return fmax(a, b); }
 
 template <typename T>
@@ -128,10 +96,10 @@ __global__ void __launch_bounds__(kThreads) gmm_nll_kernel(const GmmArgs<T> a) {
       M se = M(0), bmax = -inf;
       for (int k = 0; k < K; ++k) {
         const M d = lp[k] - mx, l = ls[k];
-        const M inv_s = exp_precise(-l);
+        const M inv_s = math::exp(-l);
         const M z = (x - mu[k]) * inv_s;
         const M b = d - M(0.5) * z * z - l;
-        const M e = exp_fast(d);  // d <= 0: only tiny weights lose relative accuracy, negligibly
+        const M e = math::exp(d);
         se += e;
         bmax = max_m(bmax, b);
         if (kBwd) {
@@ -146,17 +114,17 @@ __global__ void __launch_bounds__(kThreads) gmm_nll_kernel(const GmmArgs<T> a) {
       M* bk = kBwd ? bq : lp;
       M sa = M(0);
       for (int k = 0; k < K; ++k) {
-        const M q = exp_fast(bk[k] - bmax);
+        const M q = math::exp(bk[k] - bmax);
         sa += q;
         if (kBwd) bk[k] = q;
       }
       if (!kBwd) {
-        const M nll = (M(kLogSqrt2Pi) - bmax) - log_m(sa / se);
+        const M nll = (M(math::kLogSqrt2Pi) - bmax) - math::log(math::div(sa, se));
         // every component has density 0 (max b = -inf): nll = +inf, not inf - inf
         a.out[row] = static_cast<T>(bmax > -inf ? nll : -bmax);
       } else {
         const M g = ld(a.grad + row * a.sg);
-        const M g_sa = g / sa, g_se = g / se;
+        const M g_sa = math::div(g, sa), g_se = math::div(g, se);
         M dx = M(0);
         for (int k = 0; k < K; ++k) {
           const M q = bq[k], z = mu[k], inv_s = ls[k];
@@ -193,7 +161,6 @@ int pitch_of(int K) { return K | 1; }  // odd: conflict-free per-row walks
 int rows_per_tile(int K, size_t elem_bytes) {
   return static_cast<int>(std::min<size_t>(kThreads, kSmemBytes / (kBuffers * pitch_of(K) * elem_bytes)));
 }
-
 
 }  // namespace gmm_cuda
 }  // namespace melnet_fast

@@ -1,6 +1,7 @@
-// Device side of the CUDA 2D LSTM sweep: the fused per-step kernels of the forward and backward recurrences
-// (the host side, with the GEMMs and the step loop, is csrc/cuda/lstm_sweep_2d.cu; the algorithm is the one of
-// the Triton backend). No torch headers here: plain pointers and sizes.
+// Device side of the CUDA 2D LSTM sweep: the fused per-step kernels of the forward and backward recurrences,
+// launched one step at a time by the ops of csrc/cuda/lstm_sweep_2d.cu; the host around them (input projections,
+// the step loop, the gradient GEMMs) is melnet_fast/ops/lstm_sweep/gpu_host.py, shared with the Triton backend.
+// No torch headers here: plain pointers and sizes.
 //
 // Layouts (N = B*T*F positions, flat position pos = (b*T + t)*F + f; G = 4H; gates ordered i, f, g, o):
 //   pre, dgates [N, R*G]   row pos, column r*G + k*H + j (like x @ w_ih^T over every direction at once)
@@ -28,10 +29,18 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "scalar_math.h"
+#include "sweep_geometry.h"
+
 namespace melnet_fast {
 namespace sweep_cuda {
 
-constexpr int kMaxDirections = 4;
+using sweep::Dir;  // the sweep geometry: csrc/sweep_geometry.h
+using sweep::flat_position;
+using sweep::Geometry;
+using sweep::kMaxDirections;
+using sweep::step_position;
+
 constexpr int kThreads = 256;  // 8 warps per block, both kernels
 constexpr int kLines = 32;     // lines per block tile, both kernels
 constexpr int kChunk = 32;     // reduction length staged per shared-memory round (two wmma k-steps)
@@ -59,32 +68,9 @@ constexpr int operand_pad() {
 }
 constexpr int kResultPad = 4;
 
-struct Dir {
-  int along_t;    // 1: lines run along time (one per (b, f)); 0: along frequency (one per (b, t))
-  int reverse;    // 1: the line is walked from position L-1 down to 0
-  int len;        // L_r: positions per line (T or F) = the steps during which the direction is active
-  int64_t lines;  // N_r: B*F (along time) or B*T (along frequency)
-};
-
-struct Geometry {
-  int64_t T, F;  // grid sizes; N = B*T*F
-  int64_t N;
-  int R, H;
-  Dir dir[kMaxDirections];
-};
-
 // Host-side launch shape, shared by lstm_sweep_2d.cu and the CPU emulator of these kernels (tests/cuda_emulation).
-// Steps of a sweep: the longest direction's length. Not max(T, F): when every direction runs along the shorter
-// axis the later steps would have no active direction, and a launch with zero line tiles is an invalid
-// configuration.
-inline int64_t sweep_steps(const Geometry& geo) {
-  int64_t steps = 0;
-  for (int r = 0; r < geo.R; ++r) steps = steps > geo.dir[r].len ? steps : geo.dir[r].len;
-  return steps;
-}
-
 // Line tiles of the launch of step s: enough for the direction with the most lines among those active at s
-// (at least one for every s < sweep_steps(geo)).
+// (at least one for every s < sweep::sweep_steps(geo)).
 inline int64_t line_tiles(const Geometry& geo, int64_t s) {
   int64_t lines = 0;
   for (int r = 0; r < geo.R; ++r) {
@@ -92,18 +78,6 @@ inline int64_t line_tiles(const Geometry& geo, int64_t s) {
   }
   return (lines + kLines - 1) / kLines;
 }
-
-// Flat position of line n of direction d at its position p along the line (0 <= p < d.len).
-__device__ __forceinline__ int64_t flat_position(const Dir& d, int64_t n, int64_t p, int64_t T, int64_t F) {
-  if (d.along_t) {
-    const int64_t b = n / F, f = n - b * F;  // n = b*F + f
-    return (b * T + p) * F + f;
-  }
-  return n * F + p;  // n = b*T + t: (b*T + t)*F + p
-}
-
-// Position along the line at step s (valid for 0 <= s < d.len).
-__device__ __forceinline__ int64_t step_position(const Dir& d, int s) { return d.reverse ? d.len - 1 - s : s; }
 
 // ---- Conversions ----
 __device__ __forceinline__ float to_float(float v) { return v; }
@@ -128,55 +102,6 @@ __device__ __forceinline__ __half from_float<__half>(float v) {
 template <typename T>
 __device__ __forceinline__ T zero_value() {
   return from_float<T>(0.0f);
-}
-
-// ---- Activations accurate to a few float32 ulps ----
-// The extension is built with --use_fast_math, which turns expf into ex2.approx-based code, '/' into an
-// approximate division and tanhf into tanh.approx (relative error ~2^-11): far outside the float32 tests'
-// tolerance. So exp is computed here with explicit FMAs (Cody-Waite reduction + Taylor polynomial), divisions
-// with the IEEE-rounded __fdiv_rn / __frcp_rn, none of which the flag changes. NaN propagates (the trainer's
-// NaN checks rely on it).
-
-// exp(x) = scale * (1 + p) with scale = 2^j and p = expm1(x - j ln2); x is clamped to [-87, 88] so that 2^j
-// stays a normal float (the clamp keeps NaN: comparisons with NaN are false).
-struct ExpParts {
-  float scale, p;
-};
-__device__ __forceinline__ ExpParts exp_parts(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float j = rintf(x * 1.44269504f);
-  float r = fmaf(j, -0.693145751953125f, x);  // ln2 split in a high part exact for |j| < 2^11 and a low part
-  r = fmaf(j, -1.428606765330187e-6f, r);     // |r| <= 0.347
-  // expm1(r) = r (1 + r/2 + r^2/6 + ... + r^7/8!): truncation below 2e-8 relative at |r| = 0.347.
-  float p = 2.48015873e-5f;
-  p = fmaf(p, r, 1.98412698e-4f);
-  p = fmaf(p, r, 1.38888889e-3f);
-  p = fmaf(p, r, 8.33333333e-3f);
-  p = fmaf(p, r, 4.16666667e-2f);
-  p = fmaf(p, r, 1.66666667e-1f);
-  p = fmaf(p, r, 0.5f);
-  p = fmaf(p, r, 1.0f);
-  p = p * r;
-  const int ji = __float2int_rn(j);  // in [-126, 127] after the clamp (0 for NaN, whose p is NaN anyway)
-  return {__int_as_float((ji + 127) << 23), p};
-}
-
-__device__ __forceinline__ float sigmoid_acc(float x) {
-  const ExpParts e = exp_parts(-x);
-  return __frcp_rn(1.0f + fmaf(e.scale, e.p, e.scale));  // 1 / (1 + exp(-x))
-}
-
-__device__ __forceinline__ float tanh_acc(float x) {
-  const float a = fabsf(x);
-  float t;
-  if (a >= 10.0f) {
-    t = 1.0f;  // tanh(10) = 1 - 4e-9 rounds to 1
-  } else {
-    const ExpParts e = exp_parts(2.0f * a);
-    const float em = fmaf(e.scale, e.p, e.scale - 1.0f);  // expm1(2a), accurate also for small a (j = 0: em = p)
-    t = __fdiv_rn(em, em + 2.0f);                           // tanh(a) = expm1(2a) / (expm1(2a) + 2)
-  }
-  return copysignf(t, x);
 }
 
 // ---- Step parameters ----
@@ -246,8 +171,8 @@ template <typename T>
 constexpr bool wmma_layouts_ok() {
   using Fw = FwdSmem<T>;
   using Bw = BwdSmem<T>;
-  return Fw::kALd % 8 == 0 && Fw::kBLd % 8 == 0 && Bw::kALd % 8 == 0 && Bw::kBLd % 8 == 0 &&
-         Fw::kCLd % 4 == 0 && Bw::kCLd % 4 == 0 && (16 * Fw::kALd * 2) % 32 == 0 && (16 * Fw::kBLd * 2) % 32 == 0 &&
+  return Fw::kALd % 8 == 0 && Fw::kBLd % 8 == 0 && Bw::kALd % 8 == 0 && Bw::kBLd % 8 == 0 && Fw::kCLd % 4 == 0 &&
+         Bw::kCLd % 4 == 0 && (16 * Fw::kALd * 2) % 32 == 0 && (16 * Fw::kBLd * 2) % 32 == 0 &&
          (16 * Bw::kALd * 2) % 32 == 0 && (16 * Bw::kBLd * 2) % 32 == 0 && (16 * Fw::kCLd * 4) % 32 == 0 &&
          (16 * Bw::kCLd * 4) % 32 == 0;
 }
@@ -392,14 +317,14 @@ __global__ void __launch_bounds__(kThreads) lstm_fwd_step_kernel(const FwdParams
     if (pos < 0 || j >= H) continue;
     const int64_t n = m0 + m;
     const T* pre = p.pre + pos * (R * (int64_t)G) + (int64_t)r * G;
-    const float gi = sigmoid_acc(sm.c[m][0 * kFwdUnits + jj] + to_float(pre[j]));
-    const float gf = sigmoid_acc(sm.c[m][1 * kFwdUnits + jj] + to_float(pre[H + j]));
-    const float gg = tanh_acc(sm.c[m][2 * kFwdUnits + jj] + to_float(pre[2 * H + j]));
-    const float go = sigmoid_acc(sm.c[m][3 * kFwdUnits + jj] + to_float(pre[3 * H + j]));
+    const float gi = math::sigmoid(sm.c[m][0 * kFwdUnits + jj] + to_float(pre[j]));
+    const float gf = math::sigmoid(sm.c[m][1 * kFwdUnits + jj] + to_float(pre[H + j]));
+    const float gg = math::tanh(sm.c[m][2 * kFwdUnits + jj] + to_float(pre[2 * H + j]));
+    const float go = math::sigmoid(sm.c[m][3 * kFwdUnits + jj] + to_float(pre[3 * H + j]));
     float* c_run = p.c_run + ((int64_t)r * p.lines_max + n) * H + j;
     const float c_prev = p.s == 0 ? to_float(p.c0[(int64_t)r * H + j]) : *c_run;
     const float c = fmaf(gf, c_prev, gi * gg);
-    const float h = go * tanh_acc(c);
+    const float h = go * math::tanh(c);
     *c_run = c;
     p.y[pos * (R * (int64_t)H) + (int64_t)r * H + j] = from_float<T>(h);
     if (p.gates != nullptr) {
@@ -480,7 +405,7 @@ __device__ __forceinline__ void bwd_product_fma(BwdSmem<T>& sm, const T* __restr
   __syncthreads();
 }
 
-// Grid: (ceil(max active lines / kLines), ceil(H / kBwdUnits), R), kThreads threads. Steps run s = max(T,F)-1
+// Grid: (ceil(max active lines / kLines), ceil(H / kBwdUnits), R), kThreads threads. Steps run s = steps-1
 // down to 0; the launch of step s reads the dgates written by the launch of step s + 1.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) lstm_bwd_step_kernel(const BwdParams<T> p) {
@@ -500,9 +425,9 @@ __global__ void __launch_bounds__(kThreads) lstm_bwd_step_kernel(const BwdParams
     if (n < d.lines) {
       sm.pos[tid] = flat_position(d, n, step_position(d, p.s), T_, F);
       sm.prev[tid] = p.s == 0 ? -1 : flat_position(d, n, step_position(d, p.s - 1), T_, F);
-      sm.grow[tid] = last ? nullptr
-                          : p.dgates + flat_position(d, n, step_position(d, p.s + 1), T_, F) * (R * (int64_t)G) +
-                                (int64_t)r * G;
+      sm.grow[tid] =
+          last ? nullptr
+               : p.dgates + flat_position(d, n, step_position(d, p.s + 1), T_, F) * (R * (int64_t)G) + (int64_t)r * G;
     } else {
       sm.pos[tid] = -1;
       sm.prev[tid] = -1;
@@ -536,7 +461,7 @@ __global__ void __launch_bounds__(kThreads) lstm_bwd_step_kernel(const BwdParams
     const float c_prev = prev < 0 ? to_float(p.c0[(int64_t)r * H + j]) : p.cell[((int64_t)r * N + prev) * H + j];
     float* dc_run = p.dc_run + ((int64_t)r * p.lines_max + n) * H + j;
     const float carry = last ? 0.0f : *dc_run;
-    const float tc = tanh_acc(c);
+    const float tc = math::tanh(c);
     const float dc = carry + dh * go * (1.0f - tc * tc);
     const float d_i = dc * gg * gi * (1.0f - gi);
     const float d_f = dc * c_prev * gf * (1.0f - gf);

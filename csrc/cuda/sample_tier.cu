@@ -1,5 +1,5 @@
 // CUDA sampler of one MelNet tier with cached state: melnet_fast::sample_tier on CUDA tensors (schema in
-// csrc/bindings.cpp; semantics = the reference melnet_fast/ops/tier_sampling/naive.py, the same as the CPU kernel
+// csrc/bindings.cpp; semantics = the reference melnet_fast/ops/tier_sampling/reference.py, the same as the CPU kernel
 // csrc/sample_tier_cpu.cpp).
 //
 // One persistent cooperative kernel runs the whole tier: grid = SMs x the occupancy the kernel allows, so every
@@ -37,7 +37,7 @@
 // Weights (float32 / bfloat16 / float16) are only read, through the read-only path, and stay in L2 across steps.
 //
 // Occupancy (nvcc 13.0, sm_90, -Xptxas -v): 200-224 registers, no spills, so one 256-thread block per SM and a
-// grid of #SMs blocks (132 on H100 SXM / H200). Tuning hooks for a GPU session: weight rows are read in one place
+// grid of #SMs blocks (132 on H100 SXM / H200). Tuning hooks: weight rows are read in one place
 // (sampler_cuda::warp_dot), where the frequency-delayed cells' rows (the per-element working set) could be pinned
 // in shared memory per block; MELNET_FAST_SAMPLER_MAX_BLOCKS caps the grid (cheaper barriers, fewer warps).
 #include <ATen/ATen.h>
@@ -68,26 +68,15 @@ using namespace sampler_cuda;
 
 // ------------------------------------------------------------------------------------------------ host
 
-std::vector<int64_t> expected_shape(int64_t idx, int64_t D, int64_t L, int64_t K) {
-  if (idx < kFirstLayer) return idx % 2 == 0 ? std::vector<int64_t>{D, 1} : std::vector<int64_t>{D};
-  if (idx == kFirstLayer + kPerLayer * L) return {3 * K, D};
-  if (idx == kFirstLayer + kPerLayer * L + 1) return {3 * K};
-  switch ((idx - kFirstLayer) % kPerLayer) {
-    case kTWih: case kTWhh: return {3, 4 * D, D};
-    case kTBias: return {3, 4 * D};
-    case kTH0: case kTC0: return {3, D};
-    case kTProjW: return {D, 3 * D};
-    case kFWih: case kFWhh: return {1, 4 * D, D};
-    case kFBias: return {1, 4 * D};
-    case kFH0: case kFC0: return {1, D};
-    case kFProjW: return {D, D};
-    default: return {D};  // kTProjB, kFProjB
-  }
+// The shape weights[idx] must have (csrc/sampler_layout.h).
+std::vector<int64_t> expected_shape(const sl::Layout& layout, int64_t idx, int64_t D, int64_t K) {
+  const sl::Entry& e = layout.entry(idx);
+  std::vector<int64_t> shape;
+  for (int q = 0; q < e.rank; ++q) shape.push_back(sl::dim_size(e.shape[q], D, K));
+  return shape;
 }
 
-bool is_sampler_dtype(at::ScalarType t) {
-  return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
-}
+bool is_sampler_dtype(at::ScalarType t) { return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf; }
 
 // Optional cap on the number of blocks (MELNET_FAST_SAMPLER_MAX_BLOCKS): fewer blocks make each grid barrier
 // cheaper at the cost of fewer warps per phase; a tuning knob for benchmarks (and the tests check that the result
@@ -107,15 +96,15 @@ void launch(Params p, int64_t dyn_smem, const c10::cuda::CUDAStream& stream, int
   TORCH_CHECK(coop, "sample_tier: the cuda sampler needs cooperative kernel launches, which device ", device,
               " does not support; use the reference backend");
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads,
-                                                               static_cast<size_t>(dyn_smem)));
-  TORCH_CHECK(per_sm >= 1, "sample_tier: the cuda sampler's kernel cannot be resident on device ", device,
-              " (", kThreads, " threads, ", dyn_smem, " bytes of dynamic shared memory per block)");
+  C10_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, static_cast<size_t>(dyn_smem)));
+  TORCH_CHECK(per_sm >= 1, "sample_tier: the cuda sampler's kernel cannot be resident on device ", device, " (",
+              kThreads, " threads, ", dyn_smem, " bytes of dynamic shared memory per block)");
   // Every block must be resident at once for grid.sync(): at most the occupancy limit per SM on every SM.
   const int grid = std::min(sms * per_sm, max_blocks_cap());
   void* args[] = {&p};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(grid), dim3(kThreads), args,
-                                             static_cast<size_t>(dyn_smem), stream.stream()));
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(grid), dim3(kThreads), args, static_cast<size_t>(dyn_smem),
+                                             stream.stream()));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -127,10 +116,11 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   // ---- argument checks (the Python op checks the same; direct callers of torch.ops get them here)
   TORCH_CHECK(n_layers >= 1, "sample_tier: n_layers must be >= 1, got ", n_layers);
   TORCH_CHECK(n_mixtures >= 1, "sample_tier: n_mixtures must be >= 1, got ", n_mixtures);
-  TORCH_CHECK(3 * n_mixtures <= kHeadSmemFloats, "sample_tier: the cuda sampler takes n_mixtures <= ",
-              kHeadSmemFloats / 3, ", got ", n_mixtures);
+  TORCH_CHECK(3 * n_mixtures <= kHeadSmemFloats,
+              "sample_tier: the cuda sampler takes n_mixtures <= ", kHeadSmemFloats / 3, ", got ", n_mixtures);
   const int64_t L = n_layers, K = n_mixtures;
-  const int64_t n_weights = kFirstLayer + kPerLayer * L + 2;
+  const sl::Layout layout(L);
+  const int64_t n_weights = layout.size();
   TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == n_weights, "sample_tier: weights must hold ", n_weights,
               " tensors for n_layers=", L, ", got ", weights_in.size());
   TORCH_CHECK(x_init.dim() == 3, "sample_tier: x_init must be [B, T, F], got shape ", x_init.sizes());
@@ -141,7 +131,9 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
     const char* name;
     const at::Tensor& t;
     std::vector<int64_t> shape;
-  } data[] = {{"cz_t", cz_t_in, {B, T, F, D}}, {"cz_f", cz_f_in, {B, T, F, D}}, {"u", u_in, {B, T, F}},
+  } data[] = {{"cz_t", cz_t_in, {B, T, F, D}},
+              {"cz_f", cz_f_in, {B, T, F, D}},
+              {"u", u_in, {B, T, F}},
               {"eps", eps_in, {B, T, F}}};
   TORCH_CHECK(x_init.is_cuda(), "sample_tier: x_init must be a CUDA tensor for the cuda sampler, got ",
               x_init.device());
@@ -150,18 +142,18 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   for (const auto& a : data) {
     TORCH_CHECK(a.t.sizes() == at::IntArrayRef(a.shape), "sample_tier: ", a.name, " must have shape ",
                 at::IntArrayRef(a.shape), ", got ", a.t.sizes());
-    TORCH_CHECK(a.t.device() == x_init.device(), "sample_tier: ", a.name, " is on ", a.t.device(),
-                " but x_init is on ", x_init.device());
-    TORCH_CHECK(a.t.scalar_type() == x_init.scalar_type(), "sample_tier: ", a.name, " has dtype ",
-                a.t.scalar_type(), " but x_init has ", x_init.scalar_type());
+    TORCH_CHECK(a.t.device() == x_init.device(), "sample_tier: ", a.name, " is on ", a.t.device(), " but x_init is on ",
+                x_init.device());
+    TORCH_CHECK(a.t.scalar_type() == x_init.scalar_type(), "sample_tier: ", a.name, " has dtype ", a.t.scalar_type(),
+                " but x_init has ", x_init.scalar_type());
   }
   const at::ScalarType wtype = weights_in[0].scalar_type();
   TORCH_CHECK(is_sampler_dtype(wtype), "sample_tier: weights must be float32, bfloat16 or float16, got ", wtype);
   for (int64_t idx = 0; idx < static_cast<int64_t>(weights_in.size()); ++idx) {
     const at::Tensor& w = weights_in[idx];
-    const auto shape = expected_shape(idx, D, L, K);
-    TORCH_CHECK(w.sizes() == at::IntArrayRef(shape), "sample_tier: weights[", idx, "] must have shape ",
-                at::IntArrayRef(shape), " (hidden ", D, ", K=", K, "), got ", w.sizes());
+    const auto shape = expected_shape(layout, idx, D, K);
+    TORCH_CHECK(w.sizes() == at::IntArrayRef(shape), "sample_tier: weights[", idx, "] (", layout.entry(idx).name,
+                ") must have shape ", at::IntArrayRef(shape), " (hidden ", D, ", K=", K, "), got ", w.sizes());
     TORCH_CHECK(w.device() == x_init.device(), "sample_tier: weights[", idx, "] is on ", w.device(),
                 " but x_init is on ", x_init.device());
     TORCH_CHECK(w.scalar_type() == wtype, "sample_tier: weights[", idx, "] has dtype ", w.scalar_type(),
@@ -222,13 +214,12 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   };
   float* base = scratch.data_ptr<float>();
   // Constant float32 copies of the small weights (copy_ converts the dtype).
-  view(so.xfw, {D}).copy_(w[kXfW].view({D}));
+  view(so.xfw, {D}).copy_(w[layout.input(sl::kXfW)].view({D}));
   for (int64_t l = 0; l < L; ++l) {
-    const int64_t lb = kFirstLayer + kPerLayer * l;
-    view(so.swh0, {L, 2, D}).select(0, l).copy_(w[lb + kTH0].narrow(0, 1, 2));
-    view(so.swc0, {L, 2, D}).select(0, l).copy_(w[lb + kTC0].narrow(0, 1, 2));
-    view(so.fh0, {L, D}).select(0, l).copy_(w[lb + kFH0][0]);
-    view(so.fc0, {L, D}).select(0, l).copy_(w[lb + kFC0][0]);
+    view(so.swh0, {L, 2, D}).select(0, l).copy_(w[layout.layer(l, sl::kTH0)].narrow(0, 1, 2));
+    view(so.swc0, {L, 2, D}).select(0, l).copy_(w[layout.layer(l, sl::kTC0)].narrow(0, 1, 2));
+    view(so.fh0, {L, D}).select(0, l).copy_(w[layout.layer(l, sl::kFH0)][0]);
+    view(so.fc0, {L, D}).select(0, l).copy_(w[layout.layer(l, sl::kFC0)][0]);
   }
 
   const int64_t head_rows = std::max<int64_t>(1, std::min<int64_t>(Bc, kHeadSmemFloats / (3 * K)));
@@ -238,10 +229,11 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
     const int64_t nb = std::min<int64_t>(kMaxBatch, B - b0);
     // Time LSTM state of every (b, j) starts at its trainable h0 / c0 (direction 0); parity 0 is frame 0's input.
     for (int64_t l = 0; l < L; ++l) {
-      const int64_t lb = kFirstLayer + kPerLayer * l;
+      const auto& h0 = w[layout.layer(l, sl::kTH0)];
+      const auto& c0 = w[layout.layer(l, sl::kTC0)];
       // Laid out with nb rows, as the kernel indexes them (p.B = nb).
-      view(so.th, {2, L, nb, F, D}).select(0, 0).select(0, l).copy_(w[lb + kTH0][0].view({1, 1, D}).expand({nb, F, D}));
-      view(so.tc, {L, nb, F, D}).select(0, l).copy_(w[lb + kTC0][0].view({1, 1, D}).expand({nb, F, D}));
+      view(so.th, {2, L, nb, F, D}).select(0, 0).select(0, l).copy_(h0[0].view({1, 1, D}).expand({nb, F, D}));
+      view(so.tc, {L, nb, F, D}).select(0, l).copy_(c0[0].view({1, 1, D}).expand({nb, F, D}));
     }
     Params p;
     p.B = static_cast<int>(nb);
@@ -268,10 +260,17 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
     so.bind(p, base);
     const int device = x_init.device().index();
     switch (wtype) {
-      case at::kFloat: launch<float>(p, dyn_smem, stream, device); break;
-      case at::kBFloat16: launch<__nv_bfloat16>(p, dyn_smem, stream, device); break;
-      case at::kHalf: launch<__half>(p, dyn_smem, stream, device); break;
-      default: TORCH_CHECK(false, "sample_tier: unreachable weight dtype ", wtype);
+      case at::kFloat:
+        launch<float>(p, dyn_smem, stream, device);
+        break;
+      case at::kBFloat16:
+        launch<__nv_bfloat16>(p, dyn_smem, stream, device);
+        break;
+      case at::kHalf:
+        launch<__half>(p, dyn_smem, stream, device);
+        break;
+      default:
+        TORCH_CHECK(false, "sample_tier: unreachable weight dtype ", wtype);
     }
   }
   return {x.to(x_init.scalar_type()), log_density.to(x_init.scalar_type())};

@@ -1,6 +1,6 @@
 // Device helpers of the persistent tier sampler (csrc/cuda/sample_tier.cu): float32 math on weights stored as
 // float32, bfloat16 or float16; warp-level dot products of a few weight rows against a few input vectors; the
-// LSTM pointwise update; exp/log used by the draw. Included by sample_tier_kernel.cuh only.
+// LSTM pointwise update (maths from csrc/scalar_math.h). Included by sample_tier_kernel.cuh only.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -8,6 +8,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+
+#include "scalar_math.h"
 
 namespace melnet_fast {
 namespace sampler_cuda {
@@ -126,7 +128,7 @@ struct AxpyIn {
 // afterwards. All 32 lanes must call it together (the task loops are warp-uniform). NR weight rows are loaded
 // once per chunk and used against NC input vectors (register tiling: NR*NC FMAs per NR+NC loads).
 // vec: 16-byte weight loads and float4 input loads (k steps of kN); else one element per lane per step.
-// Hook for a later GPU session: rows that stay hot for the whole kernel (the frequency-delayed cells) could be
+// Tuning hook: rows that stay hot for the whole kernel (the frequency-delayed cells) could be
 // pinned in shared memory per block; this is the one place where the weight rows are read.
 template <int NR, int NC, typename WT, typename In>
 __device__ __forceinline__ void warp_dot(const WT* const (&row)[NR], const In (&in)[NC], int n, bool vec, int lane,
@@ -187,30 +189,14 @@ __device__ __forceinline__ void zero(float (&acc)[NR][NC]) {
   }
 }
 
-// ------------------------------------------------------------------------------------------------ math
-// exp(x) to a few ulps for |x| up to ~88. Under --use_fast_math expf is ex2.approx(x * log2 e) with the product
-// rounded (relative error ~|x| 2^-23); Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, keeps it near 1 ulp
-// (same scheme as csrc/cuda/gmm_nll.cu). exp2f of an integer is exact; it is 0 / inf beyond the float range, so
-// sigmoid / tanh below saturate correctly.
-__device__ __forceinline__ float exp_precise(float x) {
-  constexpr float kLog2e = 1.4426950408889634f, kLn2Hi = 0.693145751953125f, kLn2Lo = 1.4286068203094172e-06f;
-  const float n = floorf(x * kLog2e + 0.5f);
-  const float r = (x - n * kLn2Hi) - n * kLn2Lo;
-  return exp2f(n) * __expf(r);
-}
-
-// __frcp_rn is the IEEE reciprocal (1 / inf = 0), unlike the approximate division of fast math.
-__device__ __forceinline__ float sigmoid(float x) { return __frcp_rn(1.f + exp_precise(-x)); }
-// tanh(x) = 2 sigmoid(2x) - 1: absolute error ~1e-7 (cancellation near 0), saturates to +-1.
-__device__ __forceinline__ float tanh_f(float x) { return fmaf(2.f, __frcp_rn(1.f + exp_precise(-2.f * x)), -1.f); }
-
+// ------------------------------------------------------------------------------------------------ cell
 // One LSTM cell update from the four pre-activation gates (i, f, g, o as nn.LSTM) and the previous cell state.
 struct CellOut {
   float h, c;
 };
 __device__ __forceinline__ CellOut lstm_pointwise(float gi, float gf, float gg, float go, float c_prev) {
-  const float c = sigmoid(gf) * c_prev + sigmoid(gi) * tanh_f(gg);
-  return {sigmoid(go) * tanh_f(c), c};
+  const float c = math::sigmoid(gf) * c_prev + math::sigmoid(gi) * math::tanh(gg);
+  return {math::sigmoid(go) * math::tanh(c), c};
 }
 
 }  // namespace sampler_cuda

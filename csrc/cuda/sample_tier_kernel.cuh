@@ -11,7 +11,9 @@
 
 #include <cstdint>
 
+#include "mixture_draw.h"
 #include "sample_tier_device.cuh"
+#include "sampler_layout.h"
 
 namespace melnet_fast {
 namespace sampler_cuda {
@@ -26,21 +28,17 @@ constexpr int kProjRows = 4;                // projection / head rows per task
 constexpr int kTimeCols = 4;                // (b, j) columns per task in the per-frame phases P1 and P3
 constexpr int kBatchCols = 4;               // batch columns per task in the per-channel phases when B >= 4
 constexpr int kHeadSmemFloats = 4096;       // shared floats for the head's outputs (16 KiB)
-constexpr float kLogSqrt2Pi = 0.91893853320467274178f;
 
-// The flat weight list (melnet_fast/ops/tier_sampling/weights.py): 4 input tensors, 14 per layer, then the head.
-constexpr int kXtW = 0, kXtB = 1, kXfW = 2, kXfB = 3, kFirstLayer = 4, kPerLayer = 14;
-constexpr int kTWih = 0, kTWhh = 1, kTBias = 2, kTH0 = 3, kTC0 = 4, kTProjW = 5, kTProjB = 6;
-constexpr int kFWih = 7, kFWhh = 8, kFBias = 9, kFH0 = 10, kFC0 = 11, kFProjW = 12, kFProjB = 13;
+namespace sl = sampler_layout;  // the flat weight list: csrc/sampler_layout.h
 
 struct Params {
   int B, T, F, D, L, K;  // B: rows of this launch (<= kMaxBatch)
   int n_prime;
   int head_rows;         // batch rows per chunk of the head (head_rows * 3K <= kHeadSmemFloats)
   float tau;
-  float x_min, x_max;    // every drawn value is kept in [x_min, x_max] (draw_element)
+  float x_min, x_max;    // every drawn value is kept in [x_min, x_max] (draw_mixture)
   bool vec;              // 16-byte weight loads: D % (16 / sizeof(weight)) == 0 and every weight 16-byte aligned
-  const unsigned long long* wtab;  // device addresses of the weight tensors, in the flat-list order
+  const unsigned long long* wtab;  // device addresses of the weight tensors, in the order of sl::Layout(L)
   // Data, float32 contiguous.
   const float* cz_t;   // [B, T, F, D]
   const float* cz_f;   // [B, T, F, D]
@@ -69,12 +67,20 @@ struct Params {
 };
 
 template <typename WT>
-__device__ __forceinline__ const WT* weight(const Params& p, int idx) {
+__device__ __forceinline__ const WT* weight(const Params& p, int64_t idx) {
   return reinterpret_cast<const WT*>(__ldg(p.wtab + idx));
 }
 template <typename WT>
-__device__ __forceinline__ const WT* layer_weight(const Params& p, int l, int which) {
-  return weight<WT>(p, kFirstLayer + kPerLayer * l + which);
+__device__ __forceinline__ const WT* input_weight(const Params& p, sl::InputEntry e) {
+  return weight<WT>(p, sl::Layout(p.L).input(e));
+}
+template <typename WT>
+__device__ __forceinline__ const WT* layer_weight(const Params& p, int l, sl::LayerEntry e) {
+  return weight<WT>(p, sl::Layout(p.L).layer(l, e));
+}
+template <typename WT>
+__device__ __forceinline__ const WT* head_weight(const Params& p, sl::HeadEntry e) {
+  return weight<WT>(p, sl::Layout(p.L).head(e));
 }
 
 // Element-wise work of a phase: every thread of the grid takes elements e, e + #threads, ...
@@ -96,8 +102,8 @@ __device__ __forceinline__ void task_columns(int first, int n, int (&col)[NC], b
 // xt[b, j, :] = x[b, i-1, j] * xt_w + xt_b + cz_t[b, i, j, :] (frame -1 is zeros), rounded in the reference's order.
 template <typename WT>
 __device__ void phase_frame_input(const Params& p, int i) {
-  const WT* xt_w = weight<WT>(p, kXtW);
-  const WT* xt_b = weight<WT>(p, kXtB);
+  const WT* xt_w = input_weight<WT>(p, sl::kXtW);
+  const WT* xt_b = input_weight<WT>(p, sl::kXtB);
   const int64_t n = static_cast<int64_t>(p.B) * p.F * p.D;
   for (int64_t e = grid_thread(); e < n; e += grid_threads()) {
     const int d = static_cast<int>(e % p.D);
@@ -122,9 +128,9 @@ __device__ void phase_time_gates(const Params& p, int i, int l, int64_t gwarp, i
   const float* th_old = p.th + (static_cast<int64_t>(i & 1) * p.L + l) * BFD;
   float* th_new = p.th + (static_cast<int64_t>((i + 1) & 1) * p.L + l) * BFD;
   float* tc = p.tc + l * BFD;
-  const WT* w_ih = layer_weight<WT>(p, l, kTWih);  // [3, 4D, D]
-  const WT* w_hh = layer_weight<WT>(p, l, kTWhh);  // [3, 4D, D]; only direction 0 here
-  const WT* bias = layer_weight<WT>(p, l, kTBias);  // [3, 4D]
+  const WT* w_ih = layer_weight<WT>(p, l, sl::kTWih);  // [3, 4D, D]
+  const WT* w_hh = layer_weight<WT>(p, l, sl::kTWhh);  // [3, 4D, D]; only direction 0 here
+  const WT* bias = layer_weight<WT>(p, l, sl::kTBias);  // [3, 4D]
   const int ncg = (BF + NC - 1) / NC;
   const int64_t per_kind = static_cast<int64_t>(D) * ncg;
   for (int64_t t = gwarp; t < 3 * per_kind; t += nwarps) {
@@ -196,7 +202,7 @@ __device__ void phase_sweep_step(const Params& p, int l, int s, int64_t gwarp, i
     task_columns<NC>(static_cast<int>(rem % nbg) * NC, B, bs, ok);
     const int j = r == 0 ? s : F - 1 - s;
     const int jp = r == 0 ? s - 1 : F - s;  // channel of step s-1 (unused at s = 0)
-    const WT* w_hh = layer_weight<WT>(p, l, kTWhh) + static_cast<int64_t>(r + 1) * 4 * D * D;
+    const WT* w_hh = layer_weight<WT>(p, l, sl::kTWhh) + static_cast<int64_t>(r + 1) * 4 * D * D;
     const WT* rows[kGateRows];
 #pragma unroll
     for (int g = 0; g < kGateRows; ++g) rows[g] = w_hh + (static_cast<int64_t>(g) * D + u) * D;
@@ -236,8 +242,8 @@ __device__ void phase_time_proj(const Params& p, int i, int l, int64_t gwarp, in
   float* out = p.htl + l * BFD;
   const float* th_new = p.th + (static_cast<int64_t>((i + 1) & 1) * p.L + l) * BFD;
   const float* feats[3] = {th_new, p.sh, p.sh + BFD};  // sh[r][b][j] = sh + (r * B F + col) * D
-  const WT* pw = layer_weight<WT>(p, l, kTProjW);  // [D, 3D]
-  const WT* pb = layer_weight<WT>(p, l, kTProjB);  // [D]
+  const WT* pw = layer_weight<WT>(p, l, sl::kTProjW);  // [D, 3D]
+  const WT* pb = layer_weight<WT>(p, l, sl::kTProjB);  // [D]
   const int ncg = (BF + NC - 1) / NC;
   const int nrg = (D + kProjRows - 1) / kProjRows;
   for (int64_t t = gwarp; t < static_cast<int64_t>(nrg) * ncg; t += nwarps) {
@@ -277,7 +283,7 @@ __device__ void phase_time_proj(const Params& p, int i, int l, int64_t gwarp, in
 // base0[b, j, :] = xf_b + cz_f[b, i, j, :] + htl[0][b, j, :]: layer 0's cell input minus x[b, i, j-1] * xf_w.
 template <typename WT>
 __device__ void phase_freq_base(const Params& p, int i) {
-  const WT* xf_b = weight<WT>(p, kXfB);
+  const WT* xf_b = input_weight<WT>(p, sl::kXfB);
   const int64_t n = static_cast<int64_t>(p.B) * p.F * p.D;
   for (int64_t e = grid_thread(); e < n; e += grid_threads()) {
     const int d = static_cast<int>(e % p.D);
@@ -296,9 +302,9 @@ __device__ void phase_freq_cell(const Params& p, int j, int l, const float* s_va
                                 int lane) {
   const int D = p.D, B = p.B, F = p.F;
   const int64_t BD = static_cast<int64_t>(B) * D;
-  const WT* w_ih = layer_weight<WT>(p, l, kFWih);  // [1, 4D, D]
-  const WT* w_hh = layer_weight<WT>(p, l, kFWhh);
-  const WT* bias = layer_weight<WT>(p, l, kFBias);
+  const WT* w_ih = layer_weight<WT>(p, l, sl::kFWih);  // [1, 4D, D]
+  const WT* w_hh = layer_weight<WT>(p, l, sl::kFWhh);
+  const WT* bias = layer_weight<WT>(p, l, sl::kFBias);
   const float* htl = p.htl + static_cast<int64_t>(l) * B * F * D;
   const float* h_prev = p.fh + (static_cast<int64_t>(j & 1) * p.L + l) * BD;
   float* h_next = p.fh + (static_cast<int64_t>((j + 1) & 1) * p.L + l) * BD;
@@ -353,14 +359,14 @@ __device__ void phase_freq_cell(const Params& p, int j, int l, const float* s_va
 // hf_old at l = 0 the stack's input x[b, i, j-1] xf_w + xf_b + cz_f[b, i, j] (reference rounding order), else hf.
 // Each (b, d) has a single owner task, which reads and writes it: in place is safe.
 template <typename WT, int NC>
-__device__ void phase_freq_proj(const Params& p, int i, int j, int l, const float* s_val, int64_t gwarp,
-                                int64_t nwarps, int lane) {
+__device__ void phase_freq_proj(const Params& p, int i, int j, int l, const float* s_val, int64_t gwarp, int64_t nwarps,
+                                int lane) {
   const int D = p.D, B = p.B;
   const int64_t BD = static_cast<int64_t>(B) * D;
   const float* h = p.fh + (static_cast<int64_t>((j + 1) & 1) * p.L + l) * BD;
-  const WT* pw = layer_weight<WT>(p, l, kFProjW);  // [D, D]
-  const WT* pb = layer_weight<WT>(p, l, kFProjB);
-  const WT* xf_b = weight<WT>(p, kXfB);
+  const WT* pw = layer_weight<WT>(p, l, sl::kFProjW);  // [D, D]
+  const WT* pb = layer_weight<WT>(p, l, sl::kFProjB);
+  const WT* xf_b = input_weight<WT>(p, sl::kXfB);
   const int nbg = (B + NC - 1) / NC;
   const int nrg = (D + kProjRows - 1) / kProjRows;
   for (int64_t t = gwarp; t < static_cast<int64_t>(nrg) * nbg; t += nwarps) {
@@ -401,68 +407,16 @@ __device__ void phase_freq_proj(const Params& p, int i, int j, int l, const floa
   }
 }
 
-// ------------------------------------------------------------------------------------------------ draw
-// The rule of gmm_sample_from_noise (ops/gmm/naive.py), the value kept in [lo, hi] (keep_in_range: NaN -> hi),
-// and the log density of the kept value under the untempered mixture (-gmm_nll), as the CPU kernel computes them.
-// theta = [mu (K), log_sigma (K), logit_pi (K)].
-struct Drawn {
-  float value, log_density;
-};
-__device__ Drawn draw_element(const float* theta, int K, float tau, float u, float eps, float lo, float hi) {
-  const float* mu = theta;
-  const float* ls = theta + K;
-  const float* lp = theta + 2 * K;
-  int k_sel = 0;
-  float value;
-  if (tau == 0.f) {  // the mean of the first most probable component
-    for (int k = 1; k < K; ++k) {
-      if (lp[k] > lp[k_sel]) k_sel = k;
-    }
-    value = mu[k_sel];
-  } else {  // inverse CDF of softmax(logit / tau): k = #{k : cdf_k <= u}, clamped to K-1
-    float mx = -INFINITY;
-    for (int k = 0; k < K; ++k) mx = fmaxf(mx, __fdiv_rn(lp[k], tau));
-    float sum = 0.f;
-    for (int k = 0; k < K; ++k) sum += exp_precise(__fdiv_rn(lp[k], tau) - mx);
-    float cdf = 0.f;
-    int below = 0;
-    for (int k = 0; k < K; ++k) {
-      cdf += __fdiv_rn(exp_precise(__fdiv_rn(lp[k], tau) - mx), sum);
-      below += cdf <= u ? 1 : 0;
-    }
-    k_sel = min(below, K - 1);
-    value = __fadd_rn(mu[k_sel], __fmul_rn(__fmul_rn(tau, exp_precise(ls[k_sel])), eps));
-  }
-  value = value != value ? hi : fminf(fmaxf(value, lo), hi);
-  // log sum_k pi_k N(value; mu_k, sigma_k), pi = softmax(logit_pi): two log-sum-exps.
-  float lmx = -INFINITY;
-  for (int k = 0; k < K; ++k) lmx = fmaxf(lmx, lp[k]);
-  float lse = 0.f;
-  for (int k = 0; k < K; ++k) lse += exp_precise(lp[k] - lmx);
-  lse = lmx + logf(lse);
-  float amax = -INFINITY;
-  for (int k = 0; k < K; ++k) {
-    const float z = (value - mu[k]) * exp_precise(-ls[k]);
-    amax = fmaxf(amax, lp[k] - lse - 0.5f * z * z - ls[k] - kLogSqrt2Pi);
-  }
-  float sa = 0.f;
-  for (int k = 0; k < K; ++k) {
-    const float z = (value - mu[k]) * exp_precise(-ls[k]);
-    sa += exp_precise(lp[k] - lse - 0.5f * z * z - ls[k] - kLogSqrt2Pi - amax);
-  }
-  return {value, amax + logf(sa)};
-}
-
 // Head and draw of channel j, run by every block on the same hf (so every block gets the same values, bitwise:
 // same code, same inputs, same reduction order). Batch rows in chunks of head_rows: warps compute theta into
 // shared memory (tasks: group of kProjRows rows of W_head, batch row), then thread t draws row b0 + t. Block 0
 // writes x and accumulates the log density. Ends with s_val[b] = x[b, i, j] visible to the whole block.
 template <typename WT>
-__device__ void head_and_draw(const Params& p, int i, int j, float* s_theta, float* s_val, float* s_logd,
-                              int warp, int lane) {
+__device__ void head_and_draw(const Params& p, int i, int j, float* s_theta, float* s_val, float* s_logd, int warp,
+                              int lane) {
   const int D = p.D, K3 = 3 * p.K;
-  const WT* hw = weight<WT>(p, kFirstLayer + kPerLayer * p.L);      // [3K, D]
-  const WT* hb = weight<WT>(p, kFirstLayer + kPerLayer * p.L + 1);  // [3K]
+  const WT* hw = head_weight<WT>(p, sl::kHeadW);  // [3K, D]
+  const WT* hb = head_weight<WT>(p, sl::kHeadB);  // [3K]
   const int nrg = (K3 + kProjRows - 1) / kProjRows;
   for (int b0 = 0; b0 < p.B; b0 += p.head_rows) {
     const int nb = min(p.head_rows, p.B - b0);
@@ -488,7 +442,7 @@ __device__ void head_and_draw(const Params& p, int i, int j, float* s_theta, flo
     if (threadIdx.x < nb) {
       const int64_t b = b0 + threadIdx.x;
       const int64_t e = (b * p.T + i) * p.F + j;
-      const Drawn dr = draw_element(s_theta + threadIdx.x * K3, p.K, p.tau, p.u[e], p.eps[e], p.x_min, p.x_max);
+      const Drawn<float> dr = draw_mixture(s_theta + threadIdx.x * K3, p.K, p.tau, p.u[e], p.eps[e], p.x_min, p.x_max);
       s_val[b] = dr.value;
       if (blockIdx.x == 0) {
         p.x[e] = dr.value;

@@ -1,4 +1,5 @@
-"""The `melnet-fast` command (also `python -m melnet_fast`): train, sample, tts, eval, invert, data, demo, info.
+"""The `melnet-fast` command (also `python -m melnet_fast`): train, sample, tts, eval, invert, data, demo, info; gan
+(the cMelGAN baseline: train, sample) and compare (sample quality of several runs).
 
 User errors (missing data, unknown preset, incompatible checkpoint, bad arguments, an unwritable output, a run
 another process is writing) are printed as one line with exit status 2; set MELNET_FAST_DEBUG=1 to see the
@@ -12,7 +13,18 @@ import os
 import sys
 from typing import List
 
-from melnet_fast.cli import data_cmd, demo, eval_cmd, info_cmd, invert_cmd, sample_cmd, train_cmd, tts_cmd
+from melnet_fast.cli import (
+    compare_cmd,
+    data_cmd,
+    demo,
+    eval_cmd,
+    gan_cmd,
+    info_cmd,
+    invert_cmd,
+    sample_cmd,
+    train_cmd,
+    tts_cmd,
+)
 from melnet_fast.cli.common import UserError
 from melnet_fast.train.preflight import PreflightError
 from melnet_fast.train.run_lock import RunLockedError
@@ -30,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Start with `melnet-fast demo` (a few minutes on a CPU). `melnet-fast COMMAND --help` for details.")
     parser.add_argument("--version", action="version", version=f"melnet_fast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (train_cmd, sample_cmd, tts_cmd, eval_cmd, invert_cmd, data_cmd, demo, info_cmd):
+    for module in (train_cmd, sample_cmd, tts_cmd, eval_cmd, invert_cmd, data_cmd, demo, info_cmd, gan_cmd,
+                   compare_cmd):
         module.add_parser(sub)
     return parser
 

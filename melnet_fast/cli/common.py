@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Tuple
 import torch
 
 from melnet_fast.config import PRESETS, MelNetConfig
+from melnet_fast.plots import audible_range  # noqa: F401 (part of this module's interface)
 
 
 class UserError(Exception):
@@ -103,23 +104,24 @@ def pick_device(name: str, sampling: bool = False) -> torch.device:
     return device
 
 
-def load_run_model(run_dir: str, which: str = "best", device: torch.device | str = "cpu"):
-    """(run config doc, MelNet in eval mode on device, checkpoint path) of a run directory. UserError when the
-    run or its checkpoint is missing, or the checkpoint does not match the run's config."""
-    from melnet_fast.model import MelNet
+def load_run_model(run_dir: str, which: str = "best", device: torch.device | str = "cpu",
+                   kind: str | None = "melnet"):
+    """(run config doc, model in eval mode on device, checkpoint path) of a run directory: a MelNet, or the model
+    of `kind` ("melnet", "cmelgan"; None = whichever the run holds). UserError when the run or its checkpoint is
+    missing, holds another kind of model, or the checkpoint does not match the run's config."""
     from melnet_fast.train.run_dir import RunDir, RunDirError
 
     run = RunDir(run_dir)
     try:
-        doc = run.read_config()
-        path = run.model_checkpoint(which)
-        model = MelNet.load(path, config=doc["model"], map_location=device)
+        held = run.read_config()["model_kind"]
+        if kind is not None and held != kind:
+            command = {"melnet": "melnet-fast sample / eval", "cmelgan": "melnet-fast gan sample"}[held]
+            raise UserError(f"{run_dir} holds a {held} run, not a {kind} one (use `{command}`)")
+        return run.load_model(which, device)
     except (RunDirError, FileNotFoundError) as e:
         raise UserError(str(e)) from None
     except ValueError as e:
         raise UserError(f"incompatible checkpoint: {e}") from None
-    model.eval()
-    return doc, model, path
 
 
 def frames_for(seconds: float, config: MelNetConfig) -> int:
@@ -136,19 +138,26 @@ def speaker_id(value: str | None, config: MelNetConfig, label_names: List[str]) 
         if value is not None:
             raise UserError("--speaker was given but this model is not conditioned on speakers / labels")
         return None
+    return label_id(value, config.n_speakers, label_names)
+
+
+def label_id(value: str | None, n_labels: int, label_names: List[str]) -> torch.Tensor:
+    """--speaker (an id or a label name) of a model conditioned on n_labels labels -> LongTensor [1]; optional
+    (label 0) when there is only one label."""
     if value is None:
+        if n_labels == 1:
+            return torch.tensor([0])
         names = f" ({', '.join(f'{i}={n}' for i, n in enumerate(label_names))})" if label_names else ""
-        raise UserError(f"this model is conditioned on {config.n_speakers} speakers / labels: pass "
-                        f"--speaker ID{names}")
+        raise UserError(f"this model is conditioned on {n_labels} speakers / labels: pass --speaker ID{names}")
     if value in label_names:
         return torch.tensor([label_names.index(value)])
     try:
         sid = int(value)
     except ValueError:
-        raise UserError(f"--speaker {value!r} is neither an id in 0..{config.n_speakers - 1} nor a label "
+        raise UserError(f"--speaker {value!r} is neither an id in 0..{n_labels - 1} nor a label "
                         f"name ({', '.join(label_names) or 'the run has no label names'})") from None
-    if not 0 <= sid < config.n_speakers:
-        raise UserError(f"--speaker {sid} is out of range 0..{config.n_speakers - 1}")
+    if not 0 <= sid < n_labels:
+        raise UserError(f"--speaker {sid} is out of range 0..{n_labels - 1}")
     return torch.tensor([sid])
 
 
@@ -185,17 +194,3 @@ def out_paths(out: str, arg: str = "--out") -> Tuple[Path, Path, Path]:
     for path in (wav, wav.with_suffix(".png"), wav.with_suffix(".npy")):
         writable_file(path, arg)
     return wav, wav.with_suffix(".png"), wav.with_suffix(".npy")
-
-
-def audible_range(spec: torch.Tensor) -> Tuple[torch.Tensor, int]:
-    """(spec clamped to the samplers' range [log floor, +30 dB over a full-scale sine], NaN to the floor; number
-    of values that were not finite or at / above the top): a runaway value is not audio, and the inversion needs
-    finite power. Values below the log floor are just silence (the data is floored there) and are not counted.
-    Samples of MelNet.sample are already in the range (runaways kept at its top); a spectrogram from elsewhere
-    may not be."""
-    from melnet_fast.log_mel_scale import SAMPLE_RANGE
-
-    low, high = SAMPLE_RANGE
-    spec = spec.float().cpu()
-    bad = int((~torch.isfinite(spec) | (spec >= high)).sum())
-    return torch.nan_to_num(spec, nan=low, posinf=high, neginf=low).clamp(low, high), bad

@@ -203,7 +203,8 @@ def _demo(args, config, frames: int, run_dir, stop, start: float) -> int:
     print(f"[4/4] sampling {args.samples} x {args.seconds:g} s and inverting to audio", flush=True)
     x, _ = generate(model.cpu(), frames, count=args.samples, temperature=args.temperature, seed=args.seed)
     _, fidelity_lines = sample_report(x, [scored.spectrogram(k) for k in range(len(scored))],
-                                      args.temperature)
+                                      args.temperature, train=train, held_out=scored, frames=DEMO_CROP_FRAMES,
+                                      seed=args.seed)
     samples = Path(run_dir.samples)
     samples.mkdir(parents=True, exist_ok=True)
     written = []

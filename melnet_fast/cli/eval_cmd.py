@@ -18,9 +18,17 @@ from melnet_fast.cli.common import (
     load_run_model,
     pick_device,
 )
-from melnet_fast.cli.sample_quality import draw_samples, sample_report
+from melnet_fast.cli.sample_quality import draw_samples, sample_labels, sample_report
 from melnet_fast.data import SkippedAudioWarning
-from melnet_fast.train import SYNTHETIC, ChannelGaussian, DataSpec, RunDir, build_eval_dataset, evaluate
+from melnet_fast.train import (
+    SYNTHETIC,
+    ChannelGaussian,
+    DataSpec,
+    RunDir,
+    build_datasets,
+    build_eval_dataset,
+    evaluate,
+)
 from melnet_fast.train.conditioning import mismatched_texts
 from melnet_fast.train.evaluation import LN2
 
@@ -32,7 +40,10 @@ def add_parser(sub) -> None:
                        description="Score all of the data (each item cut into non-overlapping segments of up to the "
                                    "run's training example length) in nats and bits per element; then draw "
                                    "--samples clips and compare their per-channel mean and std and their share of "
-                                   "values at the log floor with the data's. With --json the last line printed is "
+                                   "values at the log floor with the data's; on labelled data, small label "
+                                   "classifiers trained on the run's training data also give the samples' label "
+                                   "accuracy (conditional models) and the Fréchet distance of their features to the "
+                                   "data's segments. With --json the last line printed is "
                                    "one JSON object (nll_nats, nll_bits, baseline_nll_nats, tiers, skipped, ..., "
                                    "samples). Files that cannot be scored (unreadable, NaN samples, silent, too "
                                    "short, ...) are skipped and listed.",
@@ -77,11 +88,24 @@ def _check_sample_args(args, c) -> None:
                         f"sampling: pass --samples 0")
 
 
-def _fidelity(args, model, data) -> dict:
-    """Draw args.samples clips and print / return their fidelity to every spectrogram of `data`."""
+def _sample_quality(args, model, data, spec: DataSpec, run_dir: RunDir, segment_frames: int) -> dict:
+    """Draw args.samples clips and print / return their fidelity to every spectrogram of `data`; on labelled data
+    also the label classifiers' measures (classifiers trained on the run's training data, judging windows of
+    segment_frames frames against `data`'s segments)."""
     frames = frames_for(args.sample_seconds, model.config)
     generated = draw_samples(model, args.samples, frames, args.temperature, args.seed)
-    measures, lines = sample_report(generated, [data.spectrogram(i) for i in range(len(data))], args.temperature)
+    judge = {}
+    if len(data.label_names) >= 2:
+        try:
+            train, _ = build_datasets(spec, model.config, segment_frames, cache_dir=run_dir.cache)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"warning: the run's training data {spec.source} cannot be read for the label classifiers ({e})",
+                  file=sys.stderr)
+        else:
+            judge = dict(labels=sample_labels(model, args.samples), train=train, held_out=data,
+                         frames=min(segment_frames, frames), seed=args.seed)
+    measures, lines = sample_report(generated, [data.spectrogram(i) for i in range(len(data))], args.temperature,
+                                    **judge)
     print("\n".join(lines))
     return measures
 
@@ -147,7 +171,7 @@ def run(args) -> int:
           f"{d['baseline_nll_nats']:>10.4f} {d['baseline_nll_bits']:>8.4f}")
     print(f"model - baseline: {d['nll_nats'] - d['baseline_nll_nats']:+.4f} nats/element (negative is better)")
     if args.samples:
-        d["samples"] = _fidelity(args, model, data)
+        d["samples"] = _sample_quality(args, model, data, spec, run_dir, frames)
     for reason, paths in skipped.items():
         print(f"skipped {len(paths)} {reason} file(s): {', '.join(paths)}")
     if args.json:

@@ -4,7 +4,6 @@ reason a backend is missing). The first thing to paste into a bug report."""
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import json
 import os
@@ -15,10 +14,10 @@ import torch
 import melnet_fast
 from melnet_fast import _extension, backends
 from melnet_fast.cli.common import HelpFormatter
+from melnet_fast.ops import autotune, dispatch
 
-# The ops that dispatch, by the module that holds their SUPPORTED table.
-OPS = {"lstm_sweep_2d": "melnet_fast.ops.lstm_sweep", "gmm_nll": "melnet_fast.ops.gmm",
-       "sample_tier": "melnet_fast.ops.tier_sampling"}
+# The ops that dispatch: every table of the one registry.
+OPS = dispatch.REGISTRY
 CPU_LEVELS = {4: "x86-64-v4 (AVX-512)", 3: "x86-64-v3 (AVX2 + FMA)", 1: "baseline"}
 
 
@@ -59,12 +58,13 @@ def _gpu_code(capability: tuple[int, int], archs: list[str]) -> str:
             f"MELNET_FAST_CUDA_ARCHS={capability[0]}.{capability[1]}")
 
 
-def _auto_pick(supported: dict, device: str) -> str:
+def _auto_pick(table: dispatch.OpTable, device: str) -> str:
+    tensor = torch.empty(0, device=device)
     with backends.use_backend("auto"):
-        name = backends.resolve("info", torch.empty(0, device=device), supported)
-    tuned = [n for n in backends.TUNED if n in supported and backends.why_unavailable(n) is None]
-    if device == "cuda" and len(tuned) > 1 and backends.autotune_enabled():
-        return f"{' or '.join(tuned)}, the faster one, timed once per shape"
+        name = table.resolve(tensor)
+        tunable = autotune.tunable(table.candidates(tensor), tensor.device)
+    if len(tunable) > 1:
+        return f"{name}, or the faster of {' and '.join(tunable)} where melnet_fast.tune recorded one for the shape"
     return name
 
 
@@ -93,9 +93,8 @@ def collect() -> dict:
             info["gpus"].append({"index": i, "name": torch.cuda.get_device_name(i), "capability": f"{cc[0]}.{cc[1]}",
                                  "extension_code": _gpu_code(cc, archs) if archs else None})
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for op, module in OPS.items():
-        supported = importlib.import_module(module).SUPPORTED
-        info["auto"][op] = {device: _auto_pick(supported, device) for device in devices}
+    for op, table in OPS.items():
+        info["auto"][op] = {device: _auto_pick(table, device) for device in devices}
     return info
 
 

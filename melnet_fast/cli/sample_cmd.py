@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import warnings
@@ -36,12 +37,18 @@ def add_parser(sub) -> None:
                        description="Sample spectrograms (all tiers, coarse to fine) and write OUT.wav, OUT.png (the "
                                    "tiers) and OUT.npy (the normalised log-mel values, [T, F]).",
                        formatter_class=HelpFormatter)
-    p.add_argument("--run", required=True, metavar="RUN_DIR")
     p.add_argument("--seconds", type=float, default=4.0, help="length of the audio")
-    p.add_argument("--out", metavar="OUT.wav", help="default: RUN_DIR/samples/sample-seed<S>.wav")
     p.add_argument("--temperature", type=float, default=1.0, help="0 = most probable component's mean, 1 = model")
     p.add_argument("--prime", metavar="FILE.wav", help="continue this audio (its first frames, up to all but "
                                                        "the last few of the output, are kept)")
+    add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """The flags every model's `sample` command shares: run, label, count, seed, outputs, inversion, device."""
+    p.add_argument("--run", required=True, metavar="RUN_DIR")
+    p.add_argument("--out", metavar="OUT.wav", help="default: RUN_DIR/samples/sample-seed<S>.wav")
     p.add_argument("--speaker", help="speaker / label id or name, for conditional models")
     p.add_argument("--count", type=int, default=1, help="number of samples (OUT-1.wav, OUT-2.wav, ... when > 1)")
     p.add_argument("--seed", type=int, default=0)
@@ -50,7 +57,6 @@ def add_parser(sub) -> None:
                    help="spectrogram -> audio: gradient-based (the paper's) or Griffin-Lim")
     p.add_argument("--iters", type=int, default=100, help="iterations of the inversion")
     add_device_arg(p)
-    p.set_defaults(func=run)
 
 
 def prime_frames(path: str, config: MelNetConfig, frames: int) -> torch.Tensor:
@@ -99,11 +105,12 @@ def to_audio(spec: torch.Tensor, config: MelNetConfig, method: str = "gradient",
 
 
 def write_outputs(wav: Path, spec: torch.Tensor, config: MelNetConfig, method: str, iters: int,
-                  seed: int = 0, title: str = "generated", progress: bool = True) -> dict:
-    """Write wav (audio), wav.png (tiers coarse to fine) and wav.npy ([T, F], the values as drawn, always finite:
-    see audible_range); returns the inversion info, with "clamped": how many values ran away or were not finite,
-    and "padded": the silent frames appended for the audio to a spectrogram shorter than the inversion needs
-    (audio.min_frames). Nothing is written before the inversion has succeeded."""
+                  seed: int = 0, title: str = "generated", progress: bool = True, n_tiers: int | None = None) -> dict:
+    """Write wav (audio), wav.png (tiers coarse to fine; n_tiers default config.n_tiers) and wav.npy ([T, F], the
+    values as drawn, always finite: see audible_range); returns the inversion info, with "clamped": how many values
+    ran away or were not finite, and "padded": the silent frames appended for the audio to a spectrogram shorter
+    than the inversion needs (audio.min_frames). Nothing is written before the inversion has succeeded. config:
+    anything with the audio settings (a MelNetConfig, a CMelGANConfig)."""
     from melnet_fast.plots import IMAGE_VMIN, plot_tiers
 
     spec, clamped = audible_range(spec)
@@ -114,8 +121,32 @@ def write_outputs(wav: Path, spec: torch.Tensor, config: MelNetConfig, method: s
     waveform, info = to_audio(heard, config, method, iters, seed, progress)
     np.save(wav.with_suffix(".npy"), spec.numpy())
     audio.save_wav(wav, (0.99 * waveform / max(1.0, float(waveform.abs().max()))), config.sample_rate)
-    plot_tiers(wav.with_suffix(".png"), spec, config.n_tiers, config, title=title)
+    plot_tiers(wav.with_suffix(".png"), spec, config.n_tiers if n_tiers is None else n_tiers, config, title=title)
     info["clamped"], info["padded"] = clamped, max(0, short)
+    return info
+
+
+def sample_paths(wav: Path, count: int) -> List[Path]:
+    """OUT.wav for one sample; OUT-1.wav, OUT-2.wav, ... for several."""
+    return [wav] if count == 1 else [wav.with_name(f"{wav.stem}-{k + 1}.wav") for k in range(count)]
+
+
+def check_sample_args(args) -> None:
+    """UserError for a --count, --temperature or --iters out of range."""
+    in_range(args.count, "--count", 1, integer=True)
+    in_range(args.temperature, "--temperature", 0)
+    in_range(args.iters, "--iters", 1, integer=True)
+
+
+def write_sample(target: Path, spec: torch.Tensor, config, args, n_tiers: int | None = None,
+                 title: str = "generated") -> dict:
+    """write_outputs with the command's inversion flags, and a warning when values had to be clamped."""
+    info = write_outputs(target, spec, config, args.inversion, args.iters, args.seed, title=title,
+                         progress=sys.stderr.isatty(), n_tiers=n_tiers)
+    if info["clamped"]:
+        print(f"  warning: {info['clamped']} of {spec.numel()} drawn values of {target.name} ran away to the top of "
+              f"the samplers' range (+30 dB over a full-scale sine) or were not finite, and were kept at its edges: "
+              f"the model diverges (an undertrained model?)", file=sys.stderr)
     return info
 
 
@@ -142,14 +173,18 @@ def check_memory(config: MelNetConfig, count: int, frames: int, device, arg: str
     fit in the memory of `device` and of the host."""
     preflight.enough_memory(preflight.sampling_bytes(config, count, frames), device, arg,
                             f"sampling {count} x {frames} frames")
+    check_inversion_memory(config, frames, arg)
+
+
+def check_inversion_memory(config, frames: int, arg: str = "--seconds") -> None:
+    """UserError (a PreflightError) when inverting a spectrogram of `frames` frames to audio will not fit in the
+    host's memory. config: anything with the audio settings."""
     preflight.enough_memory(preflight.inversion_bytes(config, frames), "cpu", arg,
                             f"inverting {frames} frames to audio")
 
 
 def run(args) -> int:
-    in_range(args.count, "--count", 1, integer=True)
-    in_range(args.temperature, "--temperature", 0)
-    in_range(args.iters, "--iters", 1, integer=True)
+    check_sample_args(args)
     in_range(args.seconds, "--seconds", 0, low_open=True)
     device = pick_device(args.device, sampling=True)
     doc, model, path = load_run_model(args.run, args.checkpoint, device)
@@ -180,15 +215,8 @@ def _sample(args, model, path, c: MelNetConfig, frames: int, cond, prime, wav: P
     x, log_density = generate(model, frames, count=args.count, temperature=args.temperature, cond=cond,
                               prime=prime, seed=args.seed)
     drawn = (frames - (prime.shape[0] if prime is not None else 0)) * c.n_mels
-    targets: List[Path] = [wav] if args.count == 1 else [wav.with_name(f"{wav.stem}-{k + 1}.wav")
-                                                          for k in range(args.count)]
-    for k, target in enumerate(targets):
-        info = write_outputs(target, x[k], c, args.inversion, args.iters, args.seed,
-                             progress=sys.stderr.isatty())
+    for k, target in enumerate(sample_paths(wav, args.count)):
+        info = write_sample(target, x[k], c, args)
         print(f"{target}  (+ .png, .npy)  log-density {float(log_density[k]) / drawn:.4f} nats/element, "
               f"inversion spectral convergence {info['spectral_convergence']:.3f}")
-        if info["clamped"]:
-            print(f"  warning: {info['clamped']} of {x[k].numel()} drawn values ran away to the top of the sampler's "
-                  f"range (+30 dB over a full-scale sine) and were kept there: the model diverges (an undertrained "
-                  f"model?)", file=sys.stderr)
     return 0

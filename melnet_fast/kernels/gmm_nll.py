@@ -15,7 +15,9 @@ formed as (x - mu_k) exp(-log_sigma_k), b_k = d_k - z_k^2 / 2 - log_sigma_k:
 posteriors w_k = e^(b_k - max b) / sum e^(b - max b), pi_k = e^(d_k) / sum e^d, and the gradients (times g)
     d/dx = sum_k w_k z_k / sigma_k,  d/dmu_k = -w_k z_k / sigma_k,  d/dlog_sigma_k = w_k (1 - z_k^2),
     d/dlogit_k = pi_k - w_k.
-Every exp argument is <= 0 except -log_sigma; a weight that underflows to 0 zeroes its z terms (no 0 * inf).
+Every exp argument is <= 0 except -log_sigma; a weight that underflows to 0 zeroes its z terms (no 0 * inf). exp,
+log and log sqrt(2 pi) are scalar_math's (the twin of csrc/scalar_math.h, which the CPU and CUDA kernels use), and
+every division is IEEE (tl.math.div_rn): on the GPU tl.exp, tl.log and '/' are approximations.
 """
 
 from __future__ import annotations
@@ -24,44 +26,12 @@ import torch
 import triton
 import triton.language as tl
 
-_LOG_SQRT_2PI = tl.constexpr(0.91893853320467274178)
-_LOG2E = tl.constexpr(1.4426950408889634)
-# ln 2 split for Cody-Waite reduction: _LN2_HI has 16 significant bits, so n * _LN2_HI is exact for |n| < 2^8.
-_LN2_HI = tl.constexpr(0.693145751953125)
-_LN2_LO = tl.constexpr(1.4286068203094172e-06)
+from melnet_fast.kernels import scalar_math as sm
 
 # Rows per program times padded components: 1024 fp32 values per [BLOCK_N, BLOCK_K] tile, 8 per thread at 4
 # warps. A starting point; benchmarks/ may tune it.
 _TILE = 1024
 _NUM_WARPS = 4
-
-
-@triton.jit
-def _exp_precise(x):
-    """exp(x) to about 1 ulp for any finite x, from adds and multiplies only.
-
-    On NVIDIA, tl.exp of fp32 is ex2.approx(x * log2 e) with the product rounded: a relative error of about
-    |x| 2^-23, 20x the error of PyTorch's expf at |x| = 20. 1 / sigma = exp(-log_sigma) multiplies z, so it is
-    computed here instead: Cody-Waite reduction x = n ln 2 + r with |r| <= ln(2) / 2 (n ln 2 is exact: _LN2_HI
-    has 16 significant bits and |n| < 2^8; contraction into FMAs only makes it more exact), e^r by its Taylor
-    polynomial of degree 7 (truncation below 6e-9 relative on that interval), and 2^n as 2^h 2^(n - h) with
-    h = floor(n / 2), each built from its exponent bits, so that the products underflow to 0 or overflow to inf
-    where exp does. x is clamped to [-104, 89] first (exp is 0 or inf in float32 beyond): |n| < 2^8.
-    """
-    x = tl.minimum(tl.maximum(x, -104.0), 89.0)
-    n = tl.floor(x * _LOG2E + 0.5)
-    r = (x - n * _LN2_HI) - n * _LN2_LO
-    p = 1.0 / 5040.0 + r * (1.0 / 40320.0)
-    p = 1.0 / 720.0 + r * p
-    p = 1.0 / 120.0 + r * p
-    p = 1.0 / 24.0 + r * p
-    p = 1.0 / 6.0 + r * p
-    p = 0.5 + r * p
-    p = 1.0 + r * p
-    p = 1.0 + r * p
-    n = n.to(tl.int32)
-    h = n >> 1  # floor(n / 2)
-    return (p * ((h + 127) << 23).to(tl.float32, bitcast=True)) * ((n - h + 127) << 23).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -91,20 +61,20 @@ def _mixture(x, mu, ls, lp):
     ([BLOCK_N, BLOCK_K]) and se = sum e, sa = sum q, bmax = max b ([BLOCK_N])."""
     mx = tl.max(lp, axis=1)
     d = lp - mx[:, None]
-    e = tl.exp(d)  # d <= 0: only components with tiny weights lose relative accuracy, negligibly
+    e = sm.exp(d)
     se = tl.sum(e, axis=1)
-    inv_s = _exp_precise(-ls)
+    inv_s = sm.exp(-ls)
     z = (x[:, None] - mu) * inv_s
     b = d - 0.5 * z * z - ls
     bmax = tl.max(b, axis=1)
-    q = tl.exp(b - bmax[:, None])
+    q = sm.exp(b - bmax[:, None])
     sa = tl.sum(q, axis=1)
     return e, se, inv_s, z, q, sa, bmax
 
 
 @triton.jit
 def _nll(se, sa, bmax):
-    nll = (_LOG_SQRT_2PI - bmax) - tl.log(sa / se)
+    nll = (sm.LOG_SQRT_2PI - bmax) - sm.log(tl.math.div_rn(sa, se))
     # every component has density 0 (max b = -inf): nll = +inf, not inf - inf
     return tl.where(bmax > -float("inf"), nll, -bmax)
 
@@ -112,12 +82,12 @@ def _nll(se, sa, bmax):
 @triton.jit
 def _grads(e, se, inv_s, z, q, sa, g):
     """g times d nll / d(x, mu, log_sigma, logit_pi): [BLOCK_N], then three [BLOCK_N, BLOCK_K]."""
-    gw = q * (g / sa)[:, None]  # g w_k
+    gw = q * tl.math.div_rn(g, sa)[:, None]  # g w_k
     live = q != 0.0
     dz = tl.where(live, gw * z * inv_s, 0.0)
     dx = tl.sum(dz, axis=1)
     dls = tl.where(live, gw * (1.0 - z * z), 0.0)
-    dlp = e * (g / se)[:, None] - gw  # g (pi_k - w_k)
+    dlp = e * tl.math.div_rn(g, se)[:, None] - gw  # g (pi_k - w_k)
     return dx, -dz, dls, dlp
 
 

@@ -1,5 +1,5 @@
 """Triton kernels of the fused 2D LSTM sweep (melnet_fast.ops.lstm_sweep_2d): one forward step and one backward
-step of every direction per launch, following the shared GPU algorithm (forward: steps 1-2, backward: step 3).
+step of every direction per launch.
 
 Rows. Every per-position tensor is addressed by the row of its grid position, row = (b*T + t)*F + f, i.e. the
 flattened [B, T, F] index of the contiguous tensors this module allocates or receives:
@@ -18,7 +18,9 @@ reads only rows of the previous (forward) or next (backward) position, written b
 writes rows of the current position: programs of one launch never read what another writes.
 
 Precision: storage float32, bfloat16 or float16; cell state, gate math and every accumulation float32. float32
-tile products run in exact fp32 (input_precision="ieee", never TF32).
+tile products run in exact fp32 (input_precision="ieee", never TF32). Activations from scalar_math, the twin of
+csrc/scalar_math.h. The host around these kernels (projections, step loop, gradients) is
+melnet_fast.ops.lstm_sweep.gpu_host, shared with the cuda backend.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from melnet_fast.kernels import scalar_math as sm
 
 # Upper limits of the tile sizes (each tile is the next power of two of its extent, at least 16: tl.dot needs
 # every dimension >= 16; rows / columns beyond the extent are masked); float32 halves the depth limit "k". Tiles of
@@ -60,23 +64,6 @@ def direction_meta(codes, B: int, T: int, F: int, device) -> torch.Tensor:
     return _meta_cached(tuple(int(c) for c in codes), B, T, F, torch.device(device))
 
 
-def lines_per_direction(codes, B: int, T: int, F: int) -> list[int]:
-    """N_r: B*F lines for a time direction (code 0, 1), B*T for a frequency direction (2, 3)."""
-    return [B * F if c < 2 else B * T for c in codes]
-
-
-def first_rows(code: int, B: int, T: int, F: int) -> torch.Tensor:
-    """int64 [N] on the CPU: the row of every line's first position (t = 0 for t+, T-1 for t-, f = 0 for f+,
-    F-1 for f-), line n at index n (so in increasing order)."""
-    if code < 2:
-        t0 = 0 if code == 0 else T - 1
-        b = torch.arange(B, dtype=torch.int64)[:, None]
-        f = torch.arange(F, dtype=torch.int64)[None, :]
-        return ((b * T + t0) * F + f).reshape(-1)
-    f0 = 0 if code == 2 else F - 1
-    return torch.arange(B * T, dtype=torch.int64) * F + f0
-
-
 def _block(extent: int, limit: int) -> int:
     return max(16, min(limit, triton.next_power_of_2(extent)))
 
@@ -90,20 +77,6 @@ def _fp32_dot(dtype: torch.dtype) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- jit helpers
-
-
-@triton.jit
-def _tanh(x):
-    """tanh in fp32 with a small relative error everywhere (no tanh in tl, and libdevice's is not interpreted).
-    |x| < 1/8: odd Taylor series to x^7 (next term 62/2835 x^9, relative < 2e-9). Otherwise (1-e)/(1+e) with
-    e = exp(-2|x|) <= exp(-1/4): the argument is never positive (no overflow) and 1-e >= 0.22 cancels < 3 bits."""
-    a = tl.abs(x)
-    x2 = x * x
-    small = x * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (-17.0 / 315.0))))
-    e = tl.exp(-2.0 * a)
-    big = (1.0 - e) / (1.0 + e)
-    big = tl.where(x < 0, -big, big)
-    return tl.where(a < 0.125, small, big)
 
 
 @triton.jit
@@ -144,7 +117,7 @@ def _fwd_step_kernel(
     pid_j = tl.program_id(1)
     r = tl.program_id(2)
     N, L, D, M, P, REV = _direction(meta_ptr, r)
-    if s >= L:  # this direction has finished: its lines are shorter than max(T, F)
+    if s >= L:  # this direction has finished: its lines are shorter than the longest direction's
         return
     if pid_n * BLOCK_N >= N:  # the grid covers the direction with the most lines
         return
@@ -183,17 +156,17 @@ def _fwd_step_kernel(
 
     # Gates and the cell update, all in fp32.
     pre_at = pre_ptr + row[:, None] * (R * H4) + r64 * H4 + j[None, :]
-    gi = tl.sigmoid(acc_i + tl.load(pre_at, mask=ok, other=0.0).to(tl.float32))
-    gf = tl.sigmoid(acc_f + tl.load(pre_at + H, mask=ok, other=0.0).to(tl.float32))
-    gg = _tanh(acc_g + tl.load(pre_at + 2 * H, mask=ok, other=0.0).to(tl.float32))
-    go = tl.sigmoid(acc_o + tl.load(pre_at + 3 * H, mask=ok, other=0.0).to(tl.float32))
+    gi = sm.sigmoid(acc_i + tl.load(pre_at, mask=ok, other=0.0).to(tl.float32))
+    gf = sm.sigmoid(acc_f + tl.load(pre_at + H, mask=ok, other=0.0).to(tl.float32))
+    gg = sm.tanh(acc_g + tl.load(pre_at + 2 * H, mask=ok, other=0.0).to(tl.float32))
+    go = sm.sigmoid(acc_o + tl.load(pre_at + 3 * H, mask=ok, other=0.0).to(tl.float32))
     c_at = c_run_ptr + (r64 * N_MAX + n[:, None]) * H + j[None, :]
     if FIRST:
         c_prev = tl.load(c0_ptr + r64 * H + j, mask=j_ok, other=0.0).to(tl.float32)[None, :]
     else:
         c_prev = tl.load(c_at, mask=ok, other=0.0)
     c = gf * c_prev + gi * gg
-    h_new = go * _tanh(c)
+    h_new = go * sm.tanh(c)
     tl.store(c_at, c, mask=ok)
     tl.store(y_ptr + row[:, None] * (R * H) + r64 * H + j[None, :], h_new.to(y_ptr.dtype.element_ty), mask=ok)
     if SAVE:
@@ -218,7 +191,7 @@ def _bwd_step_kernel(
     gates_ptr,  # [R, rows, 4H] activated gates saved by the forward
     cell_ptr,  # fp32 [R, rows, H] cell states saved by the forward
     dgates_ptr,  # [rows, R*4H] output: pre-activation gate gradients (written here, read at the next position)
-    dc_ptr,  # fp32 [R, N_MAX, H] cell-gradient carry of every line, zero-initialised
+    dc_ptr,  # fp32 [R, N_MAX, H] cell-gradient carry of every line (read from the step after the line's last on)
     s, TF, ROWS, N_MAX, H, R,
     FIRST: tl.constexpr,  # s == 0: c_prev = c0 for every direction
     FP32_DOT: tl.constexpr,
@@ -271,8 +244,9 @@ def _bwd_step_kernel(
         c_prev = tl.load(cell_ptr + (r64 * ROWS + prev[:, None]) * H + j[None, :], mask=ok, other=0.0)
 
     dc_at = dc_ptr + (r64 * N_MAX + n[:, None]) * H + j[None, :]
-    tc = _tanh(c)
-    dc = tl.load(dc_at, mask=ok, other=0.0) + dh * go * (1.0 - tc * tc)
+    tc = sm.tanh(c)
+    carry = tl.load(dc_at, mask=ok & (s < L - 1), other=0.0)  # nothing flows back into a line's last step
+    dc = carry + dh * go * (1.0 - tc * tc)
     d_i = dc * gg * gi * (1.0 - gi)
     d_f = dc * c_prev * gf * (1.0 - gf)
     d_g = dc * gi * (1.0 - gg * gg)
@@ -297,76 +271,32 @@ def _launch_config(n_max: int, H: int, k_extent: int, R: int, dtype: torch.dtype
     return (triton.cdiv(n_max, bn), triton.cdiv(H, bj), R), dict(BLOCK_N=bn, BLOCK_J=bj, BLOCK_K=bk, num_warps=warps)
 
 
-def _empty(shape, dtype, device, poison: bool) -> torch.Tensor:
-    # poison: fill with NaN so that an element no program writes shows up in the tests.
-    t = torch.empty(shape, dtype=dtype, device=device)
-    return t.fill_(float("nan")) if poison else t
+def forward_step(step: int, pre, w_hh, h0, c0, y, c_run, gates, cell, codes, save: bool) -> None:
+    """Step `step` of every direction, one launch (the StepKernels contract of melnet_fast.ops.lstm_sweep.gpu_host).
 
-
-def sweep_forward(pre: torch.Tensor, w_hh: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, codes, save: bool,
-                  poison: bool = False):
-    """All max(T, F) forward steps of every direction, one launch per step.
-
-    Args:
-        pre: [B, T, F, R*4H] input projections plus bias, gates (i, f, g, o) of direction r at r*4H.
-        w_hh: [R, 4H, H]; h0, c0: [R, H]; all of pre's dtype (float32, bfloat16 or float16).
-        codes: R direction codes (0..3 = t+, t-, f+, f-).
-        save: also return the activated gates and the cell states for the backward.
-    Returns:
-        y [B, T, F, R*H] (pre's dtype); gates [R, B, T, F, 4H] (pre's dtype) and cell [R, B, T, F, H] (float32)
-        when save, else None and None.
+    pre [B, T, F, R*4H] input projections plus bias; w_hh [R, 4H, H]; h0, c0 [R, H]; y [B, T, F, R*H] (all of one
+    dtype: float32, bfloat16 or float16, contiguous); c_run float32 [R, lines_max, H]; gates [R, B, T, F, 4H] and
+    cell float32 [R, B, T, F, H], written when save (any tensor otherwise). codes: R direction codes (0..3 = t+, t-,
+    f+, f-).
     """
-    B, T, F, RG = pre.shape
-    R, G, H = w_hh.shape
-    assert RG == R * G and G == 4 * H and len(codes) == R, "pre, w_hh and codes disagree on R or H"
-    device, dtype = pre.device, pre.dtype
-    rows = B * T * F
-    n_max = max(lines_per_direction(codes, B, T, F))
-    pre, w_hh, h0, c0 = pre.contiguous(), w_hh.contiguous(), h0.contiguous(), c0.contiguous()
-    meta = direction_meta(codes, B, T, F, device)
-    y = _empty((B, T, F, R * H), dtype, device, poison)
-    c_run = _empty((R, n_max, H), torch.float32, device, poison)
-    if save:
-        gates = _empty((R, B, T, F, G), dtype, device, poison)
-        cell = _empty((R, B, T, F, H), torch.float32, device, poison)
-    else:  # never written (SAVE is a compile-time False); any valid pointer will do
+    B, T, F, _ = pre.shape
+    R, _, H = w_hh.shape
+    grid, config = _launch_config(c_run.shape[1], H, H, R, pre.dtype)
+    if not save:  # never written (SAVE is a compile-time False); any valid pointer will do
         gates, cell = y, c_run
-    grid, config = _launch_config(n_max, H, H, R, dtype)
-    for s in range(max(T, F)):
-        _fwd_step_kernel[grid](pre, w_hh, h0, c0, meta, y, c_run, gates, cell,
-                               s, T * F, rows, n_max, H, R,
-                               FIRST=s == 0, SAVE=save, FP32_DOT=_fp32_dot(dtype), **config)
-    return (y, gates, cell) if save else (y, None, None)
+    _fwd_step_kernel[grid](pre, w_hh, h0, c0, direction_meta(codes, B, T, F, pre.device), y, c_run, gates, cell,
+                           step, T * F, B * T * F, c_run.shape[1], H, R,
+                           FIRST=step == 0, SAVE=save, FP32_DOT=_fp32_dot(pre.dtype), **config)
 
 
-def sweep_backward(grad_y: torch.Tensor, w_hh: torch.Tensor, c0: torch.Tensor, gates: torch.Tensor,
-                   cell: torch.Tensor, codes, poison: bool = False):
-    """All max(T, F) backward steps of every direction, last step first, one launch per step.
-
-    Args:
-        grad_y: [B, T, F, R*H] upstream gradient of y.
-        w_hh: [R, 4H, H]; c0: [R, H]; gates [R, B, T, F, 4H], cell [R, B, T, F, H] (float32) from sweep_forward.
-    Returns:
-        dgates [B, T, F, R*4H] (grad_y's dtype): the gradient of the pre-activation gates, i.e. of pre.
-        dc0 [R, H] float32: the gradient of c0, summed over every line of each direction.
-    """
-    B, T, F, RH = grad_y.shape
+def backward_step(step: int, grad_y, w_hh, c0, gates, cell, dgates, dc_run, codes) -> None:
+    """Backward step `step` of every direction, one launch (gpu_host's StepKernels contract): grad_y
+    [B, T, F, R*H], w_hh [R, 4H, H], c0 [R, H], gates [R, B, T, F, 4H] (one dtype), cell float32 [R, B, T, F, H]
+    in; dgates [B, T, F, R*4H] (the gradient of the gate pre-activations) and dc_run float32 [R, lines_max, H] (the
+    gradient reaching each line's previous cell state) written at the step's positions."""
+    B, T, F, _ = grad_y.shape
     R, G, H = w_hh.shape
-    assert RH == R * H and G == 4 * H and len(codes) == R, "grad_y, w_hh and codes disagree on R or H"
-    assert gates.shape == (R, B, T, F, G) and cell.shape == (R, B, T, F, H) and cell.dtype == torch.float32
-    device, dtype = grad_y.device, grad_y.dtype
-    rows = B * T * F
-    n_lines = lines_per_direction(codes, B, T, F)
-    n_max = max(n_lines)
-    grad_y, w_hh, c0 = grad_y.contiguous(), w_hh.contiguous(), c0.contiguous()
-    gates, cell = gates.contiguous(), cell.contiguous()
-    meta = direction_meta(codes, B, T, F, device)
-    dgates = _empty((B, T, F, R * G), dtype, device, poison)
-    dc = torch.zeros((R, n_max, H), dtype=torch.float32, device=device)  # read before written at a line's end
-    grid, config = _launch_config(n_max, H, G, R, dtype)
-    for s in reversed(range(max(T, F))):
-        _bwd_step_kernel[grid](grad_y, w_hh, c0, meta, gates, cell, dgates, dc,
-                               s, T * F, rows, n_max, H, R,
-                               FIRST=s == 0, FP32_DOT=_fp32_dot(dtype), **config)
-    dc0 = torch.stack([dc[r, :n_lines[r]].sum(0) for r in range(R)])
-    return dgates, dc0
+    grid, config = _launch_config(dc_run.shape[1], H, G, R, grad_y.dtype)
+    _bwd_step_kernel[grid](grad_y, w_hh, c0, direction_meta(codes, B, T, F, grad_y.device), gates, cell, dgates,
+                           dc_run, step, T * F, B * T * F, dc_run.shape[1], H, R,
+                           FIRST=step == 0, FP32_DOT=_fp32_dot(grad_y.dtype), **config)

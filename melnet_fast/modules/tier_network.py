@@ -12,6 +12,7 @@ from melnet_fast.modules.centralized import CentralizedStack
 from melnet_fast.modules.delayed import FrequencyDelayedLayer, TimeDelayedLayer
 from melnet_fast.modules.gmm_head import GMMHead, MixtureParams
 from melnet_fast.modules.text_encoder import TextMemory
+from melnet_fast.ops.tier_sampling.layout import parameter_names
 
 
 class TierNetwork(nn.Module):
@@ -100,20 +101,10 @@ class TierNetwork(nn.Module):
         return self.head(hf), alignment
 
     def sampler_weights(self) -> List[torch.Tensor]:
-        """The weights in the order ops.sample_tier reads them (detached):
-        x_time_proj.weight [D, 1], .bias [D], x_freq_proj.weight [D, 1], .bias [D]; per layer l: time lstm
-        w_ih [3, 4D, D], w_hh [3, 4D, D], bias [3, 4D], h0 [3, D], c0 [3, D], time proj.weight [D, 3D], .bias [D],
-        freq lstm w_ih [1, 4D, D], w_hh [1, 4D, D], bias [1, 4D], h0 [1, D], c0 [1, D], freq proj.weight [D, D],
-        .bias [D]; then head.weight [3K, D], head.bias [3K]. The cond projections are not included: the
-        sampler receives their outputs (conditioning_terms). The centralized stack's weights are a list of their
-        own (centralized_sampler_weights)."""
-        ws = [self.x_time_proj.weight, self.x_time_proj.bias, self.x_freq_proj.weight, self.x_freq_proj.bias]
-        for tl, fl in zip(self.time_layers, self.freq_layers):
-            for layer in (tl, fl):
-                ws += [layer.lstm.w_ih, layer.lstm.w_hh, layer.lstm.bias, layer.lstm.h0, layer.lstm.c0,
-                       layer.proj.weight, layer.proj.bias]
-        ws += [self.head.weight, self.head.bias]
-        return [w.detach() for w in ws]
+        """The weights in the order ops.sample_tier reads them (detached), the sampler layout of
+        melnet_fast.ops.tier_sampling.layout (csrc/sampler_layout.h). The cond projections are not included: the
+        sampler receives their outputs (conditioning_terms)."""
+        return [self.get_parameter(name).detach() for name in parameter_names(self.n_layers)]
 
     def centralized_sampler_weights(self) -> List[torch.Tensor]:
         """The centralized stack's weights in the order ops.sample_tier_centralized reads them (detached):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Sequence
 
 import torch
@@ -38,6 +40,49 @@ def check_same(named: dict[str, torch.Tensor]) -> None:
                              "all arguments must have one dtype")
 
 
-def check_finite(name: str, t: torch.Tensor) -> None:
+# Finiteness checks without a host synchronisation where one would cost (a GPU, torch.compile):
+#   CPU tensors, eager: checked at once (a ValueError before any kernel runs);
+#   under torch.compile tracing: a graph assertion on CPU tensors (raised when the compiled graph runs); on GPU
+#     tensors none (a device-side assertion would end the process's CUDA context), the result carries the NaN;
+#   GPU tensors, eager: the verdict is computed on the device and kept (a flag per argument name, no sync), and
+#     raise_deferred_errors() reads them all at once at a point where the caller synchronises anyway (the trainer
+#     does after every step); MELNET_FAST_SYNC_CHECKS=1 checks at once instead, where the call is.
+SYNC_CHECKS_ENV = "MELNET_FAST_SYNC_CHECKS"
+SYNC_DEVICES = ("cpu",)  # device types checked at once by default
+_deferred = threading.local()
+
+
+def check_finite(name: str, t: torch.Tensor, message: str | None = None) -> None:
+    """ValueError (message, default "NAME must be finite; it holds NaN or inf") when t holds NaN or inf, following
+    the policy above."""
+    message = message or f"{name} must be finite; it holds NaN or inf"
+    if torch.compiler.is_compiling():
+        if t.device.type == "cpu":
+            torch._assert_async(torch.isfinite(t).all(), message)
+        return
+    if t.device.type not in SYNC_DEVICES and os.environ.get(SYNC_CHECKS_ENV, "0") != "1":
+        flags = _pending()
+        ok = torch.isfinite(t).all()
+        flags[message] = flags[message] & ok if message in flags else ok
+        return
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name} must be finite; it holds NaN or inf")
+        raise ValueError(message)
+
+
+def _pending() -> dict:
+    if not hasattr(_deferred, "flags"):
+        _deferred.flags = {}
+    return _deferred.flags
+
+
+def raise_deferred_errors() -> None:
+    """Read the finiteness verdicts that checks on GPU tensors left on the device since the last call (one
+    synchronisation) and raise a ValueError naming the arguments that held NaN or inf; clears them."""
+    flags = _pending()
+    if not flags:
+        return
+    messages, verdicts = list(flags), torch.stack([flags[m].cpu() for m in flags])
+    flags.clear()
+    bad = [m for m, ok in zip(messages, verdicts.tolist()) if not ok]
+    if bad:
+        raise ValueError("; ".join(bad) + " (found by a deferred check of tensors on the GPU)")

@@ -116,9 +116,10 @@ def _synthetic(spec: DataSpec, config: MelNetConfig, crop_frames: int, held_out:
 
 
 def _corpus(source: str, config: MelNetConfig, crop_frames: int | None, label_from_folder: bool, cache_dir,
-            split=None, corpus=None):
+            split=None, corpus=None, min_frames: int | None = None):
     return AudioFolderDataset(source, config, crop_frames, split=split, cache_dir=cache_dir,
-                              label_from_folder=label_from_folder, frame_multiple=config.time_factor, corpus=corpus)
+                              label_from_folder=label_from_folder, frame_multiple=config.time_factor, corpus=corpus,
+                              min_frames=min_frames)
 
 
 def held_out_split(corpus) -> str | None:
@@ -127,15 +128,17 @@ def held_out_split(corpus) -> str | None:
     return next((s for s in ("validation", "test") if s in present), None)
 
 
-def build_datasets(spec: DataSpec, config: MelNetConfig, crop_frames: int, cache_dir=None):
+def build_datasets(spec: DataSpec, config: MelNetConfig, crop_frames: int, cache_dir=None,
+                   min_frames: int | None = None):
     """(train dataset, held-out dataset or None) of examples of at most crop_frames frames (lengths a multiple of
-    config.time_factor); labels and texts as the data has them. For a text model only whole utterances with a
-    text are kept (train.conditioning.whole_utterances).
+    config.time_factor); labels and texts as the data has them. min_frames: files of a corpus with fewer frames
+    are skipped (crop_frames: every example has exactly crop_frames frames, for models of fixed-length clips). For
+    a text model only whole utterances with a text are kept (train.conditioning.whole_utterances).
 
     Raises FileNotFoundError / ValueError (from melnet_fast.data and melnet_fast.corpora) when the source has no
     usable audio or does not parse.
     """
-    train, held_out = _build_datasets(spec, config, crop_frames, cache_dir)
+    train, held_out = _build_datasets(spec, config, crop_frames, cache_dir, min_frames)
     if not config.has_text:
         return train, held_out
     from melnet_fast.train.conditioning import whole_utterances
@@ -144,7 +147,9 @@ def build_datasets(spec: DataSpec, config: MelNetConfig, crop_frames: int, cache
             None if held_out is None else whole_utterances(held_out, "the held-out data"))
 
 
-def _build_datasets(spec: DataSpec, config: MelNetConfig, crop_frames: int, cache_dir=None):
+def _build_datasets(spec: DataSpec, config: MelNetConfig, crop_frames: int, cache_dir=None,
+                    min_frames: int | None = None):
+    corpus_args = {"label_from_folder": spec.label_from_folder, "cache_dir": cache_dir, "min_frames": min_frames}
     if spec.source == SYNTHETIC:
         train = _synthetic(spec, config, crop_frames, False, cache_dir)
         corpus = None
@@ -153,18 +158,18 @@ def _build_datasets(spec: DataSpec, config: MelNetConfig, crop_frames: int, cach
         if corpus.has_splits:
             if not corpus.select("train"):
                 raise ValueError(f"{corpus.source} has a split column but no 'train' entries")
-            train = _corpus(spec.source, config, crop_frames, spec.label_from_folder, cache_dir, "train", corpus)
+            train = _corpus(spec.source, config, crop_frames, split="train", corpus=corpus, **corpus_args)
         else:
-            train = _corpus(spec.source, config, crop_frames, spec.label_from_folder, cache_dir, corpus=corpus)
+            train = _corpus(spec.source, config, crop_frames, corpus=corpus, **corpus_args)
     if spec.val_source == SYNTHETIC:
         return train, _synthetic(spec, config, crop_frames, True, cache_dir)
     if spec.val_source is not None:
-        return train, _corpus(spec.val_source, config, crop_frames, spec.label_from_folder, cache_dir)
+        return train, _corpus(spec.val_source, config, crop_frames, **corpus_args)
     if spec.source == SYNTHETIC:
         return train, _synthetic(spec, config, crop_frames, True, cache_dir)
     if corpus.has_splits:
         held = held_out_split(corpus)
-        return train, (_corpus(spec.source, config, crop_frames, spec.label_from_folder, cache_dir, held, corpus)
+        return train, (_corpus(spec.source, config, crop_frames, split=held, corpus=corpus, **corpus_args)
                        if held else None)
     n = len(train)
     if n < 2 or spec.val_fraction <= 0:

@@ -72,6 +72,14 @@ def segments(dataset, frames: int, max_segments: int | None = None, multiple: in
     return out
 
 
+def full_segments(dataset, frames: int, max_segments: int | None = None) -> List[Tuple[int, int]]:
+    """(item, start frame) of the segments of exactly `frames` frames among `segments(dataset, frames)` (the
+    shorter remainders left out), the first max_segments of them when given: for models that make clips of one
+    length."""
+    out = [(i, start) for i, start, length in segments(dataset, frames) if length == frames]
+    return out if max_segments is None else out[:max_segments]
+
+
 @torch.no_grad()
 def evaluate(model: MelNet, dataset, segment_frames: int, *, tiers: Sequence[int] | None = None,
              baseline: ChannelGaussian | None = None, batch_size: int = 8, max_segments: int | None = None,

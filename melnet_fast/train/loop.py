@@ -16,12 +16,13 @@ import contextlib
 import dataclasses
 import math
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as recompute_checkpoint
 
+from melnet_fast import ops
 from melnet_fast.config import MelNetConfig
 from melnet_fast.model import MelNet
 from melnet_fast.multiscale import tier_shapes
@@ -36,7 +37,7 @@ from melnet_fast.train.checkpointing import (
 from melnet_fast.train.conditioning import batch_cond
 from melnet_fast.train.data_source import DataSpec, epoch_loader
 from melnet_fast.train.evaluation import LN2, EvalResult, evaluate
-from melnet_fast.train.metrics import MetricsLogger, show
+from melnet_fast.train.metrics import MetricsLogger, csv_columns, show
 from melnet_fast.train.options import TrainOptions
 from melnet_fast.train.progress import TrainProgress
 from melnet_fast.train.run_dir import RunDir, RunDirError
@@ -137,6 +138,8 @@ class Trainer:
     RunLockedError when another process holds run_dir's lock.
     """
 
+    model_kind = "melnet"  # recorded in config.json (melnet_fast.train.run_dir)
+
     def __init__(self, model: MelNet, train_data, val_data=None, options: TrainOptions | None = None,
                  run_dir=None, *, baseline: ChannelGaussian | None = None, data_spec: DataSpec | None = None,
                  resume: bool = True, distributed: bool | None = None):
@@ -153,11 +156,6 @@ class Trainer:
         if o.batch_size > len(train_data):
             raise ValueError(f"batch_size {o.batch_size} is larger than the training data ({len(train_data)} items): "
                              f"every batch would hold all of it")
-        self.run = RunDir(run_dir) if run_dir is not None else None
-        self.messages: List[str] = []
-        self._pending: List[str] = []
-        self.logger = None
-
         if distributed is None:
             distributed = dist_utils.launched_by_torchrun() or torch.distributed.is_initialized()
         self.dist = None
@@ -165,18 +163,9 @@ class Trainer:
             costs = dist_utils.tier_costs(self.config, o.crop_frames)
             self.dist = dist_utils.init_distributed(o.tiers, costs, o.tier_assignment)
         self.is_main = self.dist is None or self.dist.is_main
-        self._lock = None
-        try:
-            if self.run is not None and self.is_main:
-                self._lock = self.run.claim("melnet_fast Trainer", arg="run_dir", say=self.say)
-            self._setup(model, o, resume, baseline, data_spec)
-        except BaseException:
-            self.close()
-            raise
+        self._claim_and_setup(run_dir, lambda: self._setup(model, o, resume, baseline, data_spec))
 
     def _setup(self, model: MelNet, o: TrainOptions, resume: bool, baseline, data_spec) -> None:
-        if self.run is not None:
-            self.run.create()
         self.tiers: tuple = self.dist.tiers if self.dist else o.tiers
         self.device = _pick_device(o.device, self.dist.local_rank if self.dist else None)
         self.amp = self.device.type == "cuda" if o.amp is None else bool(o.amp and self.device.type == "cuda")
@@ -191,8 +180,6 @@ class Trainer:
         self._tier_elements = {g: shapes[g - 1][0] * shapes[g - 1][1] for g in range(1, self.config.n_tiers + 1)}
         # Share of a spectrogram's elements that the trained tiers model (each tier holds a fixed share).
         self._trained_share = sum(self._tier_elements[g] for g in self.tiers) / (o.crop_frames * self.config.n_mels)
-        self.padded_share: float | None = None  # of the current epoch's batches
-        self._padded_shares: List[float] = []
         self.loss_module: nn.Module = TierLosses(model, self.tiers, o.recompute)
         if self.dist:
             for g, tier in enumerate(model.tiers, start=1):
@@ -202,17 +189,44 @@ class Trainer:
             self.loss_module = DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 process_group=self.dist.group)
+        self._reset_progress()
+        self._open_run(resume, baseline, data_spec)
 
+    # ------------------------------------------------------------------ what every trainer of a run shares
+    def _claim_and_setup(self, run_dir, setup: Callable[[], None]) -> None:
+        """Claim run_dir (None: write nothing): its lock, held until close(), and the removal of the temporary
+        files a killed writer left; then run `setup` (the trainer's own), closing the trainer if it fails."""
+        self.run = RunDir(run_dir) if run_dir is not None else None
+        self.messages: List[str] = []
+        self._pending: List[str] = []
+        self.logger = None
+        self._lock = None
+        try:
+            if self.run is not None and self.is_main:
+                self._lock = self.run.claim(f"melnet_fast {type(self).__name__}", arg="run_dir", say=self.say)
+            setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _reset_progress(self) -> None:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.skipped_steps = self._bad_in_a_row = self._streak = 0
         self.best_val: float | None = None
         self.best_step: int | None = None
         self.last_checkpoint_step: int | None = None
-        self.last_val: EvalResult | None = None
+        self.last_val = None  # the last validation's result (EvalResult for MelNet)
         self._last_val_step: int | None = None
         self._interval = _Interval()  # the steps since the last train row of metrics.csv
         self._iter = None
+        self.padded_share: float | None = None  # of the current epoch's batches
+        self._padded_shares: List[float] = []
 
+    def _open_run(self, resume: bool, baseline: ChannelGaussian | None, data_spec: DataSpec | None) -> None:
+        """Create the claimed run directory, resume from its latest checkpoint (or refuse to start over a trained
+        run), fit or read the per-channel baseline, write config.json and open the logs."""
+        if self.run is not None:
+            self.run.create()
         resumed = False
         if self.run is not None and resume:
             state = self.run.training_state()
@@ -225,13 +239,18 @@ class Trainer:
                               f"it aside first (RunDir.set_aside())")
         self.baseline = baseline if baseline is not None else self._baseline()
         if self.run is not None and self.is_main:
-            self.run.write_config(self.config, o.to_dict(), data_spec.to_dict() if data_spec else {})
+            self.run.write_config(self.config, self.options.to_dict(), data_spec.to_dict() if data_spec else {},
+                                  kind=self.model_kind)
         self.logger = MetricsLogger(self.run.root if self.run is not None and self.is_main else None,
-                                    self.config.n_tiers, resume_step=self.step if resumed else None,
+                                    columns=self.metric_columns(), resume_step=self.step if resumed else None,
                                     echo=self.is_main)
         for text in self._pending:  # said (and shown) before the logger existed, e.g. while resuming
             self.logger.message(text, echo=False)
         self._pending.clear()
+
+    def metric_columns(self) -> List[str]:
+        """The columns of metrics.csv (see melnet_fast.train.metrics)."""
+        return csv_columns(self.config.n_tiers)
 
     # ------------------------------------------------------------------ helpers
     def say(self, text: str) -> None:
@@ -312,6 +331,7 @@ class Trainer:
                                                          max_norm))
                  for g in self.tiers}
         values = dict(zip(self.tiers, losses.detach().tolist()))
+        ops.raise_deferred_errors()  # the input checks of this step that ran on a GPU, read at this sync point
         finite = all(math.isfinite(v) for v in values.values()) and all(math.isfinite(n) for n in norms.values())
         if finite:
             self.optimizer.step()
@@ -319,6 +339,10 @@ class Trainer:
         n = sum(self._tier_elements[g] for g in self.tiers)
         loss = sum(values[g] * self._tier_elements[g] for g in self.tiers) / n
         return StepResult(values, norms, not finite, loss)
+
+    def _loss_name(self, key) -> str:
+        """How a key of StepResult.losses is named in messages."""
+        return f"tier {key}"
 
     def _last_good(self) -> str:
         if self.last_checkpoint_step is None:
@@ -336,8 +360,8 @@ class Trainer:
         if result.skipped:
             self.skipped_steps += 1
             self._bad_in_a_row += 1
-            what = ", ".join(f"tier {g} loss {result.losses[g]:.4g} grad norm {result.grad_norms[g]:.4g}"
-                             for g in self.tiers)
+            what = ", ".join(f"{self._loss_name(k)} loss {result.losses[k]:.4g} grad norm "
+                             f"{result.grad_norms[k]:.4g}" for k in result.losses)
             self.say(f"step {self.step}: non-finite loss or gradient ({what}); skipped the update (parameters "
                      f"unchanged); {self._last_good()}")
         else:
@@ -436,8 +460,9 @@ class Trainer:
         o = self.options
         cooling = o.lr_cooldown > 0 and progress >= 1 - o.lr_cooldown
         lr = o.learning_rate * (o.lr_cooldown_factor if cooling else 1.0)
-        if lr != self.optimizer.param_groups[0]["lr"]:
-            for group in self.optimizer.param_groups:
+        optimizers = self._optimizers()
+        if lr != optimizers[0].param_groups[0]["lr"]:
+            for group in (g for optimizer in optimizers for g in optimizer.param_groups):
                 group["lr"] = lr
             if cooling:
                 self.say(f"step {self.step}: learning rate {lr:.3g} for the last {100 * o.lr_cooldown:g}% of the run")
@@ -515,7 +540,7 @@ class Trainer:
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "model_config": self.config.to_dict(),
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
+            **self._optimizer_state(),
             "rng": [rng_state()],
             "best_val": self.best_val, "best_step": self.best_step, "skipped_steps": self.skipped_steps,
             "options": self.options.to_dict(),
@@ -523,18 +548,30 @@ class Trainer:
             "val_step": self._last_val_step, "log_interval": dataclasses.asdict(self._interval),
         }
 
+    def _optimizers(self) -> List[torch.optim.Optimizer]:
+        return [self.optimizer]
+
+    def _optimizer_state(self) -> Dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def _load_optimizer_state(self, state: Dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the options of this run win over the stored ones
+            group["lr"], group["momentum"] = self.options.learning_rate, self.options.momentum
+
     def load_state_dict(self, state: Dict) -> None:
         """Restore a state_dict / checkpoint. RunDirError when it belongs to a model with another config."""
-        stored = MelNetConfig.from_dict(state["model_config"])
+        try:
+            stored = type(self.config).from_dict(state["model_config"])
+        except (TypeError, ValueError) as e:
+            raise RunDirError(f"the checkpoint is incompatible with this model: {e}") from None
         if stored != self.config:
             diff = {k: (v, self.config.to_dict()[k]) for k, v in stored.to_dict().items()
                     if v != self.config.to_dict()[k]}
             raise RunDirError(f"the checkpoint is incompatible with this model: config fields differ "
                               f"(checkpoint, now): {diff}")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        for group in self.optimizer.param_groups:  # the options of this run win over the stored ones
-            group["lr"], group["momentum"] = self.options.learning_rate, self.options.momentum
+        self._load_optimizer_state(state)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.best_val, self.best_step = state["best_val"], state["best_step"]
         self.skipped_steps = state["skipped_steps"]

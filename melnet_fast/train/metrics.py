@@ -32,11 +32,14 @@ def csv_columns(n_tiers: int) -> List[str]:
 
 class MetricsLogger:
     """Appends metrics to RUN_DIR/metrics.csv and to TensorBoard (as "<split>/<name>"), messages to train.log
-    and stderr. root None: messages only (printed), nothing written."""
+    and stderr. root None: messages only (printed), nothing written. The columns are MelNet's for n_tiers
+    (csv_columns), or the given ones (other models' trainers)."""
 
-    def __init__(self, root: str | os.PathLike | None, n_tiers: int, resume_step: int | None = None,
-                 tensorboard: bool = True, echo: bool = True):
-        self.columns = csv_columns(n_tiers)
+    def __init__(self, root: str | os.PathLike | None, n_tiers: int | None = None, resume_step: int | None = None,
+                 tensorboard: bool = True, echo: bool = True, columns: List[str] | None = None):
+        if (n_tiers is None) == (columns is None):
+            raise ValueError("MetricsLogger needs either n_tiers (MelNet's columns) or columns")
+        self.columns = csv_columns(n_tiers) if columns is None else list(columns)
         self.root = None if root is None else Path(root)
         self.echo = echo
         self.start = time.time()

@@ -162,7 +162,8 @@ def inversion_bytes(config, frames: int) -> int:
     return _INVERSION_PER_BIN * n_freqs * frames + 16 * frames * config.hop_length
 
 
-def checkpoint_bytes(config) -> int:
-    """About the disk one set of checkpoints takes: the training state (weights and RMSProp's two buffers),
-    the latest and best weights, and room for the temporary file of the largest write."""
-    return 4 * sum(config.parameter_counts()) * (3 + 1 + 1 + 3)
+def checkpoint_bytes(parameters: int) -> int:
+    """About the disk one set of checkpoints of a model of `parameters` float32 weights takes: the training state
+    (weights and the optimizer's two buffers per weight, RMSProp's or Adam's), the latest and best weights, and
+    room for the temporary file of the largest write."""
+    return 4 * parameters * (3 + 1 + 1 + 3)

@@ -1,6 +1,7 @@
 """The run directory: where one training run keeps its config, checkpoints, logs, baseline and samples.
 
-    RUN_DIR/config.json                 model config, training options, data description (read by every command)
+    RUN_DIR/config.json                 model kind and config, training options, data description (read by every
+                                        command)
     RUN_DIR/checkpoints/latest.pt       full training state (resume from here)
     RUN_DIR/checkpoints/latest.safetensors  model weights at the latest checkpoint (MelNet.load)
     RUN_DIR/checkpoints/best.safetensors    model weights at the best validation NLL
@@ -21,15 +22,20 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from melnet_fast.atomic_files import atomic_write_text, remove_orphans
+from melnet_fast.baselines.cmelgan import CMelGAN, CMelGANConfig
 from melnet_fast.config import MelNetConfig
+from melnet_fast.model import MelNet
 from melnet_fast.train.checkpointing import load_training_state
 from melnet_fast.train.preflight import writable_directory
 from melnet_fast.train.run_lock import RunLock
 
 CONFIG_VERSION = 1
+# config.json's "model_kind" -> (config class, model class); runs written before the field are MelNet's.
+MODEL_KINDS: Dict[str, Tuple[type, type]] = {"melnet": (MelNetConfig, MelNet), "cmelgan": (CMelGANConfig, CMelGAN)}
+DEFAULT_KIND = "melnet"
 
 
 class RunDirError(ValueError):
@@ -125,15 +131,21 @@ class RunDir:
             os.replace(path, target / path.name)
         return target
 
-    def write_config(self, model_config: MelNetConfig, train: Dict[str, Any], data: Dict[str, Any]) -> None:
+    def write_config(self, model_config, train: Dict[str, Any], data: Dict[str, Any],
+                     kind: str = DEFAULT_KIND) -> None:
+        """Write config.json: the model config (of the model kind `kind`), training options and data."""
         from melnet_fast import __version__
 
-        doc = {"config_version": CONFIG_VERSION, "melnet_fast_version": __version__,
+        config_class = MODEL_KINDS[kind][0]
+        if not isinstance(model_config, config_class):
+            raise TypeError(f"a {kind} run needs a {config_class.__name__}, got {type(model_config).__name__}")
+        doc = {"config_version": CONFIG_VERSION, "melnet_fast_version": __version__, "model_kind": kind,
                "model": model_config.to_dict(), "train": train, "data": data}
         atomic_write_text(self.config, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
     def read_config(self) -> Dict[str, Any]:
-        """The parsed config.json, with "model" turned into a MelNetConfig. RunDirError when unusable."""
+        """The parsed config.json, with "model" turned into the config of its "model_kind" (a MelNetConfig or a
+        CMelGANConfig; "model_kind" is filled in for runs written before it). RunDirError when unusable."""
         if not self.root.is_dir():
             raise RunDirError(f"no run directory at {self.root}")
         if not self.config.is_file():
@@ -141,10 +153,22 @@ class RunDir:
                               f"`melnet-fast train --out {self.root} ...`")
         try:
             doc = json.loads(self.config.read_text())
-            doc["model"] = MelNetConfig.from_dict(doc["model"])
+            kind = doc.setdefault("model_kind", DEFAULT_KIND)
+            if kind not in MODEL_KINDS:
+                raise ValueError(f"unknown model_kind {kind!r} (known: {', '.join(MODEL_KINDS)})")
+            doc["model"] = MODEL_KINDS[kind][0].from_dict(doc["model"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise RunDirError(f"{self.config} is not a valid run config: {e}") from None
         return doc
+
+    def load_model(self, which: str = "best", map_location="cpu"):
+        """(config doc, model in eval mode, checkpoint path): the run's model (a MelNet or a CMelGAN, as
+        config.json's model_kind says) from the checkpoint `which` (see model_checkpoint). RunDirError when the
+        run or its checkpoint is missing; ValueError when the checkpoint does not match the run's config."""
+        doc = self.read_config()
+        path = self.model_checkpoint(which)
+        model = MODEL_KINDS[doc["model_kind"]][1].load(path, config=doc["model"], map_location=map_location)
+        return doc, model.eval(), path
 
     def model_checkpoint(self, which: str = "best") -> Path:
         """The weights file to sample or evaluate with: "best" (falls back to latest when no validation ran)

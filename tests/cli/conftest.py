@@ -56,3 +56,17 @@ def run_copy(trained_run, tmp_path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(trained_run, copy)
     return copy
+
+
+GAN_TRAIN = ["gan", "train", "--data", "synthetic", "--preset", "tiny", "--batch-size", "2", "--synthetic-clips", "4",
+             "--synthetic-val-clips", "2", "--val-every", "2", "--checkpoint-every", "2", "--val-segments", "8",
+             "--log-every", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="session")
+def gan_run(tmp_path_factory):
+    """A cMelGAN run trained for 4 steps by the CLI on the synthetic genres (shared: copy it to change it)."""
+    run = tmp_path_factory.mktemp("gan") / "run"
+    result = ok(cli(*GAN_TRAIN, "--steps", "4", "--out", run))
+    assert "4 label(s)" in result.stdout and "done: step 4" in result.stdout
+    return run

@@ -69,12 +69,15 @@ def test_every_command_has_help():
 
 def test_demo_preset_trains_with_the_demo_recipe():
     from melnet_fast.cli.demo import DEMO_CROP_FRAMES, DEMO_LR_COOLDOWN
-    from melnet_fast.cli.train_cmd import _preset_options
+    from melnet_fast.cli.gan_cmd import GANKind
+    from melnet_fast.cli.train_cmd import MELNET
 
-    demo = _preset_options("demo")
+    demo = MELNET.default_options("demo")
     assert (demo.crop_frames, demo.lr_cooldown) == (DEMO_CROP_FRAMES, DEMO_LR_COOLDOWN)
-    small = _preset_options("small")
+    small = MELNET.default_options("small")
     assert (small.crop_frames, small.lr_cooldown) == (None, 0.0)
+    gan_demo = GANKind().default_options("demo")  # cMelGAN's demo preset is another model: its own clip length
+    assert (gan_demo.crop_frames, gan_demo.lr_cooldown) == (None, 0.0)
 
 
 def _commands(parser, prefix=()):

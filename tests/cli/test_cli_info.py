@@ -36,7 +36,8 @@ def test_info_json_is_one_object_with_the_auto_choice_per_op():
     assert info["extension"]["loaded"] and info["extension"]["built_against"] == _extension.build_record()
     assert info["extension"]["cpu_levels"]["running"] in info["extension"]["cpu_levels"]["compiled"]
     assert set(info["auto"]) == set(OPS)
-    assert all(picks["cpu"] == "cpu" for picks in info["auto"].values())  # the C++ kernels, with the extension
+    # The C++ kernels, with the extension.
+    assert all(picks["cpu"] == "cpu" for picks in info["auto"].values())
     assert info["backends"]["reference"] is None
     if not torch.cuda.is_available():
         assert "CUDA" in info["backends"]["cuda"] and info["gpus"] == []

@@ -47,6 +47,11 @@ def test_eval_json_reports_model_and_baseline(trained_run):
     assert d["samples"]["temperature"] == 1.0 and fidelity["generated_clips"] == 4
     assert np.isfinite(fidelity["mean_gap"]) and len(fidelity["real_mean"]) == 16
     assert "sample fidelity at temperature 1" in result.stdout and "log floor" in result.stdout
+    judged = d["samples"]["classifier"]  # labelled data: the label classifiers judge 16-frame windows
+    assert judged["label_accuracy"] is None  # an unconditional model: no label to recover
+    assert judged["frames"] == 16 and judged["samples"] == 4 * (250 // 16) and judged["reference_segments"] > 2
+    assert judged["frechet"] > 0 and judged["frechet_floor"] > 0 and judged["classifiers"] == 2
+    assert "Fréchet distance of classifier features" in result.stdout
 
 
 def test_diverging_model_samples_finite_values_with_a_warning(run_copy, tmp_path):

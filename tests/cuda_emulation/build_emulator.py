@@ -17,8 +17,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-KERNEL_SOURCE = REPO / "csrc" / "cuda" / "lstm_step.cuh"
-HARNESS = [HERE / "emu_sweep.cpp", HERE / "emu_selftest.h", HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h"))]
+CSRC = REPO / "csrc"
+KERNEL_SOURCE = CSRC / "cuda" / "lstm_step.cuh"
+# The torch-free headers of csrc/ that device code includes unchanged (found through -I csrc).
+SHARED_HEADERS = [CSRC / name for name in ("scalar_math.h", "mixture_draw.h", "sampler_layout.h", "sweep_geometry.h")]
+HARNESS = [HERE / "emu_sweep.cpp", HERE / "emu_selftest.h", HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")),
+           *SHARED_HEADERS]
 FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wextra", "-Wno-unknown-pragmas"]
 # "sm80": the kernels as compiled for sm_80 and newer (wmma tensor-core path for 16-bit dtypes); "sm75": as for
 # older GPUs (FMA path for every dtype), selected by the __CUDA_ARCH__ test in lstm_step.cuh.
@@ -61,6 +65,28 @@ def _compiler_id(cxx: str) -> str:
     return f"{cxx}\n{out}"
 
 
+def compile_all(commands: dict[str, list[str]], exes: dict[str, Path], cxx: str) -> None:
+    """Runs the compile commands (without their "-o OUTPUT") of the executables exes lacks, in parallel, each into
+    a partial file renamed into place when it succeeds. Raises BuildError with every failure's messages."""
+    jobs = {}
+    for name, cmd in commands.items():
+        if exes[name].exists():
+            continue
+        partial = exes[name].parent / f".{exes[name].name}.{os.getpid()}"
+        jobs[name] = (partial, subprocess.Popen([*cmd, "-o", str(partial)], stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT, text=True))
+    errors = []
+    for name, (partial, proc) in jobs.items():
+        messages, _ = proc.communicate()
+        if proc.returncode != 0:
+            errors.append(f"{exes[name].name}: {cxx} failed ({proc.returncode}):\n{messages}")
+            partial.unlink(missing_ok=True)
+        else:
+            os.replace(partial, exes[name])
+    if errors:
+        raise BuildError("\n".join(errors))
+
+
 def build(kernel_source: Path | None = None, variants=tuple(VARIANTS), cache_root: Path | None = None,
           cxx: str | None = None) -> dict[str, Path]:
     """{variant: executable}, compiling (in parallel) only what the cache lacks. Raises BuildError with the
@@ -83,27 +109,38 @@ def build(kernel_source: Path | None = None, variants=tuple(VARIANTS), cache_roo
     os.replace(tmp, header)  # same content for the same key: a concurrent build may replace it harmlessly
 
     exes = {v: out_dir / f"emu_sweep_{v}" for v in variants}
-    jobs = {}
-    for v, exe in exes.items():
-        if exe.exists():
-            continue
-        partial = out_dir / f".emu_sweep_{v}.{os.getpid()}"
-        cmd = [cxx, *FLAGS, *VARIANTS[v], f"-I{out_dir}", f"-I{HERE / 'shim'}", f"-I{HERE}",
-               str(HERE / "emu_sweep.cpp"), "-o", str(partial)]
-        jobs[v] = (partial, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    errors = []
-    for v, (partial, proc) in jobs.items():
-        messages, _ = proc.communicate()
-        if proc.returncode != 0:
-            errors.append(f"variant {v}: {cxx} failed ({proc.returncode}):\n{messages}")
-            partial.unlink(missing_ok=True)
-        else:
-            os.replace(partial, exes[v])
-    if errors:
-        raise BuildError("\n".join(errors))
+    compile_all({v: [cxx, *FLAGS, *VARIANTS[v], f"-I{out_dir}", f"-I{HERE / 'shim'}", f"-I{HERE}", f"-I{CSRC}",
+                     str(HERE / "emu_sweep.cpp")] for v in variants}, exes, cxx)
+    return exes
+
+
+# The maths harness: "device" compiles csrc/scalar_math.h as the CUDA kernels do (__CUDA_ARCH__ set, the shim's
+# intrinsics) with no contraction of multiply-adds, so that Triton's interpreter reproduces it bit for bit; "host"
+# with the flags of the extension's C++ sources (setup.py), as the CPU kernels use it.
+MATH_SOURCES = [HERE / "emu_math.cpp", CSRC / "scalar_math.h", CSRC / "vec_math.h", HERE / "shim" / "cuda_runtime.h",
+                HERE / "shim" / "emu_runtime.h"]
+MATH_VARIANTS = {"device": [*FLAGS, "-D__CUDA_ARCH__=900", f"-I{HERE / 'shim'}"],
+                 "host": ["-std=c++17", "-O3", "-fopenmp", "-Wall", "-Wextra"]}
+
+
+def build_math(cache_root: Path | None = None, cxx: str | None = None) -> dict[str, Path]:
+    """{"device": executable, "host": executable} of emu_math.cpp, compiled only when the cache lacks them."""
+    cxx = cxx or find_compiler()
+    if cxx is None:
+        raise BuildError("no C++ compiler found")
+    digest = hashlib.sha256()
+    for part in (_compiler_id(cxx).encode(), repr(MATH_VARIANTS).encode(),
+                 *(p.name.encode() + b"\0" + p.read_bytes() for p in MATH_SOURCES)):
+        digest.update(part + b"\0\0")
+    root = cache_root or Path(tempfile.gettempdir()) / f"melnet_fast_cuda_emulation-{os.getuid()}"
+    out_dir = root / f"math-{digest.hexdigest()[:20]}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    exes = {variant: out_dir / f"emu_math_{variant}" for variant in MATH_VARIANTS}
+    compile_all({variant: [cxx, *flags, f"-I{CSRC}", str(HERE / "emu_math.cpp")]
+                 for variant, flags in MATH_VARIANTS.items()}, exes, cxx)
     return exes
 
 
 if __name__ == "__main__":
-    for variant, exe in build().items():
+    for variant, exe in {**build(), **build_math()}.items():
         print(variant, exe)

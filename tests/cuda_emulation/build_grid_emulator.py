@@ -10,11 +10,18 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.cuda_emulation.build_emulator import FLAGS, BuildError, _compiler_id, find_compiler
+from tests.cuda_emulation.build_emulator import (
+    CSRC,
+    FLAGS,
+    SHARED_HEADERS,
+    BuildError,
+    _compiler_id,
+    compile_all,
+    find_compiler,
+)
 
 HERE = Path(__file__).resolve().parent
 CUDA_DIR = HERE.parents[1] / "csrc" / "cuda"
@@ -28,7 +35,7 @@ HARNESSES = {
     "gmm_nll": ("emu_gmm.cpp", ["gmm_nll_kernel.cuh"], "csrc"),
     "grid_selftest": ("emu_grid_selftest.cpp", ["emu_grid_selftest.cuh"], "here"),
 }
-COMMON = [HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h"))]
+COMMON = [HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")), *SHARED_HEADERS]
 
 # "extern __shared__ [__align__(n)] TYPE NAME[];"
 _ALIGN = r"(?:__align__\((?:[^()]|\([^()]*\))*\)\s+)?"
@@ -78,14 +85,8 @@ def build(name: str, cache_root: Path | None = None, cxx: str | None = None) -> 
         tmp = out_dir / f".{h}.{os.getpid()}"
         tmp.write_text(text)
         os.replace(tmp, out_dir / h)  # same content for the same key: a concurrent build may replace it harmlessly
-    partial = out_dir / f".emu_{name}.{os.getpid()}"
-    cmd = [cxx, *GRID_FLAGS, f"-I{out_dir}", f"-I{HERE / 'shim'}", f"-I{HERE}", str(HERE / source), "-o",
-           str(partial)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        partial.unlink(missing_ok=True)
-        raise BuildError(f"{name}: {cxx} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
-    os.replace(partial, exe)
+    compile_all({name: [cxx, *GRID_FLAGS, f"-I{out_dir}", f"-I{HERE / 'shim'}", f"-I{HERE}", f"-I{CSRC}",
+                        str(HERE / source)]}, {name: exe}, cxx)
     return exe
 
 

@@ -26,32 +26,25 @@ namespace sc = melnet_fast::sampler_cuda;
 
 namespace {
 
-// Elements of weights[idx] (expected_shape in sample_tier.cu).
-int64_t weight_numel(int64_t idx, int64_t D, int64_t L, int64_t K) {
-  if (idx < sc::kFirstLayer) return D;
-  if (idx == sc::kFirstLayer + sc::kPerLayer * L) return 3 * K * D;
-  if (idx == sc::kFirstLayer + sc::kPerLayer * L + 1) return 3 * K;
-  switch ((idx - sc::kFirstLayer) % sc::kPerLayer) {
-    case sc::kTWih: case sc::kTWhh: return 3 * 4 * D * D;
-    case sc::kTBias: return 3 * 4 * D;
-    case sc::kTH0: case sc::kTC0: return 3 * D;
-    case sc::kTProjW: return D * 3 * D;
-    case sc::kFWih: case sc::kFWhh: return 4 * D * D;
-    case sc::kFBias: return 4 * D;
-    case sc::kFH0: case sc::kFC0: return D;
-    case sc::kFProjW: return D * D;
-    default: return D;  // kTProjB, kFProjB
-  }
+namespace sl = melnet_fast::sampler_layout;
+
+// Elements of weights[idx] (csrc/sampler_layout.h).
+int64_t weight_numel(const sl::Layout& layout, int64_t idx, int64_t D, int64_t K) {
+  const sl::Entry& e = layout.entry(idx);
+  int64_t n = 1;
+  for (int q = 0; q < e.rank; ++q) n *= sl::dim_size(e.shape[q], D, K);
+  return n;
 }
 
 template <typename WT>
 void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64_t n_prime, float tau, float x_min,
          float x_max, int blocks, const std::string& dir) {
   using emu::Buffer;
-  const int64_t n_weights = sc::kFirstLayer + sc::kPerLayer * L + 2;
+  const sl::Layout layout(L);
+  const int64_t n_weights = layout.size();
   std::vector<std::unique_ptr<Buffer>> w;
   for (int64_t idx = 0; idx < n_weights; ++idx) {
-    w.push_back(std::make_unique<Buffer>("w" + std::to_string(idx), weight_numel(idx, D, L, K) * sizeof(WT)));
+    w.push_back(std::make_unique<Buffer>("w" + std::to_string(idx), weight_numel(layout, idx, D, K) * sizeof(WT)));
     w.back()->load(dir);
   }
   auto wf = [&](int64_t idx, int64_t e) { return sc::to_float(w[idx]->as<const WT>()[e]); };
@@ -77,18 +70,17 @@ void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64
   const sc::Scratch so(Bc, F, D, L);
   Buffer scratch("scratch", so.total * 4);  // 0xFF bytes: NaN, like the poison_outputs fill
   float* base = scratch.as<float>();
-  for (int64_t d = 0; d < D; ++d) base[so.xfw + d] = wf(sc::kXfW, d);
+  for (int64_t d = 0; d < D; ++d) base[so.xfw + d] = wf(layout.input(sl::kXfW), d);
   for (int64_t l = 0; l < L; ++l) {
-    const int64_t lb = sc::kFirstLayer + sc::kPerLayer * l;
     for (int64_t r = 0; r < 2; ++r) {
       for (int64_t d = 0; d < D; ++d) {
-        base[so.swh0 + (l * 2 + r) * D + d] = wf(lb + sc::kTH0, (1 + r) * D + d);
-        base[so.swc0 + (l * 2 + r) * D + d] = wf(lb + sc::kTC0, (1 + r) * D + d);
+        base[so.swh0 + (l * 2 + r) * D + d] = wf(layout.layer(l, sl::kTH0), (1 + r) * D + d);
+        base[so.swc0 + (l * 2 + r) * D + d] = wf(layout.layer(l, sl::kTC0), (1 + r) * D + d);
       }
     }
     for (int64_t d = 0; d < D; ++d) {
-      base[so.fh0 + l * D + d] = wf(lb + sc::kFH0, d);
-      base[so.fc0 + l * D + d] = wf(lb + sc::kFC0, d);
+      base[so.fh0 + l * D + d] = wf(layout.layer(l, sl::kFH0), d);
+      base[so.fc0 + l * D + d] = wf(layout.layer(l, sl::kFC0), d);
     }
   }
   const int64_t head_rows = std::max<int64_t>(1, std::min<int64_t>(Bc, sc::kHeadSmemFloats / (3 * K)));
@@ -97,10 +89,9 @@ void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64
   for (int64_t b0 = 0; b0 < B; b0 += sc::kMaxBatch) {
     const int64_t nb = std::min<int64_t>(sc::kMaxBatch, B - b0);
     for (int64_t l = 0; l < L; ++l) {  // th parity 0 and tc, laid out with nb rows: h0 / c0 of direction 0
-      const int64_t lb = sc::kFirstLayer + sc::kPerLayer * l;
       for (int64_t e = 0; e < nb * F * D; ++e) {
-        base[so.th + l * nb * F * D + e] = wf(lb + sc::kTH0, e % D);
-        base[so.tc + l * nb * F * D + e] = wf(lb + sc::kTC0, e % D);
+        base[so.th + l * nb * F * D + e] = wf(layout.layer(l, sl::kTH0), e % D);
+        base[so.tc + l * nb * F * D + e] = wf(layout.layer(l, sl::kTC0), e % D);
       }
     }
     sc::Params p;

@@ -1,15 +1,17 @@
-// Harness of the CUDA emulation test: runs the step kernels of csrc/cuda/lstm_step.cuh (the repository's file,
-// rewritten by build_emulator.py only to poison __shared__ variables) over all steps of one sweep, launched as
-// csrc/cuda/lstm_sweep_2d.cu launches them, on buffers read from and written to files. The GEMMs around the
-// steps are done by the test in torch (emulated_sweep.py).
+// Harness of the CUDA emulation test: runs one step of the step kernels of csrc/cuda/lstm_step.cuh (the
+// repository's file, rewritten by build_emulator.py only to poison __shared__ variables), launched as the step ops
+// of csrc/cuda/lstm_sweep_2d.cu launch it, on buffers read from and written to files. The host around the steps is
+// the package's own (melnet_fast/ops/lstm_sweep/gpu_host.py), driven by emulated_sweep.py.
 //
-//   emu_sweep fwd|bwd DTYPE B T F H ORDER POISON SAVE DIR CODE...   DTYPE f32|bf16|f16, CODE 0..3 per direction
+//   emu_sweep fwd_step DTYPE B T F H ORDER POISON SAVE STEP DIR CODE...   DTYPE f32|bf16|f16, CODE 0..3 each
+//   emu_sweep bwd_step DTYPE B T F H ORDER POISON STEP DIR CODE...
 //   emu_sweep selftest NAME ORDER POISON DIR                          see emu_selftest.h
 //   emu_sweep convert DIR                                             the shim's float <-> 16-bit conversions
 //
 // Every global buffer sits between guard zones of 0xFF bytes (NaN in every float type, so a read past the end
-// poisons the results); a write into a guard zone, or into an input, is reported. Outputs start as 0xFF (NaN)
-// too, so an element the kernels leave unwritten stays NaN. Exit status 3 with "emu error: ..." on stderr on
+// poisons the results); a write into a guard zone, or into an input, is reported. The buffers a step writes come
+// in as the host left them (the host fills new buffers with NaN under the tests' poisoning), so an element no step
+// writes stays NaN. Exit status 3 with "emu error: ..." on stderr on
 // any failed check.
 #include <algorithm>
 #include <cstdint>
@@ -31,46 +33,40 @@ namespace {
 
 using emu::Buffer;  // emu_buffer.h: guard zones, NaN start, input-unchanged check
 
-// The sizes and direction table, as check_args in lstm_sweep_2d.cu derives them.
+// The sizes and the geometry (csrc/sweep_geometry.h), as the step ops derive them.
 struct Sweep {
   int64_t B, T, F, R, H, G, N, lines_max, steps;
   sc::Geometry geo;
 };
 
-Sweep make_sweep(int64_t B, int64_t T, int64_t F, int64_t H, const std::vector<int>& codes) {
+Sweep make_sweep(int64_t B, int64_t T, int64_t F, int64_t H, const std::vector<int64_t>& codes) {
   Sweep s{};
   s.B = B, s.T = T, s.F = F, s.H = H, s.G = 4 * H, s.N = B * T * F;
   s.R = static_cast<int64_t>(codes.size());
   if (B < 1 || T < 1 || F < 1 || H < 1 || s.R < 1 || s.R > sc::kMaxDirections) emu::fail("bad sizes");
-  s.geo.T = T, s.geo.F = F, s.geo.N = s.N;
-  s.geo.R = static_cast<int>(s.R), s.geo.H = static_cast<int>(H);
-  s.lines_max = 0;
-  for (int64_t r = 0; r < s.R; ++r) {
-    const int code = codes[r];
-    if (code < 0 || code > 3) emu::fail("direction code %d", code);
-    sc::Dir& d = s.geo.dir[r];
-    d.along_t = code < 2;
-    d.reverse = code % 2;
-    d.len = static_cast<int>(d.along_t ? T : F);
-    d.lines = d.along_t ? B * F : B * T;
-    s.lines_max = std::max(s.lines_max, d.lines);
+  for (int64_t code : codes) {
+    if (!melnet_fast::sweep::valid_code(code)) emu::fail("direction code %ld", static_cast<long>(code));
   }
-  for (int64_t r = s.R; r < sc::kMaxDirections; ++r) s.geo.dir[r] = sc::Dir{0, 0, 0, 0};
-  s.steps = sc::sweep_steps(s.geo);
+  s.geo = melnet_fast::sweep::make_geometry(B, T, F, H, codes.data(), static_cast<int>(s.R));
+  s.lines_max = melnet_fast::sweep::max_lines(s.geo);
+  s.steps = melnet_fast::sweep::sweep_steps(s.geo);
   return s;
 }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Forward: pre, w_hh, h0, c0 in; y, c_run, and with save gates and cell out.
+// One forward step: pre, w_hh, h0, c0 in; y, c_run and, with save, gates and cell in and out.
 template <typename T>
-void forward(const Sweep& sw, bool save, const std::string& dir) {
+void forward_step(const Sweep& sw, bool save, int64_t step, const std::string& dir) {
   const int64_t N = sw.N, R = sw.R, G = sw.G, H = sw.H;
   Buffer pre("pre", N * R * G * sizeof(T)), w_hh("w_hh", R * G * H * sizeof(T)), h0("h0", R * H * sizeof(T)),
       c0("c0", R * H * sizeof(T));
   for (Buffer* b : {&pre, &w_hh, &h0, &c0}) b->load(dir);
   Buffer y("y", N * R * H * sizeof(T)), c_run("c_run", R * sw.lines_max * H * sizeof(float)),
       gates("gates", save ? R * N * G * sizeof(T) : 0), cell("cell", save ? R * N * H * sizeof(float) : 0);
+  for (Buffer* b : {&y, &c_run, &gates, &cell}) {
+    if (b->bytes() > 0) b->load(dir, /*input=*/false);
+  }
   sc::FwdParams<T> p;
   p.pre = pre.as<const T>();
   p.w_hh = w_hh.as<const T>();
@@ -82,25 +78,26 @@ void forward(const Sweep& sw, bool save, const std::string& dir) {
   p.cell = save ? cell.as<float>() : nullptr;
   p.lines_max = sw.lines_max;
   p.geo = sw.geo;
-  for (int64_t s = 0; s < sw.steps; ++s) {
-    p.s = static_cast<int>(s);
-    const int64_t tiles = sc::line_tiles(sw.geo, s);  // emu::launch reports an empty grid
-    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(ceil_div(H, sc::kFwdUnits)),
-                    static_cast<unsigned>(R));
-    emu::launch(sc::lstm_fwd_step_kernel<T>, grid, dim3(sc::kThreads), p);
-  }
+  p.s = static_cast<int>(step);
+  const int64_t tiles = sc::line_tiles(sw.geo, step);  // emu::launch reports an empty grid
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(ceil_div(H, sc::kFwdUnits)),
+                  static_cast<unsigned>(R));
+  emu::launch(sc::lstm_fwd_step_kernel<T>, grid, dim3(sc::kThreads), p);
   for (Buffer* b : {&pre, &w_hh, &h0, &c0, &y, &c_run, &gates, &cell}) b->check();
-  for (Buffer* b : {&y, &c_run, &gates, &cell}) b->save(dir);
+  for (Buffer* b : {&y, &c_run, &gates, &cell}) {
+    if (b->bytes() > 0) b->save(dir);
+  }
 }
 
-// Backward: grad_y, w_hh, gates, cell, c0 in; dgates and dc_run out.
+// One backward step: grad_y, w_hh, gates, cell, c0 in; dgates and dc_run in and out.
 template <typename T>
-void backward(const Sweep& sw, const std::string& dir) {
+void backward_step(const Sweep& sw, int64_t step, const std::string& dir) {
   const int64_t N = sw.N, R = sw.R, G = sw.G, H = sw.H;
   Buffer grad_y("grad_y", N * R * H * sizeof(T)), w_hh("w_hh", R * G * H * sizeof(T)),
       gates("gates", R * N * G * sizeof(T)), cell("cell", R * N * H * sizeof(float)), c0("c0", R * H * sizeof(T));
   for (Buffer* b : {&grad_y, &w_hh, &gates, &cell, &c0}) b->load(dir);
   Buffer dgates("dgates", N * R * G * sizeof(T)), dc_run("dc_run", R * sw.lines_max * H * sizeof(float));
+  for (Buffer* b : {&dgates, &dc_run}) b->load(dir, /*input=*/false);
   sc::BwdParams<T> p;
   p.grad_y = grad_y.as<const T>();
   p.w_hh = w_hh.as<const T>();
@@ -111,13 +108,11 @@ void backward(const Sweep& sw, const std::string& dir) {
   p.dc_run = dc_run.as<float>();
   p.lines_max = sw.lines_max;
   p.geo = sw.geo;
-  for (int64_t s = sw.steps - 1; s >= 0; --s) {
-    p.s = static_cast<int>(s);
-    const int64_t tiles = sc::line_tiles(sw.geo, s);  // emu::launch reports an empty grid
-    const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(ceil_div(H, sc::kBwdUnits)),
-                    static_cast<unsigned>(R));
-    emu::launch(sc::lstm_bwd_step_kernel<T>, grid, dim3(sc::kThreads), p);
-  }
+  p.s = static_cast<int>(step);
+  const int64_t tiles = sc::line_tiles(sw.geo, step);  // emu::launch reports an empty grid
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(ceil_div(H, sc::kBwdUnits)),
+                  static_cast<unsigned>(R));
+  emu::launch(sc::lstm_bwd_step_kernel<T>, grid, dim3(sc::kThreads), p);
   for (Buffer* b : {&grad_y, &w_hh, &gates, &cell, &c0, &dgates, &dc_run}) b->check();
   for (Buffer* b : {&dgates, &dc_run}) b->save(dir);
 }
@@ -210,22 +205,27 @@ int main(int argc, char** argv) {
     run_selftest(argv[2], argv[5]);
     return 0;
   }
-  if ((mode == "fwd" || mode == "bwd") && argc >= 12) {
+  const bool fwd = mode == "fwd_step";
+  if ((fwd && argc >= 13) || (mode == "bwd_step" && argc >= 12)) {
     const std::string dtype = argv[2];
     const int64_t B = arg_int(argv, 3), T = arg_int(argv, 4), F = arg_int(argv, 5), H = arg_int(argv, 6);
     emu::g_order = static_cast<int>(arg_int(argv, 7));
     emu::g_poison = static_cast<int>(arg_int(argv, 8));
-    const bool save = arg_int(argv, 9) != 0;
-    const std::string dir = argv[10];
-    std::vector<int> codes;
-    for (int i = 11; i < argc; ++i) codes.push_back(static_cast<int>(arg_int(argv, i)));
+    int i = 9;
+    const bool save = fwd ? arg_int(argv, i++) != 0 : true;
+    const int64_t step = arg_int(argv, i++);
+    const std::string dir = argv[i++];
+    std::vector<int64_t> codes;
+    for (; i < argc; ++i) codes.push_back(arg_int(argv, i));
     const Sweep sw = make_sweep(B, T, F, H, codes);
+    if (step < 0 || step >= sw.steps) emu::fail("step %ld outside [0, %ld)", static_cast<long>(step),
+                                                static_cast<long>(sw.steps));
     dispatch(dtype, [&](auto tag) {
       using T_ = decltype(tag);
-      if (mode == "fwd") {
-        forward<T_>(sw, save, dir);
+      if (fwd) {
+        forward_step<T_>(sw, save, step, dir);
       } else {
-        backward<T_>(sw, dir);
+        backward_step<T_>(sw, step, dir);
       }
     });
     return 0;

@@ -42,7 +42,7 @@ def upstream(shape, dtype, seed=1234):
 
 def reference(inputs, grad):
     """[nll, dx, dmu, dlog_sigma, dlogit_pi] of the plain-PyTorch reference (autograd), in the inputs' dtype."""
-    from melnet_fast.ops.gmm.naive import gmm_nll_ref
+    from melnet_fast.ops.gmm.reference import gmm_nll_ref
 
     leaves = [t.detach().requires_grad_() for t in inputs]
     out = gmm_nll_ref(*leaves)

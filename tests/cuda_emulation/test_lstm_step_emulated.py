@@ -1,9 +1,10 @@
 """The CUDA step kernels of lstm_sweep_2d (csrc/cuda/lstm_step.cuh, the repository's file, compiled at test time)
-run on the CPU by the emulator of this folder (see README.md), with the host side of csrc/cuda/lstm_sweep_2d.cu
-redone in torch: forward and all six gradients in float32, bfloat16 and float16 against the float64 reference,
-at odd sizes (H = 1, 5, 17, 37, 70), several line and unit tiles, T > F and F > T, one to four directions; the
-sm_75 variant (FMA path for 16-bit types); results independent of thread order and shared-memory garbage; and
-the emulator's own checks. Skipped only where no C++ compiler is found.
+run on the CPU by the emulator of this folder (see README.md), one step at a time under the package's own GPU host
+(melnet_fast/ops/lstm_sweep/gpu_host.py, which runs them on a GPU too): forward and all six gradients in float32,
+bfloat16 and float16 against the float64 reference, at odd sizes (H = 1, 5, 17, 37, 70), several line and unit
+tiles, T > F and F > T, one to four directions; the sm_75 variant (FMA path for 16-bit types); results independent
+of thread order and shared-memory garbage; and the emulator's own checks. Skipped only where no C++ compiler is
+found.
 
 Bounds as the GPU test's (tests/gpu/test_lstm_sweep_cuda_gpu.py), judged against the reference run in the same
 dtype: the largest error at most 2x the reference's plus a floor (8 ulps of the largest value in float32, 1 ulp

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from melnet_fast.log_mel_scale import CEILING, SAMPLE_RANGE
-from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
+from melnet_fast.ops.tier_sampling.reference import sample_tier_ref
 from tests.cuda_emulation import build_emulator, build_grid_emulator
 from tests.cuda_emulation.emulated_sample_tier import emulated_sample_tier
 from tests.gpu.test_sample_tier_cuda_gpu import FACTOR, chosen_components, expected_log_density, scaled_weights
 from tests.ops.helpers import assert_error_within_reference
-from tests.ops.test_sample_tier import make_case
+from tests.ops.test_sample_tier import make_case, saturating
 
 pytestmark = [
     pytest.mark.skipif(build_emulator.find_compiler() is None,
@@ -46,8 +46,10 @@ def make_inputs(B, T, F, D, L, K, seed=0):
 
 
 def compare_to_reference(exe, tmp_path, B, T, F, D, L, K, tau, n_prime, weight_dtype, blocks, seed=0, order=0,
-                         value_range=SAMPLE_RANGE):
+                         saturate=False, value_range=SAMPLE_RANGE):
     inputs, w64 = make_inputs(B, T, F, D, L, K, seed)
+    if saturate:
+        w64 = saturating(w64, L)
     weights = [t.to(weight_dtype) for t in w64]
     got, got_ld = emulated_sample_tier(exe, tmp_path, *inputs, weights, L, K, tau, n_prime, blocks, order=order,
                                        value_range=value_range)
@@ -102,6 +104,13 @@ def case_id(c):
 def test_matches_reference(harness, tmp_path, case):
     B, T, F, D, L, K, tau, n_prime, dt, blocks = case
     compare_to_reference(harness, tmp_path, B, T, F, D, L, K, tau, n_prime, dt, blocks, order=CASES.index(case) % 3)
+
+
+@pytest.mark.parametrize("D", [5, 8], ids=["scalar", "vector"])
+def test_saturated_gates(harness, tmp_path, D):
+    """LSTM biases of +-1e30 saturate their gates (sigmoid 1 / 0, tanh +-1): the sample stays finite and equal to the
+    reference's (the sampler's exp once had no clamp and made them NaN)."""
+    compare_to_reference(harness, tmp_path, 2, 3, 5, D, 2, 3, 1.0, 0, F32, 3, seed=4, saturate=True)
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.0])

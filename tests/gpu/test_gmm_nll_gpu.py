@@ -10,9 +10,11 @@ import torch
 
 import melnet_fast
 from melnet_fast import backends
-from melnet_fast.ops import gmm_nll
+from melnet_fast.ops import autotune, gmm_nll
 from tests.ops.helpers import GMM_RESULTS, assert_error_within_reference, make_gmm_inputs
 from tests.ops.test_gmm_nll_triton import BWD_ENV, extreme_inputs, small_sigma_inputs
+
+gmm_module = importlib.import_module("melnet_fast.ops.gmm")
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -223,25 +225,47 @@ def test_too_many_components_for_the_cuda_kernel():
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_auto_times_cuda_against_triton_and_matches(monkeypatch, dtype):
-    monkeypatch.setattr(backends, "_tuned_choice", {})
+def test_tune_records_a_choice_that_auto_then_takes(monkeypatch, tmp_path, dtype):
+    """melnet_fast.tune times cuda against triton at the shapes the function meets, the choice goes to the cache
+    file, a fresh process state reads it back, and "auto" runs it (and matches the reference)."""
+    autotune.clear()
     inputs = cuda(make_gmm_inputs((4, 33, 17), 10, dtype))
+    cache = tmp_path / "tune.json"
+    melnet_fast.tune(lambda: gmm_nll(*[t.detach().requires_grad_() for t in inputs]).sum().backward(),
+                     cache_file=cache)
+    chosen = {key: value for key, value in autotune.choices().items() if key[0] == "gmm_nll"}
+    assert len(chosen) == 1 and set(chosen.values()) <= {"cuda", "triton"}, chosen
+    autotune.clear()
+    monkeypatch.setenv(autotune.CACHE_ENV, str(cache))
+    shape_key = (tuple(inputs[0].shape), 10, True)
+    assert gmm_module.OP.resolve(inputs[0], shape_key) == next(iter(chosen.values()))
     for name, fast, ref_low, exact in vs_float64("auto", inputs):
         assert_error_within_reference(name, fast, ref_low, exact)
-    chosen = {key: value for key, value in backends._tuned_choice.items() if key[0] == "gmm_nll"}
-    assert chosen and set(chosen.values()) <= {"cuda", "triton"}, chosen
+    autotune.clear()
 
 
-def test_auto_without_autotuning_takes_cuda(monkeypatch):
-    monkeypatch.setenv("MELNET_FAST_AUTOTUNE", "0")
-    gmm_module = importlib.import_module("melnet_fast.ops.gmm")
+def test_auto_without_a_tuned_choice_takes_cuda_and_times_nothing(monkeypatch):
+    autotune.clear()
+    monkeypatch.delenv(autotune.CACHE_ENV, raising=False)
+    monkeypatch.setattr(autotune, "time_backends", lambda *a, **k: pytest.fail("auto timed backends"))
     calls = []
-    original = gmm_module._run
-
-    def spy(name, *args):
-        calls.append(name)
-        return original(name, *args)
-
-    monkeypatch.setattr(gmm_module, "_run", spy)
+    original = gmm_module.OP.function("cuda")
+    monkeypatch.setitem(gmm_module.OP._functions, "cuda", lambda *a: calls.append("cuda") or original(*a))
     gmm_nll(*cuda(make_gmm_inputs((3, 5), 4, torch.float32)))
     assert calls == ["cuda"]
+
+
+def test_finiteness_check_is_deferred_on_the_gpu(monkeypatch):
+    """No host sync per call: a non-finite log_sigma on CUDA is reported when raise_deferred_errors() reads the
+    verdicts (the trainer does after every step), or at once with MELNET_FAST_SYNC_CHECKS=1."""
+    from melnet_fast.ops import raise_deferred_errors
+
+    monkeypatch.delenv("MELNET_FAST_SYNC_CHECKS", raising=False)
+    x, mu, log_sigma, logit_pi = cuda(make_gmm_inputs((3, 4), 2, torch.float32))
+    log_sigma[1, 2, 0] = float("nan")
+    gmm_nll(x, mu, log_sigma, logit_pi)
+    with pytest.raises(ValueError, match="log_sigma must be finite"):
+        raise_deferred_errors()
+    monkeypatch.setenv("MELNET_FAST_SYNC_CHECKS", "1")
+    with pytest.raises(ValueError, match="log_sigma must be finite"):
+        gmm_nll(x, mu, log_sigma, logit_pi)

@@ -17,9 +17,9 @@ import torch
 import melnet_fast
 from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.ops import gmm_nll_ref, sample_tier
-from melnet_fast.ops.gmm.naive import draw_noise
-from melnet_fast.ops.tier_sampling.naive import sample_tier_ref
-from melnet_fast.ops.tier_sampling.weights import PER_LAYER, expected_shapes
+from melnet_fast.ops.gmm.reference import draw_noise
+from melnet_fast.ops.tier_sampling.layout import layout
+from melnet_fast.ops.tier_sampling.reference import sample_tier_ref
 from tests.model.helpers import random_model, tiny_config
 from tests.ops.helpers import assert_error_within_reference
 from tests.ops.test_sample_tier import make_case, tier_forward
@@ -48,16 +48,16 @@ def scaled_weights(D, L, K, seed=0):
     flips draws in every float32 implementation, the C++ one included); these keep it near 1e-7."""
     g = torch.Generator().manual_seed(seed)
     weights = []
-    for idx, shape in enumerate(expected_shapes(D, L, K)):
+    for slot in layout(L):
+        shape = slot.size(D, K)
         w = torch.randn(shape, generator=g, dtype=torch.float64)
-        pos = (idx - 4) % PER_LAYER
-        if idx < 4:  # x_time_proj / x_freq_proj weight [D, 1] and bias [D]
+        if slot.section == "inputs":  # x_time_proj / x_freq_proj weight [D, 1] and bias [D]
             scale = 0.5 if len(shape) == 2 else 0.3
-        elif idx >= 4 + PER_LAYER * L:  # head weight [3K, D], bias [3K]
-            scale = 0.3 / math.sqrt(D) if len(shape) == 2 else 0.3
-        elif pos in (0, 1, 5, 7, 8, 12):  # LSTM w_ih / w_hh, projections
+        elif slot.section == "head":  # head weight [3K, D], bias [3K]
+            scale = 0.3 / math.sqrt(D) if slot.kind == "matrix" else 0.3
+        elif slot.kind == "matrix":  # LSTM w_ih / w_hh, projections
             scale = 1 / math.sqrt(shape[-1])
-        elif pos in (3, 4, 10, 11):  # h0, c0
+        elif slot.kind == "state":  # h0, c0
             scale = 0.5
         else:  # biases
             scale = 0.3

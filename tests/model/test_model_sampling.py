@@ -1,4 +1,5 @@
-"""Sampling with cached state (ops.sample_tier) against naive recomputation, across backends, with priming."""
+"""Sampling with cached state (ops.sample_tier) against recomputation of the whole model per element, across
+backends, with priming."""
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ import melnet_fast
 from melnet_fast import DivergentSampleWarning, MelNet, MelNetConfig
 from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.multiscale import split_tiers
-from melnet_fast.ops.gmm.naive import draw_noise, gmm_sample_from_noise, keep_in_range
+from melnet_fast.ops.gmm.reference import draw_noise, gmm_sample_from_noise, keep_in_range
 from tests.model.helpers import BACKENDS, random_cond, random_model, random_spectrogram, tiny_config
 
 CONFIGS = {
@@ -17,7 +18,7 @@ CONFIGS = {
 }
 
 
-def naive_sample(model, batch, frames, cond=None, temperature=1.0, prime=None, generator=None):
+def recomputed_sample(model, batch, frames, cond=None, temperature=1.0, prime=None, generator=None):
     """The definition of ancestral sampling: element by element in the generation order, run the whole model
     on the partly generated spectrogram and draw from the mixture at that element, with the noise model.sample
     draws (draw_noise per tier, in tier order), kept in the sampler's value range. Returns (x, log density of the
@@ -48,13 +49,13 @@ def naive_sample(model, batch, frames, cond=None, temperature=1.0, prime=None, g
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("temperature", [0.0, 1.0, 0.7])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_sample_equals_naive_recomputation(name, temperature, backend):
+def test_sample_equals_recomputation_per_element(name, temperature, backend):
     config = tiny_config(**CONFIGS[name])
     model = random_model(config)
     batch, frames = 2, 4
     cond = random_cond(config, batch, frames)
     with torch.no_grad():
-        want, want_ld = naive_sample(model, batch, frames, cond, temperature,
+        want, want_ld = recomputed_sample(model, batch, frames, cond, temperature,
                                      generator=torch.Generator().manual_seed(3))
     with melnet_fast.use_backend(backend):
         got, got_ld = model.sample(batch, frames, cond, temperature, generator=torch.Generator().manual_seed(3),
@@ -64,13 +65,13 @@ def test_sample_equals_naive_recomputation(name, temperature, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_primed_sample_equals_naive_recomputation(backend):
+def test_primed_sample_equals_recomputation_per_element(backend):
     config = tiny_config(**CONFIGS["3tiers"])
     model = random_model(config)
     batch, frames, P = 2, 8, 4
     prime = random_spectrogram(batch, P, config.n_mels, seed=5)
     with torch.no_grad():
-        want, want_ld = naive_sample(model, batch, frames, prime=prime, generator=torch.Generator().manual_seed(4))
+        want, want_ld = recomputed_sample(model, batch, frames, prime=prime, generator=torch.Generator().manual_seed(4))
     with melnet_fast.use_backend(backend):
         got, got_ld = model.sample(batch, frames, prime=prime, generator=torch.Generator().manual_seed(4),
                                    return_log_prob=True)

@@ -7,7 +7,7 @@ import torch
 
 from melnet_fast import ops
 from melnet_fast.modules import FeatureExtractionNetwork, GMMHead, SweepLSTM, Tier, TierNetwork
-from melnet_fast.ops.tier_sampling.weights import expected_shapes
+from melnet_fast.ops.tier_sampling.layout import expected_shapes
 
 
 def test_sweep_lstm_parameters_and_forward():

@@ -1,5 +1,5 @@
 """The text path of MelNet: causality with text, padding-invariance, the attention's monotonicity, sampling
-(cached = teacher-forced log density = naive recomputation, per-row stop), checkpoints and bad input."""
+(cached = teacher-forced log density = recomputation, per-row stop), checkpoints and bad input."""
 
 import warnings
 
@@ -15,7 +15,7 @@ from melnet_fast.ops.gmm_attention import AttentionWeights, attention_step, gmm_
 from melnet_fast.text import CHARACTERS, EOS
 from tests.model.helpers import BACKENDS, random_model, random_spectrogram, text_cond, tiny_config, tts_config
 from tests.model.test_causality import jacobians
-from tests.model.test_model_sampling import naive_sample
+from tests.model.test_model_sampling import recomputed_sample
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -141,11 +141,11 @@ def test_sampled_alignment_equals_teacher_forced_alignment(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("temperature", [0.0, 1.0, 0.7])
-def test_text_sample_equals_naive_recomputation(temperature, backend):
+def test_text_sample_equals_recomputation(temperature, backend):
     model = random_model(tts_config())
     cond = text_cond(2)
     with torch.no_grad():
-        want, want_ld = naive_sample(model, 2, 4, cond, temperature, generator=torch.Generator().manual_seed(3))
+        want, want_ld = recomputed_sample(model, 2, 4, cond, temperature, generator=torch.Generator().manual_seed(3))
     with melnet_fast.use_backend(backend):
         got = model.sample(2, 4, cond, temperature, generator=torch.Generator().manual_seed(3),
                            return_log_prob=True, stop_threshold=None)

@@ -1,13 +1,14 @@
 """set_backend / use_backend: names, unavailable backends, restoring the previous one, and what "auto" picks."""
 
 import importlib
+import importlib.util
 
 import pytest
 import torch
 
 import melnet_fast
 from melnet_fast import backends
-from melnet_fast.ops import gmm_nll, lstm_sweep_2d
+from melnet_fast.ops import dispatch, gmm_nll, lstm_sweep_2d
 from tests.ops.helpers import gmm_value_and_grads, make_gmm_inputs, make_sweep_inputs, sweep_value_and_grads
 
 sweep_module = importlib.import_module("melnet_fast.ops.lstm_sweep")
@@ -57,22 +58,22 @@ def test_use_backend_refusing_a_name_keeps_the_current_one():
     assert melnet_fast.get_backend() == "cpu"
 
 
-def spy(monkeypatch, module, name):
-    """Replace module.name by a wrapper that counts its calls."""
+def spy(monkeypatch, op, backend):
+    """Replace the function that op (an OpTable) runs for `backend` by a wrapper that counts its calls."""
     calls = []
-    original = getattr(module, name)
+    original = op.function(backend)
 
     def wrapper(*args, **kwargs):
-        calls.append(name)
+        calls.append(backend)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(module, name, wrapper)
+    monkeypatch.setitem(op._functions, backend, wrapper)
     return calls
 
 
 def test_auto_runs_the_cpu_kernels_for_cpu_float32(monkeypatch):
-    compiled = spy(monkeypatch, sweep_module, "lstm_sweep_2d_compiled")
-    reference = spy(monkeypatch, sweep_module, "lstm_sweep_2d_ref")
+    compiled = spy(monkeypatch, sweep_module.OP, "cpu")
+    reference = spy(monkeypatch, sweep_module.OP, "reference")
     inputs = make_sweep_inputs(2, 3, 5, 3, 4, 2, torch.float32)
     got = sweep_value_and_grads("auto", inputs, ["t-", "f+"])
     assert (len(compiled), len(reference)) == (1, 0)
@@ -82,8 +83,8 @@ def test_auto_runs_the_cpu_kernels_for_cpu_float32(monkeypatch):
 
 
 def test_auto_gmm_nll_runs_the_cpu_kernels_for_cpu_float32(monkeypatch):
-    compiled = spy(monkeypatch, gmm_module, "gmm_nll_compiled")
-    reference = spy(monkeypatch, gmm_module, "gmm_nll_ref")
+    compiled = spy(monkeypatch, gmm_module.OP, "cpu")
+    reference = spy(monkeypatch, gmm_module.OP, "reference")
     inputs = make_gmm_inputs((4, 3), 5, torch.float32)
     got = gmm_value_and_grads("auto", inputs)
     assert (len(compiled), len(reference)) == (1, 0)
@@ -91,13 +92,22 @@ def test_auto_gmm_nll_runs_the_cpu_kernels_for_cpu_float32(monkeypatch):
         assert torch.equal(g, w)
 
 
+def test_every_op_is_in_the_one_registry():
+    assert set(dispatch.REGISTRY) == {"lstm_sweep_2d", "gmm_nll", "sample_tier", "sample_tier_centralized"}
+    for op in dispatch.REGISTRY.values():
+        assert op.backends[-1].name == "reference", op.name
+        for backend in op.backends:
+            if backend.name != "triton" or importlib.util.find_spec("triton") is not None:
+                assert callable(backend.function()), (op.name, backend.name)
+
+
 def test_auto_resolves_to_cpu_on_cpu_tensors():
-    for module, op in ((sweep_module, "lstm_sweep_2d"), (gmm_module, "gmm_nll")):
-        assert backends.resolve(op, torch.ones(1), module.SUPPORTED) == "cpu"
+    for op in dispatch.REGISTRY.values():
+        assert op.resolve(torch.ones(1)) == "cpu", op.name
 
 
 def test_auto_falls_back_to_reference_for_dtypes_without_kernels(monkeypatch):
-    compiled = spy(monkeypatch, sweep_module, "lstm_sweep_2d_compiled")
+    compiled = spy(monkeypatch, sweep_module.OP, "cpu")
     x, *params = make_sweep_inputs(1, 2, 3, 2, 2, 1, torch.bfloat16)
     assert lstm_sweep_2d(x, *params, ["f-"]).dtype == torch.bfloat16
     assert compiled == []
@@ -112,17 +122,30 @@ def test_auto_never_runs_triton_interpreter_on_cpu_tensors(monkeypatch):
     cpu kernels (the interpreter is for tests)."""
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     x = torch.randn(2, 3)
-    supported = {"cuda": {"cuda"}, "triton": {"cuda", "cpu"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
-    assert backends.resolve("op", x, supported) == "cpu"
+    op = dispatch.OpTable("op", "x", [dispatch.Backend(n, frozenset(d), "math:sqrt") for n, d in
+                                      (("cuda", ["cuda"]), ("triton", ["cuda", "cpu"]), ("cpu", ["cpu"]),
+                                       ("reference", ["cpu", "cuda"]))])
+    assert op.resolve(x) == "cpu"
     with melnet_fast.use_backend("triton"):
-        assert backends.resolve("op", x, supported) == "triton"
+        assert op.resolve(x) == "triton"
     monkeypatch.delenv("TRITON_INTERPRET")
-    assert backends.resolve("op", x, {"triton": {"cuda", "cpu"}, "reference": {"cpu"}}) == "reference"
+    only_triton = dispatch.OpTable("op", "x", [op.by_name["triton"], op.by_name["reference"]])
+    assert only_triton.resolve(x) == "reference"
+    with pytest.raises(RuntimeError, match=r"TRITON_INTERPRET=1"), melnet_fast.use_backend("triton"):
+        only_triton.resolve(x)
 
 
 def test_the_gpu_backends_take_half_precision_and_the_cpu_backend_refuses_it():
-    assert backends._takes("cuda", torch.bfloat16) and backends._takes("triton", torch.float16)
+    assert backends.takes("cuda", torch.bfloat16) and backends.takes("triton", torch.float16)
     x = torch.randn(2, 3, dtype=torch.bfloat16)
+    op = dispatch.OpTable("op", "x", [dispatch.Backend("cpu", frozenset(["cpu"]), "math:sqrt"),
+                                      dispatch.Backend("reference", frozenset(["cpu"]), "math:sqrt")])
     with melnet_fast.use_backend("cpu"), pytest.raises(ValueError, match=r"x: the cpu backend takes float32"):
-        backends.resolve("op", x, {"cpu": {"cpu"}, "reference": {"cpu"}})
-    assert backends.resolve("op", x, {"cpu": {"cpu"}, "reference": {"cpu"}}) == "reference"
+        op.resolve(x)
+    assert op.resolve(x) == "reference"
+
+
+def test_a_backend_an_op_lacks_is_named():
+    with melnet_fast.use_backend("triton"), pytest.raises(RuntimeError, match="sample_tier: backend 'triton' does "
+                                                                             "not implement this op"):
+        dispatch.REGISTRY["sample_tier"].resolve(torch.ones(1))

@@ -7,7 +7,7 @@ import torch
 
 import melnet_fast
 from melnet_fast.ops import gmm_nll
-from melnet_fast.ops.gmm.naive import gmm_nll_ref
+from melnet_fast.ops.gmm.reference import gmm_nll_ref
 from tests.ops.helpers import (
     GMM_RESULTS,
     assert_error_within_reference,

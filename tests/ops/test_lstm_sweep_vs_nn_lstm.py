@@ -1,4 +1,4 @@
-"""lstm_sweep_2d against torch.nn.LSTM modules run direction by direction: an oracle independent of naive.py."""
+"""lstm_sweep_2d against torch.nn.LSTM modules run direction by direction: an oracle independent of reference.py."""
 
 import pytest
 import torch

@@ -1,25 +1,29 @@
-"""The tier samplers (reference and cpu) against naive recomputation of the full tier network."""
+"""The tier samplers (reference and cpu) against recomputation of the full tier network per element."""
 
 import pytest
 import torch
 
 import melnet_fast
 from melnet_fast.ops import gmm_nll_ref, lstm_sweep_2d_ref, sample_tier
-from melnet_fast.ops.gmm.naive import draw_noise
-from melnet_fast.ops.tier_sampling.weights import expected_shapes, unpack
+from melnet_fast.ops.gmm.reference import draw_noise
+from melnet_fast.ops.tier_sampling.layout import layout, unpack
 
 
 def random_weights(D, L, K, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
-    w = [torch.randn(s, generator=g, dtype=dtype) * (0.6 if len(s) > 1 else 0.3) for s in expected_shapes(D, L, K)]
-    # A small head keeps sigma moderate: the drawn value feeds the next channel's input, and a large head
-    # turns that loop into an explosion (inf samples) with random weights.
-    w[-2] *= 0.1
+    w = []
+    for slot in layout(L):
+        shape = slot.size(D, K)
+        # A small head keeps sigma moderate: the drawn value feeds the next channel's input, and a large head
+        # turns that loop into an explosion (inf samples) with random weights.
+        scale = 0.06 if slot.key == "head_w" else 0.6 if len(shape) > 1 else 0.3
+        w.append(torch.randn(shape, generator=g, dtype=dtype) * scale)
     return w
 
 
 def tier_forward(x, cz_t, cz_f, weights, L, K):
-    """The full tier network under teacher forcing (DESIGN.md section 1), composed from the reference sweep."""
+    """The full tier network under teacher forcing (the paper, section 4; TierNetwork), composed from the reference
+    sweep."""
     W = unpack(weights, L, K)
     x_t = torch.nn.functional.pad(x, (0, 0, 1, 0))[:, :-1]  # frame i sees frame i-1
     x_f = torch.nn.functional.pad(x, (1, 0))[..., :-1]  # channel j sees channel j-1
@@ -55,7 +59,7 @@ CASES = [pytest.param(2, 4, 6, 5, 2, 3, id="B2-T4-F6-D5-L2-K3"),
 
 @pytest.mark.parametrize("backend", backends_here())
 @pytest.mark.parametrize("B,T,F,D,L,K", CASES)
-def test_temperature_zero_equals_naive_recomputation(backend, B, T, F, D, L, K):
+def test_temperature_zero_equals_recomputation_per_element(backend, B, T, F, D, L, K):
     x0, cz_t, cz_f, u, eps, w = make_case(B, T, F, D, L, K)
     with melnet_fast.use_backend(backend):
         got, _ = sample_tier(x0, cz_t, cz_f, u, eps, w, L, K, temperature=0.0)
@@ -141,3 +145,29 @@ def test_weights_of_another_dtype_than_the_data():
     mixed[3] = w[3]
     with pytest.raises(ValueError, match=r"weights\[3\] has dtype"):
         sample_tier(x0, cz_t, cz_f, u, eps, mixed, 2, 3)
+
+
+def saturating(weights, L):
+    """The weights with every LSTM bias at +1e30 or -1e30 on half of its gate units: those pre-activations saturate
+    sigmoid to 1 / 0 and tanh to +-1 (an exp without a clamp gives NaN there)."""
+    out = [w.clone() for w in weights]
+    for slot in layout(L):
+        if slot.key in ("t_bias", "f_bias"):
+            flat = out[slot.index].view(-1)
+            flat[0::4] = 1e30
+            flat[1::4] = -1e30
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_saturated_gates(dtype):
+    x0, cz_t, cz_f, u, eps, w = make_case(2, 3, 5, 6, 2, 3, dtype=dtype, seed=11)
+    w = saturating(w, 2)
+    out = {}
+    for backend in backends_here():
+        with melnet_fast.use_backend(backend):
+            out[backend] = sample_tier(x0, cz_t, cz_f, u, eps, w, 2, 3, 1.0)
+    for x, ld in out.values():
+        assert torch.isfinite(x).all() and torch.isfinite(ld).all()
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(out["cpu"], out["reference"], rtol=tol, atol=tol)

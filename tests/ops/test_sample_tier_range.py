@@ -10,7 +10,7 @@ import torch
 import melnet_fast
 from melnet_fast.log_mel_scale import CEILING, FLOOR, SAMPLE_RANGE
 from melnet_fast.ops import sample_tier
-from melnet_fast.ops.gmm.naive import gmm_nll_ref, keep_in_range
+from melnet_fast.ops.gmm.reference import gmm_nll_ref, keep_in_range
 from tests.ops.test_sample_tier import backends_here, make_case, tier_forward
 
 

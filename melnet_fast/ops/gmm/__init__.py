@@ -5,13 +5,19 @@ from __future__ import annotations
 import torch
 
 from melnet_fast import backends
+from melnet_fast.ops import dispatch
 from melnet_fast.ops._checks import check_finite, check_same, check_tensor
-from melnet_fast.ops.gmm.compiled import gmm_nll_compiled
-from melnet_fast.ops.gmm.naive import draw_noise, gmm_nll_ref, gmm_sample_from_noise, gmm_sample_ref
+from melnet_fast.ops.gmm import cpp_backend  # noqa: F401  (registers the C++ ops' fake kernels and autograd)
+from melnet_fast.ops.gmm.reference import draw_noise, gmm_nll_ref, gmm_sample_from_noise, gmm_sample_ref
 
-# Backends that implement gmm_nll and the devices they serve, fastest first (the order "auto" tries; on CUDA
-# tensors "auto" times cuda against triton once per shape). Triton serves CPU tensors only in its interpreter.
-SUPPORTED = {"cuda": {"cuda"}, "triton": {"cuda", "cpu"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+# The backends of gmm_nll, fastest first (the order "auto" tries; melnet_fast.tune() may prefer triton to cuda per
+# shape). cpu and cuda are one function: the extension's op runs the kernel of the tensors' device.
+OP = dispatch.register("gmm_nll", "x", [
+    ("cuda", ["cuda"], "melnet_fast.ops.gmm.cpp_backend:gmm_nll_cpp"),
+    ("triton", ["cuda", "cpu"], "melnet_fast.ops.gmm.triton_backend:gmm_nll_triton"),
+    ("cpu", ["cpu"], "melnet_fast.ops.gmm.cpp_backend:gmm_nll_cpp"),
+    ("reference", ["cpu", "cuda"], "melnet_fast.ops.gmm.reference:gmm_nll_ref"),
+])
 # Most mixture components the cuda kernel takes (one row of its shared-memory tile, csrc/cuda/gmm_nll.cu).
 CUDA_MAX_K = 3071
 
@@ -28,27 +34,6 @@ def _check_params(mu, log_sigma, logit_pi, lead=None):
     check_finite("log_sigma", log_sigma)
 
 
-def _run(name, x, mu, log_sigma, logit_pi):
-    if name == "reference":
-        return gmm_nll_ref(x, mu, log_sigma, logit_pi)
-    if name == "triton":
-        from melnet_fast.ops.gmm.triton_backend import gmm_nll_triton  # imports triton: lazily
-
-        return gmm_nll_triton(x, mu, log_sigma, logit_pi)
-    return gmm_nll_compiled(x, mu, log_sigma, logit_pi)  # cpu and cuda: device dispatch
-
-
-def _timed_run(x, mu, log_sigma, logit_pi):
-    """run(name) for backends.resolve: forward, and backward when an input requires grad, with backend `name`."""
-    def run(name):
-        with backends.use_backend(name), torch.enable_grad():
-            args = [t.detach().requires_grad_(t.requires_grad) for t in (x, mu, log_sigma, logit_pi)]
-            nll = _run(name, *args)
-            if nll.requires_grad:
-                nll.backward(torch.ones_like(nll))
-    return run
-
-
 def gmm_nll(x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor) -> torch.Tensor:
     """Negative log-likelihood of x under a K-component Gaussian mixture, element by element.
 
@@ -60,6 +45,8 @@ def gmm_nll(x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi
 
     Dtypes: float32 and float64 on the CPU; float32, bfloat16 and float16 with the cuda and triton backends,
     which compute in float32 whatever the storage dtype (float64 CUDA tensors go to the reference).
+    log_sigma must be finite: a ValueError at once on CPU tensors; on a GPU the check costs no host sync and is
+    read by melnet_fast.ops.raise_deferred_errors() (see melnet_fast.ops._checks.check_finite).
     """
     check_tensor("x", x, layout=" [...]")
     _check_params(mu, log_sigma, logit_pi, lead=x.shape)
@@ -67,15 +54,13 @@ def gmm_nll(x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi
     if x.numel() == 0:
         return x.new_zeros(x.shape)
     K = mu.shape[-1]
-    supported = SUPPORTED
+    exclude = ()
     if K > CUDA_MAX_K:
         if backends.get_backend() == "cuda" and x.is_cuda:
             raise ValueError(f"mu: the cuda backend takes at most {CUDA_MAX_K} mixture components, got K={K}")
-        supported = {name: devices for name, devices in SUPPORTED.items() if name != "cuda"}
+        exclude = ("cuda",)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, mu, log_sigma, logit_pi))
-    run = _timed_run(x, mu, log_sigma, logit_pi) if x.is_cuda else None
-    name = backends.resolve("gmm_nll", x, supported, shape_key=(tuple(x.shape), K, needs_grad), run=run)
-    return _run(name, x, mu, log_sigma, logit_pi)
+    return OP(x, x, mu, log_sigma, logit_pi, shape_key=(tuple(x.shape), K, needs_grad), exclude=exclude)
 
 
 def gmm_sample(mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor, temperature: float = 1.0,

@@ -1,11 +1,13 @@
-"""The triton backend of gmm_nll: an autograd.Function over the kernels of melnet_fast.kernels.gmm_nll.
+"""The triton backend of gmm_nll: custom ops over the kernels of melnet_fast.kernels.gmm_nll (torch.library, so that
+autograd, torch.compile and opcheck see them like the C++ ops).
 
 Two backward strategies, chosen by the environment variable MELNET_FAST_GMM_BWD (read at each call):
   fused      (default) the forward also writes the local gradients d nll / d(x, mu, log_sigma, logit_pi) in
-             the same pass over the inputs; backward only scales them by the upstream gradient. Keeps the local
-             gradients (as much memory as the inputs) instead of the inputs.
-  recompute  the forward writes nll only and keeps the inputs; backward reads them and the upstream gradient
-             once and recomputes the mixture (less memory traffic: no local gradients are written and re-read).
+             the same pass over the inputs (melnet_fast::gmm_nll_fwd_local_triton); backward only scales them by
+             the upstream gradient (gmm_nll_scale_triton). Keeps the local gradients (as much memory as the inputs)
+             instead of the inputs.
+  recompute  the forward writes nll only and keeps the inputs (gmm_nll_fwd_triton); backward reads them and the
+             upstream gradient once and recomputes the mixture (gmm_nll_bwd_triton): less memory traffic.
 Without gradients only the forward kernel runs. Imports triton: import this module lazily.
 """
 
@@ -14,12 +16,13 @@ from __future__ import annotations
 import os
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from melnet_fast.kernels import gmm_nll as kernels
 
 BWD_MODES = ("fused", "recompute")
 BWD_ENV = "MELNET_FAST_GMM_BWD"
+
+Tensor = torch.Tensor
 
 
 def bwd_mode() -> str:
@@ -30,30 +33,78 @@ def bwd_mode() -> str:
     return mode
 
 
-class _FusedGmmNll(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, mu, log_sigma, logit_pi):
-        nll, *local = kernels.gmm_nll_fwd_local(x, mu, log_sigma, logit_pi)
-        ctx.save_for_backward(*local)
-        ctx.dtype = x.dtype
-        return nll
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        return kernels.gmm_nll_scale(grad, *ctx.saved_tensors, ctx.dtype)
+@torch.library.custom_op("melnet_fast::gmm_nll_fwd_triton", mutates_args=())
+def gmm_nll_fwd_triton(x: Tensor, mu: Tensor, log_sigma: Tensor, logit_pi: Tensor) -> Tensor:
+    return kernels.gmm_nll_fwd(x, mu, log_sigma, logit_pi)
 
 
-class _RecomputeGmmNll(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, mu, log_sigma, logit_pi):
-        ctx.save_for_backward(x, mu, log_sigma, logit_pi)
-        return kernels.gmm_nll_fwd(x, mu, log_sigma, logit_pi)
+@torch.library.custom_op("melnet_fast::gmm_nll_bwd_triton", mutates_args=())
+def gmm_nll_bwd_triton(grad: Tensor, x: Tensor, mu: Tensor, log_sigma: Tensor,
+                       logit_pi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return kernels.gmm_nll_bwd(grad, x, mu, log_sigma, logit_pi)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        return kernels.gmm_nll_bwd(grad, *ctx.saved_tensors)
+
+@torch.library.custom_op("melnet_fast::gmm_nll_fwd_local_triton", mutates_args=())
+def gmm_nll_fwd_local_triton(x: Tensor, mu: Tensor, log_sigma: Tensor,
+                             logit_pi: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    return kernels.gmm_nll_fwd_local(x, mu, log_sigma, logit_pi)
+
+
+@torch.library.custom_op("melnet_fast::gmm_nll_scale_triton", mutates_args=())
+def gmm_nll_scale_triton(grad: Tensor, lx: Tensor, lmu: Tensor, lls: Tensor, llp: Tensor,
+                         dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return kernels.gmm_nll_scale(grad, lx, lmu, lls, llp, dtype)
+
+
+# ---- fake kernels: the shapes and dtypes the kernels' launchers allocate
+
+
+@gmm_nll_fwd_triton.register_fake
+def _(x, mu, log_sigma, logit_pi):
+    return x.new_empty(x.shape)
+
+
+@gmm_nll_bwd_triton.register_fake
+def _(grad, x, mu, log_sigma, logit_pi):
+    return x.new_empty(x.shape), x.new_empty(mu.shape), x.new_empty(mu.shape), x.new_empty(mu.shape)
+
+
+@gmm_nll_fwd_local_triton.register_fake
+def _(x, mu, log_sigma, logit_pi):
+    ldt = kernels.local_grad_dtype(x.dtype)
+    return (x.new_empty(x.shape), x.new_empty(x.shape, dtype=ldt),
+            *(x.new_empty(mu.shape, dtype=ldt) for _ in range(3)))
+
+
+@gmm_nll_scale_triton.register_fake
+def _(grad, lx, lmu, lls, llp, dtype):
+    return lx.new_empty(lx.shape, dtype=dtype), *(lx.new_empty(lmu.shape, dtype=dtype) for _ in range(3))
+
+
+# ---- autograd
+
+
+def _setup_recompute(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _backward_recompute(ctx, grad):
+    return gmm_nll_bwd_triton(grad, *ctx.saved_tensors)
+
+
+def _setup_fused(ctx, inputs, output):
+    _, *local = output
+    ctx.dtype = inputs[0].dtype
+    ctx.set_materialize_grads(False)  # the local gradients are outputs only to be saved, never differentiated
+    ctx.save_for_backward(*local)
+
+
+def _backward_fused(ctx, grad, *_local_grads):
+    return gmm_nll_scale_triton(grad, *ctx.saved_tensors, ctx.dtype)
+
+
+gmm_nll_fwd_triton.register_autograd(_backward_recompute, setup_context=_setup_recompute)
+gmm_nll_fwd_local_triton.register_autograd(_backward_fused, setup_context=_setup_fused)
 
 
 def gmm_nll_triton(x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, logit_pi: torch.Tensor,
@@ -67,8 +118,6 @@ def gmm_nll_triton(x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor, l
     if mode not in BWD_MODES:
         raise ValueError(f"bwd must be one of {', '.join(BWD_MODES)}, got {mode!r}")
     inputs = (x, mu, log_sigma, logit_pi)
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
-        return kernels.gmm_nll_fwd(*inputs)
-    if mode == "fused":
-        return _FusedGmmNll.apply(*inputs)
-    return _RecomputeGmmNll.apply(*inputs)
+    if mode == "fused" and torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return gmm_nll_fwd_local_triton(*inputs)[0]
+    return gmm_nll_fwd_triton(*inputs)

@@ -1,7 +1,7 @@
 """Gaussian-mixture attention over a text memory (Graves 2013), once per frame: plain PyTorch only (its cost is
 one small step per frame next to the per-element work of a frame)."""
 
-from melnet_fast.ops.gmm_attention.naive import (
+from melnet_fast.ops.gmm_attention.reference import (
     AttentionState,
     AttentionWeights,
     attention_step,

@@ -7,14 +7,19 @@ from typing import Sequence
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from melnet_fast import backends
+from melnet_fast.ops import dispatch
 from melnet_fast.ops._checks import check_same, check_tensor
-from melnet_fast.ops.lstm_sweep.compiled import DIRECTION_CODES, lstm_sweep_2d_compiled
-from melnet_fast.ops.lstm_sweep.naive import lstm_sweep_2d_ref
+from melnet_fast.ops.lstm_sweep.cpp_backend import DIRECTION_CODES
+from melnet_fast.ops.lstm_sweep.reference import lstm_sweep_2d_ref
 
-# Backends that implement this op and the devices they serve, fastest first (the order "auto" tries; on CUDA
-# tensors "auto" times cuda against triton once per shape). Triton serves CPU tensors only in its interpreter.
-SUPPORTED = {"cuda": {"cuda"}, "triton": {"cuda", "cpu"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+# The backends, fastest first (the order "auto" tries; melnet_fast.tune() may prefer triton to cuda per shape).
+# cpu and cuda are one function: the extension's op runs the kernel of the tensors' device.
+OP = dispatch.register("lstm_sweep_2d", "x", [
+    ("cuda", ["cuda"], "melnet_fast.ops.lstm_sweep.cpp_backend:lstm_sweep_2d_cpp"),
+    ("triton", ["cuda", "cpu"], "melnet_fast.ops.lstm_sweep.triton_backend:lstm_sweep_2d_triton"),
+    ("cpu", ["cpu"], "melnet_fast.ops.lstm_sweep.cpp_backend:lstm_sweep_2d_cpp"),
+    ("reference", ["cpu", "cuda"], "melnet_fast.ops.lstm_sweep.reference:lstm_sweep_2d_ref"),
+])
 
 
 def _check(x, w_ih, w_hh, bias, h0, c0, directions) -> tuple[int, int]:
@@ -43,31 +48,11 @@ def _check(x, w_ih, w_hh, bias, h0, c0, directions) -> tuple[int, int]:
     return R, H
 
 
-def _run(name, x, w_ih, w_hh, bias, h0, c0, directions):
-    if name == "reference":
-        return lstm_sweep_2d_ref(x, w_ih, w_hh, bias, h0, c0, directions)
-    if name == "triton":
-        from melnet_fast.ops.lstm_sweep.triton_backend import lstm_sweep_2d_triton  # imports triton: lazily
-
-        return lstm_sweep_2d_triton(x, w_ih, w_hh, bias, h0, c0, directions)
-    return lstm_sweep_2d_compiled(x, w_ih, w_hh, bias, h0, c0, directions)  # cpu and cuda: device dispatch
-
-
-def _timed_run(x, w_ih, w_hh, bias, h0, c0, directions):
-    """run(name) for backends.resolve: forward and backward of the op with backend `name` on these shapes."""
-    def run(name):
-        with backends.use_backend(name), torch.enable_grad():
-            args = [t.detach().requires_grad_(t.requires_grad) for t in (x, w_ih, w_hh, bias, h0, c0)]
-            y = _run(name, *args, directions)
-            if y.requires_grad:
-                y.backward(torch.ones_like(y))
-    return run
-
-
 def lstm_sweep_2d(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, bias: torch.Tensor,
                   h0: torch.Tensor, c0: torch.Tensor, directions: Sequence[str],
                   recompute: bool = False) -> torch.Tensor:
-    """Run R one-dimensional LSTMs over a 2D grid, all directions advancing together (max(T, F) steps).
+    """Run R one-dimensional LSTMs over a 2D grid, all directions advancing together (as many steps as the longest
+    direction has positions: max(T, F) when both axes are swept).
 
     Args:
         x: [B, T, F, I] input features.
@@ -91,15 +76,13 @@ def lstm_sweep_2d(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, bias:
     B, T, F, _ = x.shape
     if B == 0 or T == 0 or F == 0:
         return x.new_zeros(B, T, F, R * H)
-    directions = list(directions)
-    run = _timed_run(x, w_ih, w_hh, bias, h0, c0, directions) if x.is_cuda else None
-    name = backends.resolve("lstm_sweep_2d", x, SUPPORTED, shape_key=(tuple(x.shape), R, H, tuple(directions)),
-                            run=run)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w_ih, w_hh, bias, h0, c0))
+    args = (x, w_ih, w_hh, bias, h0, c0, list(directions))
+    fn = OP.function(OP.choose(x, args, shape_key=(tuple(x.shape), R, H, tuple(directions))))
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args[:6])
     if recompute and needs_grad:
         # Non-reentrant checkpoint: backward re-runs this forward (same backend) to rebuild what it needs.
-        return checkpoint(_run, name, x, w_ih, w_hh, bias, h0, c0, directions, use_reentrant=False)
-    return _run(name, x, w_ih, w_hh, bias, h0, c0, directions)
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
 
 
 __all__ = ["lstm_sweep_2d", "lstm_sweep_2d_ref", "DIRECTION_CODES"]

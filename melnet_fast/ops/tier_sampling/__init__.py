@@ -8,22 +8,33 @@ from typing import Sequence, Tuple
 
 import torch
 
-from melnet_fast import backends
 from melnet_fast.log_mel_scale import SAMPLE_RANGE
+from melnet_fast.ops import dispatch
 from melnet_fast.ops._checks import check_same, check_tensor
+from melnet_fast.ops.tier_sampling import cpp_backend  # noqa: F401  (registers the C++ op's fake kernel)
 from melnet_fast.ops.tier_sampling.centralized_weights import unpack as unpack_centralized
-from melnet_fast.ops.tier_sampling.compiled import sample_tier_centralized_compiled, sample_tier_compiled
-from melnet_fast.ops.tier_sampling.naive import sample_tier_centralized_ref, sample_tier_ref
-from melnet_fast.ops.tier_sampling.weights import unpack
+from melnet_fast.ops.tier_sampling.layout import unpack
+from melnet_fast.ops.tier_sampling.reference import sample_tier_centralized_ref, sample_tier_ref
 
-SUPPORTED = {"cuda": {"cuda"}, "cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
-# The cuda sampler does not run the centralized stack / text attention yet.
-SUPPORTED_CENTRALIZED = {"cpu": {"cpu"}, "reference": {"cpu", "cuda"}}
+# cpu and cuda are one function: the extension's op runs the sampler of the tensors' device.
+OP = dispatch.register("sample_tier", "x_init", [
+    ("cuda", ["cuda"], "melnet_fast.ops.tier_sampling.cpp_backend:sample_tier_cpp"),
+    ("cpu", ["cpu"], "melnet_fast.ops.tier_sampling.cpp_backend:sample_tier_cpp"),
+    ("reference", ["cpu", "cuda"], "melnet_fast.ops.tier_sampling.reference:sample_tier_ref"),
+])
+# The cuda sampler does not run the centralized stack / text attention yet: "auto" on CUDA takes the reference (with
+# a ReferenceSamplerWarning, since sample_tier would take cuda there), an explicit cuda is an error.
+OP_CENTRALIZED = dispatch.register("sample_tier_centralized", "x_init", [
+    ("cpu", ["cpu"], "melnet_fast.ops.tier_sampling.cpp_backend:sample_tier_centralized_cpp"),
+    ("reference", ["cpu", "cuda"], "melnet_fast.ops.tier_sampling.reference:sample_tier_centralized_ref"),
+])
 
 
 class ReferenceSamplerWarning(UserWarning):
     """A model with a centralized stack (text-to-speech) is sampled by the slower reference sampler because the
     compiled sampler that "auto" would pick for its device (cuda) does not support it yet."""
+
+
 # The cuda sampler also takes weights stored in these dtypes with float32 data (x_init, cz_t, cz_f, u, eps).
 CUDA_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -42,13 +53,13 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
         x_init: [B, T, F]; its first n_prime frames are the prime (kept), the rest is overwritten.
         cz_t, cz_f: [B, T, F, D] conditioning terms W_z^t z and W_z^f z (zeros without conditioning).
         u, eps: [B, T, F] noise of the draws (gmm_sample_from_noise: u picks the component, eps the value).
-        weights: the tier's flat weight list (layout in melnet_fast.ops.tier_sampling.weights).
+        weights: the tier's flat weight list (order: csrc/sampler_layout.h, melnet_fast.ops.tier_sampling.layout).
         temperature: logits / tau, sigma * tau; 0 = mean of the most probable component.
         n_prime: number of leading frames taken from x_init instead of drawn.
         value_range: (x_min, x_max), finite: every drawn value is kept in it (below x_min -> x_min; above x_max,
-            or NaN, -> x_max; ops.gmm naive.keep_in_range), so any model, trained or not, gives finite samples,
-            and the next element reads the kept value. Default: the normalised log-mel range of
-            melnet_fast.log_mel_scale (the log floor to +30 dB over a full-scale sine).
+            or NaN, -> x_max; keep_in_range of ops/gmm/reference.py and csrc/scalar_math.h), so any model, trained
+            or not, gives finite samples, and the next element reads the kept value. Default: the normalised
+            log-mel range of melnet_fast.log_mel_scale (the log floor to +30 dB over a full-scale sine).
     Dtypes: every tensor of one dtype; or, with the cuda backend, bfloat16 / float16 weights and float32 data
     (the kernel accumulates in float32).
     Returns:
@@ -58,11 +69,8 @@ def sample_tier(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u:
     name = _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
     x_min, x_max = check_value_range(value_range)
     with torch.no_grad():
-        if name == "reference":
-            return sample_tier_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
-                                   x_min, x_max)
-        return sample_tier_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature,
-                                    n_prime, x_min, x_max)
+        return OP.function(name)(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
+                                 x_min, x_max)
 
 
 def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torch.Tensor, u: torch.Tensor,
@@ -121,20 +129,16 @@ def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torc
     if stop_threshold is not None and (isinstance(stop_threshold, bool) or not isinstance(stop_threshold, (int, float))
                                        or not 0 < stop_threshold < 1):
         raise ValueError(f"stop_threshold must be None or a number in (0, 1), got {stop_threshold!r}")
-    preferred = backends.resolve("sample_tier", x_init, SUPPORTED, arg="x_init")
-    name = backends.resolve("sample_tier_centralized", x_init, SUPPORTED_CENTRALIZED, arg="x_init")
+    preferred = OP.resolve(x_init)
+    name = OP_CENTRALIZED.resolve(x_init)
     if preferred != name:
         warnings.warn(f"the {preferred} sampler does not run the centralized stack / text attention yet: this tier "
                       f"is sampled by the {name} sampler (eager PyTorch, much slower per element)",
                       ReferenceSamplerWarning, stacklevel=2)
     with torch.no_grad():
-        if name == "cpu":
-            return sample_tier_centralized_compiled(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures,
-                                                    float(temperature), n_prime, x_min, x_max, centralized_weights,
-                                                    attention_layer, memory, text_lengths, stop_threshold)
-        return sample_tier_centralized_ref(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures,
-                                           float(temperature), n_prime, centralized_weights, attention_layer,
-                                           memory, text_lengths, stop_threshold, x_min, x_max)
+        return OP_CENTRALIZED.function(name)(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures,
+                                             float(temperature), n_prime, centralized_weights, attention_layer,
+                                             memory, text_lengths, stop_threshold, x_min, x_max)
 
 
 def _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime) -> str:
@@ -171,7 +175,7 @@ def _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperatur
                              "another dtype than the data must be bfloat16 or float16 with float32 data")
     else:
         check_same({**data, **named_weights})
-    name = backends.resolve("sample_tier", x_init, SUPPORTED, arg="x_init")
+    name = OP.resolve(x_init)
     if mixed and name != "cuda":
         raise ValueError(f"weights: the {name} sampler needs weights of the data's dtype {x_init.dtype}, got "
                          f"{weights[0].dtype} (only the cuda backend takes bfloat16/float16 weights)")

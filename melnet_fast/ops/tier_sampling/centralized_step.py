@@ -9,7 +9,7 @@ from typing import List, Tuple
 import torch
 
 from melnet_fast.ops.gmm_attention import attention_step, initial_state
-from melnet_fast.ops.lstm_sweep.naive import lstm_cell
+from melnet_fast.ops.lstm_sweep.reference import lstm_cell
 from melnet_fast.ops.tier_sampling.centralized_weights import unpack
 
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+LOG_SQRT_2PI = 0.91893853320467274178  # log sqrt(2 pi), math::kLogSqrt2Pi of csrc/scalar_math.h
 
 
 def component_log_density(x, mu, log_sigma, logit_pi):

@@ -1,7 +1,7 @@
 """Run every GPU kernel of melnet_fast once at small sizes (forward and backward), for compute-sanitizer:
 
     PYTORCH_NO_CUDA_MEMORY_CACHING=1 compute-sanitizer --tool memcheck --error-exitcode 1 \\
-        python3 benchmarks/sanitize_kernels.py [--backends cuda triton]
+        python3 scripts/sanitize_kernels.py [--backends cuda triton]
 
 Without PyTorch's caching allocator every tensor is its own cudaMalloc, so memcheck sees an access past a tensor's
 end (with the cache it would land inside a larger pooled block and pass unseen). Sizes are odd (not multiples of
@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
-from gpu_bench_common import DTYPES, short_error, skip_reason
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the GPU benchmarks' shared helpers
+from gpu_bench_common import DTYPES, short_error, skip_reason  # noqa: E402
 
 import melnet_fast
 from melnet_fast.modules import TierNetwork
@@ -98,7 +101,7 @@ def sweeps(fails: Failures, backend: str) -> None:
         for dtype, recompute in runs:
             what = (f"lstm_sweep_2d {backend} {dtype}{' recompute' if recompute else ''} "
                     f"B{B}-T{T}-F{F}-I{I}-H{H}-{'.'.join(dirs)}")
-            reason = skip_reason("melnet_fast.ops.lstm_sweep", backend, DTYPES[dtype], torch.device("cuda"))
+            reason = skip_reason("lstm_sweep_2d", backend, DTYPES[dtype], torch.device("cuda"))
             if reason:
                 fails.report("skip", what, reason)
                 continue
@@ -113,7 +116,7 @@ def gmms(fails: Failures, backend: str) -> None:
         inputs += [torch.randn(*shape, K, generator=g, device="cuda") * s for s in (1.0, 0.5, 2.0)]
         for dtype in ("fp32", "bf16"):
             what = f"gmm_nll {backend} {dtype} {'x'.join(map(str, shape))}-K{K}"
-            reason = skip_reason("melnet_fast.ops.gmm", backend, DTYPES[dtype], torch.device("cuda"))
+            reason = skip_reason("gmm_nll", backend, DTYPES[dtype], torch.device("cuda"))
             if reason:
                 fails.report("skip", what, reason)
                 continue
@@ -137,7 +140,7 @@ def samplers(fails: Failures, backend: str) -> None:
         for weight_dtype in ("fp32", "bf16"):
             what = (f"sample_tier {backend} weights {weight_dtype} D{D}-L{L}-K{K}-cond{cond_dim} "
                     f"grid {'x'.join(map(str, grid))} prime {n_prime} tau {tau}")
-            reason = skip_reason("melnet_fast.ops.tier_sampling", backend, torch.float32, torch.device("cuda"))
+            reason = skip_reason("sample_tier", backend, torch.float32, torch.device("cuda"))
             if reason:
                 fails.report("skip", what, reason)
                 continue

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU round, in one call of at most 10 minutes on a lent H100 / H200 (see /work/shared/GPU.md):
+# The GPU round, in one call of at most 10 minutes on an H100 / H200:
 #   build the extension with the CUDA kernels, the GPU tests, compute-sanitizer over every kernel, the training
 #   and sampling benchmarks. Full logs and results go to $OUT; a short summary is printed last.
 #
-#   bash benchmarks/gpu_round.sh                      all steps: build tests sanitize train sample
-#   bash benchmarks/gpu_round.sh build train          only these steps (build first if the extension is not built)
+#   bash scripts/gpu_round.sh                      all steps: build tests sanitize train sample
+#   bash scripts/gpu_round.sh build train          only these steps (build first if the extension is not built)
 #
 # Environment: OUT (default /tmp/gpu_round_out), PYTHON (default python3, the machine's own with torch),
 #   ROUND_DEADLINE_S (default 570: every step's limit is cut so that the round ends before it),
@@ -20,7 +20,7 @@ PY=${PYTHON:-python3}
 DEADLINE=${ROUND_DEADLINE_S:-570}
 mkdir -p "$OUT"
 export MELNET_FAST_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} PYTHONUNBUFFERED=1
-# The scripts run as benchmarks/x.py (sys.path[0] = benchmarks/): the package comes from this tree.
+# The scripts run as benchmarks/x.py or scripts/x.py: the package comes from this tree.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 START=$SECONDS
 
@@ -84,7 +84,7 @@ for s in "${steps[@]}"; do
         for tool in ${SANITIZE_TOOLS:-memcheck}; do
             # No caching allocator: each tensor its own allocation, so out-of-bounds accesses are seen.
             step "sanitize-$tool" 75 12 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool "$tool" \
-                --error-exitcode 1 --print-limit 20 "$PY" benchmarks/sanitize_kernels.py
+                --error-exitcode 1 --print-limit 20 "$PY" scripts/sanitize_kernels.py
         done
         ;;
     train)

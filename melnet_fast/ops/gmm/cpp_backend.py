@@ -1,4 +1,5 @@
-"""Autograd and fake registrations of the compiled mixture ops melnet_fast::gmm_nll_fwd / _bwd."""
+"""The cpu and cuda backends of gmm_nll: the ops melnet_fast::gmm_nll_fwd / _bwd of melnet_fast._C (C++ kernels on
+CPU tensors, CUDA kernels on CUDA tensors), their fake kernels and their autograd formula."""
 
 from __future__ import annotations
 
@@ -30,5 +31,5 @@ if _extension.has_cpu_kernels():
     torch.library.register_autograd("melnet_fast::gmm_nll_fwd", _backward, setup_context=_setup_context)
 
 
-def gmm_nll_compiled(x, mu, log_sigma, logit_pi):
+def gmm_nll_cpp(x, mu, log_sigma, logit_pi):
     return torch.ops.melnet_fast.gmm_nll_fwd(x, mu, log_sigma, logit_pi)

@@ -1,15 +1,15 @@
 """Reference cached sampler of one tier, in eager PyTorch: O(T*F) cell steps per layer, a Python loop per
-element. The oracle of the compiled samplers (and what public cached samplers do, minus their GRUs)."""
+element. The oracle of the C++ and CUDA samplers (and what public cached samplers do, minus their GRUs)."""
 
 from __future__ import annotations
 
 import torch
 
 from melnet_fast.log_mel_scale import SAMPLE_RANGE
-from melnet_fast.ops.gmm.naive import gmm_nll_ref, gmm_sample_from_noise, keep_in_range
-from melnet_fast.ops.lstm_sweep.naive import lstm_cell
+from melnet_fast.ops.gmm.reference import gmm_nll_ref, gmm_sample_from_noise, keep_in_range
+from melnet_fast.ops.lstm_sweep.reference import lstm_cell
 from melnet_fast.ops.tier_sampling.centralized_step import CentralizedStep
-from melnet_fast.ops.tier_sampling.weights import unpack
+from melnet_fast.ops.tier_sampling.layout import unpack
 
 
 def _sweep(seq, w_ih, w_hh, bias, h0, c0, reverse):

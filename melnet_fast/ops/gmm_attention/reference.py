@@ -18,7 +18,7 @@ from typing import NamedTuple, Tuple
 
 import torch
 
-from melnet_fast.ops.lstm_sweep.naive import lstm_cell
+from melnet_fast.ops.lstm_sweep.reference import lstm_cell
 
 
 class AttentionState(NamedTuple):

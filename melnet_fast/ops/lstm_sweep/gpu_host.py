@@ -1,0 +1,162 @@
+"""The host of the GPU backends of lstm_sweep_2d (cuda and triton), written once.
+
+Forward: the input projections of every direction as one GEMM (pre = x @ w_ih^T + bias, [B, T, F, R*4H]), then the
+step loop over the backend's fused forward step kernel. Backward: the step loop over its backward step kernel (the
+gradient of pre, dgates), then dx, dw_ih, dw_hh and the sums for dbias, dh0, dc0, every one accumulated in float32.
+A backend provides only its two step kernels (StepKernels: the cuda backend's ops of csrc/cuda/lstm_sweep_2d.cu,
+the triton backend's kernels of melnet_fast.kernels.lstm_sweep_2d, or the CUDA emulator of the tests). The CPU
+backend keeps its own fused C++ host (csrc/lstm_sweep_2d_cpu.cpp) with the same step rule.
+
+Buffers (N = B*T*F positions, row = (b*T + t)*F + f; G = 4H; gates i, f, g, o): pre, dgates [B, T, F, R*G] and
+y, grad_y [B, T, F, R*H] in x's dtype; gates [R, B, T, F, G] in x's dtype and cell [R, B, T, F, H] float32 (kept
+for backward); c_run, dc_run [R, lines_max, H] float32, the running cell state / cell gradient of every line.
+
+The step rule (csrc/sweep_geometry.h, mirrored by sweep_steps below): all directions advance together, one
+position per step, for as many steps as the longest direction has positions (max(T, F) when both axes are swept);
+step s serves every direction whose length exceeds s, so no step is empty.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Protocol, Sequence
+
+import torch
+
+from melnet_fast import _extension
+
+
+class StepKernels(Protocol):
+    """One backend's fused step kernels; each runs step s of every direction active at s, in place."""
+
+    def forward_step(self, step: int, pre, w_hh, h0, c0, y, c_run, gates, cell, codes: Sequence[int],
+                     save: bool) -> None:
+        """Reads pre, w_hh, h0, c0 and (s > 0) the previous position's y and c_run; writes y, c_run and, when
+        save, gates and cell at the step's positions."""
+
+    def backward_step(self, step: int, grad_y, w_hh, c0, gates, cell, dgates, dc_run, codes: Sequence[int]) -> None:
+        """Reads grad_y, gates, cell, c0 and the next position's dgates and dc_run; writes dgates and dc_run at the
+        step's positions."""
+
+
+def sweep_steps(codes: Sequence[int], T: int, F: int) -> int:
+    """The steps of a sweep: the longest direction's length (codes 0, 1 run along time, 2, 3 along frequency)."""
+    return max(T if c < 2 else F for c in codes)
+
+
+def line_counts(codes: Sequence[int], B: int, T: int, F: int) -> list[int]:
+    """Lines of each direction: B*F along time (one per (b, f)), B*T along frequency (one per (b, t))."""
+    return [B * F if c < 2 else B * T for c in codes]
+
+
+def _buffer(shape, dtype, device) -> torch.Tensor:
+    """A buffer the step kernels fill; NaN when the extension's output poisoning is on (tests), so that an element
+    no step writes shows up in the results."""
+    t = torch.empty(shape, dtype=dtype, device=device)
+    return t.fill_(float("nan")) if _extension.poisoning_outputs() else t
+
+
+def mm_f32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b accumulated and returned in float32 (exact fp32 for float32 inputs unless the caller enabled TF32)."""
+    if a.dtype == torch.float32:
+        return torch.mm(a, b)
+    if a.is_cuda:  # cuBLAS with bf16/fp16 inputs and an fp32 result: no rounding of the sum to the input dtype
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return torch.mm(a.float(), b.float())  # the CPU has no out_dtype matmul (interpreter and emulator tests)
+
+
+def forward(kernels: StepKernels, x, w_ih, w_hh, bias, h0, c0, codes: Sequence[int], save: bool):
+    """x [B, T, F, I], w_ih [R, 4H, I], w_hh [R, 4H, H], bias [R, 4H], h0, c0 [R, H], R direction codes ->
+    y [B, T, F, R*H] and, when save, gates [R, B, T, F, 4H] and cell [R, B, T, F, H] (float32), else two empty
+    tensors."""
+    B, T, F, I = x.shape
+    R, G, H = w_hh.shape
+    device, dtype = x.device, x.dtype
+    y = _buffer((B, T, F, R * H), dtype, device)
+    gates = _buffer((R, B, T, F, G), dtype, device) if save else x.new_empty(0)
+    cell = _buffer((R, B, T, F, H), torch.float32, device) if save else x.new_empty(0, dtype=torch.float32)
+    if y.numel() == 0:
+        return y, gates, cell
+    pre = torch.addmm(bias.reshape(R * G), x.reshape(-1, I), w_ih.reshape(R * G, I).t()).view(B, T, F, R * G)
+    c_run = _buffer((R, max(line_counts(codes, B, T, F)), H), torch.float32, device)
+    w_hh, h0, c0 = w_hh.contiguous(), h0.contiguous(), c0.contiguous()
+    for s in range(sweep_steps(codes, T, F)):
+        kernels.forward_step(s, pre, w_hh, h0, c0, y, c_run, gates, cell, codes, save)
+    return y, gates, cell
+
+
+def _first_rows(code: int, B: int, T: int, F: int) -> torch.Tensor:
+    """int64 [lines]: the row of every line's first position (t = 0 for t+, T-1 for t-, f = 0 for f+, F-1 for
+    f-), line n at index n."""
+    if code < 2:
+        t0 = 0 if code == 0 else T - 1
+        b = torch.arange(B, dtype=torch.int64)[:, None]
+        f = torch.arange(F, dtype=torch.int64)[None, :]
+        return ((b * T + t0) * F + f).reshape(-1)
+    f0 = 0 if code == 2 else F - 1
+    return torch.arange(B * T, dtype=torch.int64) * F + f0
+
+
+@functools.lru_cache(maxsize=64)
+def _wrong_pairs(code: int, B: int, T: int, F: int, device: torch.device):
+    """For the dw_hh product of one direction, cached per shape: the first-position rows q whose row P away (in the
+    direction of the previous position: q - P for '+', q + P for '-'; P = F along time, 1 along frequency) lies
+    inside the grid, and that row, which belongs to another line."""
+    first = _first_rows(code, B, T, F)
+    P = F if code < 2 else 1
+    wrong = first[first >= P] if code % 2 == 0 else first[first + P < B * T * F]
+    partner = wrong - P if code % 2 == 0 else wrong + P
+    return wrong.to(device), partner.to(device)
+
+
+def _interior_dw_hh(dg: torch.Tensor, yr: torch.Tensor, code: int, B: int, T: int, F: int) -> torch.Tensor:
+    """sum over the non-first positions q of a direction of outer(dg[q], yr[prev(q)]) -> float32 [4H, H].
+
+    dg [N, 4H] and yr [N, H] are the direction's column slices of dgates and y; prev(q) = q - P for '+', q + P for
+    '-'. One GEMM over the shifted 2D views (no copy of dgates or y) pairs every row with the row P away; the only
+    wrong pairs are those of first positions (the row P away ends another line), subtracted with a GEMM over at
+    most one row per line."""
+    if (T if code < 2 else F) == 1:  # every position is a first position: no recurrent product at all
+        return dg.new_zeros(dg.shape[1], yr.shape[1], dtype=torch.float32)
+    P = F if code < 2 else 1
+    wrong, partner = _wrong_pairs(code, B, T, F, dg.device)
+    main = mm_f32(dg[P:].t(), yr[:-P]) if code % 2 == 0 else mm_f32(dg[:-P].t(), yr[P:])
+    return main - mm_f32(dg[wrong].t(), yr[partner])
+
+
+def backward(kernels: StepKernels, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, codes: Sequence[int]):
+    """The gradients (dx, dw_ih, dw_hh, dbias, dh0, dc0), each in its input's dtype, of the forward that returned
+    y, gates and cell (saved), given grad_y [B, T, F, R*H]."""
+    B, T, F, I = x.shape
+    R, G, H = w_hh.shape
+    N = B * T * F
+    device, dtype = x.device, x.dtype
+    if N == 0 or H == 0:
+        return tuple(torch.zeros_like(t) for t in (x, w_ih, w_hh)) + (w_hh.new_zeros(R, G),) + (
+            torch.zeros_like(h0), torch.zeros_like(c0))
+    lines = line_counts(codes, B, T, F)
+    dgates = _buffer((B, T, F, R * G), dtype, device)
+    dc_run = _buffer((R, max(lines), H), torch.float32, device)
+    grad_y, w_hh_c, c0_c = grad_y.contiguous(), w_hh.contiguous(), c0.contiguous()
+    gates, cell = gates.contiguous(), cell.contiguous()
+    for s in reversed(range(sweep_steps(codes, T, F))):
+        kernels.backward_step(s, grad_y, w_hh_c, c0_c, gates, cell, dgates, dc_run, codes)
+
+    dg2 = dgates.view(N, R * G)
+    dx = mm_f32(dg2, w_ih.reshape(R * G, I)).to(dtype).view(B, T, F, I)
+    dw_ih = mm_f32(dg2.t(), x.reshape(N, I)).view(R, G, I).to(w_ih.dtype)
+    dbias = dg2.sum(0, dtype=torch.float32).view(R, G).to(w_hh.dtype)
+    dg5, y2 = dgates.view(B, T, F, R, G), y.reshape(N, R * H)
+    dw_hh, dh0, dc0 = [], [], []
+    for r, code in enumerate(codes):
+        along_t, reverse = code < 2, code % 2 == 1
+        # Every line's first position, a [B, F|T, G] view: h0 feeds it, so dh0 = (sum of its dgates) @ w_hh[r], and
+        # its share of dw_hh pairs that sum with h0.
+        first = dg5[:, :, :, r].select(1 if along_t else 2, (T if along_t else F) - 1 if reverse else 0)
+        first_sum = first.sum((0, 1), dtype=torch.float32)
+        dh0.append(first_sum @ w_hh[r].float())
+        interior = _interior_dw_hh(dg2[:, r * G:(r + 1) * G], y2[:, r * H:(r + 1) * H], code, B, T, F)
+        dw_hh.append(interior + torch.outer(first_sum, h0[r].float()))
+        dc0.append(dc_run[r, :lines[r]].sum(0))  # after step 0: the gradient reaching each line's c0
+    return (dx, dw_ih, torch.stack(dw_hh).to(w_hh.dtype), dbias, torch.stack(dh0).to(h0.dtype),
+            torch.stack(dc0).to(c0.dtype))

@@ -1,0 +1,55 @@
+"""Fake kernels and the autograd formula of the sweep ops, shared by every pair of forward / backward ops:
+melnet_fast::lstm_sweep_2d_fwd / _bwd (the C++ and CUDA kernels of melnet_fast._C) and lstm_sweep_2d_fwd_triton /
+_bwd_triton (the triton backend's custom ops). With them the ops work under autograd, torch.compile and opcheck.
+
+Forward op (x, w_ih, w_hh, bias, h0, c0, directions, save) -> (y, gates, cell): y [B, T, F, R*H]; with save, the
+activated gates [R, B, T, F, 4H] (x's dtype) and cell states [R, B, T, F, H] (float32 for 16-bit inputs) for the
+backward, else two empty tensors. Backward op (grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions) -> the
+gradients of x, w_ih, w_hh, bias, h0, c0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def fwd_fake(x, w_ih, w_hh, bias, h0, c0, directions, save):
+    B, T, F, _ = x.shape
+    R, G, H = w_hh.shape
+    y = x.new_empty(B, T, F, R * H)
+    cell_dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    if save:
+        return y, x.new_empty(R, B, T, F, G), x.new_empty(R, B, T, F, H, dtype=cell_dtype)
+    return y, x.new_empty(0), x.new_empty(0, dtype=cell_dtype)
+
+
+def bwd_fake(grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions):
+    return (torch.empty_like(x), torch.empty_like(w_ih), torch.empty_like(w_hh),
+            w_hh.new_empty(w_hh.shape[0], w_hh.shape[1]), torch.empty_like(h0), torch.empty_like(c0))
+
+
+def _setup_context(ctx, inputs, output):
+    x, w_ih, w_hh, bias, h0, c0, directions, save = inputs
+    y, gates, cell = output
+    ctx.directions = directions
+    # gates and cell are saved state, never differentiated: without this autograd fills a zero gradient of
+    # their size (tens of megabytes) on every backward.
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(x, w_ih, w_hh, h0, c0, y, gates, cell)
+
+
+def register(fwd: str, bwd: str) -> None:
+    """Register the fake kernels of the ops named fwd and bwd ("namespace::name") and fwd's autograd formula,
+    whose backward calls bwd."""
+    bwd_op = getattr(getattr(torch.ops, bwd.split("::")[0]), bwd.split("::")[1])
+
+    def backward(ctx, grad_y, _grad_gates, _grad_cell):
+        x, w_ih, w_hh, h0, c0, y, gates, cell = ctx.saved_tensors
+        if grad_y is None:
+            grad_y = torch.zeros_like(y)
+        grads = bwd_op(grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, ctx.directions)
+        return (*grads, None, None)
+
+    torch.library.register_fake(fwd)(fwd_fake)
+    torch.library.register_fake(bwd)(bwd_fake)
+    torch.library.register_autograd(fwd, backward, setup_context=_setup_context)

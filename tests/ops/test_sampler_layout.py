@@ -1,0 +1,50 @@
+"""The samplers' weight list has one definition, csrc/sampler_layout.h: Python reads it from the extension, its
+mirror for installs without the extension is the same, and the model builds its list from it."""
+
+import pytest
+import torch
+
+from melnet_fast import _extension
+from melnet_fast.modules.tier_network import TierNetwork
+from melnet_fast.ops.tier_sampling import layout as lay
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 5])
+def test_mirror_is_the_extension_layout(n_layers):
+    ext = _extension.extension()
+    assert ext is not None, "the compiled extension must be built for this test"
+    assert lay.mirror_layout(n_layers) == list(lay.layout(n_layers))
+    assert [slot.index for slot in lay.layout(n_layers)] == list(range(len(lay.layout(n_layers))))
+
+
+def test_layout_order_and_counts():
+    slots = lay.layout(3)
+    assert [s.section for s in slots] == ["inputs"] * 4 + ["layers"] * 14 * 3 + ["head"] * 2
+    assert [s.layer for s in slots if s.section == "layers"] == [l for l in range(3) for _ in range(14)]
+    assert slots[4].name == "time_layers.0.lstm.w_ih" and slots[-1].name == "head.bias"
+    assert {s.kind for s in slots} == {"matrix", "vector", "state"}
+
+
+@pytest.mark.parametrize("D, L, K", [(5, 1, 3), (8, 3, 10)])
+def test_tier_network_builds_its_list_from_the_layout(D, L, K):
+    net = TierNetwork(D, L, K)
+    weights = net.sampler_weights()
+    slots = lay.layout(L)
+    assert len(weights) == len(slots)
+    params = dict(net.named_parameters())
+    for w, slot in zip(weights, slots):
+        assert tuple(w.shape) == slot.size(D, K), slot
+        assert w.data_ptr() == params[slot.name].data_ptr() and not w.requires_grad, slot
+    W = lay.unpack(weights, L, K)
+    assert W.head_w is weights[-2] and W.layers[L - 1].f_proj_b is weights[-3]
+    assert W.layers[0].t_h0.shape == (3, D)
+
+
+def test_unpack_names_the_tensor_with_a_wrong_shape():
+    weights = TierNetwork(4, 2, 3).sampler_weights()
+    bad = list(weights)
+    bad[4 + 14 + 5] = torch.zeros(4, 11)
+    with pytest.raises(ValueError, match=r"weights\[23\] \(time_layers\.1\.proj\.weight\) must have shape \[4, 12\]"):
+        lay.unpack(bad, 2, 3)
+    with pytest.raises(ValueError, match="weights must hold 34 tensors for n_layers=2"):
+        lay.unpack(weights[:-1], 2, 3)
