@@ -15,8 +15,11 @@ TORCH_LIBRARY(melnet_fast, m) {
   // directions: 0 = t+, 1 = t-, 2 = f+, 3 = f-. save: keep gates and cell states for backward.
   m.def("lstm_sweep_2d_fwd(Tensor x, Tensor w_ih, Tensor w_hh, Tensor bias, Tensor h0, Tensor c0, "
         "int[] directions, bool save) -> (Tensor, Tensor, Tensor)");
+  // With one direction, h0 / c0 may be per line [1, lines, H]; dh_last / dc_last [1, lines, H] are the gradients
+  // reaching each line's last h and c from beyond the grid (the segmented recompute's spans).
   m.def("lstm_sweep_2d_bwd(Tensor grad_y, Tensor x, Tensor w_ih, Tensor w_hh, Tensor h0, Tensor c0, "
-        "Tensor y, Tensor gates, Tensor cell, int[] directions) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "Tensor y, Tensor gates, Tensor cell, int[] directions, Tensor? dh_last=None, Tensor? dc_last=None) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // One step of the GPU sweep's fused kernels (csrc/cuda/lstm_sweep_2d.cu), writing the caller's buffers; the host
   // that loops over the steps is melnet_fast/ops/lstm_sweep/gpu_host.py.
   m.def("lstm_sweep_fwd_step(Tensor pre, Tensor w_hh, Tensor h0, Tensor c0, Tensor(a!) y, Tensor(b!) c_run, "
@@ -26,6 +29,8 @@ TORCH_LIBRARY(melnet_fast, m) {
   m.def("gmm_nll_fwd(Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) -> Tensor");
   m.def("gmm_nll_bwd(Tensor grad, Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) "
         "-> (Tensor, Tensor, Tensor, Tensor)");
+  // A benchmark probe (csrc/cuda/grid_barrier.cu): one cooperative launch passing `barriers` grid-wide barriers.
+  m.def("grid_barrier_probe(Tensor(a!) counter, int blocks, int barriers) -> ()");
   // One tier of ancestral sampling with cached state; weights in the order of csrc/sampler_layout.h.
   // Drawn values are kept in [x_min, x_max] (NaN -> x_max): math::keep_in_range of csrc/scalar_math.h.
   m.def("sample_tier(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "

@@ -8,6 +8,10 @@
 //
 // Layout: x [B, T, F, I] is read as N = B*T*F rows; a direction along time has B*F rows (one per (b, f)),
 // along frequency B*T rows (one per (b, t)). Row k at step s maps to the flat position n = flat(b, t, f).
+//
+// Per-line states (the spans of the segmented recompute, melnet_fast/ops/lstm_sweep/recompute.py): with one
+// direction, h0 and c0 may be [1, lines, H], every line's own initial state; backward then returns dh0 and dc0 per
+// line and takes dh_last, dc_last [1, lines, H], the gradients reaching each line's last h and c from beyond.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -20,6 +24,7 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <vector>
 
 namespace melnet_fast {
@@ -105,6 +110,7 @@ struct BwdStep {
   const T* gates;
   const T* cell;
   const T* c0;
+  int64_t c0_line;  // c0's stride between lines: 0 when every line starts from c0[r], H when per line
   T* dxp;
   T* const* dh;
   T* const* dc;
@@ -125,7 +131,8 @@ MF_INLINE void bwd_rows(const BwdStep<T>& st, int64_t lo, int64_t hi) {
     const int64_t r = st.work->dir[a], k = item - st.work->start[a];
     const Dir& d = st.dirs[r];
     const int64_t n = position(d, k, st.s, st.T_, st.F);
-    const T* c_prev = st.s == 0 ? st.c0 + r * H : st.cell + (r * N + position(d, k, st.s - 1, st.T_, st.F)) * H;
+    const T* c_prev =
+        st.s == 0 ? st.c0 + r * H + k * st.c0_line : st.cell + (r * N + position(d, k, st.s - 1, st.T_, st.F)) * H;
     const T* gs = st.gates + (r * N + n) * G;
     const T* gy = st.grad_y + n * R * H + r * H;
     T* dh = st.dh[r] + k * H;
@@ -224,6 +231,16 @@ at::Tensor pooled(at::IntArrayRef sizes, const at::TensorOptions& options) {
   return t;
 }
 
+// The initial states of direction r's lines, [lines, H]: state [R, H] broadcast, or per line [1, lines, H] (one
+// direction only).
+at::Tensor line_states(const at::Tensor& state, int64_t r, int64_t R, int64_t lines, const char* name) {
+  if (state.dim() == 2) return state[r].unsqueeze(0).expand({lines, state.size(1)});
+  TORCH_CHECK(state.dim() == 3 && R == 1 && state.size(0) == 1 && state.size(1) == lines, "lstm_sweep_2d: per-line ",
+              name, " must be [1, lines, H] with one direction (", lines, " lines), got ", state.sizes(), " with ", R,
+              " directions");
+  return state[0];
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in,
                                                                      const at::Tensor& w_hh_in,
                                                                      const at::Tensor& bias_in, const at::Tensor& h0_in,
@@ -262,8 +279,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::T
     dirs.push_back(make_direction(directions[r], B, T, F));
     // clone, not contiguous(): with a single row the expanded view is already contiguous and the loop
     // below would then write the running state into the caller's h0 / c0.
-    h_prev.push_back(h0[r].unsqueeze(0).expand({dirs[r].lines, H}).clone(at::MemoryFormat::Contiguous));
-    c_prev.push_back(c0[r].unsqueeze(0).expand({dirs[r].lines, H}).clone(at::MemoryFormat::Contiguous));
+    h_prev.push_back(line_states(h0, r, R, dirs[r].lines, "h0").clone(at::MemoryFormat::Contiguous));
+    c_prev.push_back(line_states(c0, r, R, dirs[r].lines, "c0").clone(at::MemoryFormat::Contiguous));
     hh.push_back(at::empty({dirs[r].lines, G}, x.options()));
   }
   const int64_t steps = steps_of(dirs);
@@ -301,13 +318,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::T
 
 // The hidden state each position of one direction's lines saw as h_prev, as rows [B*T*F, H] in y's row order:
 // y_r [B, T, F, H] (that direction's channel slice of y) shifted by one position along the direction's axis
-// (time when along_t, else frequency), with h0_r [H] at every line's first position. dw_hh = dG^T @ this.
+// (time when along_t, else frequency), with the lines' initial states h0_r [lines, H] at their first positions.
+// dw_hh = dG^T @ this.
 at::Tensor previous_hidden(const at::Tensor& y_r, const at::Tensor& h0_r, bool along_t, bool reverse) {
   const int64_t dim = along_t ? 1 : 2;
   const int64_t L = y_r.size(dim);
   std::vector<int64_t> shape(y_r.sizes().begin(), y_r.sizes().end());
   shape[dim] = 1;
-  const auto first = h0_r.view({1, 1, 1, -1}).expand(shape);
+  const auto first = h0_r.reshape(shape);  // lines b*F + f (along time) or b*T + t (along frequency)
   const auto prev =
       reverse ? at::cat({y_r.narrow(dim, 1, L - 1), first}, dim) : at::cat({first, y_r.narrow(dim, 0, L - 1)}, dim);
   return prev.reshape({-1, y_r.size(3)});
@@ -316,7 +334,8 @@ at::Tensor previous_hidden(const at::Tensor& y_r, const at::Tensor& h0_r, bool a
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_bwd_cpu(
     const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
     const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& y_in, const at::Tensor& gates_in,
-    const at::Tensor& cell_in, at::IntArrayRef directions) {
+    const at::Tensor& cell_in, at::IntArrayRef directions, const std::optional<at::Tensor>& dh_last,
+    const std::optional<at::Tensor>& dc_last) {
   const auto grad_y = grad_y_in.contiguous();
   const auto x = x_in.contiguous();
   const auto w_ih = w_ih_in.contiguous();
@@ -334,12 +353,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
   auto dxp = pooled({N, R * G}, x.options());  // gradients of the gate pre-activations
   std::vector<Dir> dirs;
-  std::vector<at::Tensor> dh_rec, dc_next, dg_step;
+  std::vector<at::Tensor> dh_rec, dc_next, dg_step, h_first;
+  for (int64_t r = 0; r < R; ++r) dirs.push_back(make_direction(directions[r], B, T, F));
+  const bool per_line = h0.dim() == 3;
+  // What step 0 reads as each line's previous cell state (through BwdStep::c0_line).
+  const auto c0_lines = per_line ? line_states(c0, 0, R, dirs[0].lines, "c0").contiguous() : c0;
   for (int64_t r = 0; r < R; ++r) {
-    dirs.push_back(make_direction(directions[r], B, T, F));
-    dh_rec.push_back(at::zeros({dirs[r].lines, H}, x.options()));
-    dc_next.push_back(at::zeros({dirs[r].lines, H}, x.options()));
-    dg_step.push_back(at::empty({dirs[r].lines, G}, x.options()));
+    const int64_t lines = dirs[r].lines;
+    // What flows back into each line's last position from beyond: nothing, or the caller's dh_last / dc_last.
+    const auto from = [&](const std::optional<at::Tensor>& t, const char* name) {
+      if (!t.has_value()) return at::zeros({lines, H}, x.options());
+      TORCH_CHECK(R == 1 && t->sizes() == at::IntArrayRef({1, lines, H}), "lstm_sweep_2d backward: ", name,
+                  " must be [1, ", lines, ", ", H, "] with one direction, got ", t->sizes());
+      return t->select(0, 0).to(x.options()).clone(at::MemoryFormat::Contiguous);
+    };
+    dh_rec.push_back(from(dh_last, "dh_last"));
+    dc_next.push_back(from(dc_last, "dc_last"));
+    dg_step.push_back(at::empty({lines, G}, x.options()));
+    h_first.push_back(line_states(h0, r, R, dirs[r].lines, "h0"));
   }
   const int64_t steps = steps_of(dirs);
 
@@ -347,7 +378,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const scalar_t* gy_p = grad_y.data_ptr<scalar_t>();
     const scalar_t* gates_p = gates.data_ptr<scalar_t>();
     const scalar_t* cell_p = cell.data_ptr<scalar_t>();
-    const scalar_t* c0_p = c0.data_ptr<scalar_t>();
+    const scalar_t* c0_p = c0_lines.data_ptr<scalar_t>();
     scalar_t* dxp_p = dxp.data_ptr<scalar_t>();
     std::vector<scalar_t*> dhp(R), dcp(R), dgp(R);
     for (int64_t r = 0; r < R; ++r) {
@@ -356,8 +387,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
       dgp[r] = dg_step[r].data_ptr<scalar_t>();
     }
     WorkMap work;
-    BwdStep<scalar_t> st{gy_p,        gates_p, cell_p, c0_p, dxp_p, dhp.data(), dcp.data(), dgp.data(),
-                         dirs.data(), &work,   0,      T,    F,     R,          H,          N};
+    BwdStep<scalar_t> st{gy_p,  gates_p,    cell_p,     c0_p,       per_line ? H : 0,
+                         dxp_p, dhp.data(), dcp.data(), dgp.data(), dirs.data(),
+                         &work, 0,          T,          F,          R,
+                         H,     N};
     for (int64_t s = steps - 1; s >= 0; --s) {
       work.build(dirs, s);
       st.s = s;
@@ -375,17 +408,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   dw_ih = dw_ih.view({R, G, I});
   auto dbias = dxp.sum(0).reshape({R, G});
   auto dw_hh = new_output({R, G, H}, x.options());
-  auto dh0 = new_output({R, H}, x.options());
-  auto dc0 = new_output({R, H}, x.options());
+  auto dh0 = new_output(h0.sizes(), x.options());  // [R, H], or per line [1, lines, H]
+  auto dc0 = new_output(c0.sizes(), x.options());
   for (int64_t r = 0; r < R; ++r) {
     const auto y_r = y.narrow(3, r * H, H);
     auto dw_hh_r = dw_hh[r];
     // BLAS reads the column block of dxp in place through its leading dimension; oneDNN would first copy the
     // transposed block (40 ms of the backward at the benchmark size).
-    const auto h_prev = previous_hidden(y_r, h0[r], dirs[r].along_t, dirs[r].reverse);
+    const auto h_prev = previous_hidden(y_r, h_first[r], dirs[r].along_t, dirs[r].reverse);
     at::mm_out(dw_hh_r, dxp.narrow(1, r * G, G).t(), h_prev);
-    dh0[r].copy_(dh_rec[r].sum(0));
-    dc0[r].copy_(dc_next[r].sum(0));
+    dh0[r].copy_(per_line ? dh_rec[r] : dh_rec[r].sum(0));
+    dc0[r].copy_(per_line ? dc_next[r] : dc_next[r].sum(0));
   }
   return {dx, dw_ih, dw_hh, dbias, dh0, dc0};
 }

@@ -86,3 +86,33 @@ def test_sanitize_script_imports_and_documents_its_options():
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "sanitize_kernels.py"), "--help"],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0 and "usage" in proc.stdout, proc.stderr
+
+
+def test_sweep_memory_smoke(tmp_path):
+    """Each mode in a fresh process at a small shape: the segmented recompute's peak below the stored mode's, and
+    autograd holding a fraction of its bytes (the checkpoints instead of every gate)."""
+    stdout = run_smoke("sweep_memory.py", tmp_path)
+    doc = load(tmp_path, "sweep_memory")
+    rows = {r["mode"]: r for r in doc["rows"]}
+    assert set(rows) == {"stored", "recompute"}
+    for r in rows.values():
+        assert positive(r["peak_extra_mib"]) and positive(r["saved_mib"]) and positive(r["fwd_bwd_s"]), r
+    assert rows["recompute"]["peak_extra_mib"] < rows["stored"]["peak_extra_mib"]
+    assert rows["recompute"]["saved_mib"] < 0.5 * rows["stored"]["saved_mib"]
+    assert len(csv_rows(tmp_path, "sweep_memory")) == 2
+    assert "peak vs stored" in stdout
+
+
+def test_gpu_round_smoke(tmp_path):
+    """scripts/gpu_round.sh --smoke: every step's command runs (GPU tests collected, benchmarks at tiny sizes), at
+    most 8 files come back, and the summary lists every step as ok or skipped."""
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_round.sh"), "--smoke"], capture_output=True,
+                          text=True, timeout=1200, cwd=ROOT, env=env)
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) <= 8 and {"logs.tgz", "summary.txt", "gpu_round.json", "sweep_memory.json"} <= set(files), files
+    summary = (tmp_path / "summary.txt").read_text()
+    for name in ("info", "build", "tests-cuda", "measure", "tests-triton", "sanitize", "memory"):
+        assert any(line.startswith(name) for line in summary.splitlines()), (name, summary)
+    assert load(tmp_path, "gpu_round")["smoke"] is True

@@ -84,6 +84,7 @@ class EmulatedSweep:
         cell [R, B, T, F, H] float32 (both empty when save is False)."""
         return gpu_host.forward(self, x, w_ih, w_hh, bias, h0, c0, list(codes), save)
 
-    def backward(self, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, codes: Sequence[int]):
+    def backward(self, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, codes: Sequence[int], dh_last=None,
+                 dc_last=None):
         """lstm_sweep_2d_bwd as the cuda backend runs it: the gradients of x, w_ih, w_hh, bias, h0, c0."""
-        return gpu_host.backward(self, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, list(codes))
+        return gpu_host.backward(self, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, list(codes), dh_last, dc_last)

@@ -2,9 +2,9 @@
 run on the CPU by the emulator of this folder (see README.md), one step at a time under the package's own GPU host
 (melnet_fast/ops/lstm_sweep/gpu_host.py, which runs them on a GPU too): forward and all six gradients in float32,
 bfloat16 and float16 against the float64 reference, at odd sizes (H = 1, 5, 17, 37, 70), several line and unit
-tiles, T > F and F > T, one to four directions; the sm_75 variant (FMA path for 16-bit types); results independent
-of thread order and shared-memory garbage; and the emulator's own checks. Skipped only where no C++ compiler is
-found.
+tiles, T > F and F > T, one to four directions; the segmented recompute (per-line states on the padded grid); the
+sm_75 variant (FMA path for 16-bit types); results independent of thread order and shared-memory garbage; and the
+emulator's own checks. Skipped only where no C++ compiler is found.
 
 Bounds as the GPU test's (tests/gpu/test_lstm_sweep_cuda_gpu.py), judged against the reference run in the same
 dtype: the largest error at most 2x the reference's plus a floor (8 ulps of the largest value in float32, 1 ulp
@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from melnet_fast.ops import DIRECTION_CODES, lstm_sweep_2d_ref
+from melnet_fast.ops.lstm_sweep import recompute
 from tests.cuda_emulation import build_emulator
 from tests.cuda_emulation.emulated_sweep import EmulatedSweep, EmulatorError, run_harness
 from tests.ops.helpers import SWEEP_RESULTS, assert_error_within_reference, make_sweep_inputs, random_like
@@ -102,6 +103,22 @@ def test_matches_float64_reference(harness, tmp_path, index, dtype):
     # Thread orders and shared-memory garbage vary over the cases (each case is deterministic).
     sweep = EmulatedSweep(harness["sm80"], tmp_path, order=index % 3, poison=(0xFF, 0x5A)[index % 2])
     check_against_reference(sweep, CASES[index], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_segmented_recompute_matches_float64_reference(harness, tmp_path, dtype):
+    # lstm_sweep_2d(recompute=2) as the cuda backend runs it: the GPU host's per-line states (padded grid) over
+    # the emulated kernels, spans of 2 positions that divide neither T = 5 nor F = 3.
+    B, T, F, I, H, directions = 2, 5, 3, 3, 5, ["t+", "f-"]
+    sweep = EmulatedSweep(harness["sm80"], tmp_path, order=1)
+    inputs = make_sweep_inputs(B, T, F, I, H, len(directions), dtype)
+    leaves = [t.detach().requires_grad_() for t in inputs]
+    y = recompute.segmented_sweep(recompute.OpSpans(sweep.forward, sweep.backward), *leaves,
+                                  [DIRECTION_CODES[d] for d in directions], 2)
+    got = [y.detach(), *torch.autograd.grad(y, leaves, random_like(y, seed=1234))]
+    exact = reference([t.double() for t in inputs], directions)
+    for name, g, low, ex in zip(SWEEP_RESULTS, got, reference(inputs, directions), exact):
+        assert_within_reference(name, g, low, ex)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)

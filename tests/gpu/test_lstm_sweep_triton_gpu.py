@@ -1,6 +1,6 @@
 """The triton backend of lstm_sweep_2d on CUDA: float32, bfloat16 and float16 storage at odd sizes (H = 64, H not
 a multiple of 16, lines and units spread over several tiles, lines of length 1), non-contiguous inputs, forward
-and all six gradients against the float64 reference, and recompute=True. Skipped without a GPU."""
+and all six gradients against the float64 reference, and the segmented recompute. Skipped without a GPU."""
 
 import pytest
 import torch
@@ -51,13 +51,13 @@ def cuda_inputs(B, T, F, I, H, R, dtype):
     return [t.cuda() for t in make_sweep_inputs(B, T, F, I, H, R, dtype)]
 
 
-def check_against_reference(inputs, directions):
+def check_against_reference(inputs, directions, recompute=False):
     """Triton's value and gradients: error against float64 at most twice the reference's own error in the
     inputs' dtype (plus the helper's floor of a few ulps)."""
     dtype = inputs[0].dtype
     exact = sweep_value_and_grads("reference", [t.double() for t in inputs], directions)
     ref = sweep_value_and_grads("reference", [t.contiguous() for t in inputs], directions)
-    got = sweep_value_and_grads("triton", inputs, directions)
+    got = sweep_value_and_grads("triton", inputs, directions, recompute)
     for name, g, r, e in zip(SWEEP_RESULTS, got, ref, exact):
         assert g.dtype == dtype and g.device == inputs[0].device, f"{name}: {g.dtype} on {g.device}"
         assert_error_within_reference(name, g, r, e)
@@ -79,28 +79,26 @@ def test_noncontiguous_inputs(dtype):
         assert torch.equal(t, c), f"{name} was modified"
 
 
-def _grads(inputs, directions, recompute):
+def _grads(inputs, directions):
     leaves = [t.detach().requires_grad_() for t in inputs]
     with melnet_fast.use_backend("triton"):
-        y = lstm_sweep_2d(*leaves, directions, recompute=recompute)
+        y = lstm_sweep_2d(*leaves, directions)
     return [y.detach(), *torch.autograd.grad(y, leaves, random_like(y, seed=7))]
 
 
+@pytest.mark.parametrize("mode", [True, 3], ids=["k-sqrt", "k3"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_recompute_gives_the_same_gradients(dtype):
-    # recompute=True reruns the same forward inside backward: the same kernels and GEMMs on the same data.
-    directions = ["t+", "f+", "f-"]
-    inputs = cuda_inputs(2, 7, 13, 6, 64, len(directions), dtype)
-    plain = _grads(inputs, directions, recompute=False)
-    again = _grads(inputs, directions, recompute=True)
-    for name, a, b in zip(SWEEP_RESULTS, again, plain):
-        assert torch.equal(a, b), f"{name} differs with recompute=True: max |diff| {(a - b).abs().max().item():.3e}"
+def test_recompute_within_reference_error(dtype, mode):
+    # The segmented recompute (spans from per-line states, per-span GEMMs and carries) held to the stored mode's
+    # bounds: spans of ceil(sqrt(L)) and of 3 positions (7 = 3+3+1, 13 = 3+3+3+3+1).
+    directions = ["t+", "f+", "f-", "t-"]
+    check_against_reference(cuda_inputs(2, 7, 13, 6, 64, len(directions), dtype), directions, recompute=mode)
 
 
 def test_without_grad_same_output():
     directions = ALL4
     inputs = cuda_inputs(2, 7, 13, 6, 64, len(directions), torch.bfloat16)
-    y_grad = _grads(inputs, directions, recompute=False)[0]
+    y_grad = _grads(inputs, directions)[0]
     with torch.no_grad(), melnet_fast.use_backend("triton"):
         y = lstm_sweep_2d(*[t.clone().requires_grad_() for t in inputs], directions)
     assert y.grad_fn is None and torch.equal(y, y_grad)

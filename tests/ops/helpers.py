@@ -52,9 +52,9 @@ def _value_and_grads(op, backend: str, inputs: Sequence[torch.Tensor], extra=())
     return [out.detach()] + list(grads)
 
 
-def sweep_value_and_grads(backend: str, inputs, directions) -> list[torch.Tensor]:
+def sweep_value_and_grads(backend: str, inputs, directions, recompute=False) -> list[torch.Tensor]:
     """[y, dx, dw_ih, dw_hh, dbias, dh0, dc0] of lstm_sweep_2d with a fixed random upstream gradient."""
-    return _value_and_grads(lstm_sweep_2d, backend, inputs, (list(directions),))
+    return _value_and_grads(lstm_sweep_2d, backend, inputs, (list(directions), recompute))
 
 
 def gmm_value_and_grads(backend: str, inputs) -> list[torch.Tensor]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 from melnet_fast.ops import dispatch
 from melnet_fast.ops._checks import check_same, check_tensor
+from melnet_fast.ops.lstm_sweep import recompute as segmented
 from melnet_fast.ops.lstm_sweep.cpp_backend import DIRECTION_CODES
 from melnet_fast.ops.lstm_sweep.reference import lstm_sweep_2d_ref
 
@@ -20,6 +20,17 @@ OP = dispatch.register("lstm_sweep_2d", "x", [
     ("cpu", ["cpu"], "melnet_fast.ops.lstm_sweep.cpp_backend:lstm_sweep_2d_cpp"),
     ("reference", ["cpu", "cuda"], "melnet_fast.ops.lstm_sweep.reference:lstm_sweep_2d_ref"),
 ])
+
+# Each backend's sweep from per-line states, for the segmented recompute (recompute.py): the ops' per-line form.
+# A new backend adds its row here and in OP.
+SPANS = {
+    "cuda": segmented.OpSpans(lambda *a: torch.ops.melnet_fast.lstm_sweep_2d_fwd(*a),
+                              lambda *a: torch.ops.melnet_fast.lstm_sweep_2d_bwd(*a)),
+    "triton": segmented.OpSpans(lambda *a: torch.ops.melnet_fast.lstm_sweep_2d_fwd_triton(*a),
+                                lambda *a: torch.ops.melnet_fast.lstm_sweep_2d_bwd_triton(*a)),
+    "reference": segmented.REFERENCE_SPANS,
+}
+SPANS["cpu"] = SPANS["cuda"]  # one op, the kernel of the tensors' device
 
 
 def _check(x, w_ih, w_hh, bias, h0, c0, directions) -> tuple[int, int]:
@@ -50,7 +61,7 @@ def _check(x, w_ih, w_hh, bias, h0, c0, directions) -> tuple[int, int]:
 
 def lstm_sweep_2d(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, bias: torch.Tensor,
                   h0: torch.Tensor, c0: torch.Tensor, directions: Sequence[str],
-                  recompute: bool = False) -> torch.Tensor:
+                  recompute: bool | int = False) -> torch.Tensor:
     """Run R one-dimensional LSTMs over a 2D grid, all directions advancing together (as many steps as the longest
     direction has positions: max(T, F) when both axes are swept).
 
@@ -64,24 +75,27 @@ def lstm_sweep_2d(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor, bias:
     Returns:
         [B, T, F, R*H]: channels r*H:(r+1)*H hold direction r's hidden state at (b, t, f) after consuming its
         sequence up to and including (t, f) in its own order.
-        recompute: keep nothing of the sweep's internals (gates, cell states) for backward and run the forward
-            again inside backward instead: about the op's internal memory for one more forward's time.
+        recompute: True, or a span length k >= 1: keep no gates for backward, only every line's cell state at
+            the end of every span of k positions (True: k = ceil(sqrt(L)) for a direction of L positions), and
+            recompute the sweep in backward one span at a time (ops/lstm_sweep/recompute.py). The peak memory falls
+            with k at the price of one more forward; each direction then runs on its own.
 
     Dtypes: float32 and float64 on the CPU; float32, bfloat16 and float16 on CUDA, where the cell state and every
     accumulation are float32 whatever the storage dtype.
     """
     R, H = _check(x, w_ih, w_hh, bias, h0, c0, directions)
-    if not isinstance(recompute, bool):
-        raise ValueError(f"recompute must be a bool, got {recompute!r}")
+    if not isinstance(recompute, int) or (not isinstance(recompute, bool) and recompute < 1):
+        raise ValueError(f"recompute must be a bool or a span length >= 1, got {recompute!r}")
     B, T, F, _ = x.shape
     if B == 0 or T == 0 or F == 0:
         return x.new_zeros(B, T, F, R * H)
     args = (x, w_ih, w_hh, bias, h0, c0, list(directions))
-    fn = OP.function(OP.choose(x, args, shape_key=(tuple(x.shape), R, H, tuple(directions))))
+    backend = OP.choose(x, args, shape_key=(tuple(x.shape), R, H, tuple(directions)))
+    fn = OP.function(backend)  # imports the backend's module, which registers its ops
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in args[:6])
-    if recompute and needs_grad:
-        # Non-reentrant checkpoint: backward re-runs this forward (same backend) to rebuild what it needs.
-        return checkpoint(fn, *args, use_reentrant=False)
+    if recompute is not False and needs_grad:
+        codes = [DIRECTION_CODES[d] for d in directions]
+        return segmented.segmented_sweep(SPANS[backend], *args[:6], codes, None if recompute is True else recompute)
     return fn(*args)
 
 

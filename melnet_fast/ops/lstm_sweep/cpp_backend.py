@@ -32,8 +32,8 @@ def _fwd_cuda(x, w_ih, w_hh, bias, h0, c0, directions, save):
     return gpu_host.forward(CudaSteps, x, w_ih, w_hh, bias, h0, c0, directions, save)
 
 
-def _bwd_cuda(grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions):
-    return gpu_host.backward(CudaSteps, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions)
+def _bwd_cuda(grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions, dh_last=None, dc_last=None):
+    return gpu_host.backward(CudaSteps, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions, dh_last, dc_last)
 
 
 if _extension.has_cpu_kernels():

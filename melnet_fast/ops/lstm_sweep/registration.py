@@ -4,8 +4,10 @@ _bwd_triton (the triton backend's custom ops). With them the ops work under auto
 
 Forward op (x, w_ih, w_hh, bias, h0, c0, directions, save) -> (y, gates, cell): y [B, T, F, R*H]; with save, the
 activated gates [R, B, T, F, 4H] (x's dtype) and cell states [R, B, T, F, H] (float32 for 16-bit inputs) for the
-backward, else two empty tensors. Backward op (grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions) -> the
-gradients of x, w_ih, w_hh, bias, h0, c0.
+backward, else two empty tensors. Backward op (grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions, dh_last,
+dc_last) -> the gradients of x, w_ih, w_hh, bias, h0, c0. With one direction h0 and c0 may be per line
+[1, lines, H]; dh_last, dc_last (or None) are the gradients reaching each line's last h and c from beyond the grid:
+the spans of the segmented recompute (recompute.py), which calls the ops directly, outside autograd.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def fwd_fake(x, w_ih, w_hh, bias, h0, c0, directions, save):
     return y, x.new_empty(0), x.new_empty(0, dtype=cell_dtype)
 
 
-def bwd_fake(grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions):
+def bwd_fake(grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions, dh_last=None, dc_last=None):
     return (torch.empty_like(x), torch.empty_like(w_ih), torch.empty_like(w_hh),
             w_hh.new_empty(w_hh.shape[0], w_hh.shape[1]), torch.empty_like(h0), torch.empty_like(c0))
 

@@ -32,10 +32,12 @@ def lstm_sweep_2d_fwd_triton(x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Te
 @torch.library.custom_op("melnet_fast::lstm_sweep_2d_bwd_triton", mutates_args=())
 def lstm_sweep_2d_bwd_triton(grad_y: torch.Tensor, x: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
                              h0: torch.Tensor, c0: torch.Tensor, y: torch.Tensor, gates: torch.Tensor,
-                             cell: torch.Tensor, directions: Sequence[int]
+                             cell: torch.Tensor, directions: Sequence[int], dh_last: torch.Tensor | None = None,
+                             dc_last: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                         torch.Tensor]:
-    return gpu_host.backward(TritonSteps, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions)
+    return gpu_host.backward(TritonSteps, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions, dh_last,
+                             dc_last)
 
 
 registration.register("melnet_fast::lstm_sweep_2d_fwd_triton", "melnet_fast::lstm_sweep_2d_bwd_triton")
