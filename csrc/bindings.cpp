@@ -36,6 +36,12 @@ TORCH_LIBRARY(melnet_fast, m) {
   // Drawn values are kept in [x_min, x_max] (NaN -> x_max): math::keep_in_range of csrc/scalar_math.h.
   m.def("sample_tier(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
         "int n_layers, int n_mixtures, float temperature, int n_prime, float x_min, float x_max) -> (Tensor, Tensor)");
+  // The same with the per-frame step of a centralized stack (and text attention); centralized weights in the
+  // layout of ops/tier_sampling/centralized_weights.py. -> (x, log_density, alignment [B, T, U], lengths [B]).
+  m.def("sample_tier_centralized(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
+        "int n_layers, int n_mixtures, float temperature, int n_prime, float x_min, float x_max, "
+        "Tensor[] centralized_weights, int attention_layer, Tensor? memory, Tensor? text_lengths, "
+        "float? stop_threshold) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 #ifdef MELNET_FAST_WITH_CUDA

@@ -12,8 +12,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <optional>
 #include <vector>
 
+#include "centralized_step_cpu.h"
 #include "common.h"
 #include "mixture_draw.h"
 #include "sampler_layout.h"
@@ -91,7 +93,8 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
                                                       const at::Tensor& cz_f, const at::Tensor& u,
                                                       const at::Tensor& eps, const std::vector<at::Tensor>& w,
                                                       int64_t L, int64_t K, double temperature, int64_t n_prime,
-                                                      double x_min, double x_max, T* log_density) {
+                                                      double x_min, double x_max, T* log_density,
+                                                      CentralizedStep<T>* centralized, int64_t* length) {
   const int64_t T_ = x.size(1), F = x.size(2), D = cz_t.size(3);
   const int64_t G = 4 * D;
   T* xb = x.data_ptr<T>() + b * T_ * F;
@@ -136,6 +139,7 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   const T tau = static_cast<T>(temperature);
   const T lo = static_cast<T>(x_min), hi = static_cast<T>(x_max);
   T logd = 0;
+  const std::vector<T> zeros(F, T(0));
 
   for (int64_t i = 0; i < T_; ++i) {
     // Time-delayed stack, layer 0: the previous frame (zeros before the first) plus conditioning.
@@ -158,6 +162,12 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
       // Projection and residual.
       matmat(lay.t_proj_w, feats.data(), F, 3 * D, lay.t_proj_b, D, 3 * D, ht.data(), D, true);
       std::copy(ht.begin(), ht.end(), &ht_layers[l * F * D]);
+    }
+    if (centralized != nullptr) {  // the per-frame step of a text model: its terms join ht_layers; it may stop
+      if (!centralized->frame(i, i > 0 ? xb + (i - 1) * F : zeros.data(), ht_layers.data())) {
+        *length = i;
+        break;
+      }
     }
     if (i < n_prime) continue;  // primed frame: only the time-delayed caches advance
 
@@ -183,27 +193,32 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
     }
   }
   *log_density = logd;
+  std::fill(xb + *length * F, xb + T_ * F, T(0));  // frames after a stop are zeros
 }
 
-#define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                            \
-  MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f, \
-                                   const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w,   \
-                                   int64_t L, int64_t K, double temperature, int64_t n_prime, double x_min,        \
-                                   double x_max, T* log_density) {                                                 \
-    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, x_min, x_max, log_density);             \
+#define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                              \
+  MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,   \
+                                   const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w,     \
+                                   int64_t L, int64_t K, double temperature, int64_t n_prime, double x_min,          \
+                                   double x_max, T* log_density, CentralizedStep<T>* centralized, int64_t* length) { \
+    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, x_min, x_max, log_density, centralized,   \
+                  length);                                                                                           \
   }
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, float)
 MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, double)
 
-std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, const at::Tensor& cz_t_in,
-                                                   const at::Tensor& cz_f_in, const at::Tensor& u_in,
-                                                   const at::Tensor& eps_in, at::TensorList weights_in,
-                                                   int64_t n_layers, int64_t n_mixtures, double temperature,
-                                                   int64_t n_prime, double x_min, double x_max) {
+// Both ops: `centralized` is null for a tier without a centralized stack. Returns (x, log_density, alignment
+// [B, T, U] (U = 0 without text), lengths [B]).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample(const at::Tensor& x_init, const at::Tensor& cz_t_in,
+                                                                  const at::Tensor& cz_f_in, const at::Tensor& u_in,
+                                                                  const at::Tensor& eps_in, at::TensorList weights_in,
+                                                                  int64_t n_layers, int64_t n_mixtures,
+                                                                  double temperature, int64_t n_prime, double x_min,
+                                                                  double x_max, const CentralizedInputs* centralized) {
   const sl::Layout layout(n_layers);
   TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == layout.size(), "sample_tier: expected ", layout.size(),
               " weight tensors, got ", weights_in.size());
-  const int64_t B = x_init.size(0);
+  const int64_t B = x_init.size(0), T_ = x_init.size(1);
   auto x = new_output(x_init.sizes(), x_init.options());
   x.copy_(x_init);
   const auto cz_t = cz_t_in.contiguous();
@@ -217,20 +232,50 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, con
     w.push_back(layout.entry(idx).kind == sl::kMatrix ? t.transpose(-1, -2).contiguous() : t.contiguous());
   }
   auto log_density = new_output({B}, x_init.options());
+  const int64_t U = centralized != nullptr ? centralized->U : 0;
+  auto alignment = at::zeros({B, T_, U}, x_init.options());
+  auto lengths = at::full({B}, T_, x_init.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sample_tier_cpu", [&] {
     scalar_t* ld = log_density.data_ptr<scalar_t>();
+    int64_t* len = lengths.data_ptr<int64_t>();
     at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t b = lo; b < hi; ++b) {
+        std::optional<CentralizedStep<scalar_t>> step;
+        if (centralized != nullptr) step.emplace(*centralized, b, alignment.data_ptr<scalar_t>() + b * T_ * U, n_prime);
         sample_one_dispatch(b, x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
-                            ld + b);
+                            ld + b, step ? &*step : nullptr, len + b);
       }
     });
   });
-  return {x, log_density};
+  return {x, log_density, alignment, lengths};
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_tier_cpu(const at::Tensor& x_init, const at::Tensor& cz_t,
+                                                   const at::Tensor& cz_f, const at::Tensor& u, const at::Tensor& eps,
+                                                   at::TensorList weights, int64_t n_layers, int64_t n_mixtures,
+                                                   double temperature, int64_t n_prime, double x_min, double x_max) {
+  auto out =
+      sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max, nullptr);
+  return {std::get<0>(out), std::get<1>(out)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample_tier_centralized_cpu(
+    const at::Tensor& x_init, const at::Tensor& cz_t, const at::Tensor& cz_f, const at::Tensor& u,
+    const at::Tensor& eps, at::TensorList weights, int64_t n_layers, int64_t n_mixtures, double temperature,
+    int64_t n_prime, double x_min, double x_max, at::TensorList centralized_weights, int64_t attention_layer,
+    const std::optional<at::Tensor>& memory, const std::optional<at::Tensor>& text_lengths,
+    std::optional<double> stop_threshold) {
+  const auto centralized = CentralizedInputs::prepare(centralized_weights, n_layers, attention_layer, memory,
+                                                      text_lengths, stop_threshold, x_init);
+  return sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
+                &centralized);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(melnet_fast, CPU, m) { m.impl("sample_tier", &sample_tier_cpu); }
+TORCH_LIBRARY_IMPL(melnet_fast, CPU, m) {
+  m.impl("sample_tier", &sample_tier_cpu);
+  m.impl("sample_tier_centralized", &sample_tier_centralized_cpu);
+}
 
 }  // namespace melnet_fast

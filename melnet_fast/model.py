@@ -406,8 +406,9 @@ class MelNet(nn.Module):
                 that ran away to x_max (or were NaN) raise a DivergentSampleWarning that counts them.
         Returns:
             x [batch, frames, n_mels], or (x, log_prob [batch]) with return_log_prob; for a text model a
-            TextSample (x, lengths, alignment, log_prob). A model with a centralized stack is sampled by the
-            reference sampler (ops.sample_tier_centralized).
+            TextSample (x, lengths, alignment, log_prob). A model with a centralized stack is sampled by
+            ops.sample_tier_centralized: the C++ sampler on the CPU, the reference sampler on CUDA (with a
+            ReferenceSamplerWarning).
         """
         c, p = self.config, self._param()
         F = c.n_mels

@@ -36,9 +36,8 @@ def test_info_json_is_one_object_with_the_auto_choice_per_op():
     assert info["extension"]["loaded"] and info["extension"]["built_against"] == _extension.build_record()
     assert info["extension"]["cpu_levels"]["running"] in info["extension"]["cpu_levels"]["compiled"]
     assert set(info["auto"]) == set(OPS)
-    # The C++ kernels, with the extension; text sampling only has its reference yet.
-    assert all(picks["cpu"] == ("reference" if op == "sample_tier_centralized" else "cpu")
-               for op, picks in info["auto"].items())
+    # The C++ kernels, with the extension.
+    assert all(picks["cpu"] == "cpu" for picks in info["auto"].values())
     assert info["backends"]["reference"] is None
     if not torch.cuda.is_available():
         assert "CUDA" in info["backends"]["cuda"] and info["gpus"] == []

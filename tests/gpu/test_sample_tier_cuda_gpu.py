@@ -268,3 +268,16 @@ def test_bad_input_names_the_argument():
         op(x0, cz_t, cz_f, u, eps.double(), weights, 1, 2, 1.0, 0, *SAMPLE_RANGE)
     with pytest.raises(RuntimeError, match="value range"):
         op(x0, cz_t, cz_f, u, eps, weights, 1, 2, 1.0, 0, 1.0, float("nan"))
+
+
+def test_text_model_on_cuda_is_sampled_by_the_reference_sampler_visibly():
+    """The cuda sampler does not run the centralized stack / text attention: "auto" names the sampler it uses
+    instead, and an explicit "cuda" backend is an error rather than a sample without text."""
+    from tests.model.helpers import text_cond, tts_config
+
+    model = random_model(tts_config()).cuda()
+    cond = text_cond(1)
+    with pytest.warns(melnet_fast.ops.ReferenceSamplerWarning, match="sampled by the reference sampler"):
+        model.sample(1, 4, cond, generator=torch.Generator("cuda").manual_seed(0))
+    with melnet_fast.use_backend("cuda"), pytest.raises(RuntimeError, match="implemented: cpu, reference"):
+        model.sample(1, 4, cond, generator=torch.Generator("cuda").manual_seed(0))

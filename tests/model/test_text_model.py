@@ -13,7 +13,7 @@ from melnet_fast.model import TextSample
 from melnet_fast.multiscale import generation_order, split_tiers
 from melnet_fast.ops.gmm_attention import AttentionWeights, attention_step, gmm_attention_window, initial_state
 from melnet_fast.text import CHARACTERS, EOS
-from tests.model.helpers import BACKENDS, random_model, random_spectrogram, text_cond, tts_config
+from tests.model.helpers import BACKENDS, random_model, random_spectrogram, text_cond, tiny_config, tts_config
 from tests.model.test_causality import jacobians
 from tests.model.test_model_sampling import recomputed_sample
 
@@ -130,21 +130,23 @@ def test_spectrogram_and_text_padding_together():
     torch.testing.assert_close(al[1, :2, :3], model.alignment(xs[1], {"text": texts[1:]})[0])
 
 
-def test_sampled_alignment_equals_teacher_forced_alignment():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sampled_alignment_equals_teacher_forced_alignment(backend):
     model = random_model(tts_config())
     cond = text_cond(2)
-    with melnet_fast.use_backend("reference"):
+    with melnet_fast.use_backend(backend):
         s = model.sample(2, 8, cond, generator=torch.Generator().manual_seed(0), stop_threshold=None)
     torch.testing.assert_close(s.alignment, model.alignment(s.x, cond))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("temperature", [0.0, 1.0, 0.7])
-def test_text_sample_equals_recomputation(temperature):
+def test_text_sample_equals_recomputation(temperature, backend):
     model = random_model(tts_config())
     cond = text_cond(2)
     with torch.no_grad():
         want, want_ld = recomputed_sample(model, 2, 4, cond, temperature, generator=torch.Generator().manual_seed(3))
-    with melnet_fast.use_backend("reference"):
+    with melnet_fast.use_backend(backend):
         got = model.sample(2, 4, cond, temperature, generator=torch.Generator().manual_seed(3),
                            return_log_prob=True, stop_threshold=None)
     assert isinstance(got, TextSample) and got.lengths.tolist() == [4, 4]
@@ -161,16 +163,17 @@ def _stopping_model(**overrides):
     return model
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("primed,speakers", [(False, 0), (True, 0), (False, 3)],
                          ids=["unprimed", "primed", "speakers"])
-def test_accumulated_density_equals_log_prob_row_by_row(primed, speakers):
+def test_accumulated_density_equals_log_prob_row_by_row(primed, speakers, backend):
     model = _stopping_model(n_speakers=speakers, speaker_dim=2)
     cond = {"text": ["a cat", "the longest text of this batch"]}
     if speakers:
         cond["speaker"] = torch.tensor([2, 0])
     P = 2 if primed else 0
     prime = random_spectrogram(2, P, 8, seed=4) if primed else None
-    with melnet_fast.use_backend("reference"):
+    with melnet_fast.use_backend(backend):
         s = model.sample(2, 32, cond, prime=prime, generator=torch.Generator().manual_seed(1), return_log_prob=True)
     n = s.lengths.tolist()
     assert n[0] < n[1], f"rows should stop at different frames, got lengths {n}"
@@ -185,10 +188,11 @@ def test_accumulated_density_equals_log_prob_row_by_row(primed, speakers):
             assert torch.equal(s.x[b, :P], prime[b])
 
 
-def test_padding_does_not_change_samples():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_padding_does_not_change_samples(backend):
     """Row 0 gets the same noise in both batches; its neighbour (and so its padding) differs."""
     model = _stopping_model()
-    with melnet_fast.use_backend("reference"):
+    with melnet_fast.use_backend(backend):
         a = model.sample(2, 32, {"text": ["a cat", "a longer neighbour text"]},
                          generator=torch.Generator().manual_seed(2))
         b = model.sample(2, 32, {"text": ["a cat", "b"]}, generator=torch.Generator().manual_seed(2))
@@ -199,28 +203,30 @@ def test_padding_does_not_change_samples():
     torch.testing.assert_close(a.alignment[0, :n // 2, :U], b.alignment[0, :n // 2, :U])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("temperature", [0.0, 1.0, 5.0])
-def test_diverging_text_model_gives_finite_samples_and_a_warning(temperature):
+def test_diverging_text_model_gives_finite_samples_and_a_warning(temperature, backend):
     """The text sampler (ops.sample_tier_centralized) keeps drawn values in the samplers' range like the others."""
     model = random_model(tts_config())
     with torch.no_grad():
         for tier in model.tiers:  # each draw feeds the next element's input: scaled-up heads run away
             tier.network.head.weight.mul_(50.0)
             tier.network.head.bias.mul_(50.0)
-    with melnet_fast.use_backend("reference"), pytest.warns(DivergentSampleWarning, match=r"ran away above x_max"):
+    with melnet_fast.use_backend(backend), pytest.warns(DivergentSampleWarning, match=r"ran away above x_max"):
         s = model.sample(2, 8, text_cond(2), temperature, generator=torch.Generator().manual_seed(0),
                          return_log_prob=True, stop_threshold=None)
     assert torch.isfinite(s.x).all() and s.x.min() >= FLOOR and s.x.max() <= CEILING
     assert (s.x == CEILING).any() and not torch.isnan(s.log_prob).any()
 
 
-def test_text_sampler_keeps_the_value_range_and_conditions_on_kept_values():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_text_sampler_keeps_the_value_range_and_conditions_on_kept_values(backend):
     """A narrow range: both ends are reached (in the initial tier, sampled by the text sampler, too), and the
     accumulated density is that of the kept values, which the next elements read."""
     model = _stopping_model()
     lo, hi = -0.2, 0.3
     cond = {"text": ["a cat", "the longest text of this batch"]}
-    with melnet_fast.use_backend("reference"), pytest.warns(DivergentSampleWarning):
+    with melnet_fast.use_backend(backend), pytest.warns(DivergentSampleWarning):
         s = model.sample(2, 32, cond, generator=torch.Generator().manual_seed(1), return_log_prob=True,
                          value_range=(lo, hi))
     x1 = split_tiers(s.x, model.config.n_tiers)[0][0]
@@ -233,18 +239,19 @@ def test_text_sampler_keeps_the_value_range_and_conditions_on_kept_values():
         model.sample(1, 4, text_cond(1), value_range=(0.3, -0.2))
 
 
-def test_compiled_samplers_route_text_models_to_the_reference_visibly():
-    model = random_model(tts_config())
-    cond = text_cond(1)
-    if melnet_fast.backends.why_unavailable("cpu") is None:
-        with pytest.warns(ops.ReferenceSamplerWarning, match="cpu sampler does not run the centralized stack"):
-            auto = model.sample(1, 4, cond, generator=torch.Generator().manual_seed(0))
-        with melnet_fast.use_backend("cpu"), pytest.raises(RuntimeError, match="implemented: reference"):
-            model.sample(1, 4, cond, generator=torch.Generator().manual_seed(0))
-        with melnet_fast.use_backend("reference"), warnings.catch_warnings():
+def test_auto_samples_text_models_with_the_cpu_sampler():
+    """On the CPU "auto" picks the C++ sampler for a text model (no warning), with the reference's draws."""
+    model = _stopping_model()
+    cond = {"text": ["a cat", "the longest text of this batch"]}
+    out = {}
+    for backend in ("auto", "reference"):
+        with melnet_fast.use_backend(backend), warnings.catch_warnings():
             warnings.simplefilter("error")
-            ref = model.sample(1, 4, cond, generator=torch.Generator().manual_seed(0))
-        torch.testing.assert_close(auto.x, ref.x)
+            out[backend] = model.sample(2, 32, cond, 0.8, generator=torch.Generator().manual_seed(0),
+                                        return_log_prob=True)
+    assert out["auto"].lengths.tolist() == out["reference"].lengths.tolist()
+    for got, want in zip(out["auto"], out["reference"]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
 def test_low_precision_weights_are_refused_for_text_models():
@@ -292,10 +299,14 @@ def test_bad_text_input_is_a_clear_error(cond, match):
         model.sample(2, 4, cond)
 
 
-def test_text_given_to_a_model_without_text_is_a_clear_error():
-    model = random_model(tts_config(text_symbols=""))
+@pytest.mark.parametrize("config", [tts_config(text_symbols=""), tiny_config(n_mels=8)],
+                         ids=["centralized-stack-without-text", "plain"])
+def test_text_given_to_a_model_without_text_is_a_clear_error(config):
+    model = random_model(config)
     with pytest.raises(ValueError, match="not conditioned on text"):
         model.loss(random_spectrogram(1, 4, 8), {"text": ["hello"]})
+    with pytest.raises(ValueError, match="not conditioned on text"):
+        model.sample(1, 4, {"text": ["hello"]})
 
 
 @pytest.mark.parametrize("overrides,match", [

@@ -103,9 +103,7 @@ def test_every_op_is_in_the_one_registry():
 
 def test_auto_resolves_to_cpu_on_cpu_tensors():
     for op in dispatch.REGISTRY.values():
-        # The text path of sampling has only its reference yet.
-        want = "reference" if op.name == "sample_tier_centralized" else "cpu"
-        assert op.resolve(torch.ones(1)) == want, op.name
+        assert op.resolve(torch.ones(1)) == "cpu", op.name
 
 
 def test_auto_falls_back_to_reference_for_dtypes_without_kernels(monkeypatch):

@@ -72,6 +72,19 @@ def test_sample_tier():
                               (x0, cz_t, cz_f, u, eps, weights, 2, 3, temperature, n_prime, lo, hi))
 
 
+@pytest.mark.parametrize("text", [True, False], ids=["text", "centralized-stack-only"])
+def test_sample_tier_centralized(text):
+    from tests.ops.test_sample_tier import make_case
+    from tests.ops.test_sample_tier_centralized import centralized_case
+
+    B, T, F, D, L = 2, 4, 3, 4, 2
+    x0, cz_t, cz_f, u, eps, w = make_case(B, T, F, D, L, 2)
+    cw, memory, lengths = centralized_case(B, T, F, D, L, 2 if text else 0, [3, 2])
+    torch.library.opcheck(ops.sample_tier_centralized.default,
+                          (x0, cz_t, cz_f, u, eps, w, L, 2, 1.0, 0, *SAMPLE_RANGE, cw, 1, memory, lengths,
+                           0.5 if text else None))
+
+
 # ---- The triton backend's custom ops, in Triton's interpreter (tests/conftest.py sets it where there is no GPU)
 
 triton_only = pytest.mark.skipif(importlib.util.find_spec("triton") is None or not backends.interpreting_triton(),

@@ -22,16 +22,17 @@ OP = dispatch.register("sample_tier", "x_init", [
     ("cpu", ["cpu"], "melnet_fast.ops.tier_sampling.cpp_backend:sample_tier_cpp"),
     ("reference", ["cpu", "cuda"], "melnet_fast.ops.tier_sampling.reference:sample_tier_ref"),
 ])
-# The compiled samplers do not run the centralized stack / text attention yet: "auto" takes the reference (with a
-# ReferenceSamplerWarning where sample_tier would take a compiled one), an explicit cpu / cuda is an error.
+# The cuda sampler does not run the centralized stack / text attention yet: "auto" on CUDA takes the reference (with
+# a ReferenceSamplerWarning, since sample_tier would take cuda there), an explicit cuda is an error.
 OP_CENTRALIZED = dispatch.register("sample_tier_centralized", "x_init", [
+    ("cpu", ["cpu"], "melnet_fast.ops.tier_sampling.cpp_backend:sample_tier_centralized_cpp"),
     ("reference", ["cpu", "cuda"], "melnet_fast.ops.tier_sampling.reference:sample_tier_centralized_ref"),
 ])
 
 
 class ReferenceSamplerWarning(UserWarning):
     """A model with a centralized stack (text-to-speech) is sampled by the slower reference sampler because the
-    compiled sampler that "auto" would pick does not support it yet."""
+    compiled sampler that "auto" would pick for its device (cuda) does not support it yet."""
 
 
 # The cuda sampler also takes weights stored in these dtypes with float32 data (x_init, cz_t, cz_f, u, eps).
@@ -81,8 +82,9 @@ def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torc
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """sample_tier for a tier with a centralized stack (and text attention): once before each frame's
     per-element work, one step of the centralized stack (and of the attention) whose terms join the
-    frequency-delayed stack's inputs. Reference sampler only: with backend "auto" a ReferenceSamplerWarning says
-    so when a compiled sampler would otherwise run; an explicit "cpu" / "cuda" backend is a RuntimeError.
+    frequency-delayed stack's inputs. Backends: "cpu" (the C++ sampler, what "auto" picks for CPU tensors) and
+    "reference"; on CUDA tensors "auto" runs the reference sampler with a ReferenceSamplerWarning (the cuda
+    sampler does not run the text path yet), and an explicit "cuda" backend is a RuntimeError.
 
     Args (beyond sample_tier's):
         centralized_weights: the flat list of melnet_fast.ops.tier_sampling.centralized_weights (with the
@@ -100,8 +102,8 @@ def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torc
     _check(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime)
     x_min, x_max = check_value_range(value_range)
     if weights[0].dtype != x_init.dtype:
-        raise ValueError(f"weights: the reference sampler (the only one with the centralized stack yet) needs "
-                         f"weights of the data's dtype {x_init.dtype}, got {weights[0].dtype}")
+        raise ValueError(f"weights: the samplers with the centralized stack (cpu, reference) need weights of the "
+                         f"data's dtype {x_init.dtype}, got {weights[0].dtype}")
     B, _, F = x_init.shape
     W = unpack_centralized(centralized_weights, n_layers)
     D = cz_t.shape[-1]
@@ -131,7 +133,7 @@ def sample_tier_centralized(x_init: torch.Tensor, cz_t: torch.Tensor, cz_f: torc
     name = OP_CENTRALIZED.resolve(x_init)
     if preferred != name:
         warnings.warn(f"the {preferred} sampler does not run the centralized stack / text attention yet: this tier "
-                      f"is sampled by the reference sampler (eager PyTorch, much slower per element)",
+                      f"is sampled by the {name} sampler (eager PyTorch, much slower per element)",
                       ReferenceSamplerWarning, stacklevel=2)
     with torch.no_grad():
         return OP_CENTRALIZED.function(name)(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures,

@@ -1,0 +1,86 @@
+"""The TTS demo's report on held-out sentences: does the attention of a text run read its texts?
+
+For each held-out utterance (whole, with its own text) the teacher-forced alignment of the initial tier is taken
+on the real spectrogram; its focus (the most attended symbol at each frame) is *monotone* when it never moves back
+by more than one symbol, and *reaches the end* when at the clip's last frame it is on one of the last two
+characters or on end-of-text. Writes alignment plots of the first --plots utterances and, with the JSON lines
+of `melnet-fast eval --json` with the own and the other texts, an NLL table, all into report.md.
+
+    python scripts/tts_demo_report.py --run RUN --data MANIFEST --out DIR [--own own.json --other other.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from melnet_fast.cli.common import load_run_model
+from melnet_fast.plots import plot_alignment
+from melnet_fast.train import DataSpec, build_eval_dataset
+from melnet_fast.train.run_dir import RunDir
+
+
+def alignment_stats(alignment: torch.Tensor, n_symbols: int) -> tuple[bool, bool]:
+    """alignment [T, U] of one utterance whose text has n_symbols symbols (end-of-text included) ->
+    (monotone, reaches the end)."""
+    focus = alignment[:, :n_symbols].argmax(-1)
+    monotone = bool((focus[1:] >= focus[:-1] - 1).all())
+    return monotone, int(focus[-1]) >= n_symbols - 3
+
+
+def tier1_nll(path: Path) -> float:
+    d = json.loads(Path(path).read_text().strip().splitlines()[-1])
+    return float(d["tiers"]["1"]["nll_nats"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", required=True)
+    parser.add_argument("--data", required=True, help="the corpus manifest (its test split is scored)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--own", help="`melnet-fast eval --json` output with the own texts")
+    parser.add_argument("--other", help="the same with --other-texts")
+    parser.add_argument("--plots", type=int, default=2)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc, model, _ = load_run_model(args.run, "best", torch.device("cpu"))
+    c = model.config
+    frames = (doc.get("train") or {}).get("crop_frames") or c.max_frames
+    data = build_eval_dataset(args.data, DataSpec.from_dict(doc["data"]), c, frames, cache_dir=RunDir(args.run).cache,
+                              split=args.split)
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for k in range(len(data)):
+            x = data.spectrogram(k)
+            x = x[:x.shape[0] - x.shape[0] % c.time_factor][None].to(next(model.parameters()).dtype)
+            text = data.texts[k]
+            ids, n = model.text_frontend.encode([text])
+            al = model.alignment(x, {"text": [text]})[0]
+            rows.append((text, *alignment_stats(al, int(n[0]))))
+            if k < args.plots:
+                symbols = model.text_frontend.decode(ids[0, :int(n[0])])
+                plot_alignment(out / f"alignment-{k + 1}.png", al[:, :len(symbols)], symbols, c,
+                               frame_seconds=c.hop_length * c.time_factor / c.sample_rate,
+                               title=f"held-out: {text}")
+    n = len(rows)
+    monotone = sum(r[1] for r in rows)
+    reached = sum(r[1] and r[2] for r in rows)
+    lines = [f"held-out utterances ({args.split} split, whole, with their own texts): {n}",
+             f"attention monotone: {monotone}/{n} ({monotone / n:.0%}); monotone and reaching the last characters "
+             f"by the clip's end: {reached}/{n} ({reached / n:.0%})"]
+    if args.own and args.other:
+        own, other = tier1_nll(args.own), tier1_nll(args.other)
+        lines += ["", "| tier-1 NLL (nats/element) | own text | another clip's text | gap |", "|---|---|---|---|",
+                  f"| held-out | {own:.4f} | {other:.4f} | {other - own:+.4f} |"]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
