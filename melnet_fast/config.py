@@ -28,14 +28,15 @@ _PRESETS: Dict[str, Dict[str, Any]] = {
 }
 # Text-to-speech (centralized stack + attention over characters in the initial tier). The published paper's
 # TTS hyperparameters are not all known: tts_blizzard is the Blizzard preset above with the text path added
-# (attention_mixtures=10 as the GMM head; attention at the middle layer of the initial tier).
+# (attention_mixtures=10 as the GMM head; attention at the middle layer of the initial tier). tts_small learns its
+# alignment with the guided-attention loss (weight 1, decaying over 1,500 steps; README, "Learning the alignment").
 _TEXT = dict(centralized_stack=True, text_symbols=CHARACTERS)
 _PRESETS.update({
     "tts_tiny": dict(_TEXT, n_tiers=3, n_mels=16, hidden_size=8, layers=(2, 1, 1), n_mixtures=3, feature_layers=1,
                      attention_mixtures=2, sample_rate=8000, hop_length=128, max_seconds=2.0, batch_size=4),
     "tts_small": dict(_TEXT, n_tiers=3, n_mels=32, hidden_size=48, layers=(4, 2, 2), n_mixtures=5,
                       feature_layers=1, attention_mixtures=5, sample_rate=16000, hop_length=200, max_seconds=4.0,
-                      batch_size=8, learning_rate=1e-3),
+                      batch_size=8, learning_rate=1e-3, guided_attention=1.0, guided_attention_steps=1500),
     "tts_blizzard": dict(_PRESETS["blizzard"], **_TEXT, attention_mixtures=10),
 })
 PRESETS = tuple(_PRESETS)
