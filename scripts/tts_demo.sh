@@ -2,7 +2,7 @@
 # The text-to-speech demo in one command, on the CPU: makes a speech corpus (sentences of the Debian package
 # fortunes read by espeak-ng: `melnet-fast data speech`, which says what to install, or installs it with
 # TTS_DEMO_INSTALL=1), trains tts_small on it for TTS_DEMO_STEPS steps (default 1500: the guided-attention loss of
-# the preset decays to zero over them, and the attention has learned to read the text by then), then on the held-out
+# the preset decays to zero over them; the last fifth at a tenth of the learning rate), then on the held-out
 # (test) sentences: the NLL table with each clip's own text and with another clip's text, the share of
 # sentences whose attention is monotone and reaches the end, alignment plots, and synthesised audio with their
 # alignment plots. Everything goes under OUT (default tts_demo_out/); running it again resumes the training.
@@ -33,7 +33,7 @@ if [ ! -f "$OUT/corpus/manifest.csv" ]; then
 fi
 # shellcheck disable=SC2086
 "${cli[@]}" train --data "$OUT/corpus/manifest.csv" --preset tts_small --out "$OUT/run" --steps "${TTS_DEMO_STEPS:-1500}" \
-  "${budget[@]}" --tiers ${TTS_DEMO_TIERS:-1 2 3} --val-every 100 --checkpoint-every 50 --no-progress \
+  "${budget[@]}" --tiers ${TTS_DEMO_TIERS:-1 2 3} --lr-cooldown 0.2 --val-every 100 --checkpoint-every 50 --no-progress \
   "${overrides[@]}"
 
 "${cli[@]}" eval --run "$OUT/run" --data "$OUT/corpus/manifest.csv" --json > "$OUT/eval-own.txt"

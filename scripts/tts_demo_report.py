@@ -3,8 +3,11 @@
 For each held-out utterance (whole, with its own text) the teacher-forced alignment of the initial tier is taken
 on the real spectrogram; its focus (the most attended symbol at each frame) is *monotone* when it never moves back
 by more than one symbol, and *reaches the end* when at the clip's last frame it is on one of the last two
-characters or on end-of-text. Writes alignment plots of the first --plots utterances and, with the JSON lines
-of `melnet-fast eval --json` with the own and the other texts, an NLL table, all into report.md.
+characters or on end-of-text. Each utterance is also scored (tier-1 NLL) with its own text and with another one's
+of similar length (train.conditioning.mismatched_texts, as `melnet-fast eval --other-texts` pairs them): the share
+of utterances that the own text scores better says whether the model reads its text, utterance by utterance.
+Writes alignment plots of the first --plots utterances and, with the JSON lines of `melnet-fast eval --json` with
+the own and the other texts, an NLL table, all into report.md.
 
     python scripts/tts_demo_report.py --run RUN --data MANIFEST --out DIR [--own own.json --other other.json]
 """
@@ -20,6 +23,7 @@ import torch
 from melnet_fast.cli.common import load_run_model
 from melnet_fast.plots import plot_alignment
 from melnet_fast.train import DataSpec, build_eval_dataset
+from melnet_fast.train.conditioning import mismatched_texts
 from melnet_fast.train.run_dir import RunDir
 
 
@@ -55,6 +59,8 @@ def main() -> None:
                               split=args.split)
     model.eval()
     rows = []
+    others = mismatched_texts(data.texts)
+    better = 0
     with torch.no_grad():
         for k in range(len(data)):
             x = data.spectrogram(k)
@@ -63,6 +69,8 @@ def main() -> None:
             ids, n = model.text_frontend.encode([text])
             al = model.alignment(x, {"text": [text]})[0]
             rows.append((text, *alignment_stats(al, int(n[0]))))
+            better += float(model.loss(x, {"text": [text]}, tiers=[1])) < float(model.loss(x, {"text": [others[k]]},
+                                                                                           tiers=[1]))
             if k < args.plots:
                 symbols = model.text_frontend.decode(ids[0, :int(n[0])])
                 plot_alignment(out / f"alignment-{k + 1}.png", al[:, :len(symbols)], symbols, c,
@@ -73,7 +81,8 @@ def main() -> None:
     reached = sum(r[1] and r[2] for r in rows)
     lines = [f"held-out utterances ({args.split} split, whole, with their own texts): {n}",
              f"attention monotone: {monotone}/{n} ({monotone / n:.0%}); monotone and reaching the last characters "
-             f"by the clip's end: {reached}/{n} ({reached / n:.0%})"]
+             f"by the clip's end: {reached}/{n} ({reached / n:.0%})",
+             f"tier-1 NLL lower with the own text than with another clip's text: {better}/{n} ({better / n:.0%})"]
     if args.own and args.other:
         own, other = tier1_nll(args.own), tier1_nll(args.other)
         lines += ["", "| tier-1 NLL (nats/element) | own text | another clip's text | gap |", "|---|---|---|---|",
