@@ -27,9 +27,17 @@ from melnet_fast.train.conditioning import mismatched_texts
 from melnet_fast.train.run_dir import RunDir
 
 
+def centroid_monotone(alignment: torch.Tensor, n_symbols: int) -> bool:
+    """Whether the attention's mean position (sum_u u phi(u) / sum_u phi(u)) of alignment [T, U] never moves back
+    by more than one symbol: the argmax of a window a few symbols wide flickers between neighbours, its mean not."""
+    phi = alignment[:, :n_symbols]
+    mean = (phi * torch.arange(n_symbols, dtype=phi.dtype)).sum(-1) / phi.sum(-1).clamp(min=1e-12)
+    return bool((mean[1:] >= mean[:-1] - 1).all())
+
+
 def alignment_stats(alignment: torch.Tensor, n_symbols: int) -> tuple[bool, bool]:
     """alignment [T, U] of one utterance whose text has n_symbols symbols (end-of-text included) ->
-    (monotone, reaches the end)."""
+    (monotone: the focus, its argmax, never moves back by more than one symbol; reaches the end)."""
     focus = alignment[:, :n_symbols].argmax(-1)
     monotone = bool((focus[1:] >= focus[:-1] - 1).all())
     return monotone, int(focus[-1]) >= n_symbols - 3
@@ -68,7 +76,7 @@ def main() -> None:
             text = data.texts[k]
             ids, n = model.text_frontend.encode([text])
             al = model.alignment(x, {"text": [text]})[0]
-            rows.append((text, *alignment_stats(al, int(n[0]))))
+            rows.append((text, *alignment_stats(al, int(n[0])), centroid_monotone(al, int(n[0]))))
             better += float(model.loss(x, {"text": [text]}, tiers=[1])) < float(model.loss(x, {"text": [others[k]]},
                                                                                            tiers=[1]))
             if k < args.plots:
@@ -79,9 +87,12 @@ def main() -> None:
     n = len(rows)
     monotone = sum(r[1] for r in rows)
     reached = sum(r[1] and r[2] for r in rows)
+    centroid = sum(r[3] for r in rows)
+    centroid_reached = sum(r[3] and r[2] for r in rows)
     lines = [f"held-out utterances ({args.split} split, whole, with their own texts): {n}",
              f"attention monotone: {monotone}/{n} ({monotone / n:.0%}); monotone and reaching the last characters "
-             f"by the clip's end: {reached}/{n} ({reached / n:.0%})",
+             f"by the clip's end: {reached}/{n} ({reached / n:.0%}); mean position monotone: {centroid}/{n}, and "
+             f"the focus reaching the last characters: {centroid_reached}/{n}",
              f"tier-1 NLL lower with the own text than with another clip's text: {better}/{n} ({better / n:.0%})"]
     if args.own and args.other:
         own, other = tier1_nll(args.own), tier1_nll(args.other)
