@@ -203,6 +203,8 @@ class Trainer:
                 process_group=self.dist.group)
         self._reset_progress()
         self._open_run(resume, baseline, data_spec)
+        if self.step == 0:  # a new run (a resumed one has its trained attention)
+            self._start_attention()
 
     # ------------------------------------------------------------------ what every trainer of a run shares
     def _claim_and_setup(self, run_dir, setup: Callable[[], None]) -> None:
@@ -249,8 +251,6 @@ class Trainer:
             names = ", ".join(p.name for p in self.run.checkpoint_files())
             raise RunDirError(f"{self.run.root} holds a trained run ({names}); resume=False would overwrite it: set "
                               f"it aside first (RunDir.set_aside())")
-        if not resumed:
-            self._start_attention()
         self.baseline = baseline if baseline is not None else self._baseline()
         if self.run is not None and self.is_main:
             self.run.write_config(self.config, self.options.to_dict(), data_spec.to_dict() if data_spec else {},
