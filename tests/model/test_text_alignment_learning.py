@@ -10,6 +10,12 @@ from melnet_fast.ops.gmm_attention import attention_step, guided_attention_loss,
 from melnet_fast.train.loop import TierLosses
 from tests.model.helpers import random_model, random_spectrogram, text_cond, tts_config
 from tests.model.test_text_model import test_causality_with_text as _causality_with_text
+from tests.model.test_text_model import (
+    test_spectrogram_and_text_padding_together as _spectrogram_and_text_padding_together,
+)
+from tests.model.test_text_model import (
+    test_text_padding_does_not_change_the_loss_or_gradients as _text_padding_does_not_change_the_loss_or_gradients,
+)
 
 
 def default_model(seed: int = 0, **overrides) -> MelNet:
@@ -163,3 +169,14 @@ def test_tier_losses_report_the_guide_apart_from_the_nll():
     assert no_guide.item() == 0
     nll, none = model.loss_and_guide(x, cond, [1], lengths)
     assert none is None and nll.float().item() == losses[0].item()
+
+
+def test_padding_invariance_with_the_options_on(monkeypatch):
+    """The padding tests of the text model with every option on (evaluation mode: dropout is for training)."""
+    real = tts_config
+    monkeypatch.setattr("tests.model.test_text_model.tts_config",
+                        lambda **o: real(**o, text_input_dropout=0.4, attention_initial_step=0.7,
+                                         attention_initial_width=2.0, guided_attention=1.0))
+    monkeypatch.setattr("tests.model.test_text_model.random_model", lambda config: random_model(config).eval())
+    _spectrogram_and_text_padding_together()
+    _text_padding_does_not_change_the_loss_or_gradients()
