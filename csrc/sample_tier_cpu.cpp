@@ -124,7 +124,10 @@ __attribute__((always_inline)) inline void sample_rows(const SampleRows<T>& a) {
   const T* ub = rows(a.u, T_ * F);
   const T* eb = rows(a.eps, T_ * F);
   const sl::Layout layout(L);
-  auto ptr = [&](int64_t idx) -> const T* { const at::Tensor& t = a.w[idx]; return t.data_ptr<T>(); };
+  auto ptr = [&](int64_t idx) -> const T* {
+    const at::Tensor& t = a.w[idx];
+    return t.data_ptr<T>();
+  };
   const T* xt_w = ptr(layout.input(sl::kXtW));
   const T* xt_b = ptr(layout.input(sl::kXtB));
   const T* xf_w = ptr(layout.input(sl::kXfW));
@@ -183,14 +186,12 @@ __attribute__((always_inline)) inline void sample_rows(const SampleRows<T>& a) {
         // A call, not inline code: the body of an OpenMP loop is outlined without the target clone's ISA.
         time_layer_lstm(TimeLayerArgs<T>{lay.t_w_ih, lay.t_w_hh, lay.t_bias, lay.t_h0, lay.t_c0, ht.data(),
                                          &t_h[l * M * F * D], &t_c[l * M * F * D], &fgates[r * M * F * G],
-                                         &sweep_h[r * M * D], &sweep_c[r * M * D], feats.data(), &scratch3[r], M, F,
-                                         D},
+                                         &sweep_h[r * M * D], &sweep_c[r * M * D], feats.data(), &scratch3[r], M, F, D},
                         r);
       }
       // Projection and residual.
       matmat(lay.t_proj_w, feats.data(), M * F, 3 * D, lay.t_proj_b, D, 3 * D, ht.data(), D, true);
-      for (int64_t m = 0; m < M; ++m)
-        std::copy(&ht[m * F * D], &ht[(m + 1) * F * D], &ht_layers[(m * L + l) * F * D]);
+      for (int64_t m = 0; m < M; ++m) std::copy(&ht[m * F * D], &ht[(m + 1) * F * D], &ht_layers[(m * L + l) * F * D]);
     }
     if (a.centralized != nullptr) {  // the per-frame step of a text model: its terms join ht_layers; it may stop
       for (int64_t m = 0; m < M; ++m) {
