@@ -113,6 +113,7 @@ __device__ void phase_frame_input(const Params& p, int i) {
     const float prev = i > 0 ? p.x[(b * p.T + (i - 1)) * p.F + j] : 0.f;
     const float cz = p.cz_t[((b * p.T + i) * p.F + j) * p.D + d];
     p.xt[e] = __fadd_rn(__fadd_rn(__fmul_rn(prev, load_weight(xt_w + d)), load_weight(xt_b + d)), cz);
+    flags::note_write(p.xt + e, 1);
   }
 }
 
@@ -172,12 +173,14 @@ __device__ void phase_time_gates(const Params& p, int i, int l, int64_t gwarp, i
           const CellOut r = lstm_pointwise(gi, gf, gg, go, tc[o]);
           tc[o] = r.c;
           th_new[o] = r.h;
+          flags::note_write(th_new + o, 1);
         } else {
           float* out = p.sgx + (static_cast<int64_t>(kind - 1) * BF + col[c]) * 4 * D;
           out[u] = gi;
           out[D + u] = gf;
           out[2 * D + u] = gg;
           out[3 * D + u] = go;
+          for (int g = 0; g < kGateRows; ++g) flags::note_write(out + g * D + u, 1);
         }
       }
     }
@@ -226,6 +229,7 @@ __device__ void phase_sweep_step(const Params& p, int l, int s, int64_t gwarp, i
                                          gx[3 * D + u] + acc[3][c], c_prev);
         p.sc[rb * D + u] = o.c;
         p.sh[(rb * F + j) * D + u] = o.h;
+        flags::note_write(p.sh + (rb * F + j) * D + u, 1);
       }
     }
   }
@@ -273,6 +277,7 @@ __device__ void phase_time_proj(const Params& p, int i, int l, int64_t gwarp, in
         if (lane == r * NC + c && okr[r] && ok[c]) {
           const int64_t o = static_cast<int64_t>(col[c]) * D + d[r];
           out[o] = (in[o] + acc[r][c]) + load_weight(pb + d[r]);
+          flags::note_write(out + o, 1);
         }
       }
     }
@@ -453,6 +458,31 @@ __device__ void head_and_draw(const Params& p, int i, int j, float* s_theta, flo
   }
 }
 
+// ------------------------------------------------------------------------------------------------ frame
+// The time-delayed stack of frame i: P0, then per layer P1, the F sweep steps and P3; sync() separates dependent
+// phases (a grid barrier here, flag waits in sample_tier_flags_kernel.cuh). gwarp / gwarp_step: the numberings of
+// the grid's warps of the kernel below.
+template <typename WT, typename Sync>
+__device__ void time_delayed_frame(const Params& p, int i, int64_t gwarp, int64_t gwarp_step, int64_t nwarps, int lane,
+                                   Sync&& sync) {
+  phase_frame_input<WT>(p, i);
+  sync();  // xt complete
+  for (int l = 0; l < p.L; ++l) {
+    phase_time_gates<WT, kTimeCols>(p, i, l, gwarp, nwarps, lane);
+    sync();  // th_new, tc, sgx complete
+    for (int s = 0; s < p.F; ++s) {
+      if (p.B >= kBatchCols) {
+        phase_sweep_step<WT, kBatchCols>(p, l, s, gwarp_step, nwarps, lane);
+      } else {
+        phase_sweep_step<WT, 1>(p, l, s, gwarp_step, nwarps, lane);
+      }
+      sync();  // sh at the channels of step s, sc complete
+    }
+    phase_time_proj<WT, kTimeCols>(p, i, l, gwarp, nwarps, lane);
+    sync();  // htl[l] complete (the next layer's input; the frequency-delayed stack's ht_layer[l])
+  }
+}
+
 // ------------------------------------------------------------------------------------------------ kernel
 // Dispatch of the per-channel phases on the batch size: NC = kBatchCols batch rows per task when there are that
 // many (weight rows reused across them), else one (no clamped duplicate columns at batch 1).
@@ -479,22 +509,7 @@ __global__ void __launch_bounds__(kThreads) sample_tier_kernel(const Params p) {
   for (int i = 0; i < p.T; ++i) {
     // x[:, i-1, :] was written by block 0 during frame i-1 (its last channel after the last barrier).
     if (i > 0) grid.sync();
-    phase_frame_input<WT>(p, i);
-    grid.sync();  // xt complete
-    for (int l = 0; l < p.L; ++l) {
-      phase_time_gates<WT, kTimeCols>(p, i, l, gwarp, nwarps, lane);
-      grid.sync();  // th_new, tc, sgx complete
-      for (int s = 0; s < p.F; ++s) {
-        if (wide) {
-          phase_sweep_step<WT, kBatchCols>(p, l, s, gwarp_step, nwarps, lane);
-        } else {
-          phase_sweep_step<WT, 1>(p, l, s, gwarp_step, nwarps, lane);
-        }
-        grid.sync();  // sh at the channels of step s, sc complete
-      }
-      phase_time_proj<WT, kTimeCols>(p, i, l, gwarp, nwarps, lane);
-      grid.sync();  // htl[l] complete (the next layer's input; the frequency-delayed stack's ht_layer[l])
-    }
+    time_delayed_frame<WT>(p, i, gwarp, gwarp_step, nwarps, lane, [&grid]() { grid.sync(); });
     if (i < p.n_prime) continue;  // primed frame: only the time-delayed caches advance (uniform over the grid)
 
     phase_freq_base<WT>(p, i);

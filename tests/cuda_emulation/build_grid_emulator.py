@@ -31,7 +31,8 @@ GRID_FLAGS = [*FLAGS, "-fno-strict-aliasing", "-fsanitize=alignment", "-fno-sani
 # harness -> (its source, the device headers it includes, rewritten into the build folder, and whether they are in
 # csrc/cuda or in this folder)
 HARNESSES = {
-    "sample_tier": ("emu_sample_tier.cpp", ["sample_tier_kernel.cuh", "sample_tier_device.cuh"], "csrc"),
+    "sample_tier": ("emu_sample_tier.cpp", ["sample_tier_kernel.cuh", "sample_tier_device.cuh",
+                                            "sample_tier_flags_kernel.cuh"], "csrc"),
     "gmm_nll": ("emu_gmm.cpp", ["gmm_nll_kernel.cuh"], "csrc"),
     "grid_selftest": ("emu_grid_selftest.cpp", ["emu_grid_selftest.cuh"], "here"),
 }
