@@ -36,7 +36,7 @@ def emulated_sample_tier(exe: Path, workdir: Path, x_init, cz_t, cz_f, u, eps, w
         write_tensor(w, folder / f"w{idx}.bin")
     # repr keeps every bit of a Python float; the harness rounds it to float32 as the host code does
     tau, x_min, x_max = (repr(float(v)) for v in (temperature, *value_range))
-    run_harness(exe, [int(design == "flags"), resident_layers, DTYPE_NAMES[weights[0].dtype], B, T, F, D, n_layers, n_mixtures, n_prime, tau, x_min, x_max,
-                      blocks, order, poison, folder])
+    run_harness(exe, [int(design == "flags"), resident_layers, DTYPE_NAMES[weights[0].dtype], B, T, F, D, n_layers,
+                      n_mixtures, n_prime, tau, x_min, x_max, blocks, order, poison, folder])
     return (read_tensor(folder / "x.bin", torch.float32, (B, T, F)),
             read_tensor(folder / "log_density.bin", torch.float32, (B,)))
