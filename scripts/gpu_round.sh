@@ -31,7 +31,8 @@
 #                    0.3 s of frames x 3 reps x 4 variants x 2 batches x 2 presets ~20 s.
 #   tests-triton 50  pytest -m gpu on the Triton sweep and mixture NLL: JIT compiles dominate (~30 specializations).
 #   sanitize     40  compute-sanitizer memcheck over the CUDA kernels only (scripts/sanitize_kernels.py --backends
-#                    cuda): ~10 small launches slowed 10-100x, plus the tool's start-up.
+#                    cuda): ~10 small launches slowed 10-100x, plus the tool's start-up; then 2 x 15 s: racecheck
+#                    and synccheck of the flags sampler on its smallest case (skipped if the deadline is near).
 #   memory       25  benchmarks/sweep_memory.py on the GPU at the Blizzard tier-1 shape: stored and recompute,
 #                    each in a fresh process (~5 s of imports, one fwd+bwd).
 # Total 410 s of the 420 s deadline. Not in the default round (a longer window): train and sample, the full
@@ -116,6 +117,7 @@ for s in "${steps[@]}"; do
         ;;
     tests-cuda)
         step tests-cuda 50 "$PY" -m pytest "${COLLECT[@]}" --maxfail=10 -q -m gpu -p no:cacheprovider tests/gpu/test_sample_tier_cuda_gpu.py \
+            tests/gpu/test_sample_tier_flags_gpu.py \
             tests/gpu/test_lstm_sweep_cuda_gpu.py tests/gpu/test_gmm_nll_gpu.py tests/gpu/test_scalar_math_gpu.py \
             tests/gpu/test_ops_opcheck_gpu.py -k "not triton"
         ;;
@@ -136,6 +138,11 @@ for s in "${steps[@]}"; do
             # No caching allocator: each tensor its own allocation, so out-of-bounds accesses are seen.
             step "sanitize-$tool" 40 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool "$tool" --error-exitcode 1 \
                 --print-limit 20 "$PY" scripts/sanitize_kernels.py --backends cuda
+        done
+        # The flags sampler's shared memory and barriers (its global-memory ordering is the emulator's to check).
+        for tool in racecheck synccheck; do
+            step "sanitize-flags-$tool" 15 "$cs" --tool "$tool" --error-exitcode 1 --print-limit 20 \
+                "$PY" scripts/sanitize_kernels.py --backends cuda --ops sampler --variants flags --small
         done
         ;;
     memory)

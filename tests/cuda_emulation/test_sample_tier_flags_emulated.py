@@ -38,7 +38,11 @@ pytestmark = [
 ]
 
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
-FOLDED_REL = 64  # low-precision weights: |x - x64| <= FOLDED_REL * unit roundoff of the weight dtype * max |x64|
+# Low-precision weights: |x - x64| <= FOLDED_REL x the weight dtype's unit roundoff x max |x64|. Measured on this
+# file's bfloat16 / float16 cases over two seeds: 0.12 to 0.38 for x, 0.04 to 0.20 for the log density.
+FOLDED_REL = 2.0
+# Float32 weights: the naive-recomputation and log-density checks below, relative to the largest value.
+F32_REL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +61,24 @@ def compare_to_reference(exe, tmp_path, B, T, F, D, L, K, tau, n_prime, dt, bloc
     inputs, w64 = make_inputs(B, T, F, D, L, K, seed)
     weights = [t.to(dt) for t in w64]
     got, got_ld = run_flags(exe, tmp_path, inputs, weights, L, K, tau, n_prime, blocks, resident, order)
-    exact_w = [t.double() for t in weights]
+    check_against_reference(got, got_ld, inputs, weights, L, K, tau, n_prime,
+                            f"B{B}-T{T}-F{F}-D{D}-L{L}-K{K}-tau{tau}-prime{n_prime}-{dt}-blocks{blocks}-r{resident}")
+    return got, got_ld
+
+
+def check_against_reference(got, got_ld, inputs, weights, L, K, tau, n_prime, tag):
+    """The bounds of this file's docstring, for a sample (got, got_ld) of the flags design drawn from float32
+    `inputs` (x_init, cz_t, cz_f, u, eps) and the flat list `weights` (one dtype); also the GPU test's check."""
+    got, got_ld = got.cpu(), got_ld.cpu()
+    inputs = [t.cpu() for t in inputs]
+    dt = weights[0].dtype
+    exact_w = [t.double().cpu() for t in weights]
     exact_in = [t.double() for t in inputs]
     lo, hi = (float(torch.tensor(v, dtype=torch.float32)) for v in SAMPLE_RANGE)
-    ref32, ref32_ld = sample_tier_ref(*inputs, [t.float() for t in weights], L, K, tau, n_prime, lo, hi)
+    ref32, ref32_ld = sample_tier_ref(*inputs, [t.float().cpu() for t in weights], L, K, tau, n_prime, lo, hi)
     ref64, ref64_ld = sample_tier_ref(*exact_in, exact_w, L, K, tau, n_prime, lo, hi)
-    tag = f"B{B}-T{T}-F{F}-D{D}-L{L}-K{K}-tau{tau}-prime{n_prime}-{dt}-blocks{blocks}-resident{resident}"
     assert torch.equal(got[:, :n_prime], inputs[0][:, :n_prime]), "the prime frames must be kept"
+    rel = F32_REL if dt == F32 else FOLDED_REL * torch.finfo(dt).eps / 2
     if dt == F32:
         assert_error_within_reference(f"x {tag}", got, ref32, ref64, FACTOR)
         assert_error_within_reference(f"log_density {tag}", got_ld, ref32_ld, ref64_ld, FACTOR)
@@ -81,11 +96,10 @@ def compare_to_reference(exe, tmp_path, B, T, F, D, L, K, tau, n_prime, dt, bloc
         mu, _, lp = tier_forward(got.double(), cz_t64, cz_f64, exact_w, L, K)
         want = mu.gather(-1, lp.argmax(-1, keepdim=True)).squeeze(-1).clamp(lo, hi)[:, n_prime:]
         err = (got.double()[:, n_prime:] - want).abs().max().item()
-        assert err <= 1e-3 * max(1.0, want.abs().max().item()), f"{tag}: tau = 0 draw off the naive mean by {err}"
+        assert err <= rel * max(1.0, want.abs().max().item()), f"{tag}: tau = 0 draw off the naive mean by {err}"
     want_ld = expected_log_density(got.double(), cz_t64, cz_f64, exact_w, L, K, n_prime)
     err = (got_ld.double() - want_ld).abs().max().item()
-    assert err <= 1e-3 * max(1.0, want_ld.abs().max().item()), f"{tag}: log density off the sample's by {err:.3e}"
-    return got, got_ld
+    assert err <= rel * max(1.0, want_ld.abs().max().item()), f"{tag}: log density off the sample's by {err:.3e}"
 
 
 # (B, T, F, D, L, K, temperature, n_prime, weight dtype, blocks, resident layers)
