@@ -36,7 +36,7 @@ import time
 from typing import Callable
 
 import torch
-from bench_gpu_sampling import TierCase, cached_sampler, measure_cached, tier_network
+from bench_gpu_sampling import TierCase, cached_sampler, measure_cached, random_model, tier_network
 from bench_gpu_training import LSTMComposition, sweep_inputs
 from gpu_bench_common import (
     ROOT,
@@ -56,7 +56,7 @@ from gpu_bench_common import (
 )
 
 import melnet_fast
-from melnet_fast import MelNet, MelNetConfig
+from melnet_fast import MelNetConfig
 from melnet_fast.ops import DIRECTION_CODES, lstm_sweep_2d
 from melnet_fast.ops.dispatch import DEFAULT_VARIANT, use_variant
 from melnet_fast.ops.lstm_sweep import gpu_host
@@ -404,12 +404,7 @@ def run_spectrogram(res: Results, device, smoke: bool, budget: Budget, timing: d
     if device.type != "cuda" and not smoke:
         res.skip(f"{preset} whole", "cuda", "needs a CUDA device")
         return
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = MelNet(cfg).eval()
-    with torch.no_grad():
-        for tier in model.tiers:
-            tier.network.head.weight.mul_(0.1)  # an untrained model's draws stay finite (as tier_network)
+    model = random_model(cfg, device)
     backend = "cuda" if device.type == "cuda" else "cpu"
     wdtype = torch.bfloat16 if device.type == "cuda" else None
     for variant in ("flags", DEFAULT_VARIANT) if device.type == "cuda" else (DEFAULT_VARIANT,):

@@ -121,9 +121,10 @@ void launch(Params p, int64_t dyn_smem, const c10::cuda::CUDAStream& stream, int
 
 // The flags design's launch: every block resident (a cooperative launch guarantees it; the kernel itself uses no
 // grid barrier, its flag waits need all blocks running), one per SM at most (the resident weight rows take the
-// shared memory), each owning ceil(D / grid) hidden units; as many layers' cell rows in shared memory as fit (capped
-// by MELNET_FAST_SAMPLER_RESIDENT_LAYERS), the rest of the frequency-delayed weights (packed contiguously by the
-// caller, window_from .. window_end) in an L2 persisting access-policy window for the launch.
+// shared memory), each owning ceil(D / grid) hidden units (at least 2 blocks); the frequency sweeps' W_hh rows of
+// the current layer (MELNET_FAST_SAMPLER_SWEEP_ROWS=0: read from global memory) and as many layers' cell rows as fit
+// in shared memory (capped by MELNET_FAST_SAMPLER_RESIDENT_LAYERS), the rest of the frequency-delayed weights (packed
+// contiguously by the caller, window_from .. window_end) in an L2 persisting access-policy window for the launch.
 template <typename WT>
 void launch_flags(FlagParams q, int64_t B, int64_t K, const c10::cuda::CUDAStream& stream, int device,
                   const char* packed, const std::vector<int64_t>& layer_offsets) {
@@ -138,23 +139,31 @@ void launch_flags(FlagParams q, int64_t B, int64_t K, const c10::cuda::CUDAStrea
   C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
   const int64_t theta_bytes = flag_theta_floats(B, K) * static_cast<int64_t>(sizeof(float));
   const int64_t L = q.p.L, D = q.p.D;
-  int grid = static_cast<int>(std::min<int64_t>(sms, max_blocks_cap()));
+  // At least 2 blocks: the two frequency sweeps run on the two halves of the grid.
+  int grid = static_cast<int>(std::max<int64_t>(2, std::min<int64_t>(sms, max_blocks_cap())));
   const int64_t units = (D + grid - 1) / grid;
   const int64_t layer_bytes = flag_layer_bytes(units, D, sizeof(WT));
-  const int64_t room = static_cast<int64_t>(optin) - static_cast<int64_t>(attr.sharedSizeBytes) - theta_bytes;
+  int64_t room = static_cast<int64_t>(optin) - static_cast<int64_t>(attr.sharedSizeBytes) - theta_bytes;
   TORCH_CHECK(room >= 0, "sample_tier: the flags sampler's head needs ", theta_bytes,
               " bytes of shared memory per block (n_mixtures=", K, "), more than device ", device, " has");
+  // The sweep rows first (read F times per frame and layer), then as many layers' cell rows as fit.
+  const int64_t sweep_units = flag_sweep_units(D, grid);
+  const int64_t sweep_bytes = flag_sweep_bytes(sweep_units, D, sizeof(WT));
+  const bool sweep_rows = sweep_bytes <= room && env_count("MELNET_FAST_SAMPLER_SWEEP_ROWS", 1) != 0;
+  if (sweep_rows) room -= sweep_bytes;
   const int64_t resident = std::min<int64_t>(
       {L, room / std::max<int64_t>(layer_bytes, 1), env_count("MELNET_FAST_SAMPLER_RESIDENT_LAYERS", L)});
-  const int64_t dyn_smem = theta_bytes + resident * layer_bytes;
+  const int64_t dyn_smem = theta_bytes + resident * layer_bytes + (sweep_rows ? sweep_bytes : 0);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dyn_smem)));
   C10_CUDA_CHECK(
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, static_cast<size_t>(dyn_smem)));
-  TORCH_CHECK(per_sm >= 1, "sample_tier: the flags sampler's kernel cannot be resident on device ", device, " (",
-              kThreads, " threads, ", dyn_smem, " bytes of dynamic shared memory per block)");
+  TORCH_CHECK(per_sm >= 1 && grid <= sms * per_sm, "sample_tier: the flags sampler's ", grid,
+              " blocks cannot all be resident on device ", device, " (", kThreads, " threads, ", dyn_smem,
+              " bytes of dynamic shared memory per block)");
   q.units_per_block = static_cast<int>(units);
   q.resident_layers = static_cast<int>(resident);
   q.theta_floats = static_cast<int>(flag_theta_floats(B, K));
+  q.sweep_units = sweep_rows ? static_cast<int>(sweep_units) : 0;
 
   // L2 persisting window over the non-resident layers' packed weights (skipped where the device has none).
   int max_persist = 0, max_window = 0;
@@ -320,7 +329,7 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda_impl(bool flags_design, cons
   const Scratch so(Bc, F, D, L);
   const FlagScratch fo(so.total, Bc, F, D, L);
   at::Tensor scratch = at::empty({flags_design ? fo.total : so.total}, fopts);
-  at::Tensor arrivals = at::zeros({1}, x_init.options().dtype(at::kInt));
+  at::Tensor arrivals = at::zeros({3}, x_init.options().dtype(at::kInt));  // FlagParams::arrivals
   if (poison_outputs_flag().load(std::memory_order_relaxed)) {
     scratch.fill_(std::numeric_limits<float>::quiet_NaN());  // reads of state nobody wrote show up as NaN
   }

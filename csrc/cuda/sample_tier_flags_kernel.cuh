@@ -32,8 +32,10 @@
 //    shared memory (copied once at the start; the host sizes resident_layers to the shared memory left); the other
 //    layers' rows are read from global memory (L2: the host sets a persisting access-policy window over them).
 //
-// Per frame, the time-delayed stack runs the first design's phases (time_delayed_frame) with flag waits, then
-// one phase computes base_k for every layer and channel.
+// 4. The time-delayed stack per frame: the first design's phases with flag waits, except the frequency sweeps: the
+//    forward direction runs on one half of the grid and the backward on the other, each step waiting only for its
+//    own half's arrivals, with the layer's W_hh rows of the block's units in shared memory for the layer's F steps
+//    (frequency_sweeps). Then one phase computes base_k for every layer and channel.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -54,12 +56,15 @@ constexpr int kCellMatrices = 3;  // W_ih, W_ih P (folded), W_hh: the rows of on
 
 struct FlagParams {
   Params p;  // sizes, data and the time-delayed state of the first design; p.wtab holds the folded list
-  unsigned* arrivals;  // one counter, zero at the launch: every block adds 1 per phase
+  unsigned* arrivals;  // [3], zero at the launch: every block adds 1 per phase to [0]; the frequency sweeps'
+                       // halves of the grid add 1 per step to [1] (forward) / [2] (backward)
   float* fbase;  // [L, B, F, D]  base_k of the current frame (base_0 = xf_b + cz_f + ht_0)
   float* hfr;  // [2, L, B, D]  hf_{k-1} in slot k, by channel parity
   int units_per_block;  // ceil(D / blocks): the hidden units a block owns (at most)
   int resident_layers;  // layers whose cell rows each block keeps in shared memory
   int theta_floats;  // floats of s_theta at the start of dynamic shared memory: 2 B 3K (a multiple of 4)
+  int sweep_units;  // units a block owns in a frequency sweep (flag_sweep_units), their W_hh rows kept in shared
+                    // memory for the layer's F steps; 0: read from global memory
 };
 
 // Index in the folded list of matrix m of layer k's cells (layer 0 has no folded matrix: its W_ih stands in, unread).
@@ -202,36 +207,14 @@ __device__ void phase_layer(const FlagParams& q, int i, int j, int k, const floa
     } else {  // hf_{k-1} = (hf_{k-2} + P^{k-1} h_{k-1}) + pb^{k-1}, rows of row group rg
       const int tp = t - ncell;
       const int rg = static_cast<int>(blockIdx.x) + (tp / nbg) * nb;
-      int d[kProjRows];
-      bool okr[kProjRows];
-      task_columns<kProjRows>(rg * kProjRows, D, d, okr);
-      int bs[NC];
-      bool ok[NC];
-      task_columns<NC>((tp % nbg) * NC, B, bs, ok);
-      const WT* pw = layer_weight<WT>(p, k - 1, sl::kFProjW);
       const WT* pb = layer_weight<WT>(p, k - 1, sl::kFProjB);
-      const WT* rows[kProjRows];
-#pragma unroll
-      for (int r = 0; r < kProjRows; ++r) rows[r] = pw + static_cast<int64_t>(d[r]) * D;
-      VecIn hin[NC];
-#pragma unroll
-      for (int c = 0; c < NC; ++c) hin[c].a = h_low + static_cast<int64_t>(bs[c]) * D;
-      float acc[kProjRows][NC];
-      zero(acc);
-      warp_dot(rows, hin, D, p.vec, lane, acc);
-      warp_allreduce(acc);
-#pragma unroll
-      for (int r = 0; r < kProjRows; ++r) {
-#pragma unroll
-        for (int c = 0; c < NC; ++c) {
-          if (lane == r * NC + c && okr[r] && ok[c]) {
-            const int64_t o = static_cast<int64_t>(bs[c]) * D + d[r];
-            flags::note_read(hf_in + o, 1);
-            hf_out[o] = (hf_in[o] + acc[r][c]) + load_weight(pb + d[r]);
-            flags::note_write(hf_out + o, 1);
-          }
-        }
-      }
+      proj_task<WT, NC>(layer_weight<WT>(p, k - 1, sl::kFProjW), D, B, p.vec, rg * kProjRows, (tp % nbg) * NC, h_low,
+                        lane, [&](int d, int64_t b, float acc) {
+                          const int64_t o = b * D + d;
+                          flags::note_read(hf_in + o, 1);
+                          hf_out[o] = (hf_in[o] + acc) + load_weight(pb + d);
+                          flags::note_write(hf_out + o, 1);
+                        });
     }
   }
   if (k == 0) {  // hf_-1 = x[i, j-1] xf_w + xf_b + cz_f[i, j] (the reference's order), the block's row groups
@@ -319,43 +302,118 @@ __device__ __forceinline__ void log_density_of(const Params& p, const float* s_t
   }
 }
 
-// All blocks' arrivals so far: publish this block's writes (arrive), then wait for every block's.
+// The arrivals so far of a group of `blocks` blocks on one counter: publish this block's writes (arrive), then
+// wait for every block of the group.
 struct GridFlags {
   unsigned* counter;
-  unsigned arrived = 0;  // this block's arrivals so far (the same count in every block: uniform control flow)
+  unsigned blocks;
+  unsigned arrived = 0;  // this block's arrivals so far (the same count in every block of the group)
   __device__ void arrive() {
     flags::block_arrive(counter);
     ++arrived;
   }
-  __device__ void wait() const { flags::block_wait(counter, arrived * gridDim.x); }
+  __device__ void wait() const { flags::block_wait(counter, arrived * blocks); }
   __device__ void sync() {
     arrive();
     wait();
   }
 };
 
+// ------------------------------------------------------------------------------------------------ sweeps
+// The two frequency sweeps of layer l on disjoint halves of the grid: blocks [0, nb/2) run the forward direction,
+// the others the backward one, each block owning units bl, bl + half, ... of its direction (bl its index in the
+// half) with their four W_hh rows copied into shared memory for the layer's F steps (sweep_units > 0). A step
+// waits only for its own half's arrivals; the caller's grid-wide sync after the last step publishes both.
+template <typename WT>
+__device__ void frequency_sweeps(const FlagParams& q, int l, GridFlags& half, WT* s_sw, int warp, int lane) {
+  const Params& p = q.p;
+  const int D = p.D, nb = gridDim.x, nb0 = nb / 2;
+  const int r = static_cast<int>(blockIdx.x) < nb0 ? 0 : 1;
+  const int hsize = r == 0 ? nb0 : nb - nb0;
+  const int bl = static_cast<int>(blockIdx.x) - r * nb0;
+  const int nq = (D - bl + hsize - 1) / hsize;  // units this block owns
+  const WT* w_hh = layer_weight<WT>(p, l, sl::kTWhh) + static_cast<int64_t>(r + 1) * 4 * D * D;
+  const bool resident = q.sweep_units > 0;
+  if (resident) {  // the rows of this layer: read once, used F times (the previous layer's are no longer read)
+    for (int row = warp; row < nq * kGateRows; row += kWarps) {
+      const int lq = row / kGateRows, g = row % kGateRows;
+      const WT* src = w_hh + (static_cast<int64_t>(g) * D + bl + static_cast<int64_t>(lq) * hsize) * D;
+      for (int e = lane; e < D; e += kWarp) s_sw[static_cast<int64_t>(row) * D + e] = __ldg(src + e);
+    }
+    __syncthreads();
+  }
+  const bool wide = p.B >= kBatchCols;
+  const int nc = wide ? kBatchCols : 1;
+  const int nbg = (p.B + nc - 1) / nc;
+  for (int s = 0; s < p.F; ++s) {
+    if (s > 0) half.wait();  // step s-1 of this direction: h at the previous channel
+    for (int t = warp; t < nq * nbg; t += kWarps) {
+      const int lq = t / nbg;
+      const int u = bl + lq * hsize;
+      const WT* rows[kGateRows];
+#pragma unroll
+      for (int g = 0; g < kGateRows; ++g) {
+        rows[g] = resident ? s_sw + (static_cast<int64_t>(lq) * kGateRows + g) * D
+                           : w_hh + (static_cast<int64_t>(g) * D + u) * D;
+      }
+      const int first_b = (t % nbg) * nc;
+      if (resident && wide) {
+        sweep_task<WT, kBatchCols, true>(p, l, s, r, u, first_b, rows, lane);
+      } else if (resident) {
+        sweep_task<WT, 1, true>(p, l, s, r, u, first_b, rows, lane);
+      } else if (wide) {
+        sweep_task<WT, kBatchCols>(p, l, s, r, u, first_b, rows, lane);
+      } else {
+        sweep_task<WT, 1>(p, l, s, r, u, first_b, rows, lane);
+      }
+    }
+    if (s + 1 < p.F) half.arrive();
+  }
+}
+
+// The time-delayed stack of frame i as time_delayed_frame (sample_tier_kernel.cuh), with frequency_sweeps.
+template <typename WT>
+__device__ void time_delayed_frame_flags(const FlagParams& q, int i, GridFlags& grid, GridFlags& half, WT* s_sw,
+                                         int64_t gwarp, int64_t nwarps, int warp, int lane) {
+  const Params& p = q.p;
+  phase_frame_input<WT>(p, i);
+  grid.sync();  // xt complete
+  for (int l = 0; l < p.L; ++l) {
+    phase_time_gates<WT, kTimeCols>(p, i, l, gwarp, nwarps, lane);
+    grid.sync();  // th_new, tc, sgx complete
+    frequency_sweeps<WT>(q, l, half, s_sw, warp, lane);
+    grid.sync();  // sh of both directions, every channel
+    phase_time_proj<WT, kTimeCols>(p, i, l, gwarp, nwarps, lane);
+    grid.sync();  // htl[l] complete
+  }
+}
+
 // ------------------------------------------------------------------------------------------------ kernel
 template <typename WT>
 __global__ void __launch_bounds__(kThreads) sample_tier_flags_kernel(const FlagParams q) {
   const Params& p = q.p;
-  extern __shared__ __align__(16) float s_dyn[];  // [2, B, 3K] theta by channel parity, then the resident rows
+  // [2, B, 3K] theta by channel parity, the resident cell rows, then the sweep rows of the current layer
+  extern __shared__ __align__(16) float s_dyn[];
   WT* s_w = reinterpret_cast<WT*>(s_dyn + q.theta_floats);
+  WT* s_sw = s_w + static_cast<int64_t>(q.resident_layers) * q.units_per_block * kCellMatrices * kGateRows * p.D;
   __shared__ float s_val[kMaxBatch];  // x[b, i, j-1] in every block
   __shared__ float s_logd[kMaxBatch];  // block 0: running log density per batch row
   const int lane = threadIdx.x % kWarp;
   const int warp = threadIdx.x / kWarp;
   const int64_t nwarps = static_cast<int64_t>(gridDim.x) * kWarps;
   const int64_t gwarp = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  const int64_t gwarp_spread = static_cast<int64_t>(warp) * gridDim.x + blockIdx.x;
   const bool wide = p.B >= kBatchCols;
   if (threadIdx.x < kMaxBatch) s_logd[threadIdx.x] = 0.f;
   load_resident_rows<WT>(q, s_w);  // ends with a block barrier
-  GridFlags grid{q.arrivals};
+  GridFlags grid{q.arrivals, gridDim.x};
+  const int nb0 = static_cast<int>(gridDim.x) / 2;  // the forward sweep's half of the grid
+  GridFlags half{q.arrivals + (static_cast<int>(blockIdx.x) < nb0 ? 1 : 2),
+                 static_cast<unsigned>(static_cast<int>(blockIdx.x) < nb0 ? nb0 : gridDim.x - nb0)};
   const int K3 = 3 * p.K;
 
   for (int i = 0; i < p.T; ++i) {
     if (i > 0) grid.sync();  // block 0's x[:, i-1, :] published
-    time_delayed_frame<WT>(p, i, gwarp, wide ? gwarp : gwarp_spread, nwarps, lane, [&grid]() { grid.sync(); });
+    time_delayed_frame_flags<WT>(q, i, grid, half, s_sw, gwarp, nwarps, warp, lane);
     if (i < p.n_prime) continue;  // primed frame: only the time-delayed caches advance (uniform over the grid)
     phase_bases<WT>(q, i);
     if (threadIdx.x < kMaxBatch) s_val[threadIdx.x] = 0.f;  // channel -1 is zeros
@@ -402,10 +460,15 @@ inline int64_t flag_batch_rows(int64_t K) {
   return fit < kMaxBatch ? fit : kMaxBatch;
 }
 
-// Shared memory of the kernel: theta floats (2 B 3K rounded up to 16 bytes) and the resident rows per layer.
+// Shared memory of the kernel: theta floats (2 B 3K rounded up to 16 bytes), the resident rows per layer and the
+// rows of a frequency sweep (sweep_units units' four W_hh rows). The sweeps need at least 2 blocks.
 inline int64_t flag_theta_floats(int64_t B, int64_t K) { return (2 * B * 3 * K + 3) / 4 * 4; }
 inline int64_t flag_layer_bytes(int64_t units_per_block, int64_t D, int64_t weight_bytes) {
   return units_per_block * kCellMatrices * kGateRows * D * weight_bytes;
+}
+inline int64_t flag_sweep_units(int64_t D, int64_t blocks) { return (D + blocks / 2 - 1) / (blocks / 2); }
+inline int64_t flag_sweep_bytes(int64_t sweep_units, int64_t D, int64_t weight_bytes) {
+  return sweep_units * kGateRows * D * weight_bytes;
 }
 
 }  // namespace sampler_cuda

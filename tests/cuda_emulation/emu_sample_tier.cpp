@@ -1,5 +1,6 @@
 // Harness of the sampler's emulation tests: runs sample_tier_kernel of csrc/cuda/sample_tier_kernel.cuh (DESIGN 0)
-// or sample_tier_flags_kernel of csrc/cuda/sample_tier_flags_kernel.cuh (DESIGN 1; the repository's files,
+// or sample_tier_flags_kernel of csrc/cuda/sample_tier_flags_kernel.cuh (DESIGN 1, or 2: without the sweep rows in
+// shared memory; the repository's files,
 // rewritten by build_grid_emulator.py only to give every block its own shared memory) with all blocks of a small
 // grid alive at once (emu_grid.h), after redoing the host side of csrc/cuda/sample_tier.cu: constant float32
 // copies of the small weights, the weight address table, the 16-byte path condition, the time-LSTM state
@@ -41,7 +42,7 @@ int64_t weight_numel(const sl::Layout& layout, int64_t idx, int64_t D, int64_t K
 }
 
 template <typename WT>
-void run(bool flags_design, int max_resident, int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K,
+void run(bool flags_design, bool sweep_rows, int max_resident, int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K,
          int64_t n_prime, float tau, float x_min, float x_max, int blocks, const std::string& dir) {
   using emu::Buffer;
   const sl::Layout layout(L, flags_design);
@@ -74,7 +75,7 @@ void run(bool flags_design, int max_resident, int64_t B, int64_t T, int64_t F, i
   const sc::Scratch so(Bc, F, D, L);
   const sc::FlagScratch fo(so.total, Bc, F, D, L);
   Buffer scratch("scratch", (flags_design ? fo.total : so.total) * 4);  // 0xFF bytes: NaN, like the poison fill
-  Buffer arrivals("arrivals", sizeof(unsigned));
+  Buffer arrivals("arrivals", 3 * sizeof(unsigned));
   float* base = scratch.as<float>();
   for (int64_t d = 0; d < D; ++d) base[so.xfw + d] = wf(layout.input(sl::kXfW), d);
   for (int64_t l = 0; l < L; ++l) {
@@ -94,9 +95,11 @@ void run(bool flags_design, int max_resident, int64_t B, int64_t T, int64_t F, i
   // The flags design: theta by parity, then the resident rows of up to max_resident layers.
   const int64_t units_per_block = (D + blocks - 1) / blocks;
   const int resident = static_cast<int>(std::min<int64_t>(L, max_resident));
+  const int64_t sweep_units = sweep_rows ? sc::flag_sweep_units(D, blocks) : 0;
   if (flags_design) {
     dyn_smem = static_cast<size_t>(sc::flag_theta_floats(Bc, K) * 4 +
-                                   resident * sc::flag_layer_bytes(units_per_block, D, sizeof(WT)));
+                                   resident * sc::flag_layer_bytes(units_per_block, D, sizeof(WT)) +
+                                   sc::flag_sweep_bytes(sweep_units, D, sizeof(WT)));
   }
 
   for (int64_t b0 = 0; b0 < B; b0 += Bc) {
@@ -132,7 +135,8 @@ void run(bool flags_design, int max_resident, int64_t B, int64_t T, int64_t F, i
       sc::FlagParams q;
       q.p = p;
       fo.bind(q, base);
-      *arrivals.as<unsigned>() = 0;
+      for (int c = 0; c < 3; ++c) arrivals.as<unsigned>()[c] = 0;
+      q.sweep_units = static_cast<int>(sweep_units);
       q.arrivals = arrivals.as<unsigned>();
       q.units_per_block = static_cast<int>(units_per_block);
       q.resident_layers = resident;
@@ -155,7 +159,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: see the head of emu_sample_tier.cpp\n");
     return 2;
   }
-  const bool flags_design = emu::arg_int(argv, 1) == 1;
+  const long design = emu::arg_int(argv, 1);
+  const bool flags_design = design >= 1, sweep_rows = design == 1;
   const int max_resident = static_cast<int>(emu::arg_int(argv, 2));
   argv += 2;
   const std::string wdtype = argv[1];
@@ -174,11 +179,11 @@ int main(int argc, char** argv) {
     emu::fail("bad sizes");
   }
   if (wdtype == "f32") {
-    run<float>(flags_design, max_resident, B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
+    run<float>(flags_design, sweep_rows, max_resident, B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
   } else if (wdtype == "bf16") {
-    run<__nv_bfloat16>(flags_design, max_resident, B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
+    run<__nv_bfloat16>(flags_design, sweep_rows, max_resident, B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
   } else if (wdtype == "f16") {
-    run<__half>(flags_design, max_resident, B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
+    run<__half>(flags_design, sweep_rows, max_resident, B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
   } else {
     emu::fail("unknown weight dtype %s", wdtype.c_str());
   }

@@ -12,7 +12,9 @@ wrong index or an unfolded term costs orders of magnitude more). In every dtype:
 every draw as the float64 reference, at tau = 0 each drawn value the mean of the most probable component of the
 mixture recomputed naively from the sample (teacher-forced, float64), and the accumulated log density that of
 the drawn sample. The result must not change by a bit with the grid size (2 to 12 blocks, blocks owning no
-hidden unit included), the thread order, or how many layers' rows are resident in shared memory."""
+hidden unit included), the thread order, how many layers' rows are resident in shared memory, or whether the
+frequency sweeps (run on two halves of the grid, each waiting only for its own half) keep their W_hh rows in shared
+memory."""
 
 import platform
 import sys
@@ -51,10 +53,11 @@ def harness():
 
 
 def run_flags(exe, tmp_path, inputs, weights, L, K, tau, n_prime, blocks, resident, order=0, poison=0xFF,
-              value_range=SAMPLE_RANGE):
+              value_range=SAMPLE_RANGE, sweep_rows=True):
     folded = list(weights) + fold_projections(weights, L, K)
     return emulated_sample_tier(exe, tmp_path, *inputs, folded, L, K, tau, n_prime, blocks, order=order,
-                                poison=poison, value_range=value_range, design="flags", resident_layers=resident)
+                                poison=poison, value_range=value_range, resident_layers=resident,
+                                design="flags" if sweep_rows else "flags-global-sweeps")
 
 
 def compare_to_reference(exe, tmp_path, B, T, F, D, L, K, tau, n_prime, dt, blocks, resident, seed=0, order=0):
@@ -138,13 +141,15 @@ def test_more_rows_than_one_launch(harness, tmp_path):
 @pytest.mark.parametrize("B, D, dt", [(1, 8, BF16), (5, 5, F32)])
 def test_result_independent_of_grid_size_residency_and_thread_order(harness, tmp_path, B, D, dt):
     """Bitwise the same sample and log density on 2 to 12 blocks, with 0 to 2 layers resident in shared memory,
-    in any thread order, whatever garbage shared memory starts with: every task has one owner and one reduction
-    order whatever the grid, and a race (a missing wait) would show here or in the flag checker."""
+    the sweep rows in shared or global memory, in any thread order, whatever garbage shared memory starts with:
+    every task has one owner and one reduction order whatever the grid, and a race (a missing wait) would show
+    here or in the flag checker."""
     inputs, w64 = make_inputs(B, 3, 5, D, 2, 3, seed=3)
     weights = [t.to(dt) for t in w64]
-    runs = [run_flags(harness, tmp_path, inputs, weights, 2, 3, 0.7, 1, blocks, resident, order=order, poison=poison)
-            for blocks, resident, order, poison in ((2, 2, 0, 0xFF), (5, 0, 1, 0x00), (3, 1, 2, 0x5A),
-                                                    (12, 2, 2, 0xFF))]
+    runs = [run_flags(harness, tmp_path, inputs, weights, 2, 3, 0.7, 1, blocks, resident, order=order, poison=poison,
+                      sweep_rows=sweep_rows)
+            for blocks, resident, order, poison, sweep_rows in ((2, 2, 0, 0xFF, True), (5, 0, 1, 0x00, False),
+                                                                (3, 1, 2, 0x5A, True), (12, 2, 2, 0xFF, False))]
     for x, ld in runs:
         assert torch.isfinite(x).all() and torch.isfinite(ld).all()
     for x, ld in runs[1:]:

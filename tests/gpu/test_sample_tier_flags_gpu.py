@@ -9,20 +9,15 @@ import torch
 import melnet_fast
 from melnet_fast.ops import sample_tier
 from tests.cuda_emulation.test_sample_tier_flags_emulated import check_against_reference
-from tests.gpu.test_sample_tier_cuda_gpu import CASES, chosen_components, cuda_case, run_cuda
+from tests.gpu.test_sample_tier_cuda_gpu import (  # noqa: F401  (the autouse fixture applies here too)
+    CASES,
+    chosen_components,
+    cuda_backend_and_exact_matmul,
+    cuda_case,
+    run_cuda,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
-
-
-@pytest.fixture(autouse=True)
-def exact_matmul():
-    missing = melnet_fast.backends.why_unavailable("cuda")
-    if missing:
-        pytest.fail(f"the cuda backend must be available for the GPU tests: {missing}")
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def run_flags(inputs, weights, L, K, tau, n_prime=0):
@@ -64,13 +59,15 @@ def test_same_draws_as_the_first_design(weight_dtype):
 
 
 def test_knobs_do_not_change_a_bit(monkeypatch):
-    """Grid size (MELNET_FAST_SAMPLER_MAX_BLOCKS), resident layers (MELNET_FAST_SAMPLER_RESIDENT_LAYERS) and the
-    L2 window (MELNET_FAST_SAMPLER_L2_WINDOW) change where rows live and who computes them, not the numbers."""
+    """Grid size (MELNET_FAST_SAMPLER_MAX_BLOCKS; 1 is raised to the 2 blocks the sweeps need), resident layers
+    (MELNET_FAST_SAMPLER_RESIDENT_LAYERS), the L2 window (MELNET_FAST_SAMPLER_L2_WINDOW) and the sweep rows
+    (MELNET_FAST_SAMPLER_SWEEP_ROWS) change where rows live and who computes them, not the numbers."""
     for B in (5, 1):
         inputs, weights, _ = cuda_case(B, 2, 5, 16, 3, 3, seed=6, weight_dtype=torch.bfloat16)
         base = run_flags(inputs, weights, 3, 3, 0.7)
-        for name, value in (("MELNET_FAST_SAMPLER_MAX_BLOCKS", "7"), ("MELNET_FAST_SAMPLER_RESIDENT_LAYERS", "1"),
-                            ("MELNET_FAST_SAMPLER_RESIDENT_LAYERS", "0"), ("MELNET_FAST_SAMPLER_L2_WINDOW", "0")):
+        for name, value in (("MELNET_FAST_SAMPLER_MAX_BLOCKS", "7"), ("MELNET_FAST_SAMPLER_MAX_BLOCKS", "1"),
+                            ("MELNET_FAST_SAMPLER_RESIDENT_LAYERS", "1"), ("MELNET_FAST_SAMPLER_RESIDENT_LAYERS", "0"),
+                            ("MELNET_FAST_SAMPLER_L2_WINDOW", "0"), ("MELNET_FAST_SAMPLER_SWEEP_ROWS", "0")):
             monkeypatch.setenv(name, value)
             got = run_flags(inputs, weights, 3, 3, 0.7)
             monkeypatch.delenv(name)
