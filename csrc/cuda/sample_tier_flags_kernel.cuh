@@ -147,10 +147,7 @@ __device__ void phase_layer(const FlagParams& q, int i, int j, int k, const floa
   float* hf_out = q.hfr + (static_cast<int64_t>(par) * L + k) * BD;  // hf_{k-1}
   const float* h_low = p.fh + (static_cast<int64_t>(par_next) * L + (k > 0 ? k - 1 : 0)) * BD;  // h_{k-1}(j)
   const float* h_prev = p.fh + (static_cast<int64_t>(par) * L + k) * BD;  // h_k(j-1)
-  float* h_next = p.fh + (static_cast<int64_t>(par_next) * L + k) * BD;
-  float* fc = p.fc + k * BD;
   const float* base = q.fbase + static_cast<int64_t>(k) * B * F * D;
-  const WT* bias = layer_weight<WT>(p, k, sl::kFBias);
   const int nbg = (B + NC - 1) / NC;
   const int nq = (D - static_cast<int>(blockIdx.x) + nb - 1) / nb;  // units this block owns
   const int nrg = (D + kProjRows - 1) / kProjRows;
@@ -191,19 +188,7 @@ __device__ void phase_layer(const FlagParams& q, int i, int j, int k, const floa
         warp_dot(rows[2], prev, D, p.vec, lane, acc);
       }
       warp_allreduce(acc);
-#pragma unroll
-      for (int c = 0; c < NC; ++c) {
-        if (lane == c && ok[c]) {
-          const int64_t o = static_cast<int64_t>(bs[c]) * D + u;
-          const float c_prev = j == 0 ? p.fc0[static_cast<int64_t>(k) * D + u] : fc[o];
-          const CellOut r = lstm_pointwise(acc[0][c] + load_weight(bias + u), acc[1][c] + load_weight(bias + D + u),
-                                           acc[2][c] + load_weight(bias + 2 * D + u),
-                                           acc[3][c] + load_weight(bias + 3 * D + u), c_prev);
-          fc[o] = r.c;
-          h_next[o] = r.h;
-          flags::note_write(h_next + o, 1);
-        }
-      }
+      freq_cell_update<WT, NC>(p, j, k, u, bs, ok, acc, lane);
     } else {  // hf_{k-1} = (hf_{k-2} + P^{k-1} h_{k-1}) + pb^{k-1}, rows of row group rg
       const int tp = t - ncell;
       const int rg = static_cast<int>(blockIdx.x) + (tp / nbg) * nb;

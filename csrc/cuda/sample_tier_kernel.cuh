@@ -309,6 +309,31 @@ __device__ void phase_freq_base(const Params& p, int i) {
 }
 
 // ------------------------------------------------------------------------------------------------ C
+// The frequency-delayed cell update of layer l, unit u at channel j for a task's NC batch rows (lane c writes row
+// bs[c]): gates acc + bias, the cell state from fc (fc0 at j = 0); writes fc and h into fh[(j + 1) % 2].
+template <typename WT, int NC>
+__device__ __forceinline__ void freq_cell_update(const Params& p, int j, int l, int u, const int (&bs)[NC],
+                                                 const bool (&ok)[NC], const float (&acc)[kGateRows][NC], int lane) {
+  const int D = p.D;
+  const int64_t BD = static_cast<int64_t>(p.B) * D;
+  const WT* bias = layer_weight<WT>(p, l, sl::kFBias);
+  float* fc = p.fc + l * BD;
+  float* h_next = p.fh + (static_cast<int64_t>((j + 1) & 1) * p.L + l) * BD;
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    if (lane == c && ok[c]) {
+      const int64_t o = static_cast<int64_t>(bs[c]) * D + u;
+      const float c_prev = j == 0 ? p.fc0[static_cast<int64_t>(l) * D + u] : fc[o];
+      const CellOut r =
+          lstm_pointwise(acc[0][c] + load_weight(bias + u), acc[1][c] + load_weight(bias + D + u),
+                         acc[2][c] + load_weight(bias + 2 * D + u), acc[3][c] + load_weight(bias + 3 * D + u), c_prev);
+      fc[o] = r.c;
+      h_next[o] = r.h;
+      flags::note_write(h_next + o, 1);
+    }
+  }
+}
+
 // Frequency-delayed cell of layer l at channel j: tasks (unit u, group of NC batch rows). Input hf + htl[l][b, j]
 // (layer 0: base0[b, j] + x[b, i, j-1] xf_w, with x[b, i, j-1] = s_val[b]); h_prev = fh[j % 2] (h0 at j = 0).
 template <typename WT, int NC>
@@ -318,11 +343,8 @@ __device__ void phase_freq_cell(const Params& p, int j, int l, const float* s_va
   const int64_t BD = static_cast<int64_t>(B) * D;
   const WT* w_ih = layer_weight<WT>(p, l, sl::kFWih);  // [1, 4D, D]
   const WT* w_hh = layer_weight<WT>(p, l, sl::kFWhh);
-  const WT* bias = layer_weight<WT>(p, l, sl::kFBias);
   const float* htl = p.htl + static_cast<int64_t>(l) * B * F * D;
   const float* h_prev = p.fh + (static_cast<int64_t>(j & 1) * p.L + l) * BD;
-  float* h_next = p.fh + (static_cast<int64_t>((j + 1) & 1) * p.L + l) * BD;
-  float* fc = p.fc + l * BD;
   const int nbg = (B + NC - 1) / NC;
   for (int64_t t = gwarp; t < static_cast<int64_t>(D) * nbg; t += nwarps) {
     const int u = static_cast<int>(t / nbg);
@@ -353,18 +375,7 @@ __device__ void phase_freq_cell(const Params& p, int j, int l, const float* s_va
     warp_dot(rows, xin, D, p.vec, lane, acc);
     warp_dot(hrows, hin, D, p.vec, lane, acc);
     warp_allreduce(acc);
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      if (lane == c && ok[c]) {
-        const int64_t o = static_cast<int64_t>(bs[c]) * D + u;
-        const float c_prev = j == 0 ? p.fc0[static_cast<int64_t>(l) * D + u] : fc[o];
-        const CellOut r = lstm_pointwise(acc[0][c] + load_weight(bias + u), acc[1][c] + load_weight(bias + D + u),
-                                         acc[2][c] + load_weight(bias + 2 * D + u),
-                                         acc[3][c] + load_weight(bias + 3 * D + u), c_prev);
-        fc[o] = r.c;
-        h_next[o] = r.h;
-      }
-    }
+    freq_cell_update<WT, NC>(p, j, l, u, bs, ok, acc, lane);
   }
 }
 
