@@ -38,10 +38,10 @@
 // frequency-delayed LSTM's h by channel parity. Cell states and hf are updated in place by their single owner.
 // Weights (float32 / bfloat16 / float16) are only read, through the read-only path, and stay in L2 across steps.
 //
-// Occupancy (nvcc 13.0, sm_90, -Xptxas -v): 200-224 registers, no spills, so one 256-thread block per SM and a
-// grid of #SMs blocks (132 on H100 SXM / H200). Tuning hooks: weight rows are read in one place
-// (sampler_cuda::warp_dot), where the frequency-delayed cells' rows (the per-element working set) could be pinned
-// in shared memory per block; MELNET_FAST_SAMPLER_MAX_BLOCKS caps the grid (cheaper barriers, fewer warps).
+// Occupancy (nvcc 13.0, sm_90, -Xptxas -v): 188-228 registers (the flags design: 227-254), no spills, so one
+// 256-thread block per SM and a grid of #SMs blocks (132 on H100 SXM / H200). Weight rows are read in one place
+// (sampler_cuda::warp_dot); the flags design keeps the per-element working set in shared memory there.
+// MELNET_FAST_SAMPLER_MAX_BLOCKS caps the grid (cheaper barriers, fewer warps).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
