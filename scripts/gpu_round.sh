@@ -28,14 +28,16 @@
 #                    kernel specialization, 2-5 s each, ~10 of them) counts here, it runs before the Triton tests;
 #                    the GEMM floor (~5.5 TFLOP of bf16 GEMMs, ~9 ms) ~2 s; 2 x 2200 grid barriers at ~1.5 us
 #                    <1 s; the sampler at ~70-120 us per element on Blizzard tier 1 (a frame is 32 elements),
-#                    0.3 s of frames x 3 reps x 4 variants x 2 batches x 2 presets ~20 s.
+#                    0.3 s of frames x 3 reps x 6 variants (both designs) x 2 batches x 2 presets ~30 s; a
+#                    whole 10 s Blizzard spectrogram per design, extrapolated from a few frames when it does not fit.
 #   tests-triton 50  pytest -m gpu on the Triton sweep and mixture NLL: JIT compiles dominate (~30 specializations).
 #   sanitize     40  compute-sanitizer memcheck over the CUDA kernels only (scripts/sanitize_kernels.py --backends
 #                    cuda): ~10 small launches slowed 10-100x, plus the tool's start-up; then 2 x 15 s: racecheck
 #                    and synccheck of the flags sampler on its smallest case (skipped if the deadline is near).
 #   memory       25  benchmarks/sweep_memory.py on the GPU at the Blizzard tier-1 shape: stored and recompute,
 #                    each in a fresh process (~5 s of imports, one fwd+bwd).
-# Total 410 s of the 420 s deadline. Not in the default round (a longer window): train and sample, the full
+# Total 440 s of step limits for the 420 s deadline: the last steps are skipped, and said so, if the earlier ones use
+# their whole limits. Not in the default round (a longer window): train and sample, the full
 # training and sampling benchmarks (bench_gpu_training.py, bench_gpu_sampling.py, budget 170 and 130 s). New steps (a second sweep or sampler design) add their cases to the lists in
 # benchmarks/gpu_round_measure.py (SWEEP_DESIGNS, SAMPLER_VARIANTS) and need no new step here.
 set -u -o pipefail
