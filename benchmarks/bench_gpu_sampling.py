@@ -261,6 +261,18 @@ def predict_whole_s(res: Results, cfg: MelNetConfig, provider: str) -> float | N
     return sum(T * F * float(np.interp(L, layers, us)) * 1e-6 for (T, F), L in zip(shapes, cfg.layers))
 
 
+def random_model(cfg: MelNetConfig, device) -> MelNet:
+    """MelNet(cfg) with seeded random weights, every head scaled down (as tier_network) so that an untrained
+    model's draws stay finite."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = MelNet(cfg).eval()
+    with torch.no_grad():
+        for tier in model.tiers:
+            tier.network.head.weight.mul_(0.1)
+    return model
+
+
 def run_whole(device, smoke, res: Results, budget: Budget) -> None:
     preset = "tiny" if smoke else "blizzard"
     backend = next((b for b in (["cuda"] if device.type == "cuda" else ["cpu", "reference"])
@@ -282,12 +294,7 @@ def run_whole(device, smoke, res: Results, budget: Budget) -> None:
         res.skip(f"{preset} whole", backend, f"predicted {predicted:.0f} s does not fit the {budget.left():.0f} s left")
         res["whole"] = dict(preset=preset, backend=backend, predicted_s=predicted, skipped=True)
         return
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = MelNet(cfg).eval()
-    with torch.no_grad():
-        for tier in model.tiers:
-            tier.network.head.weight.mul_(0.1)
+    model = random_model(cfg, device)
     gen = torch.Generator(device=device).manual_seed(0)
     try:
         with melnet_fast.use_backend(backend):

@@ -9,9 +9,12 @@
            per-step recurrent products batched as one GEMM per direction) alone in bf16 (cuBLAS);
   barrier  the cost of one grid-wide barrier (csrc/cuda/grid_barrier.cu: the slope over two barrier counts);
   sampler  us per element at batch 1 and 8, small and Blizzard initial tiers, every SAMPLER_VARIANTS entry (weight
-           dtype, block-count cap).
+           dtype, block-count cap, design);
+  spectrogram  a whole 10 s Blizzard spectrogram (all 6 tiers, random weights) per sampler design, or its time
+           extrapolated from one time-factor of frames when the whole does not fit the budget.
 
-    python3 benchmarks/gpu_round_measure.py --out DIR [--sections sweep floor barrier sampler] [--budget-s 110]
+    python3 benchmarks/gpu_round_measure.py --out DIR [--sections sweep floor barrier sampler spectrogram]
+        [--budget-s 110]
     python3 benchmarks/gpu_round_measure.py --smoke --out DIR      (tiny shapes on the CPU; CUDA-only parts skip)
 
 Writes DIR/gpu_round.json (rewritten after every row) and appends DIR/gpu_round.csv (device, driver, versions,
@@ -33,7 +36,7 @@ import time
 from typing import Callable
 
 import torch
-from bench_gpu_sampling import TierCase, cached_sampler, measure_cached, tier_network
+from bench_gpu_sampling import TierCase, cached_sampler, measure_cached, random_model, tier_network
 from bench_gpu_training import LSTMComposition, sweep_inputs
 from gpu_bench_common import (
     ROOT,
@@ -53,7 +56,9 @@ from gpu_bench_common import (
 )
 
 import melnet_fast
+from melnet_fast import MelNetConfig
 from melnet_fast.ops import DIRECTION_CODES, lstm_sweep_2d
+from melnet_fast.ops.dispatch import DEFAULT_VARIANT, use_variant
 from melnet_fast.ops.lstm_sweep import gpu_host
 
 CSV_FIELDS = ["section", "case", "size", "provider", "dtype", "mode", "phase", "median_ms", "q1_ms", "q3_ms", "reps",
@@ -89,13 +94,15 @@ SWEEP_DESIGNS = [
 
 @dataclasses.dataclass(frozen=True)
 class SamplerVariant:
-    """One way to run sample_tier: backend, weight dtype (None: the network's float32) and the block-count cap
-    as a fraction of the SMs (MELNET_FAST_SAMPLER_MAX_BLOCKS; None: the kernel's own occupancy limit)."""
+    """One way to run sample_tier: backend, weight dtype (None: the network's float32), the block-count cap
+    as a fraction of the SMs (MELNET_FAST_SAMPLER_MAX_BLOCKS; None: the kernel's own occupancy limit) and the
+    variant of the backend (dispatch.use_variant: "flags" is the second CUDA design)."""
 
     name: str
     backend: str
     weight_dtype: torch.dtype | None = None
     blocks_per_sm: float | None = None
+    variant: str = DEFAULT_VARIANT
 
 
 SAMPLER_VARIANTS = [
@@ -103,6 +110,10 @@ SAMPLER_VARIANTS = [
     SamplerVariant("cuda bf16 w", "cuda", torch.bfloat16),
     SamplerVariant("cuda bf16 w, 1 block/SM", "cuda", torch.bfloat16, 1.0),
     SamplerVariant("cuda bf16 w, 1 block/2 SMs", "cuda", torch.bfloat16, 0.5),
+    # The second design (folded projections, flag waits, resident rows), its prediction in the README's GPU
+    # section: ~30-45 us per element on Blizzard tier 1 in bfloat16 at batch 1.
+    SamplerVariant("cuda flags bf16 w", "cuda", torch.bfloat16, variant="flags"),
+    SamplerVariant("cuda flags fp32 w", "cuda", variant="flags"),
 ]
 
 
@@ -352,7 +363,7 @@ def run_sampler(res: Results, device, smoke: bool, budget: Budget, timing: dict)
                     continue
                 cap = None if v.blocks_per_sm is None else str(max(1, int(sms * v.blocks_per_sm)))
                 try:
-                    with blocks_cap(cap):
+                    with blocks_cap(cap), use_variant("sample_tier", v.variant):
                         run = cached_sampler(net, v.backend, batch, F, v.weight_dtype, device)
                         s_per_elem, frames = measure_cached(run, T, F, 0.05 if smoke else 0.3, 1 if smoke else 3)
                 except Exception as exc:  # noqa: BLE001
@@ -383,8 +394,59 @@ def blocks_cap(value: str | None):
             os.environ["MELNET_FAST_SAMPLER_MAX_BLOCKS"] = old
 
 
+def run_spectrogram(res: Results, device, smoke: bool, budget: Budget, timing: dict) -> None:
+    """A whole 10 s Blizzard spectrogram (MelNet(blizzard).sample(1, max_frames): all 6 tiers and the feature
+    networks, random weights, bfloat16 sampler weights) per sampler design, the second first. Each design is first
+    timed on one time-factor's worth of frames; the whole clip runs when that predicts it fits the budget, else
+    the row holds the prediction (extrapolated: the per-frame cost of every tier is the same at every frame)."""
+    preset = "tiny" if smoke else "blizzard"
+    cfg = MelNetConfig.preset(preset, max_seconds=0.5) if smoke else MelNetConfig.preset(preset)
+    if device.type != "cuda" and not smoke:
+        res.skip(f"{preset} whole", "cuda", "needs a CUDA device")
+        return
+    model = random_model(cfg, device)
+    backend = "cuda" if device.type == "cuda" else "cpu"
+    wdtype = torch.bfloat16 if device.type == "cuda" else None
+    for variant in ("flags", DEFAULT_VARIANT) if device.type == "cuda" else (DEFAULT_VARIANT,):
+        name = f"{backend} {variant} bf16 w" if wdtype is not None else backend
+        if budget.exhausted():
+            res.skip(f"{preset} whole", name, "the section's time budget ran out")
+            continue
+        try:
+            with melnet_fast.use_backend(backend), use_variant("sample_tier", variant):
+                short = cfg.time_factor
+                model.sample(1, short, weight_dtype=wdtype)  # warm-up
+                t = time.perf_counter()
+                model.sample(1, short, weight_dtype=wdtype)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                predicted = (time.perf_counter() - t) * cfg.max_frames / short
+                whole = predicted <= budget.left() - 5
+                if whole:
+                    t = time.perf_counter()
+                    x = model.sample(1, cfg.max_frames, weight_dtype=wdtype)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    seconds = time.perf_counter() - t
+                    if not bool(torch.isfinite(x).all()):
+                        raise RuntimeError("non-finite sample")
+        except Exception as exc:  # noqa: BLE001
+            if smoke:
+                raise
+            res.error(f"{preset} whole", name, short_error(exc))
+            continue
+        value = seconds if whole else predicted
+        res["rows"].append(dict(section="spectrogram", case=f"{preset} {cfg.max_frames} frames x {cfg.n_mels}",
+                                provider=name, value=value, unit="s" if whole else "s (extrapolated)",
+                                predicted_s=predicted))
+        print(f"  whole {preset} spectrogram {name}: {value:.2f} s" + ("" if whole else " (extrapolated)"))
+        res.save()
+    del model
+    release(device)
+
+
 SECTIONS = {"sweep": (run_sweep, 0.5), "floor": (run_floor, 0.1), "barrier": (run_barrier, 0.05),
-            "sampler": (run_sampler, 0.35)}
+            "sampler": (run_sampler, 0.35), "spectrogram": (run_spectrogram, 0.2)}
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -420,7 +482,7 @@ def summary(res) -> str:
         lines.append(markdown(["shape", "design", "steps", "ms"], phases))
     other = [[r["section"], r["case"], r["provider"], r.get("us_per_element") or r.get("value"),
               "us per element" if r["section"] == "sampler" else r.get("unit")]
-             for r in rows if r["section"] in ("barrier", "sampler")]
+             for r in rows if r["section"] in ("barrier", "sampler", "spectrogram")]
     if other:
         lines.append(markdown(["section", "case", "provider", "value", "unit"], other))
     if res["skipped"] or res["errors"]:

@@ -36,6 +36,10 @@ TORCH_LIBRARY(melnet_fast, m) {
   // Drawn values are kept in [x_min, x_max] (NaN -> x_max): math::keep_in_range of csrc/scalar_math.h.
   m.def("sample_tier(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
         "int n_layers, int n_mixtures, float temperature, int n_prime, float x_min, float x_max) -> (Tensor, Tensor)");
+  // The second design of the CUDA sampler (csrc/cuda/sample_tier_flags_kernel.cuh), CUDA only: weights the folded
+  // list (csrc/sampler_layout.h: Layout(n_layers, true)).
+  m.def("sample_tier_flags(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
+        "int n_layers, int n_mixtures, float temperature, int n_prime, float x_min, float x_max) -> (Tensor, Tensor)");
   // The same with the per-frame step of a centralized stack (and text attention); centralized weights in the
   // layout of ops/tier_sampling/centralized_weights.py. -> (x, log_density, alignment [B, T, U], lengths [B]).
   m.def("sample_tier_centralized(Tensor x_init, Tensor cz_t, Tensor cz_f, Tensor u, Tensor eps, Tensor[] weights, "
@@ -50,28 +54,33 @@ bool melnet_fast_cuda_built();  // defined in csrc/cuda/registration.cu
 
 namespace {
 
-// The sampler's weight list for n_layers layers (csrc/sampler_layout.h), one dict per tensor in list order:
-// index, section, key, layer (None outside the layer section), name, kind and shape as (coef, unit) pairs.
-pybind11::list sampler_layout(int64_t n_layers) {
+// The sampler's weight list for n_layers layers (csrc/sampler_layout.h; folded: with the folded sections), one
+// dict per tensor in list order: index, section, key, layer (the copy in the layer and folded sections, else
+// None), name, kind and shape as (coef, unit) pairs.
+pybind11::list sampler_layout(int64_t n_layers, bool folded) {
   namespace sl = melnet_fast::sampler_layout;
   TORCH_CHECK(n_layers >= 1, "sampler_layout: n_layers must be >= 1, got ", n_layers);
   static const char* kKinds[] = {"matrix", "vector", "state"};
   static const char* kUnits[] = {"1", "D", "K"};
-  const sl::Layout layout(n_layers);
+  const sl::Layout layout(n_layers, folded);
   pybind11::list out;
   for (int64_t idx = 0; idx < layout.size(); ++idx) {
     const auto place = layout.locate(idx);
     const sl::Entry& e = layout.entry(idx);
     std::string name = e.name;
-    const auto at = name.find("{l}");
-    if (at != std::string::npos) name.replace(at, 3, std::to_string(place.copy));
+    for (const auto& [key, value] :
+         {std::pair<std::string, int64_t>{"{l}", place.copy}, {"{l+1}", place.copy + 1}, {"{L-1}", n_layers - 1}}) {
+      const auto at = name.find(key);
+      if (at != std::string::npos) name.replace(at, key.size(), std::to_string(value));
+    }
     pybind11::list shape;
     for (int q = 0; q < e.rank; ++q) shape.append(pybind11::make_tuple(int(e.shape[q].coef), kUnits[e.shape[q].unit]));
     pybind11::dict row;
     row["index"] = idx;
     row["section"] = sl::kSections[place.section].name;
     row["key"] = e.key;
-    row["layer"] = place.section == sl::kLayers ? pybind11::object(pybind11::int_(place.copy)) : pybind11::none();
+    const bool per_layer = place.section == sl::kLayers || place.section == sl::kFolded;
+    row["layer"] = per_layer ? pybind11::object(pybind11::int_(place.copy)) : pybind11::none();
     row["name"] = name;
     row["kind"] = kKinds[e.kind];
     row["shape"] = shape;
@@ -102,7 +111,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def(
       "poison_outputs", []() { return melnet_fast::poison_outputs_flag().load(); },
       "Whether output buffers are filled with NaN first (set_poison_outputs).");
-  m.def("sampler_layout", &sampler_layout, pybind11::arg("n_layers"),
+  m.def("sampler_layout", &sampler_layout, pybind11::arg("n_layers"), pybind11::arg("folded") = false,
         "The tier samplers' weight list for n_layers layers (csrc/sampler_layout.h), one dict per tensor.");
   m.def("sweep_geometry", &sweep_geometry, pybind11::arg("codes"), pybind11::arg("B"), pybind11::arg("T"),
         pybind11::arg("F"), "(steps, lines per direction) of a 2D LSTM sweep (csrc/sweep_geometry.h).");

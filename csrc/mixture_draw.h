@@ -14,12 +14,13 @@ struct Drawn {
   T log_density;  // log p(value) under the untempered mixture
 };
 
-// theta = [mu (K), log_sigma (K), logit_pi (K)]; tau >= 0 the temperature, u ~ U[0, 1) and eps ~ N(0, 1) the noise.
+// The drawn value alone (the part of draw_mixture that the next element waits for): theta = [mu (K), log_sigma
+// (K), logit_pi (K)]; tau >= 0 the temperature, u ~ U[0, 1) and eps ~ N(0, 1) the noise.
 // Component: the first most probable one at tau = 0, else k = #{k : cdf_k <= u} (clamped to K - 1) with cdf the
 // running sum of softmax(logit_pi / tau); value mu_k + tau sigma_k eps (tau = 0: mu_k), rounded as the reference
-// rounds it (no fused multiply-add), then kept in [lo, hi] (math::keep_in_range); the log density is the kept value's.
+// rounds it (no fused multiply-add), then kept in [lo, hi] (math::keep_in_range).
 template <typename T>
-MF_MATH Drawn<T> draw_mixture(const T* theta, int K, T tau, T u, T eps, T lo, T hi) {
+MF_MATH T draw_mixture_value(const T* theta, int K, T tau, T u, T eps, T lo, T hi) {
   const T* mu = theta;
   const T* ls = theta + K;
   const T* lp = theta + 2 * K;
@@ -47,14 +48,27 @@ MF_MATH Drawn<T> draw_mixture(const T* theta, int K, T tau, T u, T eps, T lo, T 
     k_sel = below < K - 1 ? below : K - 1;
     value = math::add_rn(mu[k_sel], math::mul_rn(math::mul_rn(tau, math::exp(ls[k_sel])), eps));
   }
-  value = math::keep_in_range(value, lo, hi);
-  // log sum_k pi_k N(value; mu_k, sigma_k) with pi = softmax(logit_pi): two log-sum-exps.
+  return math::keep_in_range(value, lo, hi);
+}
+
+// log sum_k pi_k N(value; mu_k, sigma_k) with pi = softmax(logit_pi) (the untempered mixture): two log-sum-exps.
+template <typename T>
+MF_MATH T mixture_log_density(const T* theta, int K, T value) {
+  const T* mu = theta;
+  const T* ls = theta + K;
+  const T* lp = theta + 2 * K;
   const T lse = math::log_sum_exp<T>(K, [&](int k) { return lp[k]; });
-  const T log_density = math::log_sum_exp<T>(K, [&](int k) {
+  return math::log_sum_exp<T>(K, [&](int k) {
     const T z = (value - mu[k]) * math::exp(-ls[k]);
     return lp[k] - lse - T(0.5) * z * z - ls[k] - T(math::kLogSqrt2Pi);
   });
-  return {value, log_density};
+}
+
+// The draw and the log density of the kept value.
+template <typename T>
+MF_MATH Drawn<T> draw_mixture(const T* theta, int K, T tau, T u, T eps, T lo, T hi) {
+  const T value = draw_mixture_value(theta, K, tau, u, eps, lo, hi);
+  return {value, mixture_log_density(theta, K, value)};
 }
 
 }  // namespace melnet_fast

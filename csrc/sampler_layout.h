@@ -41,8 +41,9 @@ struct Entry {
   Dim shape[3];
 };
 
-// ---- Sections, in the order of the list.
-enum Section : int8_t { kInputs = 0, kLayers = 1, kHead = 2, kSectionCount = 3 };
+// ---- Sections, in the order of the list. The folded sections are present only in the folded list of the second
+// CUDA sampler design (Layout(L, true)): the base list (Layout(L)) is its prefix.
+enum Section : int8_t { kInputs = 0, kLayers = 1, kHead = 2, kFolded = 3, kFoldedHead = 4, kSectionCount = 5 };
 
 // The previous element's projections into the first inputs of the two stacks.
 enum InputEntry : int8_t { kXtW, kXtB, kXfW, kXfB, kInputCount };
@@ -66,6 +67,12 @@ enum LayerEntry : int8_t {
   kLayerCount
 };
 enum HeadEntry : int8_t { kHeadW, kHeadB, kHeadCount };
+// Projections folded into the next matrix that reads them (csrc/cuda/sample_tier_flags_kernel.cuh): copy l of the
+// folded section holds W_ih^(l+1) W_proj^(l) (frequency-delayed layers l and l+1, for l < L-1); the folded head
+// holds W_head W_proj^(L-1) and W_head b_proj^(L-1) + b_head. Computed on the host in float64 from the weights and
+// rounded once to their dtype (melnet_fast/ops/tier_sampling/layout.py: fold_projections).
+enum FoldedEntry : int8_t { kFoldW, kFoldedCount };
+enum FoldedHeadEntry : int8_t { kHeadFoldW, kHeadFoldB, kFoldedHeadCount };
 
 constexpr Dim one(int c) { return {static_cast<int8_t>(c), kOne}; }
 constexpr Dim d(int c) { return {static_cast<int8_t>(c), kD}; }
@@ -98,6 +105,14 @@ inline constexpr Entry kHeadEntries[kHeadCount] = {
     {"head_b", "head.bias", kVector, 1, {k(3)}},
 };
 
+inline constexpr Entry kFoldedEntries[kFoldedCount] = {
+    {"f_fold_w", "freq_layers.{l+1}.lstm.w_ih[0] @ freq_layers.{l}.proj.weight", kMatrix, 2, {d(4), d(1)}},
+};
+inline constexpr Entry kFoldedHeadEntries[kFoldedHeadCount] = {
+    {"head_fold_w", "head.weight @ freq_layers.{L-1}.proj.weight", kMatrix, 2, {k(3), d(1)}},
+    {"head_fold_b", "head.weight @ freq_layers.{L-1}.proj.bias + head.bias", kVector, 1, {k(3)}},
+};
+
 struct SectionTable {
   const char* name;
   const Entry* entries;
@@ -107,6 +122,8 @@ inline constexpr SectionTable kSections[kSectionCount] = {
     {"inputs", kInputEntries, kInputCount},
     {"layers", kLayerEntries, kLayerCount},
     {"head", kHeadEntries, kHeadCount},
+    {"folded", kFoldedEntries, kFoldedCount},
+    {"folded_head", kFoldedHeadEntries, kFoldedHeadCount},
 };
 
 // Size of a dimension for hidden size D and K mixture components.
@@ -114,11 +131,12 @@ MF_LAYOUT int64_t dim_size(Dim dim, int64_t D, int64_t K) {
   return dim.coef * (dim.unit == kD ? D : dim.unit == kK ? K : int64_t(1));
 }
 
-// The list of a tier with n_layers layers.
+// The list of a tier with n_layers layers (folded: with the folded sections of the second CUDA sampler design).
 struct Layout {
   int64_t copies[kSectionCount];  // how often each section's table repeats
 
-  MF_LAYOUT explicit Layout(int64_t n_layers) : copies{1, n_layers, 1} {}
+  MF_LAYOUT explicit Layout(int64_t n_layers, bool folded = false)
+      : copies{1, n_layers, 1, folded ? n_layers - 1 : 0, folded ? 1 : 0} {}
 
   // Flat index of the first tensor of section s.
   MF_LAYOUT int64_t begin(Section s) const {
@@ -127,15 +145,21 @@ struct Layout {
     return at;
   }
   MF_LAYOUT static int64_t count(Section s) {
-    return s == kInputs ? int64_t(kInputCount) : s == kLayers ? int64_t(kLayerCount) : int64_t(kHeadCount);
+    return s == kInputs   ? int64_t(kInputCount)
+           : s == kLayers ? int64_t(kLayerCount)
+           : s == kHead   ? int64_t(kHeadCount)
+           : s == kFolded ? int64_t(kFoldedCount)
+                          : int64_t(kFoldedHeadCount);
   }
   // Flat index of entry e of copy c of section s.
   MF_LAYOUT int64_t index(Section s, int e, int64_t c = 0) const { return begin(s) + c * count(s) + e; }
   MF_LAYOUT int64_t input(InputEntry e) const { return index(kInputs, e); }
   MF_LAYOUT int64_t layer(int64_t l, LayerEntry e) const { return index(kLayers, e, l); }
   MF_LAYOUT int64_t head(HeadEntry e) const { return index(kHead, e); }
+  MF_LAYOUT int64_t folded(int64_t l, FoldedEntry e) const { return index(kFolded, e, l); }
+  MF_LAYOUT int64_t folded_head(FoldedHeadEntry e) const { return index(kFoldedHead, e); }
   // Number of tensors in the list.
-  MF_LAYOUT int64_t size() const { return begin(kHead) + copies[kHead] * count(kHead); }
+  MF_LAYOUT int64_t size() const { return begin(kFoldedHead) + copies[kFoldedHead] * count(kFoldedHead); }
 
   // Which tensor flat index idx (0 <= idx < size()) is: its section, entry and copy.
   struct Place {

@@ -28,13 +28,16 @@
 #                    kernel specialization, 2-5 s each, ~10 of them) counts here, it runs before the Triton tests;
 #                    the GEMM floor (~5.5 TFLOP of bf16 GEMMs, ~9 ms) ~2 s; 2 x 2200 grid barriers at ~1.5 us
 #                    <1 s; the sampler at ~70-120 us per element on Blizzard tier 1 (a frame is 32 elements),
-#                    0.3 s of frames x 3 reps x 4 variants x 2 batches x 2 presets ~20 s.
+#                    0.3 s of frames x 3 reps x 6 variants (both designs) x 2 batches x 2 presets ~30 s; a
+#                    whole 10 s Blizzard spectrogram per design, extrapolated from a few frames when it does not fit.
 #   tests-triton 50  pytest -m gpu on the Triton sweep and mixture NLL: JIT compiles dominate (~30 specializations).
 #   sanitize     40  compute-sanitizer memcheck over the CUDA kernels only (scripts/sanitize_kernels.py --backends
-#                    cuda): ~10 small launches slowed 10-100x, plus the tool's start-up.
+#                    cuda): ~10 small launches slowed 10-100x, plus the tool's start-up; then 2 x 15 s: racecheck
+#                    and synccheck of the flags sampler on its smallest case (skipped if the deadline is near).
 #   memory       25  benchmarks/sweep_memory.py on the GPU at the Blizzard tier-1 shape: stored and recompute,
 #                    each in a fresh process (~5 s of imports, one fwd+bwd).
-# Total 410 s of the 420 s deadline. Not in the default round (a longer window): train and sample, the full
+# Total 440 s of step limits for the 420 s deadline: the last steps are skipped, and said so, if the earlier ones use
+# their whole limits. Not in the default round (a longer window): train and sample, the full
 # training and sampling benchmarks (bench_gpu_training.py, bench_gpu_sampling.py, budget 170 and 130 s). New steps (a second sweep or sampler design) add their cases to the lists in
 # benchmarks/gpu_round_measure.py (SWEEP_DESIGNS, SAMPLER_VARIANTS) and need no new step here.
 set -u -o pipefail
@@ -116,6 +119,7 @@ for s in "${steps[@]}"; do
         ;;
     tests-cuda)
         step tests-cuda 50 "$PY" -m pytest "${COLLECT[@]}" --maxfail=10 -q -m gpu -p no:cacheprovider tests/gpu/test_sample_tier_cuda_gpu.py \
+            tests/gpu/test_sample_tier_flags_gpu.py \
             tests/gpu/test_lstm_sweep_cuda_gpu.py tests/gpu/test_gmm_nll_gpu.py tests/gpu/test_scalar_math_gpu.py \
             tests/gpu/test_ops_opcheck_gpu.py -k "not triton"
         ;;
@@ -136,6 +140,11 @@ for s in "${steps[@]}"; do
             # No caching allocator: each tensor its own allocation, so out-of-bounds accesses are seen.
             step "sanitize-$tool" 40 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool "$tool" --error-exitcode 1 \
                 --print-limit 20 "$PY" scripts/sanitize_kernels.py --backends cuda
+        done
+        # The flags sampler's shared memory and barriers (its global-memory ordering is the emulator's to check).
+        for tool in racecheck synccheck; do
+            step "sanitize-flags-$tool" 15 "$cs" --tool "$tool" --error-exitcode 1 --print-limit 20 \
+                "$PY" scripts/sanitize_kernels.py --backends cuda --ops sampler --variants flags --small
         done
         ;;
     memory)

@@ -9,6 +9,16 @@ any block) plus one case at the paper's width 512. Each result is also checked f
 mixture NLL, against the reference backend in float32 with a loose tolerance that only catches garbage (the GPU
 tests check accuracy). Prints one line per case; exits 1 if a case raised (other than a ValueError rejecting a
 size, reported as REJECTED), returned non-finite values or garbage.
+
+The sampler runs in every variant of its cuda backend (the first design and "flags", the second: flag waits
+between blocks). For the flags design's synchronisation, run racecheck (shared memory hazards between the warps
+of a block: the resident weight rows, theta, the drawn values) and synccheck (barriers in divergent code) on the
+small cases only, as scripts/gpu_round.sh does:
+
+    compute-sanitizer --tool racecheck --error-exitcode 1 python3 scripts/sanitize_kernels.py --backends cuda \
+        --ops sampler --variants flags --small
+The flags' ordering in global memory (release / acquire between blocks) is outside what compute-sanitizer checks:
+the CPU grid emulator's flag checker covers it (tests/cuda_emulation/test_sample_tier_flags_emulated.py).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from gpu_bench_common import DTYPES, short_error, skip_reason  # noqa: E402
 import melnet_fast
 from melnet_fast.modules import TierNetwork
 from melnet_fast.ops import gmm_nll, lstm_sweep_2d, sample_tier
+from melnet_fast.ops.dispatch import DEFAULT_VARIANT, use_variant
 from melnet_fast.ops.gmm import draw_noise
 
 GARBAGE = {"fp32": 2e-2, "bf16": 1e-1, "fp16": 5e-2}  # relative L2 error that no working kernel comes near
@@ -123,9 +134,16 @@ def gmms(fails: Failures, backend: str) -> None:
             check(fails, what, backend, dtype, gmm_nll, inputs, lambda y: y.shape)
 
 
-def samplers(fails: Failures, backend: str) -> None:
-    """sample_tier with float32 weights and with bfloat16 weights (float32 data): finite draws, no memory error."""
-    for D, L, K, cond_dim, grid, n_prime, tau in SAMPLERS:
+def samplers(fails: Failures, backend: str, variants=(DEFAULT_VARIANT,), small: bool = False) -> None:
+    """sample_tier with float32 weights and with bfloat16 weights (float32 data), in each of `variants` of the
+    backend that has them: finite draws, no memory error. small: the first case only."""
+    for variant in variants if backend == "cuda" else (DEFAULT_VARIANT,):
+        with use_variant("sample_tier", variant):
+            sampler_cases(fails, backend, variant, SAMPLERS[:1] if small else SAMPLERS)
+
+
+def sampler_cases(fails: Failures, backend: str, variant: str, cases) -> None:
+    for D, L, K, cond_dim, grid, n_prime, tau in cases:
         torch.manual_seed(D + L)
         with torch.device("cuda"):
             net = TierNetwork(D, L, K, cond_dim)
@@ -138,7 +156,7 @@ def samplers(fails: Failures, backend: str) -> None:
             cz_t, cz_f = net.conditioning_terms(None, grid)
         u, eps = draw_noise(grid, "cuda", torch.float32, gen)
         for weight_dtype in ("fp32", "bf16"):
-            what = (f"sample_tier {backend} weights {weight_dtype} D{D}-L{L}-K{K}-cond{cond_dim} "
+            what = (f"sample_tier {backend} {variant} weights {weight_dtype} D{D}-L{L}-K{K}-cond{cond_dim} "
                     f"grid {'x'.join(map(str, grid))} prime {n_prime} tau {tau}")
             reason = skip_reason("sample_tier", backend, torch.float32, torch.device("cuda"))
             if reason:
@@ -165,6 +183,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["cuda", "triton"], choices=["cuda", "triton"])
     parser.add_argument("--ops", nargs="+", default=["sweep", "gmm", "sampler"], choices=["sweep", "gmm", "sampler"])
+    parser.add_argument("--variants", nargs="+", default=[DEFAULT_VARIANT, "flags"],
+                        help="variants of the cuda sampler to run (default: both designs)")
+    parser.add_argument("--small", action="store_true", help="the smallest sampler case only (racecheck is slow)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to sanitize")
@@ -172,7 +193,10 @@ def main(argv=None) -> int:
     fails = Failures()
     for backend in args.backends:
         for op in args.ops:
-            {"sweep": sweeps, "gmm": gmms, "sampler": samplers}[op](fails, backend)
+            if op == "sampler":
+                samplers(fails, backend, args.variants, args.small)
+            else:
+                {"sweep": sweeps, "gmm": gmms}[op](fails, backend)
     print(f"{fails.count} failure(s)")
     return 1 if fails.count else 0
 

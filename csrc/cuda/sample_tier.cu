@@ -1,6 +1,8 @@
 // CUDA sampler of one MelNet tier with cached state: melnet_fast::sample_tier on CUDA tensors (schema in
 // csrc/bindings.cpp; semantics = the reference melnet_fast/ops/tier_sampling/reference.py, the same as the CPU kernel
-// csrc/sample_tier_cpu.cpp).
+// csrc/sample_tier_cpu.cpp), and melnet_fast::sample_tier_flags, the second design (folded projections, flag
+// waits, resident weight rows: its device code and design notes are csrc/cuda/sample_tier_flags_kernel.cuh; this
+// file is its host too). The notes below are the first design's.
 //
 // One persistent cooperative kernel runs the whole tier: grid = SMs x the occupancy the kernel allows, so every
 // block is resident and cooperative_groups' grid.sync() is a valid barrier between dependent phases. Each phase is
@@ -36,10 +38,10 @@
 // frequency-delayed LSTM's h by channel parity. Cell states and hf are updated in place by their single owner.
 // Weights (float32 / bfloat16 / float16) are only read, through the read-only path, and stay in L2 across steps.
 //
-// Occupancy (nvcc 13.0, sm_90, -Xptxas -v): 200-224 registers, no spills, so one 256-thread block per SM and a
-// grid of #SMs blocks (132 on H100 SXM / H200). Tuning hooks: weight rows are read in one place
-// (sampler_cuda::warp_dot), where the frequency-delayed cells' rows (the per-element working set) could be pinned
-// in shared memory per block; MELNET_FAST_SAMPLER_MAX_BLOCKS caps the grid (cheaper barriers, fewer warps).
+// Occupancy (nvcc 13.0, sm_90, -Xptxas -v): 188-228 registers (the flags design: 227-254), no spills, so one
+// 256-thread block per SM and a grid of #SMs blocks (132 on H100 SXM / H200). Weight rows are read in one place
+// (sampler_cuda::warp_dot); the flags design keeps the per-element working set in shared memory there.
+// MELNET_FAST_SAMPLER_MAX_BLOCKS caps the grid (cheaper barriers, fewer warps).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -59,7 +61,7 @@
 #include <vector>
 
 #include "common.h"
-#include "cuda/sample_tier_kernel.cuh"
+#include "cuda/sample_tier_flags_kernel.cuh"
 
 namespace melnet_fast {
 namespace {
@@ -88,6 +90,15 @@ int max_blocks_cap() {
   return n > 0 ? n : std::numeric_limits<int>::max();
 }
 
+// A non-negative integer from the environment, or `fallback` when unset or invalid.
+int64_t env_count(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  const long long n = std::strtoll(v, &end, 10);
+  return end != v && *end == '\0' && n >= 0 ? n : fallback;
+}
+
 template <typename WT>
 void launch(Params p, int64_t dyn_smem, const c10::cuda::CUDAStream& stream, int device) {
   const void* kernel = reinterpret_cast<const void*>(&sample_tier_kernel<WT>);
@@ -108,21 +119,106 @@ void launch(Params p, int64_t dyn_smem, const c10::cuda::CUDAStream& stream, int
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, const at::Tensor& cz_t_in,
-                                                    const at::Tensor& cz_f_in, const at::Tensor& u_in,
-                                                    const at::Tensor& eps_in, at::TensorList weights_in,
-                                                    int64_t n_layers, int64_t n_mixtures, double temperature,
-                                                    int64_t n_prime, double x_min, double x_max) {
+// The flags design's launch: every block resident (a cooperative launch guarantees it; the kernel itself uses no
+// grid barrier, its flag waits need all blocks running), one per SM at most (the resident weight rows take the
+// shared memory), each owning ceil(D / grid) hidden units (at least 2 blocks); the frequency sweeps' W_hh rows of
+// the current layer (MELNET_FAST_SAMPLER_SWEEP_ROWS=0: read from global memory) and as many layers' cell rows as fit
+// in shared memory (capped by MELNET_FAST_SAMPLER_RESIDENT_LAYERS), the rest of the frequency-delayed weights (packed
+// contiguously by the caller, window_from .. window_end) in an L2 persisting access-policy window for the launch.
+template <typename WT>
+void launch_flags(FlagParams q, int64_t B, int64_t K, const c10::cuda::CUDAStream& stream, int device,
+                  const char* packed, const std::vector<int64_t>& layer_offsets) {
+  const void* kernel = reinterpret_cast<const void*>(&sample_tier_flags_kernel<WT>);
+  int coop = 0, sms = 0, optin = 0, per_sm = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
+  TORCH_CHECK(coop, "sample_tier: the cuda sampler needs cooperative kernel launches, which device ", device,
+              " does not support; use the reference backend");
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  cudaFuncAttributes attr{};
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  const int64_t theta_bytes = flag_theta_floats(B, K) * static_cast<int64_t>(sizeof(float));
+  const int64_t L = q.p.L, D = q.p.D;
+  // At least 2 blocks: the two frequency sweeps run on the two halves of the grid.
+  int grid = static_cast<int>(std::max<int64_t>(2, std::min<int64_t>(sms, max_blocks_cap())));
+  const int64_t units = (D + grid - 1) / grid;
+  const int64_t layer_bytes = flag_layer_bytes(units, D, sizeof(WT));
+  int64_t room = static_cast<int64_t>(optin) - static_cast<int64_t>(attr.sharedSizeBytes) - theta_bytes;
+  TORCH_CHECK(room >= 0, "sample_tier: the flags sampler's head needs ", theta_bytes,
+              " bytes of shared memory per block (n_mixtures=", K, "), more than device ", device, " has");
+  // The sweep rows first (read F times per frame and layer), then as many layers' cell rows as fit.
+  const int64_t sweep_units = flag_sweep_units(D, grid);
+  const int64_t sweep_bytes = flag_sweep_bytes(sweep_units, D, sizeof(WT));
+  const bool sweep_rows = sweep_bytes <= room && env_count("MELNET_FAST_SAMPLER_SWEEP_ROWS", 1) != 0;
+  if (sweep_rows) room -= sweep_bytes;
+  const int64_t resident = std::min<int64_t>(
+      {L, room / std::max<int64_t>(layer_bytes, 1), env_count("MELNET_FAST_SAMPLER_RESIDENT_LAYERS", L)});
+  const int64_t dyn_smem = theta_bytes + resident * layer_bytes + (sweep_rows ? sweep_bytes : 0);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dyn_smem)));
+  C10_CUDA_CHECK(
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, static_cast<size_t>(dyn_smem)));
+  TORCH_CHECK(per_sm >= 1 && grid <= sms * per_sm, "sample_tier: the flags sampler's ", grid,
+              " blocks cannot all be resident on device ", device, " (", kThreads, " threads, ", dyn_smem,
+              " bytes of dynamic shared memory per block)");
+  q.units_per_block = static_cast<int>(units);
+  q.resident_layers = static_cast<int>(resident);
+  q.theta_floats = static_cast<int>(flag_theta_floats(B, K));
+  q.sweep_units = sweep_rows ? static_cast<int>(sweep_units) : 0;
+
+  // L2 persisting window over the non-resident layers' packed weights (skipped where the device has none).
+  int max_persist = 0, max_window = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_persist, cudaDevAttrMaxPersistingL2CacheSize, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_window, cudaDevAttrMaxAccessPolicyWindowSize, device));
+  const int64_t window_bytes = layer_offsets.back() - layer_offsets[resident];
+  const bool window =
+      max_persist > 0 && max_window > 0 && window_bytes > 0 && env_count("MELNET_FAST_SAMPLER_L2_WINDOW", 1) != 0;
+  size_t old_limit = 0;
+  if (window) {
+    C10_CUDA_CHECK(cudaDeviceGetLimit(&old_limit, cudaLimitPersistingL2CacheSize));
+    const int64_t bytes = std::min<int64_t>(window_bytes, max_window);
+    const int64_t limit = std::min<int64_t>(bytes, max_persist);
+    C10_CUDA_CHECK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, static_cast<size_t>(limit)));
+    cudaStreamAttrValue v{};
+    v.accessPolicyWindow.base_ptr = const_cast<char*>(packed + layer_offsets[resident]);
+    v.accessPolicyWindow.num_bytes = static_cast<size_t>(bytes);
+    v.accessPolicyWindow.hitRatio = static_cast<float>(static_cast<double>(limit) / static_cast<double>(bytes));
+    v.accessPolicyWindow.hitProp = cudaAccessPropertyPersisting;
+    v.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
+    C10_CUDA_CHECK(cudaStreamSetAttribute(stream.stream(), cudaStreamAttributeAccessPolicyWindow, &v));
+  }
+  void* args[] = {&q};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(grid), dim3(kThreads), args, static_cast<size_t>(dyn_smem),
+                                             stream.stream()));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (window) {  // the stream and the device's L2 as they were
+    cudaStreamAttrValue v{};
+    v.accessPolicyWindow.num_bytes = 0;
+    C10_CUDA_CHECK(cudaStreamSetAttribute(stream.stream(), cudaStreamAttributeAccessPolicyWindow, &v));
+    C10_CUDA_CHECK(cudaCtxResetPersistingL2Cache());
+    C10_CUDA_CHECK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, old_limit));
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_tier_cuda_impl(bool flags_design, const at::Tensor& x_init,
+                                                         const at::Tensor& cz_t_in, const at::Tensor& cz_f_in,
+                                                         const at::Tensor& u_in, const at::Tensor& eps_in,
+                                                         at::TensorList weights_in, int64_t n_layers,
+                                                         int64_t n_mixtures, double temperature, int64_t n_prime,
+                                                         double x_min, double x_max) {
   // ---- argument checks (the Python op checks the same; direct callers of torch.ops get them here)
   TORCH_CHECK(n_layers >= 1, "sample_tier: n_layers must be >= 1, got ", n_layers);
   TORCH_CHECK(n_mixtures >= 1, "sample_tier: n_mixtures must be >= 1, got ", n_mixtures);
   TORCH_CHECK(3 * n_mixtures <= kHeadSmemFloats,
               "sample_tier: the cuda sampler takes n_mixtures <= ", kHeadSmemFloats / 3, ", got ", n_mixtures);
+  TORCH_CHECK(!flags_design || flag_batch_rows(n_mixtures) >= 1,
+              "sample_tier: the flags variant of the cuda sampler "
+              "takes n_mixtures <= ",
+              kHeadSmemFloats / 6, ", got ", n_mixtures);
   const int64_t L = n_layers, K = n_mixtures;
-  const sl::Layout layout(L);
+  const sl::Layout layout(L, flags_design);  // the flags design takes the folded list
   const int64_t n_weights = layout.size();
   TORCH_CHECK(static_cast<int64_t>(weights_in.size()) == n_weights, "sample_tier: weights must hold ", n_weights,
-              " tensors for n_layers=", L, ", got ", weights_in.size());
+              " tensors for n_layers=", L, flags_design ? " (the folded list)" : "", ", got ", weights_in.size());
   TORCH_CHECK(x_init.dim() == 3, "sample_tier: x_init must be [B, T, F], got shape ", x_init.sizes());
   TORCH_CHECK(weights_in[0].dim() == 2, "sample_tier: weights[0] must be [D, 1], got shape ", weights_in[0].sizes());
   const int64_t B = x_init.size(0), T = x_init.size(1), F = x_init.size(2), D = weights_in[0].size(0);
@@ -185,10 +281,38 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   const at::Tensor u = u_in.to(at::kFloat).contiguous();
   const at::Tensor eps = eps_in.to(at::kFloat).contiguous();
 
-  // ---- weights: contiguous, their addresses in a device table; the vector path when everything is aligned
+  // ---- weights: contiguous, their addresses in a device table; the vector path when everything is aligned.
+  // The flags design packs the frequency-delayed matrices and the head into one buffer, layer after layer, so
+  // that the layers not resident in shared memory form one range for its L2 persisting window.
   std::vector<at::Tensor> w;
   w.reserve(weights_in.size());
   for (const auto& t : weights_in) w.push_back(t.contiguous());
+  at::Tensor packed;
+  std::vector<int64_t> layer_offsets;  // byte offset of layer k's matrices in packed; the last entry: its end
+  if (flags_design) {
+    std::vector<std::vector<int64_t>> order(L + 1);  // per layer (the head last): indices into w
+    for (int64_t k = 0; k < L; ++k) {
+      order[k] = {layout.layer(k, sl::kFWih), layout.layer(k, sl::kFWhh), layout.layer(k, sl::kFProjW)};
+      if (k > 0) order[k].push_back(layout.folded(k - 1, sl::kFoldW));
+    }
+    order[L] = {layout.head(sl::kHeadW), layout.folded_head(sl::kHeadFoldW)};
+    int64_t elems = 0;
+    for (const auto& part : order) {
+      for (int64_t idx : part) elems += w[idx].numel();
+    }
+    packed = at::empty({elems}, w[0].options());
+    int64_t at_elem = 0;
+    for (const auto& part : order) {
+      layer_offsets.push_back(at_elem * static_cast<int64_t>(at::elementSize(wtype)));
+      for (int64_t idx : part) {
+        at::Tensor dst = packed.narrow(0, at_elem, w[idx].numel());
+        dst.copy_(w[idx].view({-1}));
+        at_elem += w[idx].numel();
+        w[idx] = dst.view(w[idx].sizes());  // 16-byte aligned: every matrix holds a multiple of D x 8 elements
+      }
+    }
+    layer_offsets.push_back(at_elem * static_cast<int64_t>(at::elementSize(wtype)));
+  }
   const int64_t vec_n = 16 / static_cast<int64_t>(at::elementSize(wtype));
   bool vec = D % vec_n == 0;
   at::Tensor table = at::empty({static_cast<int64_t>(w.size())}, at::TensorOptions().dtype(at::kLong));
@@ -200,10 +324,12 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   }
   table = table.to(x_init.device());
 
-  // ---- scratch: one allocation, sized for one launch of up to kMaxBatch rows
-  const int64_t Bc = std::min<int64_t>(B, kMaxBatch);
+  // ---- scratch: one allocation, sized for one launch of up to Bc rows
+  const int64_t Bc = std::min<int64_t>(B, flags_design ? flag_batch_rows(K) : kMaxBatch);
   const Scratch so(Bc, F, D, L);
-  at::Tensor scratch = at::empty({so.total}, fopts);
+  const FlagScratch fo(so.total, Bc, F, D, L);
+  at::Tensor scratch = at::empty({flags_design ? fo.total : so.total}, fopts);
+  at::Tensor arrivals = at::zeros({3}, x_init.options().dtype(at::kInt));  // FlagParams::arrivals
   if (poison_outputs_flag().load(std::memory_order_relaxed)) {
     scratch.fill_(std::numeric_limits<float>::quiet_NaN());  // reads of state nobody wrote show up as NaN
   }
@@ -225,8 +351,8 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   const int64_t head_rows = std::max<int64_t>(1, std::min<int64_t>(Bc, kHeadSmemFloats / (3 * K)));
   const int64_t dyn_smem = head_rows * 3 * K * static_cast<int64_t>(sizeof(float));
 
-  for (int64_t b0 = 0; b0 < B; b0 += kMaxBatch) {
-    const int64_t nb = std::min<int64_t>(kMaxBatch, B - b0);
+  for (int64_t b0 = 0; b0 < B; b0 += Bc) {
+    const int64_t nb = std::min<int64_t>(Bc, B - b0);
     // Time LSTM state of every (b, j) starts at its trainable h0 / c0 (direction 0); parity 0 is frame 0's input.
     for (int64_t l = 0; l < L; ++l) {
       const auto& h0 = w[layout.layer(l, sl::kTH0)];
@@ -259,6 +385,28 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
     // (the kernel indexes every buffer with p.B, so the first nb-row-sized part of each is used).
     so.bind(p, base);
     const int device = x_init.device().index();
+    if (flags_design) {
+      FlagParams q;
+      q.p = p;
+      fo.bind(q, base);
+      arrivals.zero_();  // the counter starts at zero for every launch
+      q.arrivals = reinterpret_cast<unsigned*>(arrivals.data_ptr<int>());
+      const char* packed_bytes = static_cast<const char*>(packed.data_ptr());
+      switch (wtype) {
+        case at::kFloat:
+          launch_flags<float>(q, nb, K, stream, device, packed_bytes, layer_offsets);
+          break;
+        case at::kBFloat16:
+          launch_flags<__nv_bfloat16>(q, nb, K, stream, device, packed_bytes, layer_offsets);
+          break;
+        case at::kHalf:
+          launch_flags<__half>(q, nb, K, stream, device, packed_bytes, layer_offsets);
+          break;
+        default:
+          TORCH_CHECK(false, "sample_tier: unreachable weight dtype ", wtype);
+      }
+      continue;
+    }
     switch (wtype) {
       case at::kFloat:
         launch<float>(p, dyn_smem, stream, device);
@@ -276,8 +424,27 @@ std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(const at::Tensor& x_init, co
   return {x.to(x_init.scalar_type()), log_density.to(x_init.scalar_type())};
 }
 
+#define MF_SAMPLE_TIER_ARGS                                                                                    \
+  const at::Tensor &x_init, const at::Tensor &cz_t, const at::Tensor &cz_f, const at::Tensor &u,               \
+      const at::Tensor &eps, at::TensorList weights, int64_t n_layers, int64_t n_mixtures, double temperature, \
+      int64_t n_prime, double x_min, double x_max
+
+std::tuple<at::Tensor, at::Tensor> sample_tier_cuda(MF_SAMPLE_TIER_ARGS) {
+  return sample_tier_cuda_impl(false, x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
+                               x_min, x_max);
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_tier_flags_cuda(MF_SAMPLE_TIER_ARGS) {
+  return sample_tier_cuda_impl(true, x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
+                               x_min, x_max);
+}
+#undef MF_SAMPLE_TIER_ARGS
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(melnet_fast, CUDA, m) { m.impl("sample_tier", &sample_tier_cuda); }
+TORCH_LIBRARY_IMPL(melnet_fast, CUDA, m) {
+  m.impl("sample_tier", &sample_tier_cuda);
+  m.impl("sample_tier_flags", &sample_tier_flags_cuda);
+}
 
 }  // namespace melnet_fast

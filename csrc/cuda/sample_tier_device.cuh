@@ -9,6 +9,7 @@
 
 #include <cstdint>
 
+#include "cuda/flags.cuh"
 #include "scalar_math.h"
 
 namespace melnet_fast {
@@ -86,10 +87,12 @@ struct WeightVec<__half> {
 // last grid barrier). They are read with plain loads, never __ldg / __restrict__: the non-coherent path may
 // return stale data for memory written during the kernel. load(k) reads elements k..k+N-1 (k a multiple of N,
 // 16-byte aligned: scratch rows start at multiples of D floats and the vector path needs D % 4 == 0).
+// Both note their reads for the grid emulator's flag checker (flags::note_read: nothing on the GPU).
 struct VecIn {
   const float* a;
   template <int N>
   __device__ __forceinline__ void load(int k, float (&v)[N]) const {
+    flags::note_read(a + k, N);
 #pragma unroll
     for (int q = 0; q < N / 4; ++q) {
       const float4 t = *reinterpret_cast<const float4*>(a + k + 4 * q);
@@ -99,7 +102,10 @@ struct VecIn {
       v[4 * q + 3] = t.w;
     }
   }
-  __device__ __forceinline__ float at(int k) const { return a[k]; }
+  __device__ __forceinline__ float at(int k) const {
+    flags::note_read(a + k, 1);
+    return a[k];
+  }
 };
 
 // a[k] + s * c[k]: the input of a frequency-delayed cell, hf + ht_layer (s = 1, exact: fma(1, c, a) = a + c
@@ -110,6 +116,8 @@ struct AxpyIn {
   float s;
   template <int N>
   __device__ __forceinline__ void load(int k, float (&v)[N]) const {
+    flags::note_read(a + k, N);
+    flags::note_read(c + k, N);
 #pragma unroll
     for (int q = 0; q < N / 4; ++q) {
       const float4 ta = *reinterpret_cast<const float4*>(a + k + 4 * q);
@@ -120,7 +128,11 @@ struct AxpyIn {
       v[4 * q + 3] = fmaf(s, tc.w, ta.w);
     }
   }
-  __device__ __forceinline__ float at(int k) const { return fmaf(s, c[k], a[k]); }
+  __device__ __forceinline__ float at(int k) const {
+    flags::note_read(a + k, 1);
+    flags::note_read(c + k, 1);
+    return fmaf(s, c[k], a[k]);
+  }
 };
 
 // ------------------------------------------------------------------------------------------------ dot products
@@ -128,9 +140,9 @@ struct AxpyIn {
 // afterwards. All 32 lanes must call it together (the task loops are warp-uniform). NR weight rows are loaded
 // once per chunk and used against NC input vectors (register tiling: NR*NC FMAs per NR+NC loads).
 // vec: 16-byte weight loads and float4 input loads (k steps of kN); else one element per lane per step.
-// Tuning hook: rows that stay hot for the whole kernel (the frequency-delayed cells) could be
-// pinned in shared memory per block; this is the one place where the weight rows are read.
-template <int NR, int NC, typename WT, typename In>
+// This is the one place where weight rows are read: from global memory through the read-only path, or (kShared:
+// rows a block copied into its shared memory, sample_tier_flags_kernel.cuh) with plain shared loads.
+template <int NR, int NC, typename WT, typename In, bool kShared = false>
 __device__ __forceinline__ void warp_dot(const WT* const (&row)[NR], const In (&in)[NC], int n, bool vec, int lane,
                                          float (&acc)[NR][NC]) {
   if (vec) {
@@ -138,7 +150,9 @@ __device__ __forceinline__ void warp_dot(const WT* const (&row)[NR], const In (&
     for (int k = lane * V; k < n; k += kWarp * V) {
       uint4 raw[NR];
 #pragma unroll
-      for (int r = 0; r < NR; ++r) raw[r] = WeightVec<WT>::load(row[r] + k);
+      for (int r = 0; r < NR; ++r) {
+        raw[r] = kShared ? *reinterpret_cast<const uint4*>(row[r] + k) : WeightVec<WT>::load(row[r] + k);
+      }
 #pragma unroll
       for (int c = 0; c < NC; ++c) {
         float x[V];
@@ -156,7 +170,7 @@ __device__ __forceinline__ void warp_dot(const WT* const (&row)[NR], const In (&
     for (int k = lane; k < n; k += kWarp) {
       float w[NR];
 #pragma unroll
-      for (int r = 0; r < NR; ++r) w[r] = load_weight(row[r] + k);
+      for (int r = 0; r < NR; ++r) w[r] = kShared ? to_float(row[r][k]) : load_weight(row[r] + k);
 #pragma unroll
       for (int c = 0; c < NC; ++c) {
         const float x = in[c].at(k);

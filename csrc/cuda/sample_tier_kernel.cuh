@@ -113,6 +113,7 @@ __device__ void phase_frame_input(const Params& p, int i) {
     const float prev = i > 0 ? p.x[(b * p.T + (i - 1)) * p.F + j] : 0.f;
     const float cz = p.cz_t[((b * p.T + i) * p.F + j) * p.D + d];
     p.xt[e] = __fadd_rn(__fadd_rn(__fmul_rn(prev, load_weight(xt_w + d)), load_weight(xt_b + d)), cz);
+    flags::note_write(p.xt + e, 1);
   }
 }
 
@@ -172,12 +173,14 @@ __device__ void phase_time_gates(const Params& p, int i, int l, int64_t gwarp, i
           const CellOut r = lstm_pointwise(gi, gf, gg, go, tc[o]);
           tc[o] = r.c;
           th_new[o] = r.h;
+          flags::note_write(th_new + o, 1);
         } else {
           float* out = p.sgx + (static_cast<int64_t>(kind - 1) * BF + col[c]) * 4 * D;
           out[u] = gi;
           out[D + u] = gf;
           out[2 * D + u] = gg;
           out[3 * D + u] = go;
+          for (int g = 0; g < kGateRows; ++g) flags::note_write(out + g * D + u, 1);
         }
       }
     }
@@ -188,46 +191,56 @@ __device__ void phase_time_gates(const Params& p, int i, int l, int64_t gwarp, i
 // Step s of both frequency sweeps of layer l. Tasks (direction r, unit u, group of NC batch rows), direction-major:
 // the forward sweep (r = 0, time-LSTM direction 1) visits channel j = s, the backward one (r = 1, direction 2)
 // j = F-1-s; h_prev is the sweep's output at the channel visited in step s-1 (h0 at s = 0).
+// One task of step s: direction r, unit u, the NC batch rows from first_b; rows: the unit's four W_hh rows of the
+// direction (global memory, or the caller's shared copy when kShared).
+template <typename WT, int NC, bool kShared = false>
+__device__ __forceinline__ void sweep_task(const Params& p, int l, int s, int r, int u, int first_b,
+                                           const WT* const (&rows)[kGateRows], int lane) {
+  const int D = p.D, B = p.B, F = p.F;
+  int bs[NC];
+  bool ok[NC];
+  task_columns<NC>(first_b, B, bs, ok);
+  const int j = r == 0 ? s : F - 1 - s;
+  const int jp = r == 0 ? s - 1 : F - s;  // channel of step s-1 (unused at s = 0)
+  VecIn hin[NC];
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    hin[c].a = s == 0 ? p.swh0 + (static_cast<int64_t>(l) * 2 + r) * D
+                      : p.sh + ((static_cast<int64_t>(r) * B + bs[c]) * F + jp) * D;
+  }
+  float acc[kGateRows][NC];
+  zero(acc);
+  warp_dot<kGateRows, NC, WT, VecIn, kShared>(rows, hin, D, p.vec, lane, acc);
+  warp_allreduce(acc);
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    if (lane == c && ok[c]) {
+      const int64_t rb = static_cast<int64_t>(r) * B + bs[c];
+      const float* gx = p.sgx + (rb * F + j) * 4 * D;
+      const float c_prev = s == 0 ? p.swc0[(static_cast<int64_t>(l) * 2 + r) * D + u] : p.sc[rb * D + u];
+      const CellOut o = lstm_pointwise(gx[u] + acc[0][c], gx[D + u] + acc[1][c], gx[2 * D + u] + acc[2][c],
+                                       gx[3 * D + u] + acc[3][c], c_prev);
+      p.sc[rb * D + u] = o.c;
+      p.sh[(rb * F + j) * D + u] = o.h;
+      flags::note_write(p.sh + (rb * F + j) * D + u, 1);
+    }
+  }
+}
+
 template <typename WT, int NC>
 __device__ void phase_sweep_step(const Params& p, int l, int s, int64_t gwarp, int64_t nwarps, int lane) {
-  const int D = p.D, B = p.B, F = p.F;
+  const int D = p.D, B = p.B;
   const int nbg = (B + NC - 1) / NC;
   const int64_t per_dir = static_cast<int64_t>(D) * nbg;
   for (int64_t t = gwarp; t < 2 * per_dir; t += nwarps) {
     const int r = static_cast<int>(t / per_dir);
     const int64_t rem = t % per_dir;
     const int u = static_cast<int>(rem / nbg);
-    int bs[NC];
-    bool ok[NC];
-    task_columns<NC>(static_cast<int>(rem % nbg) * NC, B, bs, ok);
-    const int j = r == 0 ? s : F - 1 - s;
-    const int jp = r == 0 ? s - 1 : F - s;  // channel of step s-1 (unused at s = 0)
     const WT* w_hh = layer_weight<WT>(p, l, sl::kTWhh) + static_cast<int64_t>(r + 1) * 4 * D * D;
     const WT* rows[kGateRows];
 #pragma unroll
     for (int g = 0; g < kGateRows; ++g) rows[g] = w_hh + (static_cast<int64_t>(g) * D + u) * D;
-    VecIn hin[NC];
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      hin[c].a = s == 0 ? p.swh0 + (static_cast<int64_t>(l) * 2 + r) * D
-                        : p.sh + ((static_cast<int64_t>(r) * B + bs[c]) * F + jp) * D;
-    }
-    float acc[kGateRows][NC];
-    zero(acc);
-    warp_dot(rows, hin, D, p.vec, lane, acc);
-    warp_allreduce(acc);
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      if (lane == c && ok[c]) {
-        const int64_t rb = static_cast<int64_t>(r) * B + bs[c];
-        const float* gx = p.sgx + (rb * F + j) * 4 * D;
-        const float c_prev = s == 0 ? p.swc0[(static_cast<int64_t>(l) * 2 + r) * D + u] : p.sc[rb * D + u];
-        const CellOut o = lstm_pointwise(gx[u] + acc[0][c], gx[D + u] + acc[1][c], gx[2 * D + u] + acc[2][c],
-                                         gx[3 * D + u] + acc[3][c], c_prev);
-        p.sc[rb * D + u] = o.c;
-        p.sh[(rb * F + j) * D + u] = o.h;
-      }
-    }
+    sweep_task<WT, NC>(p, l, s, r, u, static_cast<int>(rem % nbg) * NC, rows, lane);
   }
 }
 
@@ -273,6 +286,7 @@ __device__ void phase_time_proj(const Params& p, int i, int l, int64_t gwarp, in
         if (lane == r * NC + c && okr[r] && ok[c]) {
           const int64_t o = static_cast<int64_t>(col[c]) * D + d[r];
           out[o] = (in[o] + acc[r][c]) + load_weight(pb + d[r]);
+          flags::note_write(out + o, 1);
         }
       }
     }
@@ -295,6 +309,31 @@ __device__ void phase_freq_base(const Params& p, int i) {
 }
 
 // ------------------------------------------------------------------------------------------------ C
+// The frequency-delayed cell update of layer l, unit u at channel j for a task's NC batch rows (lane c writes row
+// bs[c]): gates acc + bias, the cell state from fc (fc0 at j = 0); writes fc and h into fh[(j + 1) % 2].
+template <typename WT, int NC>
+__device__ __forceinline__ void freq_cell_update(const Params& p, int j, int l, int u, const int (&bs)[NC],
+                                                 const bool (&ok)[NC], const float (&acc)[kGateRows][NC], int lane) {
+  const int D = p.D;
+  const int64_t BD = static_cast<int64_t>(p.B) * D;
+  const WT* bias = layer_weight<WT>(p, l, sl::kFBias);
+  float* fc = p.fc + l * BD;
+  float* h_next = p.fh + (static_cast<int64_t>((j + 1) & 1) * p.L + l) * BD;
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    if (lane == c && ok[c]) {
+      const int64_t o = static_cast<int64_t>(bs[c]) * D + u;
+      const float c_prev = j == 0 ? p.fc0[static_cast<int64_t>(l) * D + u] : fc[o];
+      const CellOut r =
+          lstm_pointwise(acc[0][c] + load_weight(bias + u), acc[1][c] + load_weight(bias + D + u),
+                         acc[2][c] + load_weight(bias + 2 * D + u), acc[3][c] + load_weight(bias + 3 * D + u), c_prev);
+      fc[o] = r.c;
+      h_next[o] = r.h;
+      flags::note_write(h_next + o, 1);
+    }
+  }
+}
+
 // Frequency-delayed cell of layer l at channel j: tasks (unit u, group of NC batch rows). Input hf + htl[l][b, j]
 // (layer 0: base0[b, j] + x[b, i, j-1] xf_w, with x[b, i, j-1] = s_val[b]); h_prev = fh[j % 2] (h0 at j = 0).
 template <typename WT, int NC>
@@ -304,11 +343,8 @@ __device__ void phase_freq_cell(const Params& p, int j, int l, const float* s_va
   const int64_t BD = static_cast<int64_t>(B) * D;
   const WT* w_ih = layer_weight<WT>(p, l, sl::kFWih);  // [1, 4D, D]
   const WT* w_hh = layer_weight<WT>(p, l, sl::kFWhh);
-  const WT* bias = layer_weight<WT>(p, l, sl::kFBias);
   const float* htl = p.htl + static_cast<int64_t>(l) * B * F * D;
   const float* h_prev = p.fh + (static_cast<int64_t>(j & 1) * p.L + l) * BD;
-  float* h_next = p.fh + (static_cast<int64_t>((j + 1) & 1) * p.L + l) * BD;
-  float* fc = p.fc + l * BD;
   const int nbg = (B + NC - 1) / NC;
   for (int64_t t = gwarp; t < static_cast<int64_t>(D) * nbg; t += nwarps) {
     const int u = static_cast<int>(t / nbg);
@@ -339,22 +375,42 @@ __device__ void phase_freq_cell(const Params& p, int j, int l, const float* s_va
     warp_dot(rows, xin, D, p.vec, lane, acc);
     warp_dot(hrows, hin, D, p.vec, lane, acc);
     warp_allreduce(acc);
-#pragma unroll
-    for (int c = 0; c < NC; ++c) {
-      if (lane == c && ok[c]) {
-        const int64_t o = static_cast<int64_t>(bs[c]) * D + u;
-        const float c_prev = j == 0 ? p.fc0[static_cast<int64_t>(l) * D + u] : fc[o];
-        const CellOut r = lstm_pointwise(acc[0][c] + load_weight(bias + u), acc[1][c] + load_weight(bias + D + u),
-                                         acc[2][c] + load_weight(bias + 2 * D + u),
-                                         acc[3][c] + load_weight(bias + 3 * D + u), c_prev);
-        fc[o] = r.c;
-        h_next[o] = r.h;
-      }
-    }
+    freq_cell_update<WT, NC>(p, j, l, u, bs, ok, acc, lane);
   }
 }
 
 // ------------------------------------------------------------------------------------------------ Pf
+// One projection task: rows first_row .. first_row + kProjRows - 1 of w [D, D] (clamped to D) against the NC
+// vectors x + b D of the batch rows from first_b (vec: the 16-byte path of warp_dot); out(d, b, sum) is called once per
+// valid (row, batch row), by the lane that holds it.
+template <typename WT, int NC, typename Out>
+__device__ __forceinline__ void proj_task(const WT* w, int D, int B, bool vec, int first_row, int first_b,
+                                          const float* x, int lane, Out&& out) {
+  int d[kProjRows];
+  bool okr[kProjRows];
+  task_columns<kProjRows>(first_row, D, d, okr);
+  int bs[NC];
+  bool ok[NC];
+  task_columns<NC>(first_b, B, bs, ok);
+  const WT* rows[kProjRows];
+#pragma unroll
+  for (int r = 0; r < kProjRows; ++r) rows[r] = w + static_cast<int64_t>(d[r]) * D;
+  VecIn in[NC];
+#pragma unroll
+  for (int c = 0; c < NC; ++c) in[c].a = x + static_cast<int64_t>(bs[c]) * D;
+  float acc[kProjRows][NC];
+  zero(acc);
+  warp_dot(rows, in, D, vec, lane, acc);
+  warp_allreduce(acc);
+#pragma unroll
+  for (int r = 0; r < kProjRows; ++r) {
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      if (lane == r * NC + c && okr[r] && ok[c]) out(d[r], static_cast<int64_t>(bs[c]), acc[r][c]);
+    }
+  }
+}
+
 // hf[b][d] = hf_old[b][d] + W_proj[d] . h[b] + b[d], with h the cell output just written (fh[(j + 1) % 2]) and
 // hf_old at l = 0 the stack's input x[b, i, j-1] xf_w + xf_b + cz_f[b, i, j] (reference rounding order), else hf.
 // Each (b, d) has a single owner task, which reads and writes it: in place is safe.
@@ -370,40 +426,18 @@ __device__ void phase_freq_proj(const Params& p, int i, int j, int l, const floa
   const int nbg = (B + NC - 1) / NC;
   const int nrg = (D + kProjRows - 1) / kProjRows;
   for (int64_t t = gwarp; t < static_cast<int64_t>(nrg) * nbg; t += nwarps) {
-    int d[kProjRows];
-    bool okr[kProjRows];
-    task_columns<kProjRows>(static_cast<int>(t / nbg) * kProjRows, D, d, okr);
-    int bs[NC];
-    bool ok[NC];
-    task_columns<NC>(static_cast<int>(t % nbg) * NC, B, bs, ok);
-    const WT* rows[kProjRows];
-#pragma unroll
-    for (int r = 0; r < kProjRows; ++r) rows[r] = pw + static_cast<int64_t>(d[r]) * D;
-    VecIn hin[NC];
-#pragma unroll
-    for (int c = 0; c < NC; ++c) hin[c].a = h + static_cast<int64_t>(bs[c]) * D;
-    float acc[kProjRows][NC];
-    zero(acc);
-    warp_dot(rows, hin, D, p.vec, lane, acc);
-    warp_allreduce(acc);
-#pragma unroll
-    for (int r = 0; r < kProjRows; ++r) {
-#pragma unroll
-      for (int c = 0; c < NC; ++c) {
-        if (lane == r * NC + c && okr[r] && ok[c]) {
-          const int64_t b = bs[c];
-          const int64_t o = b * D + d[r];
-          float hf_old;
-          if (l == 0) {
-            const float cz = p.cz_f[((b * p.T + i) * p.F + j) * D + d[r]];
-            hf_old = __fadd_rn(__fadd_rn(__fmul_rn(s_val[b], p.xfw[d[r]]), load_weight(xf_b + d[r])), cz);
-          } else {
-            hf_old = p.hf[o];
-          }
-          p.hf[o] = (hf_old + acc[r][c]) + load_weight(pb + d[r]);
-        }
-      }
-    }
+    proj_task<WT, NC>(pw, D, B, p.vec, static_cast<int>(t / nbg) * kProjRows, static_cast<int>(t % nbg) * NC, h, lane,
+                      [&](int d, int64_t b, float acc) {
+                        const int64_t o = b * D + d;
+                        float hf_old;
+                        if (l == 0) {
+                          const float cz = p.cz_f[((b * p.T + i) * p.F + j) * D + d];
+                          hf_old = __fadd_rn(__fadd_rn(__fmul_rn(s_val[b], p.xfw[d]), load_weight(xf_b + d)), cz);
+                        } else {
+                          hf_old = p.hf[o];
+                        }
+                        p.hf[o] = (hf_old + acc) + load_weight(pb + d);
+                      });
   }
 }
 
@@ -453,6 +487,31 @@ __device__ void head_and_draw(const Params& p, int i, int j, float* s_theta, flo
   }
 }
 
+// ------------------------------------------------------------------------------------------------ frame
+// The time-delayed stack of frame i: P0, then per layer P1, the F sweep steps and P3; sync() separates dependent
+// phases (a grid barrier here, flag waits in sample_tier_flags_kernel.cuh). gwarp / gwarp_step: the numberings of
+// the grid's warps of the kernel below.
+template <typename WT, typename Sync>
+__device__ void time_delayed_frame(const Params& p, int i, int64_t gwarp, int64_t gwarp_step, int64_t nwarps, int lane,
+                                   Sync&& sync) {
+  phase_frame_input<WT>(p, i);
+  sync();  // xt complete
+  for (int l = 0; l < p.L; ++l) {
+    phase_time_gates<WT, kTimeCols>(p, i, l, gwarp, nwarps, lane);
+    sync();  // th_new, tc, sgx complete
+    for (int s = 0; s < p.F; ++s) {
+      if (p.B >= kBatchCols) {
+        phase_sweep_step<WT, kBatchCols>(p, l, s, gwarp_step, nwarps, lane);
+      } else {
+        phase_sweep_step<WT, 1>(p, l, s, gwarp_step, nwarps, lane);
+      }
+      sync();  // sh at the channels of step s, sc complete
+    }
+    phase_time_proj<WT, kTimeCols>(p, i, l, gwarp, nwarps, lane);
+    sync();  // htl[l] complete (the next layer's input; the frequency-delayed stack's ht_layer[l])
+  }
+}
+
 // ------------------------------------------------------------------------------------------------ kernel
 // Dispatch of the per-channel phases on the batch size: NC = kBatchCols batch rows per task when there are that
 // many (weight rows reused across them), else one (no clamped duplicate columns at batch 1).
@@ -479,22 +538,7 @@ __global__ void __launch_bounds__(kThreads) sample_tier_kernel(const Params p) {
   for (int i = 0; i < p.T; ++i) {
     // x[:, i-1, :] was written by block 0 during frame i-1 (its last channel after the last barrier).
     if (i > 0) grid.sync();
-    phase_frame_input<WT>(p, i);
-    grid.sync();  // xt complete
-    for (int l = 0; l < p.L; ++l) {
-      phase_time_gates<WT, kTimeCols>(p, i, l, gwarp, nwarps, lane);
-      grid.sync();  // th_new, tc, sgx complete
-      for (int s = 0; s < p.F; ++s) {
-        if (wide) {
-          phase_sweep_step<WT, kBatchCols>(p, l, s, gwarp_step, nwarps, lane);
-        } else {
-          phase_sweep_step<WT, 1>(p, l, s, gwarp_step, nwarps, lane);
-        }
-        grid.sync();  // sh at the channels of step s, sc complete
-      }
-      phase_time_proj<WT, kTimeCols>(p, i, l, gwarp, nwarps, lane);
-      grid.sync();  // htl[l] complete (the next layer's input; the frequency-delayed stack's ht_layer[l])
-    }
+    time_delayed_frame<WT>(p, i, gwarp, gwarp_step, nwarps, lane, [&grid]() { grid.sync(); });
     if (i < p.n_prime) continue;  // primed frame: only the time-delayed caches advance (uniform over the grid)
 
     phase_freq_base<WT>(p, i);

@@ -5,11 +5,19 @@ and where its function lives ("module:function", imported on first use, so that 
 only when they run); every backend function of an op takes the same arguments. The user's choice and what this
 machine can run are melnet_fast.backends'. "auto" on a device where more than one tunable backend can run takes
 the choice recorded by melnet_fast.tune() (ops/autotune.py), never timing anything by itself.
+
+A backend may have variants: other designs of the same kernel (say a second CUDA sampler), registered with
+register_variant. The backend's own target stays the default ("auto" never picks a variant until a measurement
+says it is faster); a user or a benchmark forces one for an op with use_variant(op, name) or the environment
+variable MELNET_FAST_<OP>_VARIANT (e.g. MELNET_FAST_SAMPLE_TIER_VARIANT=flags).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -41,16 +49,34 @@ class OpTable:
     name: str
     arg: str
     backends: Sequence[Backend]
+    variants: dict = field(default_factory=dict)  # (backend, variant) -> "module:function"
     _functions: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         self.by_name = {b.name: b for b in self.backends}
 
     def function(self, backend: str) -> Callable:
-        fn = self._functions.get(backend)
+        """The function of `backend`, or of the variant of it in force (use_variant)."""
+        variant = variant_in_force(self.name)
+        key = backend if variant == DEFAULT_VARIANT else (backend, variant)
+        fn = self._functions.get(key)
         if fn is None:
-            fn = self._functions[backend] = self.by_name[backend].function()
+            if variant == DEFAULT_VARIANT:
+                fn = self.by_name[backend].function()
+            else:
+                target = self.variants.get((backend, variant))
+                if target is None:
+                    owners = sorted(b for b, v in self.variants if v == variant)
+                    raise RuntimeError(f"{self.name}: variant {variant!r} is a variant of the "
+                                       f"{' / '.join(owners) or 'no'} backend, but the {backend} backend runs here "
+                                       f"(variants of {backend}: {', '.join(self.variant_names(backend))})")
+                fn = Backend(backend, frozenset(), target).function()
+            self._functions[key] = fn
         return fn
+
+    def variant_names(self, backend: str) -> list[str]:
+        """The variants of `backend` for this op, the default first."""
+        return [DEFAULT_VARIANT] + [v for b, v in self.variants if b == backend]
 
     def candidates(self, tensor: torch.Tensor, exclude: Sequence[str] = ()) -> list[str]:
         """The backends "auto" may run on tensor's device and dtype here, in the op's order."""
@@ -138,3 +164,49 @@ def register(name: str, arg: str, table: Sequence[tuple[str, Sequence[str], str]
     op = OpTable(name, arg, [Backend(b, frozenset(devices), target) for b, devices, target in table])
     REGISTRY[name] = op
     return op
+
+
+# ---------------------------------------------------------------------------------------------------- variants
+DEFAULT_VARIANT = "default"
+_variant_state = threading.local()
+
+
+def register_variant(op: str, backend: str, variant: str, target: str) -> None:
+    """Register `variant` ("module:function", the backend's argument list) of `backend` for the registered op."""
+    table = REGISTRY[op]
+    if backend not in table.by_name or variant == DEFAULT_VARIANT:
+        raise ValueError(f"{op}: cannot register variant {variant!r} of backend {backend!r}")
+    table.variants[(backend, variant)] = target
+
+
+def variant_env(op: str) -> str:
+    """The environment variable that forces a variant of op's backends."""
+    return f"MELNET_FAST_{op.upper()}_VARIANT"
+
+
+def variant_in_force(op: str) -> str:
+    """The variant of op's backends in force in this thread: use_variant's, else the environment's, else default."""
+    forced = getattr(_variant_state, "forced", {})
+    if op in forced:
+        return forced[op]
+    name = os.environ.get(variant_env(op), "").strip()
+    if name and name != DEFAULT_VARIANT and not any(v == name for _, v in REGISTRY[op].variants):
+        raise ValueError(f"{variant_env(op)}={name!r}: {op} has no such variant (variants: "
+                         f"{', '.join(sorted({DEFAULT_VARIANT, *(v for _, v in REGISTRY[op].variants)}))})")
+    return name or DEFAULT_VARIANT
+
+
+@contextlib.contextmanager
+def use_variant(op: str, variant: str):
+    """Run `op` with `variant` of its backend (DEFAULT_VARIANT: the backend's own) in the enclosed code."""
+    if op not in REGISTRY:
+        raise ValueError(f"use_variant: no op {op!r}; registered: {', '.join(sorted(REGISTRY))}")
+    if variant != DEFAULT_VARIANT and not any(v == variant for _, v in REGISTRY[op].variants):
+        raise ValueError(f"use_variant: {op} has no variant {variant!r}")
+    forced = getattr(_variant_state, "forced", {})
+    previous = dict(forced)
+    _variant_state.forced = {**forced, op: variant}
+    try:
+        yield
+    finally:
+        _variant_state.forced = previous

@@ -31,11 +31,12 @@ GRID_FLAGS = [*FLAGS, "-fno-strict-aliasing", "-fsanitize=alignment", "-fno-sani
 # harness -> (its source, the device headers it includes, rewritten into the build folder, and whether they are in
 # csrc/cuda or in this folder)
 HARNESSES = {
-    "sample_tier": ("emu_sample_tier.cpp", ["sample_tier_kernel.cuh", "sample_tier_device.cuh"], "csrc"),
+    "sample_tier": ("emu_sample_tier.cpp", ["sample_tier_kernel.cuh", "sample_tier_device.cuh",
+                                            "sample_tier_flags_kernel.cuh"], "csrc"),
     "gmm_nll": ("emu_gmm.cpp", ["gmm_nll_kernel.cuh"], "csrc"),
     "grid_selftest": ("emu_grid_selftest.cpp", ["emu_grid_selftest.cuh"], "here"),
 }
-COMMON = [HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")), *SHARED_HEADERS]
+COMMON = [HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")), *SHARED_HEADERS, CUDA_DIR / "flags.cuh"]
 
 # "extern __shared__ [__align__(n)] TYPE NAME[];"
 _ALIGN = r"(?:__align__\((?:[^()]|\([^()]*\))*\)\s+)?"

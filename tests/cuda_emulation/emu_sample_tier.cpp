@@ -1,13 +1,18 @@
-// Harness of the sampler's emulation test: runs sample_tier_kernel of csrc/cuda/sample_tier_kernel.cuh (the
-// repository's file, rewritten by build_grid_emulator.py only to give every block its own shared memory) with all
-// blocks of a small grid alive at once (emu_grid.h), after redoing the host side of csrc/cuda/sample_tier.cu:
-// constant float32 copies of the small weights, the weight address table, the 16-byte path condition, the
-// time-LSTM state initialisation, chunks of kMaxBatch rows, the dynamic shared memory of the head. The grid size
-// is an argument (on the GPU: SMs x occupancy, capped by MELNET_FAST_SAMPLER_MAX_BLOCKS).
+// Harness of the sampler's emulation tests: runs sample_tier_kernel of csrc/cuda/sample_tier_kernel.cuh (DESIGN 0)
+// or sample_tier_flags_kernel of csrc/cuda/sample_tier_flags_kernel.cuh (DESIGN 1, or 2: without the sweep rows in
+// shared memory; the repository's files,
+// rewritten by build_grid_emulator.py only to give every block its own shared memory) with all blocks of a small
+// grid alive at once (emu_grid.h), after redoing the host side of csrc/cuda/sample_tier.cu: constant float32
+// copies of the small weights, the weight address table, the 16-byte path condition, the time-LSTM state
+// initialisation, chunks of rows, the dynamic shared memory (the head; the flags design's resident weight rows,
+// at most RESIDENT layers of them, and its arrival counter zeroed before every launch). The grid size is an argument
+// (on the GPU: SMs x occupancy, capped by MELNET_FAST_SAMPLER_MAX_BLOCKS).
 //
-//   emu_sample_tier WDTYPE B T F D L K N_PRIME TAU X_MIN X_MAX BLOCKS ORDER POISON DIR    WDTYPE f32|bf16|f16
+//   emu_sample_tier DESIGN RESIDENT WDTYPE B T F D L K N_PRIME TAU X_MIN X_MAX BLOCKS ORDER POISON DIR
+//   (WDTYPE f32|bf16|f16)
 //
-// DIR holds x_init, cz_t, cz_f, u, eps (float32) and w0 ... w{n-1} (the flat weight list in WDTYPE, contiguous);
+// DIR holds x_init, cz_t, cz_f, u, eps (float32) and w0 ... w{n-1} (the flat weight list in WDTYPE, contiguous;
+// the folded list of csrc/sampler_layout.h for DESIGN 1);
 // the harness writes x (float32 [B, T, F]) and log_density (float32 [B]) there. Every buffer is guarded
 // (emu_buffer.h); the scratch starts as NaN, as with the extension's poison_outputs flag.
 #include <algorithm>
@@ -20,7 +25,7 @@
 #include "emu_grid.h"
 // The rewritten copy of csrc/cuda/sample_tier_kernel.cuh in the build folder (its #line directive names the
 // original).
-#include "sample_tier_kernel.cuh"
+#include "sample_tier_flags_kernel.cuh"
 
 namespace sc = melnet_fast::sampler_cuda;
 
@@ -37,10 +42,10 @@ int64_t weight_numel(const sl::Layout& layout, int64_t idx, int64_t D, int64_t K
 }
 
 template <typename WT>
-void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64_t n_prime, float tau, float x_min,
-         float x_max, int blocks, const std::string& dir) {
+void run(bool flags_design, bool sweep_rows, int max_resident, int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K,
+         int64_t n_prime, float tau, float x_min, float x_max, int blocks, const std::string& dir) {
   using emu::Buffer;
-  const sl::Layout layout(L);
+  const sl::Layout layout(L, flags_design);
   const int64_t n_weights = layout.size();
   std::vector<std::unique_ptr<Buffer>> w;
   for (int64_t idx = 0; idx < n_weights; ++idx) {
@@ -66,9 +71,11 @@ void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64
   Buffer x("x", B * T * F * 4), log_density("log_density", B * 4);
   std::copy_n(x_init.as<const float>(), B * T * F, x.as<float>());
 
-  const int64_t Bc = std::min<int64_t>(B, sc::kMaxBatch);
+  const int64_t Bc = std::min<int64_t>(B, flags_design ? sc::flag_batch_rows(K) : sc::kMaxBatch);
   const sc::Scratch so(Bc, F, D, L);
-  Buffer scratch("scratch", so.total * 4);  // 0xFF bytes: NaN, like the poison_outputs fill
+  const sc::FlagScratch fo(so.total, Bc, F, D, L);
+  Buffer scratch("scratch", (flags_design ? fo.total : so.total) * 4);  // 0xFF bytes: NaN, like the poison fill
+  Buffer arrivals("arrivals", 3 * sizeof(unsigned));
   float* base = scratch.as<float>();
   for (int64_t d = 0; d < D; ++d) base[so.xfw + d] = wf(layout.input(sl::kXfW), d);
   for (int64_t l = 0; l < L; ++l) {
@@ -84,10 +91,19 @@ void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64
     }
   }
   const int64_t head_rows = std::max<int64_t>(1, std::min<int64_t>(Bc, sc::kHeadSmemFloats / (3 * K)));
-  const size_t dyn_smem = static_cast<size_t>(head_rows * 3 * K) * sizeof(float);
+  size_t dyn_smem = static_cast<size_t>(head_rows * 3 * K) * sizeof(float);
+  // The flags design: theta by parity, then the resident rows of up to max_resident layers.
+  const int64_t units_per_block = (D + blocks - 1) / blocks;
+  const int resident = static_cast<int>(std::min<int64_t>(L, max_resident));
+  const int64_t sweep_units = sweep_rows ? sc::flag_sweep_units(D, blocks) : 0;
+  if (flags_design) {
+    dyn_smem = static_cast<size_t>(sc::flag_theta_floats(Bc, K) * 4 +
+                                   resident * sc::flag_layer_bytes(units_per_block, D, sizeof(WT)) +
+                                   sc::flag_sweep_bytes(sweep_units, D, sizeof(WT)));
+  }
 
-  for (int64_t b0 = 0; b0 < B; b0 += sc::kMaxBatch) {
-    const int64_t nb = std::min<int64_t>(sc::kMaxBatch, B - b0);
+  for (int64_t b0 = 0; b0 < B; b0 += Bc) {
+    const int64_t nb = std::min<int64_t>(Bc, B - b0);
     for (int64_t l = 0; l < L; ++l) {  // th parity 0 and tc, laid out with nb rows: h0 / c0 of direction 0
       for (int64_t e = 0; e < nb * F * D; ++e) {
         base[so.th + l * nb * F * D + e] = wf(layout.layer(l, sl::kTH0), e % D);
@@ -115,10 +131,23 @@ void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64
     p.x = x.as<float>() + b0 * T * F;
     p.log_density = log_density.as<float>() + b0;
     so.bind(p, base);
-    emu::grid::launch(sc::sample_tier_kernel<WT>, dim3(blocks), dim3(sc::kThreads), dyn_smem, true, p);
+    if (flags_design) {
+      sc::FlagParams q;
+      q.p = p;
+      fo.bind(q, base);
+      for (int c = 0; c < 3; ++c) arrivals.as<unsigned>()[c] = 0;
+      q.sweep_units = static_cast<int>(sweep_units);
+      q.arrivals = arrivals.as<unsigned>();
+      q.units_per_block = static_cast<int>(units_per_block);
+      q.resident_layers = resident;
+      q.theta_floats = static_cast<int>(sc::flag_theta_floats(nb, K));
+      emu::grid::launch(sc::sample_tier_flags_kernel<WT>, dim3(blocks), dim3(sc::kThreads), dyn_smem, true, q);
+    } else {
+      emu::grid::launch(sc::sample_tier_kernel<WT>, dim3(blocks), dim3(sc::kThreads), dyn_smem, true, p);
+    }
   }
   for (auto& b : w) b->check();
-  for (Buffer* b : {&x_init, &cz_t, &cz_f, &u, &eps, &table, &x, &log_density, &scratch}) b->check();
+  for (Buffer* b : {&x_init, &cz_t, &cz_f, &u, &eps, &table, &x, &log_density, &scratch, &arrivals}) b->check();
   x.save(dir);
   log_density.save(dir);
 }
@@ -126,10 +155,14 @@ void run(int64_t B, int64_t T, int64_t F, int64_t D, int64_t L, int64_t K, int64
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 16) {
+  if (argc != 18) {
     std::fprintf(stderr, "usage: see the head of emu_sample_tier.cpp\n");
     return 2;
   }
+  const long design = emu::arg_int(argv, 1);
+  const bool flags_design = design >= 1, sweep_rows = design == 1;
+  const int max_resident = static_cast<int>(emu::arg_int(argv, 2));
+  argv += 2;
   const std::string wdtype = argv[1];
   const int64_t B = emu::arg_int(argv, 2), T = emu::arg_int(argv, 3), F = emu::arg_int(argv, 4),
                 D = emu::arg_int(argv, 5), L = emu::arg_int(argv, 6), K = emu::arg_int(argv, 7),
@@ -146,11 +179,11 @@ int main(int argc, char** argv) {
     emu::fail("bad sizes");
   }
   if (wdtype == "f32") {
-    run<float>(B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
+    run<float>(flags_design, sweep_rows, max_resident, B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
   } else if (wdtype == "bf16") {
-    run<__nv_bfloat16>(B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
+    run<__nv_bfloat16>(flags_design, sweep_rows, max_resident, B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
   } else if (wdtype == "f16") {
-    run<__half>(B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
+    run<__half>(flags_design, sweep_rows, max_resident, B, T, F, D, L, K, n_prime, tau, x_min, x_max, blocks, dir);
   } else {
     emu::fail("unknown weight dtype %s", wdtype.c_str());
   }

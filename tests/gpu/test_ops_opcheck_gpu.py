@@ -58,6 +58,16 @@ def test_sample_tier_on_cuda():
     torch.library.opcheck(ops.sample_tier.default, (*args, [w.cuda() for w in weights], 2, 3, 1.0, 1, *SAMPLE_RANGE))
 
 
+def test_sample_tier_flags_on_cuda():
+    from melnet_fast.ops.tier_sampling.layout import fold_projections
+
+    x0, cz_t, cz_f, u, eps, weights = make_case(2, 3, 4, 8, 2, 3, dtype=torch.float32, seed=2)
+    args = [t.cuda() for t in (x0, cz_t, cz_f, u, eps)]
+    weights = [w.cuda() for w in weights]
+    folded = weights + fold_projections(weights, 2, 3)
+    torch.library.opcheck(ops.sample_tier_flags.default, (*args, folded, 2, 3, 1.0, 1, *SAMPLE_RANGE))
+
+
 def test_triton_ops_on_cuda():
     pytest.importorskip("triton")
     from melnet_fast.ops.gmm import triton_backend as gmm_triton  # noqa: F401  (registers the ops)

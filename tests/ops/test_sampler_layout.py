@@ -48,3 +48,36 @@ def test_unpack_names_the_tensor_with_a_wrong_shape():
         lay.unpack(bad, 2, 3)
     with pytest.raises(ValueError, match="weights must hold 34 tensors for n_layers=2"):
         lay.unpack(weights[:-1], 2, 3)
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 5])
+def test_folded_mirror_is_the_extension_layout(n_layers):
+    """The folded list of the second CUDA sampler design: the base list as its prefix, then the folded sections."""
+    assert _extension.extension() is not None, "the compiled extension must be built for this test"
+    folded = lay.layout(n_layers, folded=True)
+    assert lay.mirror_layout(n_layers, folded=True) == list(folded)
+    assert list(folded[:len(lay.layout(n_layers))]) == list(lay.layout(n_layers))
+    tail = folded[len(lay.layout(n_layers)):]
+    assert [s.section for s in tail] == ["folded"] * (n_layers - 1) + ["folded_head"] * 2
+    assert [s.layer for s in tail[:n_layers - 1]] == list(range(n_layers - 1))
+    if n_layers > 1:
+        assert tail[0].name == "freq_layers.1.lstm.w_ih[0] @ freq_layers.0.proj.weight"
+    assert tail[-2].name == f"head.weight @ freq_layers.{n_layers - 1}.proj.weight"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fold_projections(dtype):
+    D, L, K = 6, 3, 2
+    net = TierNetwork(D, L, K)
+    weights = [w.to(dtype) for w in net.sampler_weights()]
+    folded = lay.fold_projections(weights, L, K)
+    assert [tuple(t.shape) for t in folded] == [s.size(D, K) for s in lay.layout(L, folded=True)[len(weights):]]
+    assert all(t.dtype == dtype and t.is_contiguous() for t in folded)
+    W = lay.unpack(weights, L, K)
+    for l in range(L - 1):
+        want = W.layers[l + 1].f_w_ih[0].double() @ W.layers[l].f_proj_w.double()
+        torch.testing.assert_close(folded[l], want.to(dtype), rtol=0, atol=0)
+    head = W.head_w.double()
+    torch.testing.assert_close(folded[-2], (head @ W.layers[-1].f_proj_w.double()).to(dtype), rtol=0, atol=0)
+    want_b = head @ W.layers[-1].f_proj_b.double() + W.head_b.double()
+    torch.testing.assert_close(folded[-1], want_b.to(dtype), rtol=0, atol=0)

@@ -22,7 +22,13 @@ OP = dispatch.register("sample_tier", "x_init", [
     ("cpu", ["cpu"], "melnet_fast.ops.tier_sampling.cpp_backend:sample_tier_cpp"),
     ("reference", ["cpu", "cuda"], "melnet_fast.ops.tier_sampling.reference:sample_tier_ref"),
 ])
-# The cuda sampler does not run the centralized stack / text attention yet: "auto" on CUDA takes the reference (with
+# The second design of the cuda sampler (folded projections, flag waits, resident weight rows): a variant of the cuda
+# backend that "auto" leaves alone until a GPU has measured both; forced with
+# dispatch.use_variant("sample_tier", "flags") or MELNET_FAST_SAMPLE_TIER_VARIANT=flags.
+dispatch.register_variant("sample_tier", "cuda", "flags",
+                          "melnet_fast.ops.tier_sampling.cpp_backend:sample_tier_cuda_flags")
+# The cuda sampler (either design) does not run the centralized stack / text attention yet; a design that does
+# registers a "cuda" row (or a variant of it) here: "auto" on CUDA takes the reference (with
 # a ReferenceSamplerWarning, since sample_tier would take cuda there), an explicit cuda is an error.
 OP_CENTRALIZED = dispatch.register("sample_tier_centralized", "x_init", [
     ("cpu", ["cpu"], "melnet_fast.ops.tier_sampling.cpp_backend:sample_tier_centralized_cpp"),

@@ -1,7 +1,8 @@
 """The cpu and cuda backends of sample_tier: the op melnet_fast::sample_tier of melnet_fast._C (the C++ sampler on
 CPU tensors, the persistent CUDA kernel on CUDA tensors), the cpu backend of sample_tier_centralized (the C++
-sampler with the per-frame step of a centralized stack and text attention) and their fake kernels; no autograd:
-sampling is not differentiated."""
+sampler with the per-frame step of a centralized stack and text attention), the "flags" variant of the cuda backend
+(melnet_fast::sample_tier_flags, the second CUDA design) and their fake kernels; no autograd: sampling is not
+differentiated."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 
 from melnet_fast import _extension
 from melnet_fast.log_mel_scale import SAMPLE_RANGE
+from melnet_fast.ops.tier_sampling.layout import fold_projections
 
 
 def _fake(x, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max):
@@ -24,12 +26,23 @@ def _fake_centralized(x, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temp
 
 if _extension.has_cpu_kernels():
     torch.library.register_fake("melnet_fast::sample_tier")(_fake)
+    torch.library.register_fake("melnet_fast::sample_tier_flags")(_fake)
     torch.library.register_fake("melnet_fast::sample_tier_centralized")(_fake_centralized)
 
 
 def sample_tier_cpp(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min, x_max):
     return torch.ops.melnet_fast.sample_tier(x_init, cz_t, cz_f, u, eps, list(weights), n_layers, n_mixtures,
                                              float(temperature), n_prime, float(x_min), float(x_max))
+
+
+def sample_tier_cuda_flags(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, x_min,
+                           x_max):
+    """The second CUDA sampler design (csrc/cuda/sample_tier_flags_kernel.cuh) on the folded list: the weights with
+    their projections folded into the next matrices (layout.fold_projections, computed here on every call: L small
+    products on the device)."""
+    folded = list(weights) + fold_projections(weights, n_layers, n_mixtures)
+    return torch.ops.melnet_fast.sample_tier_flags(x_init, cz_t, cz_f, u, eps, folded, n_layers, n_mixtures,
+                                                   float(temperature), n_prime, float(x_min), float(x_max))
 
 
 def sample_tier_centralized_cpp(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime,
