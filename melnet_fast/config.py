@@ -28,14 +28,15 @@ _PRESETS: Dict[str, Dict[str, Any]] = {
 }
 # Text-to-speech (centralized stack + attention over characters in the initial tier). The published paper's
 # TTS hyperparameters are not all known: tts_blizzard is the Blizzard preset above with the text path added
-# (attention_mixtures=10 as the GMM head; attention at the middle layer of the initial tier).
+# (attention_mixtures=10 as the GMM head; attention at the middle layer of the initial tier). tts_small learns its
+# alignment with the guided-attention loss (weight 1, decaying over 1,500 steps; README, "Learning the alignment").
 _TEXT = dict(centralized_stack=True, text_symbols=CHARACTERS)
 _PRESETS.update({
     "tts_tiny": dict(_TEXT, n_tiers=3, n_mels=16, hidden_size=8, layers=(2, 1, 1), n_mixtures=3, feature_layers=1,
                      attention_mixtures=2, sample_rate=8000, hop_length=128, max_seconds=2.0, batch_size=4),
     "tts_small": dict(_TEXT, n_tiers=3, n_mels=32, hidden_size=48, layers=(4, 2, 2), n_mixtures=5,
                       feature_layers=1, attention_mixtures=5, sample_rate=16000, hop_length=200, max_seconds=4.0,
-                      batch_size=8, learning_rate=1e-3),
+                      batch_size=8, learning_rate=1e-3, guided_attention=1.0, guided_attention_steps=1500),
     "tts_blizzard": dict(_PRESETS["blizzard"], **_TEXT, attention_mixtures=10),
 })
 PRESETS = tuple(_PRESETS)
@@ -65,6 +66,15 @@ class MelNetConfig:
     text_max_length the most symbols of one text (end-of-text included); attention_mixtures K' of the attention
     window; attention_layer a in [0, layers[0]): the attention reads the centralized stack's h^c[a] and adds its
     context there (None = layers[0] // 2).
+    Learning the alignment (text models; see the README's text-to-speech section): attention_initial_step, the
+    mean step of the attention positions at initialisation in symbols per initial-tier frame (None = measured on
+    the training data when a run starts: its symbols / frames; 0.5 for a model built outside the trainer);
+    attention_initial_width, the windows' initial width in symbols; text_input_dropout, dropout on the previous
+    frame where the initial tier reads it (the centralized and time-delayed stacks' inputs, training only, as
+    Tacotron's prenet dropout), so the next frame cannot be guessed from the last one alone and the text is
+    needed; guided_attention, the initial weight of the guided-attention loss (Tachibana et al. 2017: the
+    attention's mass away from the diagonal, 0 = off), which decays linearly to zero over guided_attention_steps
+    training steps, guided_attention_sigma the width g of its diagonal band (fraction of the text / clip).
     Audio: sample_rate, hop_length, n_fft (default 6 x hop as in the paper), win_length (default n_fft),
     f_min, f_max (None = sample_rate / 2), max_seconds of one example. Training: batch_size, learning_rate and
     momentum (RMSProp, Appendix A).
@@ -87,6 +97,12 @@ class MelNetConfig:
     text_max_length: int = 512
     attention_mixtures: int = 10
     attention_layer: int | None = None
+    attention_initial_step: float | None = None
+    attention_initial_width: float = 1.0
+    text_input_dropout: float = 0.0
+    guided_attention: float = 0.0
+    guided_attention_sigma: float = 0.2
+    guided_attention_steps: int = 2000
     sample_rate: int = 22050
     hop_length: int = 256
     n_fft: int | None = None
@@ -181,6 +197,17 @@ class MelNetConfig:
                                                  or not 0 <= self.attention_layer < self.layers[0]):
             raise ValueError(f"attention_layer must be None or an int in [0, layers[0]={self.layers[0]}), got "
                              f"{self.attention_layer!r}")
+        if self.attention_initial_step is not None:
+            _positive_number("attention_initial_step", self.attention_initial_step)
+        _positive_number("attention_initial_width", self.attention_initial_width)
+        _finite_number("text_input_dropout", self.text_input_dropout)
+        if not 0 <= self.text_input_dropout < 1:
+            raise ValueError(f"text_input_dropout must lie in [0, 1), got {self.text_input_dropout}")
+        _finite_number("guided_attention", self.guided_attention)
+        if self.guided_attention < 0:
+            raise ValueError(f"guided_attention must be >= 0 (0 = off), got {self.guided_attention}")
+        _positive_number("guided_attention_sigma", self.guided_attention_sigma)
+        _positive_int("guided_attention_steps", self.guided_attention_steps)
 
     # ------------------------------------------------------------------ derived sizes
     @property
@@ -307,6 +334,12 @@ def _positive_int(name: str, v) -> None:
 def _finite_number(name: str, v) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ValueError(f"{name} must be a finite number, got {v!r}")
+
+
+def _positive_number(name: str, v) -> None:
+    _finite_number(name, v)
+    if v <= 0:
+        raise ValueError(f"{name} must be > 0, got {v!r}")
 
 
 def parameter_table(names=PRESETS) -> str:

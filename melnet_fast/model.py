@@ -15,6 +15,7 @@ from melnet_fast.config import MelNetConfig
 from melnet_fast.lengths import check_lengths, length_mask, masked_fill_padding
 from melnet_fast.log_mel_scale import SAMPLE_RANGE
 from melnet_fast.modules import MixtureParams, Tier
+from melnet_fast.modules.centralized import DEFAULT_INITIAL_STEP
 from melnet_fast.multiscale import (
     crop_lengths,
     interleave,
@@ -147,8 +148,12 @@ class MelNet(nn.Module):
         """The initial tier's centralized stack and text attention, as the config asks."""
         if not c.centralized_stack:
             return {}
-        return dict(centralized_channels=c.n_mels // c.freq_factor, n_text_symbols=c.n_text_symbols,
+        args = dict(centralized_channels=c.n_mels // c.freq_factor, n_text_symbols=c.n_text_symbols,
                     attention_mixtures=c.attention_mixtures, attention_layer=c.attention_at)
+        if c.has_text:
+            step = DEFAULT_INITIAL_STEP if c.attention_initial_step is None else c.attention_initial_step
+            args.update(input_dropout=c.text_input_dropout, attention_init=(step, c.attention_initial_width))
+        return args
 
     # ------------------------------------------------------------------ checks
     def _param(self) -> torch.Tensor:
@@ -351,11 +356,25 @@ class MelNet(nn.Module):
         lengths: LongTensor [B] of real frames (see the class docstring): the mean is then over the real
         elements only, each weighted equally (a long example counts for more elements than a short one).
         """
+        return self.loss_and_guide(x, cond, tiers, lengths)[0]
+
+    def loss_and_guide(self, x: torch.Tensor, cond: Cond = None, tiers: Sequence[int] | None = None,
+                       lengths: torch.Tensor | None = None, guide_sigma: float | None = None
+                       ) -> Tuple[torch.Tensor, torch.Tensor | None]:
+        """(loss(x, cond, tiers, lengths), guide) from one forward: guide is the guided-attention loss
+        (ops.gmm_attention.guided_attention_loss, band width guide_sigma) of the initial tier's teacher-forced
+        attention, a scalar, for a text model whose tiers include 1 and a guide_sigma; else None. The trainer adds
+        it, weighted, to the objective; the NLL stays the model's NLL."""
         chosen = self._check_tiers(tiers)
         prep = self._prepare(x, cond, lengths)
-        total, count = 0.0, 0
+        total, count, guide = 0.0, 0, None
         for g in chosen:
-            params = self._tier_params(g, prep)
+            if g == 1 and guide_sigma is not None and prep.text is not None:
+                params, alignment = self.tiers[0].forward_with_alignment(
+                    prep.x_tiers[0], prep.contexts[0], prep.speaker, prep.feature_tiers[0], prep.lengths[0], prep.text)
+                guide = ops.guided_attention_loss(alignment.float(), prep.text[1], prep.lengths[0], guide_sigma)
+            else:
+                params = self._tier_params(g, prep)
             target = prep.x_tiers[g - 1]
             nll = ops.gmm_nll(target, *_as_dtype(params, target.dtype))
             tier_lengths_ = prep.lengths[g - 1]
@@ -365,7 +384,7 @@ class MelNet(nn.Module):
             else:
                 total = total + masked_fill_padding(nll, length_mask(tier_lengths_, nll.shape[TIME_DIM])).sum()
                 count = count + tier_lengths_.sum() * nll.shape[FREQ_DIM]
-        return total / count
+        return total / count, guide
 
     def alignment(self, x: torch.Tensor, cond: Cond, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The attention of a text model under teacher forcing: x [B, T, F] and its texts -> [B, T'_1, U], the

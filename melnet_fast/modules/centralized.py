@@ -20,8 +20,9 @@ from melnet_fast.modules.sweep_lstm import SweepLSTM
 from melnet_fast.modules.text_encoder import TextMemory
 from melnet_fast.ops.gmm_attention import AttentionWeights, attention_step, initial_state
 
-# Initial mean step of the attention positions, in symbols per frame of the initial tier (exp of the step bias).
-INITIAL_STEP = 0.5
+# Initial mean step of the attention positions, in symbols per frame of the initial tier (exp of the step bias),
+# when neither the config nor the training data gives one.
+DEFAULT_INITIAL_STEP = 0.5
 
 
 class CentralizedLayer(nn.Module):
@@ -42,7 +43,8 @@ class TextAttention(nn.Module):
     [h^c_i[a] ; context_{i-1}] with trainable initial state, window = Linear(D, 3K'), and the projection of the
     context into the centralized stack (context_proj, D -> D)."""
 
-    def __init__(self, hidden_size: int, n_mixtures: int):
+    def __init__(self, hidden_size: int, n_mixtures: int, initial_step: float = DEFAULT_INITIAL_STEP,
+                 initial_width: float = 1.0):
         super().__init__()
         D, K = hidden_size, n_mixtures
         self.n_mixtures = K
@@ -53,11 +55,21 @@ class TextAttention(nn.Module):
         self.h0 = nn.Parameter(torch.zeros(D))
         self.c0 = nn.Parameter(torch.zeros(D))
         self.window = nn.Linear(D, 3 * K)
-        with torch.no_grad():  # start with small steps of about INITIAL_STEP symbols per frame, width 1
+        with torch.no_grad():  # the window starts near its biases: steps of initial_step, widths initial_width
             self.window.weight.mul_(0.1)
             self.window.bias.zero_()
-            self.window.bias[:K].fill_(math.log(INITIAL_STEP))
+            self.window.bias[K:2 * K].fill_(math.log(initial_width))
+        self.set_initial_step(initial_step)
         self.context_proj = nn.Linear(D, D)
+
+    @torch.no_grad()
+    def set_initial_step(self, step: float) -> None:
+        """Set the position-step bias so that the untrained window advances about `step` symbols per frame
+        (the speaking rate of the data: text symbols / initial-tier frames), instead of having to learn it."""
+        if not (math.isfinite(step) and step > 0):
+            raise ValueError(f"the attention's initial step must be a finite number > 0 (symbols per frame), "
+                             f"got {step!r}")
+        self.window.bias[:self.n_mixtures].fill_(math.log(step))
 
     def weights(self) -> AttentionWeights:
         return AttentionWeights(self.w_ih, self.w_hh, self.bias, self.h0, self.c0, self.window.weight,
@@ -78,20 +90,23 @@ class TextAttention(nn.Module):
 
 class CentralizedStack(nn.Module):
     """The centralized stack of a tier with F channels, L layers of hidden size D, and optionally the text
-    attention at level attention_layer (0 <= a < L).
+    attention at level attention_layer (0 <= a < L). input_dropout: dropout on the previous frame it reads
+    (training only); initial_step, initial_width: the attention window's start (TextAttention).
 
     forward(x [B, T, F], text TextMemory or None) -> (terms, alignment): terms[l] [B, T, D] = h^c[l + 1] for
     l = 0..L-1 (what layer l of the frequency-delayed stack adds), alignment [B, T, U] or None without text.
     """
 
     def __init__(self, n_channels: int, hidden_size: int, n_layers: int, attention_mixtures: int = 0,
-                 attention_layer: int = 0):
+                 attention_layer: int = 0, input_dropout: float = 0.0, initial_step: float = DEFAULT_INITIAL_STEP,
+                 initial_width: float = 1.0):
         super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout)
         self.in_proj = nn.Linear(n_channels, hidden_size)
         self.layers = nn.ModuleList(CentralizedLayer(hidden_size) for _ in range(n_layers))
         self.attention_layer = attention_layer
         if attention_mixtures:
-            self.attention = TextAttention(hidden_size, attention_mixtures)
+            self.attention = TextAttention(hidden_size, attention_mixtures, initial_step, initial_width)
         else:
             self.attention = None
 
@@ -101,7 +116,7 @@ class CentralizedStack(nn.Module):
             raise ValueError("text must be given exactly when the centralized stack has an attention"
                              if text is None else "this centralized stack has no attention: it takes no text")
         prev_frame = torch.nn.functional.pad(x, (0, 0, 1, 0))[:, :x.shape[1]]  # x[i-1], frame -1 = zeros
-        hc = self.in_proj(prev_frame)
+        hc = self.in_proj(self.input_dropout(prev_frame))  # dropout: training only
         alignment = None
         terms = []
         for level in range(len(self.layers) + 1):

@@ -7,6 +7,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from melnet_fast.modules.centralized import DEFAULT_INITIAL_STEP
 from melnet_fast.modules.feature_extraction import FeatureExtractionNetwork
 from melnet_fast.modules.gmm_head import MixtureParams
 from melnet_fast.modules.text_encoder import TextEncoder, TextMemory
@@ -20,12 +21,14 @@ class Tier(nn.Module):
     per tier; network, the TierNetwork of x^g. The conditioning is z = [feature_net(x^<g) (D) ; speaker
     embedding broadcast (speaker_dim) ; general features on this tier's grid (features_dim)], in this order.
     Text (the initial tier of a text model): text_encoder (n_text_symbols > 0) encodes the texts, read by the
-    attention of the network's centralized stack (centralized_channels = F of the tier > 0).
+    attention of the network's centralized stack (centralized_channels = F of the tier > 0); input_dropout and
+    attention_init as in TierNetwork.
     """
 
     def __init__(self, hidden_size: int, n_layers: int, n_mixtures: int, upsampling: bool, feature_layers: int,
                  n_speakers: int = 0, speaker_dim: int = 0, features_dim: int = 0, centralized_channels: int = 0,
-                 n_text_symbols: int = 0, attention_mixtures: int = 0, attention_layer: int = 0):
+                 n_text_symbols: int = 0, attention_mixtures: int = 0, attention_layer: int = 0,
+                 input_dropout: float = 0.0, attention_init: Tuple[float, float] = (DEFAULT_INITIAL_STEP, 1.0)):
         super().__init__()
         self.upsampling = upsampling
         self.n_speakers = n_speakers
@@ -38,7 +41,8 @@ class Tier(nn.Module):
                          + features_dim)
         self.text_encoder = TextEncoder(n_text_symbols, hidden_size) if n_text_symbols else None
         self.network = TierNetwork(hidden_size, n_layers, n_mixtures, self.cond_dim, centralized_channels,
-                                   attention_mixtures if n_text_symbols else 0, attention_layer)
+                                   attention_mixtures if n_text_symbols else 0, attention_layer, input_dropout,
+                                   attention_init)
 
     def conditioning(self, grid: Tuple[int, int, int], context: torch.Tensor | None = None,
                      speaker: torch.Tensor | None = None, features: torch.Tensor | None = None,

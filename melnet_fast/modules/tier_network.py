@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as Fn
 from torch import nn
 
-from melnet_fast.modules.centralized import CentralizedStack
+from melnet_fast.modules.centralized import DEFAULT_INITIAL_STEP, CentralizedStack
 from melnet_fast.modules.delayed import FrequencyDelayedLayer, TimeDelayedLayer
 from melnet_fast.modules.gmm_head import GMMHead, MixtureParams
 from melnet_fast.modules.text_encoder import TextMemory
@@ -25,11 +25,16 @@ class TierNetwork(nn.Module):
     With a centralized stack (centralized_channels = F of the tier > 0; the initial tier of a text model),
     layer l of the frequency-delayed stack reads h^t[l] + h^c[l] (h^c broadcast over frequency):
     h^f = freq_layers[l](h^f, h^t + h^c[l]); the stack's attention over a text runs when attention_mixtures > 0.
+    input_dropout: dropout on the previous frame x[i-1] where this network reads it (the time-delayed stack's
+    input, and the centralized stack's), in training only; attention_init: (initial step, initial width) of the
+    attention window (CentralizedStack).
     """
 
     def __init__(self, hidden_size: int, n_layers: int, n_mixtures: int, cond_dim: int = 0,
-                 centralized_channels: int = 0, attention_mixtures: int = 0, attention_layer: int = 0):
+                 centralized_channels: int = 0, attention_mixtures: int = 0, attention_layer: int = 0,
+                 input_dropout: float = 0.0, attention_init: Tuple[float, float] = (DEFAULT_INITIAL_STEP, 1.0)):
         super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout)
         D = hidden_size
         self.hidden_size, self.n_layers, self.n_mixtures, self.cond_dim = D, n_layers, n_mixtures, cond_dim
         self.x_time_proj = nn.Linear(1, D)
@@ -43,7 +48,7 @@ class TierNetwork(nn.Module):
         self.centralized = None
         if centralized_channels:
             self.centralized = CentralizedStack(centralized_channels, D, n_layers, attention_mixtures,
-                                                attention_layer)
+                                                attention_layer, input_dropout, *attention_init)
 
     def conditioning_terms(self, z: torch.Tensor | None, grid: Tuple[int, int, int] | None = None
                            ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +83,7 @@ class TierNetwork(nn.Module):
                                text: TextMemory | None = None) -> tuple[MixtureParams, torch.Tensor | None]:
         """(forward's MixtureParams, the attention weights [B, T, U] of every frame, or None without text)."""
         T, F = x.shape[1], x.shape[2]
-        x_prev_frame = Fn.pad(x, (0, 0, 1, 0))[:, :T, :]  # x[i-1, j]
+        x_prev_frame = self.input_dropout(Fn.pad(x, (0, 0, 1, 0))[:, :T, :])  # x[i-1, j]; dropout: training only
         x_prev_channel = Fn.pad(x, (1, 0))[:, :, :F]  # x[i, j-1]
         ht = self.x_time_proj(x_prev_frame.unsqueeze(-1))
         hf = self.x_freq_proj(x_prev_channel.unsqueeze(-1))

@@ -8,6 +8,7 @@ backends (dispatch.py).
 
 from melnet_fast.ops._checks import raise_deferred_errors
 from melnet_fast.ops.gmm import gmm_nll, gmm_nll_ref, gmm_sample, gmm_sample_ref
+from melnet_fast.ops.gmm_attention import guided_attention_loss
 from melnet_fast.ops.lstm_sweep import DIRECTION_CODES, lstm_sweep_2d, lstm_sweep_2d_ref
 from melnet_fast.ops.tier_sampling import (
     ReferenceSamplerWarning,
@@ -19,4 +20,5 @@ from melnet_fast.ops.tier_sampling import (
 
 __all__ = ["lstm_sweep_2d", "lstm_sweep_2d_ref", "gmm_nll", "gmm_nll_ref", "gmm_sample", "gmm_sample_ref",
            "sample_tier", "sample_tier_ref", "sample_tier_centralized", "sample_tier_centralized_ref",
-           "ReferenceSamplerWarning", "DIRECTION_CODES", "raise_deferred_errors"]
+           "ReferenceSamplerWarning", "DIRECTION_CODES", "raise_deferred_errors",
+           "guided_attention_loss"]

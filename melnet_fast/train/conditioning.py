@@ -30,6 +30,17 @@ def batch_cond(config: MelNetConfig, labels: torch.Tensor | None, texts: Sequenc
     return cond or None
 
 
+def symbols_per_frame(dataset, frontend, time_factor: int) -> float:
+    """The speaking rate of a text corpus: text symbols (end-of-text included, as `frontend` encodes them) per
+    frame of the initial tier (the full frames / time_factor), over all items with a text."""
+    items = [i for i in range(len(dataset)) if dataset.texts[i]]
+    if not items:
+        raise ValueError("symbols_per_frame: no item of the data has a text")
+    _, lengths = frontend.encode([dataset.texts[i] for i in items])
+    frames = sum(dataset.num_frames(i) for i in items) / time_factor
+    return float(lengths.sum()) / max(frames, 1.0)
+
+
 def mismatched_texts(texts: Sequence[str]) -> list[str]:
     """Each text replaced by another one of similar length (texts sorted by length, each taking the next one's,
     the longest the shortest's): conditioning on them measures how much a text model uses its text."""

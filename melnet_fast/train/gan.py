@@ -188,7 +188,7 @@ class GANTrainer(Trainer):
             for key, value in {"d_loss": losses["discriminator"], "g_loss": losses["generator"], **scores}.items():
                 self._sums[key] = self._sums.get(key, 0.0) + value
             self._sums["steps"] = self._sums.get("steps", 0) + 1
-        return GANStepResult(losses, norms, not finite, losses["discriminator"], scores)
+        return GANStepResult(losses, norms, not finite, losses["discriminator"], scores=scores)
 
     def _log_train(self, interval: _Interval, result: StepResult) -> None:
         sums, self._sums = self._sums, {}

@@ -34,7 +34,7 @@ from melnet_fast.train.checkpointing import (
     save_training_state,
     set_rng_state,
 )
-from melnet_fast.train.conditioning import batch_cond
+from melnet_fast.train.conditioning import batch_cond, symbols_per_frame
 from melnet_fast.train.data_source import DataSpec, epoch_loader
 from melnet_fast.train.evaluation import LN2, EvalResult, evaluate
 from melnet_fast.train.metrics import MetricsLogger, csv_columns, show
@@ -53,27 +53,32 @@ class TrainingIOError(RuntimeError):
 
 
 class TierLosses(nn.Module):
-    """forward(x [B, T, F], cond, lengths [B] or None) -> [len(tiers)]: the mean NLL (nats per real element) of
-    each chosen tier.
+    """forward(x [B, T, F], cond, lengths [B] or None) -> ([len(tiers)] the mean NLL (nats per real element) of
+    each chosen tier, guide): guide is the guided-attention loss of tier 1's attention (MelNet.loss_and_guide)
+    when guide_sigma is given and tier 1 is trained, else a zero scalar.
 
     A module of its own so that DistributedDataParallel can wrap it. recompute: run each tier's forward again
     in backward instead of storing its activations (torch.utils.checkpoint)."""
 
-    def __init__(self, model: MelNet, tiers, recompute: bool = False):
+    def __init__(self, model: MelNet, tiers, recompute: bool = False, guide_sigma: float | None = None):
         super().__init__()
-        self.model, self.tiers, self.recompute = model, tuple(tiers), recompute
+        self.model, self.tiers, self.recompute, self.guide_sigma = model, tuple(tiers), recompute, guide_sigma
 
-    def _tier(self, x: torch.Tensor, cond, lengths, g: int) -> torch.Tensor:
-        return self.model.loss(x, cond, tiers=[g], lengths=lengths)
+    def _tier(self, x: torch.Tensor, cond, lengths, g: int):
+        loss, guide = self.model.loss_and_guide(x, cond, tiers=[g], lengths=lengths,
+                                                guide_sigma=self.guide_sigma if g == 1 else None)
+        return loss, loss.new_zeros(()) if guide is None else guide
 
-    def forward(self, x: torch.Tensor, cond=None, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        losses = []
+    def forward(self, x: torch.Tensor, cond=None, lengths: torch.Tensor | None = None):
+        losses, guide = [], None
         for g in self.tiers:
             if self.recompute and torch.is_grad_enabled():
-                losses.append(recompute_checkpoint(self._tier, x, cond, lengths, g, use_reentrant=False))
+                loss, g_guide = recompute_checkpoint(self._tier, x, cond, lengths, g, use_reentrant=False)
             else:
-                losses.append(self._tier(x, cond, lengths, g))
-        return torch.stack(losses).float()
+                loss, g_guide = self._tier(x, cond, lengths, g)
+            losses.append(loss)
+            guide = g_guide if guide is None else guide + g_guide
+        return torch.stack(losses).float(), guide.float()
 
 
 @dataclasses.dataclass
@@ -85,6 +90,8 @@ class StepResult:
     grad_norms: Dict[int, float]
     skipped: bool
     loss: float  # over the trained tiers, weighted by their element counts
+    guide: float | None = None  # the guided-attention loss (text models training tier 1 with it on)
+    guide_weight: float = 0.0  # its weight in this step's objective
 
 
 @dataclasses.dataclass
@@ -94,6 +101,7 @@ class _Interval:
     time: float = 0.0
     frames: int = 0
     loss: float = 0.0
+    guide: float = 0.0
     steps: int = 0
 
     def add(self, dt: float, frames: int, result: StepResult) -> None:
@@ -101,6 +109,7 @@ class _Interval:
         self.frames += frames
         if not result.skipped:
             self.loss += result.loss
+            self.guide += result.guide or 0.0
             self.steps += 1
 
     @classmethod
@@ -180,7 +189,10 @@ class Trainer:
         self._tier_elements = {g: shapes[g - 1][0] * shapes[g - 1][1] for g in range(1, self.config.n_tiers + 1)}
         # Share of a spectrogram's elements that the trained tiers model (each tier holds a fixed share).
         self._trained_share = sum(self._tier_elements[g] for g in self.tiers) / (o.crop_frames * self.config.n_mels)
-        self.loss_module: nn.Module = TierLosses(model, self.tiers, o.recompute)
+        c = self.config
+        self._guided = c.has_text and c.guided_attention > 0 and 1 in self.tiers
+        self.loss_module: nn.Module = TierLosses(model, self.tiers, o.recompute,
+                                                 c.guided_attention_sigma if self._guided else None)
         if self.dist:
             for g, tier in enumerate(model.tiers, start=1):
                 tier.requires_grad_(g in self.tiers)  # DDP synchronises exactly the trainable parameters
@@ -191,6 +203,8 @@ class Trainer:
                 process_group=self.dist.group)
         self._reset_progress()
         self._open_run(resume, baseline, data_spec)
+        if self.step == 0:  # a new run (a resumed one has its trained attention)
+            self._start_attention()
 
     # ------------------------------------------------------------------ what every trainer of a run shares
     def _claim_and_setup(self, run_dir, setup: Callable[[], None]) -> None:
@@ -248,9 +262,19 @@ class Trainer:
             self.logger.message(text, echo=False)
         self._pending.clear()
 
+    def _start_attention(self) -> None:
+        """A new text model learns its alignment faster when its attention starts moving at the data's speaking
+        rate: unless config.attention_initial_step fixes it, set it to the training data's symbols per frame."""
+        c = self.config
+        if not c.has_text or c.attention_initial_step is not None or 1 not in self.tiers:
+            return
+        rate = symbols_per_frame(self.train_data, self.model.text_frontend, c.time_factor)
+        self.model.tiers[0].network.centralized.attention.set_initial_step(rate)
+        self.say(f"attention starts at the training data's speaking rate: {rate:.3f} symbols per initial-tier frame")
+
     def metric_columns(self) -> List[str]:
         """The columns of metrics.csv (see melnet_fast.train.metrics)."""
-        return csv_columns(self.config.n_tiers)
+        return csv_columns(self.config.n_tiers, self.config.has_text)
 
     # ------------------------------------------------------------------ helpers
     def say(self, text: str) -> None:
@@ -308,24 +332,34 @@ class Trainer:
             return batch
 
     # ------------------------------------------------------------------ one step
-    def compute_losses(self, x: torch.Tensor, cond=None, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, T, F] on the device (lengths [B]: real frames, or None) -> [len(self.tiers)] mean NLL per
-        trained tier (with autograd)."""
+    def compute_losses(self, x: torch.Tensor, cond=None, lengths: torch.Tensor | None = None):
+        """x [B, T, F] on the device (lengths [B]: real frames, or None) -> ([len(self.tiers)] mean NLL per
+        trained tier, guided-attention loss: a scalar, zero when off) (with autograd)."""
         with self._autocast():
             return self.loss_module(x, cond, lengths)
+
+    def guide_weight(self, step: int | None = None) -> float:
+        """The guided-attention loss's weight at `step` (default the current one): config.guided_attention,
+        decaying linearly to 0 at config.guided_attention_steps; 0 when the guide is off."""
+        if not self._guided:
+            return 0.0
+        c, step = self.config, self.step if step is None else step
+        return c.guided_attention * max(0.0, 1.0 - step / c.guided_attention_steps)
 
     def train_step(self, x: torch.Tensor, labels: torch.Tensor | None = None,
                    lengths: torch.Tensor | None = None, texts: Sequence[str] | None = None) -> StepResult:
         """One optimisation step on a batch x [B, T, F] (labels [B]: speaker / genre ids, used when the model
         is conditional; lengths [B]: real frames of each example, None = all T; texts: B strings, for a text
-        model). Does not advance self.step (fit does)."""
+        model). Does not advance self.step (fit does). The objective is the NLL of the trained tiers plus, for a
+        text model with config.guided_attention, guide_weight() times the guided-attention loss."""
         self.model.train()
         x = x.to(self.device, non_blocking=True)
         cond = batch_cond(self.config, labels if self.conditional else None, texts, self.device)
-        losses = self.compute_losses(x, cond, lengths)
+        losses, guide = self.compute_losses(x, cond, lengths)
+        weight = self.guide_weight()
         # Backward even when the loss is not finite: under DDP every rank of a group must join the gradient
         # all-reduce, and the non-finite gradient then tells all of them to skip the update.
-        losses.sum().backward()
+        (losses.sum() + weight * guide).backward()
         max_norm = self.options.clip_grad_norm or math.inf
         norms = {g: float(torch.nn.utils.clip_grad_norm_([p for p in self._tier_params[g] if p.grad is not None],
                                                          max_norm))
@@ -338,7 +372,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         n = sum(self._tier_elements[g] for g in self.tiers)
         loss = sum(values[g] * self._tier_elements[g] for g in self.tiers) / n
-        return StepResult(values, norms, not finite, loss)
+        return StepResult(values, norms, not finite, loss, float(guide.detach()) if self._guided else None, weight)
 
     def _loss_name(self, key) -> str:
         """How a key of StepResult.losses is named in messages."""
@@ -494,6 +528,8 @@ class Trainer:
                   "grad_norm": max(result.grad_norms.values()), "skipped": self.skipped_steps,
                   "padded_share": self.padded_share, **self._throughput(interval)}
         values.update({f"nll_tier{g}_nats": v for g, v in result.losses.items()})
+        if result.guide is not None:
+            values.update(guided_attention=interval.guide / interval.steps, guided_attention_weight=result.guide_weight)
         self.logger.log(self.step, "train", values)
 
     # ------------------------------------------------------------------ validation

@@ -4,7 +4,8 @@ metrics.csv has a fixed header, so it loads straight into pandas / a spreadsheet
     step, split ("train" or "val"), time (unix), elapsed_s, nll_nats, nll_bits, nll_tier<g>_nats for each tier,
     baseline_nll_nats (val rows), lr, grad_norm, elements_per_s, audio_seconds_per_s and audio_khz (the audio
     rate: seconds of audio and kHz of audio samples per second of training steps), padded_share (of the current
-    epoch's batches), skipped (steps skipped so far, train rows).
+    epoch's batches), skipped (steps skipped so far, train rows); text models: guided_attention and
+    guided_attention_weight (train rows, see csv_columns).
 A resumed run first drops the rows logged after its checkpoint, so every step appears once.
 """
 
@@ -23,11 +24,14 @@ from melnet_fast._optional import missing_message, require
 from melnet_fast.atomic_files import atomic_write_text
 
 
-def csv_columns(n_tiers: int) -> List[str]:
+def csv_columns(n_tiers: int, text: bool = False) -> List[str]:
+    """The columns of a MelNet run; text models add guided_attention (the guided-attention loss, train rows,
+    apart from the NLL) and guided_attention_weight (its weight in the objective at that step)."""
     return (["step", "split", "time", "elapsed_s", "nll_nats", "nll_bits"]
             + [f"nll_tier{g}_nats" for g in range(1, n_tiers + 1)]
             + ["baseline_nll_nats", "lr", "grad_norm", "elements_per_s", "audio_seconds_per_s", "audio_khz",
-               "padded_share", "skipped"])
+               "padded_share", "skipped"]
+            + (["guided_attention", "guided_attention_weight"] if text else []))
 
 
 class MetricsLogger:

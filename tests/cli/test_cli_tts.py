@@ -1,6 +1,7 @@
 """`melnet-fast tts`: audio, spectrogram and alignment plots of a text model's run, and clear errors."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from melnet_fast import MelNet
 from melnet_fast.train import run_lock
+from melnet_fast.train.metrics import read_metrics
 from melnet_fast.train.run_dir import RunDir
 from tests.cli.conftest import cli, main_error, ok
 from tests.model.helpers import tts_config
@@ -159,6 +161,25 @@ def test_train_eval_and_speak_with_a_text_corpus(text_corpus, tmp_path):
     assert with_bad["skipped"] == {"non-finite": [str(bad / "nan.wav")], "silent": [str(bad / "silent.wav")]}
     assert "skipped 1 non-finite file(s)" in result.stdout
     assert with_bad["nll_nats"] == pytest.approx(doc["nll_nats"], rel=1e-5)
+
+
+def test_training_logs_the_guided_attention_apart_and_starts_at_the_data_rate(text_corpus, tmp_path):
+    run = tmp_path / "run"
+    result = ok(cli("train", "--data", text_corpus, "--preset", "tts_tiny", "--steps", 2, "--batch-size", 2,
+                    "--val-every", 0, "--checkpoint-every", 0, "--log-every", 1, "--no-progress", "--out", run,
+                    "--set", "guided_attention=0.5", "--set", "guided_attention_steps=2"))
+    said = re.search(r"attention starts at the training data's speaking rate: ([0-9.]+) symbols",
+                     result.stderr + result.stdout)
+    assert said is not None
+    rows = [r for r in read_metrics(run / "metrics.csv") if r["split"] == "train"]
+    assert [float(r["guided_attention_weight"]) for r in rows] == [0.5, 0.25]
+    assert all(0 < float(r["guided_attention"]) < 1 and r["nll_nats"] for r in rows)
+    # the measured rate is in the saved weights: the window's step bias is log(symbols / frames) of the data
+    model = MelNet.load(run / "checkpoints" / "best.safetensors")
+    K = model.config.attention_mixtures
+    rate = float(model.tiers[0].network.centralized.attention.window.bias[:K].detach().exp().mean())
+    assert rate == pytest.approx(float(said.group(1)), rel=0.02), "two steps at lr 1e-4 barely move it"
+    assert float(said.group(1)) != pytest.approx(0.5, rel=0.1), "the corpus speaks at another rate than the default"
 
 
 def test_eval_other_texts_needs_a_text_model(capsys, trained_run):

@@ -32,5 +32,6 @@ def test_tts_demo_runs_every_stage(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "held-out utterances (test split, whole, with their own texts): 3" in report
     assert "| held-out |" in report and "attention monotone:" in report
+    assert "tier-1 NLL lower with the own text than with another clip's text: " in report
     for name in ("alignment-1.png", "alignment-2.png", "speech.wav", "speech-alignment.png"):
         assert (tmp_path / name).stat().st_size > 0, name
