@@ -89,6 +89,17 @@ pybind11::list sampler_layout(int64_t n_layers, bool folded) {
   return out;
 }
 
+// The entry counts of the centralized (text) block's list (csrc/sampler_layout.h, section centralized), for the
+// Python mirror in melnet_fast/ops/tier_sampling/centralized_weights.py.
+pybind11::dict centralized_layout() {
+  namespace cl = melnet_fast::sampler_layout::centralized;
+  pybind11::dict out;
+  out["inputs"] = int(cl::kInputCount);
+  out["per_layer"] = int(cl::kLayerCount);
+  out["attention"] = int(cl::kAttentionCount);
+  return out;
+}
+
 // The sweep geometry's step rule and line counts (csrc/sweep_geometry.h), for the test that pins the Python host's
 // mirror to them: (steps, [lines of each direction]).
 pybind11::tuple sweep_geometry(const std::vector<int64_t>& codes, int64_t B, int64_t T, int64_t F) {
@@ -113,6 +124,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "Whether output buffers are filled with NaN first (set_poison_outputs).");
   m.def("sampler_layout", &sampler_layout, pybind11::arg("n_layers"), pybind11::arg("folded") = false,
         "The tier samplers' weight list for n_layers layers (csrc/sampler_layout.h), one dict per tensor.");
+  m.def("centralized_layout", &centralized_layout,
+        "Entry counts of the centralized block's weight list: inputs, per_layer, attention (csrc/sampler_layout.h).");
   m.def("sweep_geometry", &sweep_geometry, pybind11::arg("codes"), pybind11::arg("B"), pybind11::arg("T"),
         pybind11::arg("F"), "(steps, lines per direction) of a 2D LSTM sweep (csrc/sweep_geometry.h).");
   m.def("built_with_cuda", []() {

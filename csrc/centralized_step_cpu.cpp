@@ -6,16 +6,18 @@
 #include <algorithm>
 #include <limits>
 
+#include "sampler_layout.h"
 #include "scalar_math.h"
 #include "small_gemm.h"
 
 namespace melnet_fast {
 namespace {
 
-// Offsets of the flat list (melnet_fast/ops/tier_sampling/centralized_weights.py: HEAD, PER_LAYER, ATTENTION).
-constexpr int64_t kHead = 2, kPerLayer = 7, kAttention = 9;
-enum Layer { kWih, kWhh, kBias, kH0, kC0, kProjW, kProjB };
-enum Attention { kAWih, kAWhh, kABias, kAH0, kAC0, kWindowW, kWindowB, kContextW, kContextB };
+// The flat list's order: csrc/sampler_layout.h, section centralized.
+namespace cl = sampler_layout::centralized;
+using Layer = cl::LayerEntry;
+using Attention = cl::AttentionEntry;
+using namespace cl;  // the entry names (kWih, kWindowW, ...)
 
 template <typename T>
 MF_INLINE const T* ptr(const CentralizedInputs& in, int64_t idx) {
@@ -24,12 +26,12 @@ MF_INLINE const T* ptr(const CentralizedInputs& in, int64_t idx) {
 
 template <typename T>
 MF_INLINE const T* layer(const CentralizedInputs& in, int64_t l, Layer k) {
-  return ptr<T>(in, kHead + kPerLayer * l + k);
+  return ptr<T>(in, cl::layer_index(l, k));
 }
 
 template <typename T>
 MF_INLINE const T* attention(const CentralizedInputs& in, Attention k) {
-  return ptr<T>(in, kHead + kPerLayer * in.n_layers + k);
+  return ptr<T>(in, cl::attention_index(in.n_layers, k));
 }
 
 }  // namespace
@@ -38,11 +40,12 @@ CentralizedInputs CentralizedInputs::prepare(at::TensorList weights, int64_t n_l
                                              const std::optional<at::Tensor>& memory,
                                              const std::optional<at::Tensor>& text_lengths,
                                              std::optional<double> stop_threshold, const at::Tensor& like) {
-  const int64_t base = kHead + kPerLayer * n_layers;
+  const int64_t base = cl::kInputCount + cl::kLayerCount * n_layers;
   const int64_t n = static_cast<int64_t>(weights.size());
-  TORCH_CHECK(n == base || n == base + kAttention, "sample_tier_centralized: expected ", base, " (no text) or ",
-              base + kAttention, " (text) centralized weight tensors for n_layers=", n_layers, ", got ", n);
-  TORCH_CHECK(memory.has_value() == (n == base + kAttention) && memory.has_value() == text_lengths.has_value(),
+  TORCH_CHECK(n == base || n == base + cl::kAttentionCount, "sample_tier_centralized: expected ", base,
+              " (no text) or ", base + cl::kAttentionCount,
+              " (text) centralized weight tensors for n_layers=", n_layers, ", got ", n);
+  TORCH_CHECK(memory.has_value() == (n == base + cl::kAttentionCount) && memory.has_value() == text_lengths.has_value(),
               "sample_tier_centralized: memory and text_lengths must be given exactly when the centralized weights "
               "hold the attention part");
   TORCH_CHECK(attention_layer >= 0 && attention_layer < n_layers,

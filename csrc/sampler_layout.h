@@ -180,5 +180,30 @@ struct Layout {
   }
 };
 
+// ---- The per-frame block of a text-conditioned (centralized) initial tier: a second flat list, passed beside the
+// tier's own (melnet_fast/ops/tier_sampling/centralized_weights.py documents the shapes). Its input projection,
+// then per layer of the centralized stack the entries of LayerEntry, then with text the attention's.
+namespace centralized {
+enum InputEntry : int8_t { kInW, kInB, kInputCount };
+enum LayerEntry : int8_t { kWih, kWhh, kBias, kH0, kC0, kProjW, kProjB, kLayerCount };
+enum AttentionEntry : int8_t {
+  kAWih,
+  kAWhh,
+  kABias,
+  kAH0,
+  kAC0,
+  kWindowW,
+  kWindowB,
+  kContextW,
+  kContextB,
+  kAttentionCount
+};
+// Index of entry e of layer l, and of attention entry e, in a list for n_layers layers.
+MF_LAYOUT constexpr int64_t layer_index(int64_t l, LayerEntry e) { return kInputCount + kLayerCount * l + e; }
+MF_LAYOUT constexpr int64_t attention_index(int64_t n_layers, AttentionEntry e) {
+  return kInputCount + kLayerCount * n_layers + e;
+}
+}  // namespace centralized
+
 }  // namespace sampler_layout
 }  // namespace melnet_fast

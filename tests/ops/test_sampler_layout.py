@@ -81,3 +81,12 @@ def test_fold_projections(dtype):
     torch.testing.assert_close(folded[-2], (head @ W.layers[-1].f_proj_w.double()).to(dtype), rtol=0, atol=0)
     want_b = head @ W.layers[-1].f_proj_b.double() + W.head_b.double()
     torch.testing.assert_close(folded[-1], want_b.to(dtype), rtol=0, atol=0)
+
+
+def test_centralized_counts_are_the_extension_layout():
+    from melnet_fast.ops.tier_sampling import centralized_weights as cw
+
+    ext = _extension.extension()
+    assert ext is not None, "the compiled extension must be built for this test"
+    assert ext.centralized_layout() == {"inputs": cw.HEAD, "per_layer": cw.PER_LAYER, "attention": cw.ATTENTION}
+    assert len(cw.expected_shapes(6, 5, 3, 2)) == cw.HEAD + 3 * cw.PER_LAYER + cw.ATTENTION

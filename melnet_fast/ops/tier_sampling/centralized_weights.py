@@ -19,6 +19,8 @@ import torch
 
 from melnet_fast.ops.gmm_attention import AttentionWeights
 
+# Entry counts of the list: csrc/sampler_layout.h (section centralized) is their one definition, read by the C++
+# sampler; tests/ops/test_sampler_layout.py pins these to it.
 HEAD = 2
 PER_LAYER = 7
 ATTENTION = 9
