@@ -27,6 +27,12 @@ TORCH_LIBRARY(melnet_fast, m) {
         "Tensor(c!) gates, Tensor(d!) cell, int[] directions, int step, bool save) -> ()");
   m.def("lstm_sweep_bwd_step(Tensor grad_y, Tensor w_hh, Tensor c0, Tensor gates, Tensor cell, Tensor(a!) dgates, "
         "Tensor(b!) dc_run, int[] directions, int step) -> ()");
+  // One step's epilogue of the second GPU sweep design (csrc/cuda/lstm_epilogue.cuh): rec holds, per direction,
+  // the step's recurrent product computed by the host's GEMMs (melnet_fast/ops/lstm_sweep/gemm_steps.py).
+  m.def("lstm_sweep_fwd_epilogue(Tensor[] rec, Tensor pre, Tensor c0, Tensor(a!) y, Tensor(b!) c_run, "
+        "Tensor(c!) gates, Tensor(d!) cell, int[] directions, int step, bool save) -> ()");
+  m.def("lstm_sweep_bwd_epilogue(Tensor[] rec, Tensor grad_y, Tensor c0, Tensor gates, Tensor cell, "
+        "Tensor(a!) dgates, Tensor(b!) dc_run, int[] directions, int step) -> ()");
   m.def("gmm_nll_fwd(Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) -> Tensor");
   m.def("gmm_nll_bwd(Tensor grad, Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) "
         "-> (Tensor, Tensor, Tensor, Tensor)");

@@ -78,6 +78,15 @@ MF_SWEEP int64_t max_lines(const Geometry& g) {
   return lines;
 }
 
+// The most lines of any direction active at step s: the lines a step's launch covers.
+MF_SWEEP int64_t active_lines(const Geometry& g, int64_t s) {
+  int64_t lines = 0;
+  for (int r = 0; r < g.R; ++r) {
+    if (s < g.dir[r].len && g.dir[r].lines > lines) lines = g.dir[r].lines;
+  }
+  return lines;
+}
+
 // Position along the line at step s (valid for 0 <= s < d.len).
 MF_SWEEP int64_t step_position(const Dir& d, int64_t s) { return d.reverse ? d.len - 1 - s : s; }
 
