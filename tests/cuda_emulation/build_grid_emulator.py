@@ -35,7 +35,7 @@ HARNESSES = {
     "gmm_nll": ("emu_gmm.cpp", ["gmm_nll_kernel.cuh"], "csrc"),
     "grid_selftest": ("emu_grid_selftest.cpp", ["emu_grid_selftest.cuh"], "here"),
 }
-COMMON = [HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")), *SHARED_HEADERS]
+COMMON = [HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")), *SHARED_HEADERS, CUDA_DIR / "flags.cuh"]
 
 # "extern __shared__ [__align__(n)] TYPE NAME[];"
 _ALIGN = r"(?:__align__\((?:[^()]|\([^()]*\))*\)\s+)?"

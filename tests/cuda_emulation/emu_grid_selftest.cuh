@@ -4,16 +4,50 @@
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
+#include "cuda/flags.cuh"
+
 namespace grid_selftest {
 
 constexpr int kThreads = 64;  // two warps per block
 
 struct Params {
   float* out;
+  unsigned* flags;  // [kFlagWords], zeroed by the harness
   int mode;
 };
+constexpr int kFlagWords = 16;
 enum Mode { kShuffles, kGridRace, kGridSync, kDivergentShuffle, kEarlyReturn, kSmemPerBlock, kMisaligned,
-           kNotCooperative };
+           kNotCooperative, kFlagHandoff, kReadBeforeAcquire, kWriteAfterRelease, kUnorderedRelease, kFlagDeadlock,
+           kAtomics, kPublishedFlags };
+
+// Block b writes out[b * kThreads + t], then reads block b + 1's values into out[(nb + b) * kThreads + t], with the
+// flag protocol of csrc/cuda/flags.cuh (kFlagHandoff, kPublishedFlags) or with one of its rules broken.
+__device__ void flag_modes(const Params& p) {
+  namespace fl = melnet_fast::flags;
+  const int t = threadIdx.x, b = blockIdx.x, nb = gridDim.x;
+  unsigned* counter = p.flags;
+  float* mine = p.out + b * kThreads + t;
+  const float* theirs = p.out + ((b + 1) % nb) * kThreads + t;
+  if (p.mode == kWriteAfterRelease) fl::block_arrive(counter);  // released before the write
+  *mine = static_cast<float>(b * kThreads + t);
+  fl::note_write(mine, 1);
+  if (p.mode == kUnorderedRelease) {  // thread 0 releases with no barrier after the other threads' writes
+    if (t == 0) fl::add_release(counter, 1u);
+  } else if (p.mode == kPublishedFlags) {
+    fl::block_publish(p.flags + 1 + b, 1u);  // a flag per block: wait only for the neighbour whose data is read
+  } else if (p.mode != kWriteAfterRelease) {
+    fl::block_arrive(counter);
+  }
+  if (p.mode == kPublishedFlags) {
+    fl::block_wait(p.flags + 1 + (b + 1) % nb, 1u);
+  } else if (p.mode != kReadBeforeAcquire) {
+    fl::block_wait(counter, p.mode == kFlagDeadlock ? nb + 1 : nb);
+  } else {
+    __syncthreads();
+  }
+  fl::note_read(theirs, 1);
+  p.out[(nb + b) * kThreads + t] = *theirs;
+}
 
 __global__ void kernel(const Params p) {
   namespace cg = cooperative_groups;
@@ -45,6 +79,13 @@ __global__ void kernel(const Params p) {
     s_val[t] = static_cast<float>(blockIdx.x);
     cg::this_grid().sync();  // every block has written its copy
     p.out[nb * kThreads + g] = s_val[(t + 1) % kThreads];
+  } else if ((p.mode >= kFlagHandoff && p.mode <= kFlagDeadlock) || p.mode == kPublishedFlags) {
+    flag_modes(p);
+  } else if (p.mode == kAtomics) {  // out[g]: the value of one shared counter before this thread's increment
+    p.out[g] = static_cast<float>(atomicAdd(p.flags, 1u));
+    atomicAdd(reinterpret_cast<int*>(p.flags + 1), -1);
+    if (atomicCAS(p.flags + 2, 0u, static_cast<unsigned>(g + 1)) == 0u) p.out[nb * kThreads] = static_cast<float>(g);
+    atomicExch(reinterpret_cast<int*>(p.flags + 3), 7);
   } else if (p.mode == kMisaligned) {
     const float4 q = *reinterpret_cast<const float4*>(p.out + 1);
     p.out[g] = q.x;

@@ -1,7 +1,10 @@
 """The grid emulator's own checks (shim/emu_grid.h), on the small kernels of emu_grid_selftest.cuh: warp shuffles
 and ballots against their CUDA definitions, grid.sync() ordering the blocks (and its absence exposed by the thread
 order), shared memory per block, and the reports of broken rules (divergent shuffle, a block returning before a
-grid barrier, grid.sync() without a cooperative launch, a misaligned 16-byte load)."""
+grid barrier, grid.sync() without a cooperative launch, a misaligned 16-byte load); the flags of csrc/cuda/flags.cuh
+(shim/emu_flags.h): data handed between blocks by counters and per-block flags in any thread order, the integer
+atomics, and the reports of a read before the acquire, a write after the release, a release not ordered after the
+block's writes, and a wait that nothing will end."""
 
 import platform
 import sys
@@ -22,7 +25,8 @@ pytestmark = [
 
 THREADS = 64  # grid_selftest::kThreads
 MODES = ["shuffles", "grid_race", "grid_sync", "divergent_shuffle", "early_return", "smem_per_block", "misaligned",
-         "not_cooperative"]
+         "not_cooperative", "flag_handoff", "read_before_acquire", "write_after_release", "unordered_release",
+         "flag_deadlock", "atomics", "published_flags"]
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +84,48 @@ def test_shared_memory_is_per_block_and_starts_as_garbage(harness, tmp_path, poi
 def test_broken_rules_are_reported(harness, tmp_path, mode, message):
     with pytest.raises(EmulatorError, match=message):
         run(harness, tmp_path, mode)
+
+
+@pytest.mark.parametrize("mode", ["flag_handoff", "published_flags"])
+@pytest.mark.parametrize("order", [0, 1, 2])
+def test_flags_hand_data_between_blocks(harness, tmp_path, mode, order):
+    """Each block writes its slice, releases (a shared arrival counter, or a flag of its own), and reads its
+    neighbour's slice after acquiring: the right values in any thread order, and the checker stays silent."""
+    blocks = 3
+    out = run(harness, tmp_path, mode, blocks, order)
+    n = blocks * THREADS
+    assert out[:n].tolist() == [float(g) for g in range(n)]
+    assert out[n:2 * n].tolist() == [float((g + THREADS) % n) for g in range(n)]
+
+
+UNACQUIRED = "without having acquired a flag that block released after the write"
+
+
+@pytest.mark.parametrize("mode, order, message", [
+    ("read_before_acquire", 0, UNACQUIRED),
+    ("read_before_acquire", 1, UNACQUIRED),
+    ("write_after_release", 0, UNACQUIRED),
+    # reversed: the other threads write before thread 0 has released, so the release is reported first
+    ("write_after_release", 1, "not ordered before the release"),
+    # Thread 0 releasing first: the others' later writes are read unacquired; releasing last: the release itself
+    # is reported (the writes before it are not ordered before it without a __syncthreads).
+    ("unordered_release", 0, UNACQUIRED),
+    ("unordered_release", 1, "not ordered before the release"),
+    ("flag_deadlock", 0, "deadlock: threads spin on flags"),
+    ("flag_deadlock", 2, "deadlock: threads spin on flags"),
+])
+def test_broken_flag_rules_are_reported(harness, tmp_path, mode, order, message):
+    with pytest.raises(EmulatorError, match=message):
+        run(harness, tmp_path, mode, 3, order)
+
+
+@pytest.mark.parametrize("order", [0, 2])
+def test_integer_atomics(harness, tmp_path, order):
+    blocks = 2
+    n = blocks * THREADS
+    out = run(harness, tmp_path, "atomics", blocks, order)
+    flags = np.fromfile(tmp_path / "flags.bin", dtype=np.uint32)
+    assert sorted(out[:n].tolist()) == [float(g) for g in range(n)], "atomicAdd returned a value twice"
+    assert flags[0] == n and flags[1].view(np.int32) == -n and flags[3] == 7
+    winner = int(out[n])
+    assert flags[2] == winner + 1, "atomicCAS: the thread whose swap succeeded is not the one that saw 0"

@@ -15,6 +15,11 @@
 // extern __shared__ array into a pointer to the block's dynamic shared memory (emu::grid::dynamic_shared); both
 // start filled with the garbage byte emu::g_poison.
 //
+// Flags between blocks (csrc/cuda/flags.cuh, which compiles its emulated form when MF_EMU_GRID is defined) and
+// integer atomics are modelled by emu_flags.h: a fiber waiting on a flag yields (state kSpin) and runs again every
+// round; a round in which nothing changed (no barrier released, no atomic changed a value) while fibers spin is a
+// deadlock. Its release/acquire checker is described there.
+//
 // The context switch is a few lines of x86-64 assembly (callee-saved registers, stack pointer, SSE and x87
 // control words): glibc's swapcontext makes a system call per switch, too slow for a switch per lane per shuffle.
 #pragma once
@@ -32,6 +37,8 @@
 #include <vector>
 
 #include "emu_runtime.h"
+
+#define MF_EMU_GRID 1
 
 extern "C" void emu_grid_switch(void** save_sp, void* to_sp);
 // Saves the callee-saved registers and the control words on the current stack, stores the stack pointer in
@@ -68,7 +75,7 @@ emu_grid_switch:
 namespace emu {
 namespace grid {
 
-enum State { kRun, kSync, kGridSync, kWarp, kDone };
+enum State { kRun, kSync, kGridSync, kWarp, kSpin, kDone };
 enum WarpOp { kShflIdx, kShflUp, kShflDown, kShflXor, kSyncWarp, kBallot };
 
 struct Fiber {
@@ -182,6 +189,7 @@ inline const char* state_name(State s) {
     case kSync: return "__syncthreads";
     case kGridSync: return "grid.sync()";
     case kWarp: return "a warp collective";
+    case kSpin: return "a flag wait";
     default: return "returned";
   }
 }
@@ -284,6 +292,24 @@ inline bool release_warp(int w) {
   fail("the grid deadlocked");
 }
 
+}  // namespace grid
+}  // namespace emu
+
+#include "emu_flags.h"
+
+namespace emu {
+namespace grid {
+
+// Nothing changed in a round while fibers wait on flags: names one of them and the flag's value.
+[[noreturn]] inline void report_spin_deadlock(int n) {
+  int t = 0;
+  while (g_fibers[t].state != kSpin) ++t;
+  set_current(t);
+  const auto* flag = reinterpret_cast<const void*>(static_cast<uintptr_t>(g_fibers[t].value));
+  fail("deadlock: threads spin on flags that no running thread will change (e.g. the flag at %p, value %u)", flag,
+       flag ? *static_cast<const unsigned*>(flag) : 0u);
+}
+
 // Runs kernel(p) over the whole grid at once. dynamic_bytes: the launch's dynamic shared memory per block;
 // cooperative: launched with cudaLaunchCooperativeKernel (grid.sync() allowed).
 template <typename Kernel, typename Params>
@@ -314,18 +340,21 @@ void launch(Kernel kernel, dim3 grid, dim3 block, size_t dynamic_bytes, bool coo
     g_fibers[t].state = kRun;
     g_fibers[t].sp = prepare_stack(g_fibers[t].stack);
   }
+  flags::on_launch(static_cast<int>(nb), nt);
   std::mt19937 rng(12345);
   std::vector<int> order(n);
+  uint64_t changes = flags::g_changes;
   for (;;) {
     for (int t = 0; t < n; ++t) order[t] = g_order == 1 ? n - 1 - t : t;
     if (g_order == 2) std::shuffle(order.begin(), order.end(), rng);
     for (int t : order) {
-      if (g_fibers[t].state != kRun) continue;
+      if (g_fibers[t].state != kRun && g_fibers[t].state != kSpin) continue;
+      g_fibers[t].state = kRun;
       set_current(t);
       emu_grid_switch(&g_sched_sp, g_fibers[t].sp);
     }
     g_current = -1;
-    bool released = false;
+    bool released = false, spinning = false;
     int done = 0, at_grid = 0;
     for (int w = 0; w < n; w += 32) released |= release_warp(w);
     for (long b = 0; b < nb; ++b) {
@@ -334,19 +363,25 @@ void launch(Kernel kernel, dim3 grid, dim3 block, size_t dynamic_bytes, bool coo
       for (int i = 0; i < nt && all; ++i) all = t[i].state == kSync && same_site(t[i], t[0]);
       if (all) {
         for (int i = 0; i < nt; ++i) t[i].state = kRun;
+        flags::on_block_barrier(static_cast<int>(b));
         released = true;
       }
     }
     for (int t = 0; t < n; ++t) {
       done += g_fibers[t].state == kDone;
+      spinning |= g_fibers[t].state == kSpin;
       at_grid += g_fibers[t].state == kGridSync && same_site(g_fibers[t], g_fibers[0]);
     }
     if (done == n) break;
     if (at_grid == n) {
       for (int t = 0; t < n; ++t) g_fibers[t].state = kRun;
+      flags::on_grid_barrier();
       released = true;
     }
-    if (!released) report_deadlock(static_cast<int>(nb));
+    // A spinning fiber runs again next round: that helps only if an atomic changed a value this round.
+    if (spinning && !released && flags::g_changes == changes) report_spin_deadlock(n);
+    changes = flags::g_changes;
+    if (!released && !spinning) report_deadlock(static_cast<int>(nb));
   }
   for (auto& d : g_dynamic) std::free(d);
   for (auto& vars : g_static) {
