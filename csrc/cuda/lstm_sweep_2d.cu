@@ -15,10 +15,13 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <climits>
+#include <tuple>
 #include <vector>
 
 #include "cuda/lstm_epilogue.cuh"
+#include "cuda/lstm_narrow.cuh"
 #include "cuda/lstm_step.cuh"
 #include "sweep_geometry.h"
 
@@ -281,6 +284,161 @@ void lstm_sweep_bwd_epilogue_cuda(at::TensorList rec, const at::Tensor& grad_y, 
   });
 }
 
+// ---- The narrow phase (lstm_narrow.cuh): one cooperative launch (so that every block is resident, as the flag
+// waits between blocks require) for the steps [s_begin, s_end), the shipped tile kNarrowLines x kNarrowUnits.
+template <typename T_>
+void* narrow_kernel(bool backward) {
+  using namespace sweep_cuda;
+  return backward ? reinterpret_cast<void*>(&lstm_bwd_narrow_kernel<T_, kNarrowLines, kNarrowUnits>)
+                  : reinterpret_cast<void*>(&lstm_fwd_narrow_kernel<T_, kNarrowLines, kNarrowUnits>);
+}
+
+template <typename T_>
+int64_t narrow_smem_bytes(int64_t H, bool backward) {
+  return sweep_cuda::NarrowSmem<T_, sweep_cuda::kNarrowLines, sweep_cuda::kNarrowUnits>(static_cast<int>(H), backward)
+      .bytes();
+}
+
+// Resident blocks of one narrow kernel on the current device (0 when its shared memory exceeds the device's).
+template <typename T_>
+int64_t narrow_resident_blocks(int64_t H, bool backward) {
+  const int device = c10::cuda::current_device();
+  int max_smem = 0, sms = 0, per_sm = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t bytes = narrow_smem_bytes<T_>(H, backward);
+  if (bytes > max_smem) return 0;
+  void* kernel = narrow_kernel<T_>(backward);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, sweep_cuda::kNarrowThreads,
+                                                               static_cast<size_t>(bytes)));
+  return static_cast<int64_t>(per_sm) * sms;
+}
+
+std::tuple<int64_t, int64_t, int64_t> lstm_sweep_narrow_capacity_cuda(at::ScalarType dtype, int64_t H) {
+  int64_t blocks = 0;
+  dispatch_storage(dtype, [&](auto tag) {
+    using T_ = decltype(tag);
+    blocks = std::min(narrow_resident_blocks<T_>(H, false), narrow_resident_blocks<T_>(H, true));
+  });
+  return {blocks, sweep_cuda::kNarrowLines, sweep_cuda::kNarrowUnits};
+}
+
+// Checks the phase (1 <= s_begin < s_end <= steps, only one axis's directions active in it, each to its end) and the
+// counters; fills the list of active directions and returns the launch grid.
+dim3 check_narrow(const char* op, const Geometry& geo, int64_t s_begin, int64_t s_end, const at::Tensor& arrivals,
+                  const at::Tensor& ref, int (&active)[sweep::kMaxDirections]) {
+  TORCH_CHECK(1 <= s_begin && s_begin < s_end && s_end <= sweep::sweep_steps(geo), op, ": the phase [", s_begin, ", ",
+              s_end, ") must lie in [1, ", sweep::sweep_steps(geo), "]");
+  int axis = -1, n_active = 0;
+  for (int r = 0; r < geo.R; ++r) {
+    if (geo.dir[r].len <= s_begin) continue;
+    TORCH_CHECK(axis < 0 || axis == geo.dir[r].along_t, op, ": directions of both axes are active from step ", s_begin,
+                " (the narrow phase runs one axis's directions)");
+    TORCH_CHECK(geo.dir[r].len >= s_end, op, ": direction ", r, " ends at step ", geo.dir[r].len, " inside the phase");
+    axis = geo.dir[r].along_t;
+    active[n_active++] = r;
+  }
+  const int64_t line_blocks = (sweep::active_lines(geo, s_begin) + sweep_cuda::kNarrowLines - 1) /
+                              sweep_cuda::kNarrowLines;
+  check_buffer(op, "arrivals", arrivals, ref, at::kInt, {geo.R, line_blocks});
+  return dim3(static_cast<unsigned>(line_blocks),
+              static_cast<unsigned>((geo.H + sweep_cuda::kNarrowUnits - 1) / sweep_cuda::kNarrowUnits),
+              static_cast<unsigned>(n_active));
+}
+
+template <typename T_>
+void launch_narrow(const char* op, bool backward, dim3 grid, sweep_cuda::NarrowParams<T_> p, cudaStream_t stream) {
+  const int64_t bytes = narrow_smem_bytes<T_>(p.geo.H, backward);
+  const int64_t resident = narrow_resident_blocks<T_>(p.geo.H, backward);
+  const int64_t blocks = static_cast<int64_t>(grid.x) * grid.y * grid.z;
+  TORCH_CHECK(blocks <= resident, op, ": ", blocks, " blocks of the persistent kernel but only ", resident,
+              " can be resident on this device (the host must run these steps as wide steps)");
+  void* args[] = {&p};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(narrow_kernel<T_>(backward), grid, dim3(sweep_cuda::kNarrowThreads), args,
+                                             static_cast<size_t>(bytes), stream));
+}
+
+void lstm_sweep_fwd_narrow_cuda(const at::Tensor& pre, const at::Tensor& w_hh, const at::Tensor& y,
+                                const at::Tensor& c_run, const at::Tensor& gates, const at::Tensor& cell,
+                                const at::Tensor& arrivals, at::IntArrayRef directions, int64_t s_begin, int64_t s_end,
+                                bool save) {
+  constexpr const char* op = "lstm_sweep_fwd_narrow (CUDA)";
+  const Geometry geo = check_geometry(op, y, w_hh, "w_hh", directions, s_begin);
+  const int64_t B = y.size(0), T = y.size(1), F = y.size(2), R = geo.R, H = geo.H, G = 4 * H;
+  const auto dt = y.scalar_type();
+  check_buffer(op, "y", y, y, dt, {B, T, F, R * H});
+  check_buffer(op, "pre", pre, y, dt, {B, T, F, R * G});
+  check_buffer(op, "w_hh", w_hh, y, dt, {R, G, H});
+  check_buffer(op, "c_run", c_run, y, at::kFloat, {R, sweep::max_lines(geo), H});
+  if (save) {
+    check_buffer(op, "gates", gates, y, dt, {R, B, T, F, G});
+    check_buffer(op, "cell", cell, y, at::kFloat, {R, B, T, F, H});
+  }
+  int active[sweep::kMaxDirections] = {};
+  const dim3 grid = check_narrow(op, geo, s_begin, s_end, arrivals, y, active);
+  if (geo.N == 0 || H == 0) return;
+  const c10::cuda::CUDAGuard guard(y.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_storage(dt, [&](auto tag) {
+    using T_ = decltype(tag);
+    sweep_cuda::NarrowParams<T_> p{};
+    p.pre = ptr<const T_>(pre);
+    p.w_hh = ptr<const T_>(w_hh);
+    p.y = ptr<T_>(y);
+    p.gates = save ? ptr<T_>(gates) : nullptr;
+    p.cell = save ? ptr<float>(cell) : nullptr;
+    p.c_run = ptr<float>(c_run);
+    p.arrivals = ptr<unsigned>(arrivals);
+    p.lines_max = c_run.size(1);
+    p.s_begin = static_cast<int>(s_begin);
+    p.s_end = static_cast<int>(s_end);
+    p.line_blocks = static_cast<int>(grid.x);
+    std::copy(active, active + sweep::kMaxDirections, p.active);
+    p.geo = geo;
+    launch_narrow<T_>(op, false, grid, p, stream);
+  });
+}
+
+void lstm_sweep_bwd_narrow_cuda(const at::Tensor& grad_y, const at::Tensor& w_hh, const at::Tensor& gates,
+                                const at::Tensor& cell, const at::Tensor& dgates, const at::Tensor& dc_run,
+                                const at::Tensor& arrivals, at::IntArrayRef directions, int64_t s_begin,
+                                int64_t s_end) {
+  constexpr const char* op = "lstm_sweep_bwd_narrow (CUDA)";
+  const Geometry geo = check_geometry(op, grad_y, w_hh, "w_hh", directions, s_begin);
+  const int64_t B = grad_y.size(0), T = grad_y.size(1), F = grad_y.size(2), R = geo.R, H = geo.H, G = 4 * H;
+  const auto dt = grad_y.scalar_type();
+  check_buffer(op, "grad_y", grad_y, grad_y, dt, {B, T, F, R * H});
+  check_buffer(op, "w_hh", w_hh, grad_y, dt, {R, G, H});
+  check_buffer(op, "gates", gates, grad_y, dt, {R, B, T, F, G});
+  check_buffer(op, "cell", cell, grad_y, at::kFloat, {R, B, T, F, H});
+  check_buffer(op, "dgates", dgates, grad_y, dt, {B, T, F, R * G});
+  check_buffer(op, "dc_run", dc_run, grad_y, at::kFloat, {R, sweep::max_lines(geo), H});
+  int active[sweep::kMaxDirections] = {};
+  const dim3 grid = check_narrow(op, geo, s_begin, s_end, arrivals, grad_y, active);
+  if (geo.N == 0 || H == 0) return;
+  const c10::cuda::CUDAGuard guard(grad_y.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  dispatch_storage(dt, [&](auto tag) {
+    using T_ = decltype(tag);
+    sweep_cuda::NarrowParams<T_> p{};
+    p.grad_y = ptr<const T_>(grad_y);
+    p.w_hh = ptr<const T_>(w_hh);
+    p.gates_in = ptr<const T_>(gates);
+    p.cell_in = ptr<const float>(cell);
+    p.dgates = ptr<T_>(dgates);
+    p.c_run = ptr<float>(dc_run);
+    p.arrivals = ptr<unsigned>(arrivals);
+    p.lines_max = dc_run.size(1);
+    p.s_begin = static_cast<int>(s_begin);
+    p.s_end = static_cast<int>(s_end);
+    p.line_blocks = static_cast<int>(grid.x);
+    std::copy(active, active + sweep::kMaxDirections, p.active);
+    p.geo = geo;
+    launch_narrow<T_>(op, true, grid, p, stream);
+  });
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(melnet_fast, CUDA, m) {
@@ -288,6 +446,13 @@ TORCH_LIBRARY_IMPL(melnet_fast, CUDA, m) {
   m.impl("lstm_sweep_bwd_step", &lstm_sweep_bwd_step_cuda);
   m.impl("lstm_sweep_fwd_epilogue", &lstm_sweep_fwd_epilogue_cuda);
   m.impl("lstm_sweep_bwd_epilogue", &lstm_sweep_bwd_epilogue_cuda);
+  m.impl("lstm_sweep_fwd_narrow", &lstm_sweep_fwd_narrow_cuda);
+  m.impl("lstm_sweep_bwd_narrow", &lstm_sweep_bwd_narrow_cuda);
+}
+
+// No tensor argument: dispatched without a device key (it queries the current CUDA device).
+TORCH_LIBRARY_IMPL(melnet_fast, CompositeExplicitAutograd, m) {
+  m.impl("lstm_sweep_narrow_capacity", &lstm_sweep_narrow_capacity_cuda);
 }
 
 }  // namespace melnet_fast

@@ -125,12 +125,51 @@ class EmulatedEpilogue:
                   {"grad_y": grad_y, "gates": gates, "cell": cell, "c0": c0}, {"dgates": dgates, "dc_run": dc_run})
 
 
-class EmulatedGemmSweep(GemmSteps):
-    """The cuda_gemm backend with its epilogues run by the emulator: the package's GemmSteps (the step's GEMMs in
-    torch) and GPU host, as on a GPU."""
+@dataclass
+class EmulatedNarrow:
+    """gemm_steps.Narrow run by the grid emulator (emu_sweep_narrow.cpp: every block a set of fibers, the flag
+    checker on): the narrow phase's persistent kernels at the emulator's tile of 32 lines x 16 units, with at most
+    `capacity` blocks (the emulator runs 16384 threads: 64 blocks of 256)."""
 
-    def __init__(self, exe: Path, workdir: Path, order: int = 0, poison: int = 0xFF):
-        super().__init__(EmulatedEpilogue(exe, workdir, order, poison))
+    exe: Path
+    workdir: Path
+    order: int = 0
+    poison: int = 0xFF
+    capacity_blocks: int = 64
+    runs: list = None  # (direction, s_begin, s_end) of every launch, for the tests
+
+    def capacity(self, dtype, H):
+        return self.capacity_blocks, 32, 16
+
+    def _record(self, *what):
+        if self.runs is not None:
+            self.runs.append(what)
+
+    def forward(self, pre, w_hh, y, c_run, gates, cell, arrivals, codes, s_begin, s_end, save):
+        B, T, F, _ = y.shape
+        self._record("fwd", s_begin, s_end)
+        run_step(self.exe, self.workdir, "fwd",
+                 [DTYPE_NAMES[y.dtype], B, T, F, w_hh.shape[2], self.order, self.poison, int(save), s_begin, s_end,
+                  "DIR", len(codes), *codes],
+                 {"w_hh": w_hh, "pre": pre},
+                 {"y": y, "c_run": c_run, **({"gates": gates, "cell": cell} if save else {})})
+
+    def backward(self, grad_y, w_hh, gates, cell, dgates, dc_run, arrivals, codes, s_begin, s_end):
+        B, T, F, _ = grad_y.shape
+        self._record("bwd", s_begin, s_end)
+        run_step(self.exe, self.workdir, "bwd",
+                 [DTYPE_NAMES[grad_y.dtype], B, T, F, w_hh.shape[2], self.order, self.poison, s_begin, s_end, "DIR",
+                  len(codes), *codes],
+                 {"w_hh": w_hh, "grad_y": grad_y, "gates": gates, "cell": cell}, {"dgates": dgates, "c_run": dc_run})
+
+
+class EmulatedGemmSweep(GemmSteps):
+    """The cuda_gemm backend with its epilogues (and, given narrow, its narrow phase) run by the emulator: the
+    package's GemmSteps (the step's GEMMs in torch) and GPU host, as on a GPU."""
+
+    def __init__(self, exe: Path, workdir: Path, order: int = 0, poison: int = 0xFF,
+                 narrow: EmulatedNarrow | None = None):
+        super().__init__(EmulatedEpilogue(exe, workdir, order, poison), narrow)
 
     def forward(self, x, w_ih, w_hh, bias, h0, c0, codes: Sequence[int], save: bool = True):
         return gpu_host.forward(self, x, w_ih, w_hh, bias, h0, c0, list(codes), save)

@@ -1,7 +1,8 @@
 """The cuda_gemm backend of lstm_sweep_2d, the second design of its cuda backend: the custom ops
 melnet_fast::lstm_sweep_2d_fwd_gemm / _bwd_gemm, which run the shared GPU host (gpu_host) over the steps of
 gemm_steps (recurrent products as cuBLAS GEMMs, then the epilogue ops melnet_fast::lstm_sweep_fwd_epilogue /
-_bwd_epilogue of csrc/cuda/lstm_sweep_2d.cu). Fake kernels and the autograd formula: registration.py.
+_bwd_epilogue of csrc/cuda/lstm_sweep_2d.cu; the narrow phase's persistent kernels lstm_sweep_fwd_narrow /
+_bwd_narrow). Fake kernels and the autograd formula: registration.py.
 
 "auto" runs it only where melnet_fast.tune() measured it faster than the first design at that shape (ops/dispatch.py,
 ops/autotune.py); use_backend("cuda_gemm") forces it.
@@ -9,6 +10,7 @@ ops/autotune.py); use_backend("cuda_gemm") forces it.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -30,7 +32,30 @@ class CudaEpilogue:
         torch.ops.melnet_fast.lstm_sweep_bwd_epilogue(rec, grad_y, c0, gates, cell, dgates, dc_run, list(codes), step)
 
 
-STEPS = GemmSteps(CudaEpilogue)
+class CudaNarrow:
+    """gemm_steps.Narrow: the persistent kernels of the narrow phase, one cooperative launch per call."""
+
+    @staticmethod
+    @functools.lru_cache(maxsize=64)
+    def _capacity(dtype: torch.dtype, H: int, device: int) -> tuple[int, int, int]:
+        return tuple(torch.ops.melnet_fast.lstm_sweep_narrow_capacity(dtype, H))
+
+    @classmethod
+    def capacity(cls, dtype, H):
+        return cls._capacity(dtype, H, torch.cuda.current_device())
+
+    @staticmethod
+    def forward(pre, w_hh, y, c_run, gates, cell, arrivals, codes, s_begin, s_end, save):
+        torch.ops.melnet_fast.lstm_sweep_fwd_narrow(pre, w_hh, y, c_run, gates, cell, arrivals, list(codes), s_begin,
+                                                    s_end, save)
+
+    @staticmethod
+    def backward(grad_y, w_hh, gates, cell, dgates, dc_run, arrivals, codes, s_begin, s_end):
+        torch.ops.melnet_fast.lstm_sweep_bwd_narrow(grad_y, w_hh, gates, cell, dgates, dc_run, arrivals, list(codes),
+                                                    s_begin, s_end)
+
+
+STEPS = GemmSteps(CudaEpilogue, CudaNarrow)
 
 
 @torch.library.custom_op("melnet_fast::lstm_sweep_2d_fwd_gemm", mutates_args=(), device_types="cuda")

@@ -8,6 +8,11 @@ Why: the fused step kernel of the first design (lstm_step.cuh) reads each direct
 a GEMM over all lines reads it a few times per step at cuBLAS's tensor-core rate (csrc/cuda/lstm_epilogue.cuh says
 more, README.md's GPU section gives the prediction per phase).
 
+The narrow phase: once only the directions of one axis are left (steps F..T-1 of a T > F sweep over t+ f+ f-), the
+steps run in one persistent launch each way (csrc/cuda/lstm_narrow.cuh: W_hh slices resident in shared memory,
+blocks synchronised by flags), given a Narrow (the CUDA ops, or the emulator) and when all its blocks fit the device
+at once; otherwise every step is a wide one.
+
 An Epilogue (the CUDA ops, or the CPU emulator in tests/cuda_emulation) takes the products as a list with one
 float32 tensor per direction (module doc of lstm_epilogue.cuh): forward [lines_r, 4H] (at step 0 one row,
 h0[r] @ w_hh[r]^T, shared by every line), backward [lines_r, H]; an empty tensor where the direction reads none.
@@ -19,7 +24,7 @@ from typing import Protocol, Sequence
 
 import torch
 
-from melnet_fast.ops.lstm_sweep.gpu_host import mm_f32
+from melnet_fast.ops.lstm_sweep.gpu_host import line_counts, mm_f32, sweep_steps
 
 
 class Epilogue(Protocol):
@@ -28,6 +33,27 @@ class Epilogue(Protocol):
 
     def backward(self, rec: list, grad_y, c0, gates, cell, dgates, dc_run, codes: Sequence[int],
                  step: int) -> None: ...
+
+
+class Narrow(Protocol):
+    def capacity(self, dtype: torch.dtype, H: int) -> tuple[int, int, int]:
+        """(blocks that can be resident at once, lines per block, units per block)."""
+
+    def forward(self, pre, w_hh, y, c_run, gates, cell, arrivals, codes: Sequence[int], s_begin: int, s_end: int,
+                save: bool) -> None: ...
+
+    def backward(self, grad_y, w_hh, gates, cell, dgates, dc_run, arrivals, codes: Sequence[int], s_begin: int,
+                 s_end: int) -> None: ...
+
+
+def narrow_start(codes: Sequence[int], T: int, F: int) -> int:
+    """The first step at which only directions of one axis are active (at least 1: step 0 reads h0 and is a wide
+    step), or the sweep's step count when there is none (T = F with both axes swept)."""
+    steps = sweep_steps(codes, T, F)
+    lengths = [T if c < 2 else F for c in codes]
+    if len({c < 2 for c, L in zip(codes, lengths) if L == steps}) > 1:
+        return steps
+    return max([1] + [L for L in lengths if L < steps])
 
 
 def lines_at(t: torch.Tensor, code: int, step: int) -> torch.Tensor:
@@ -42,8 +68,41 @@ def lines_at(t: torch.Tensor, code: int, step: int) -> torch.Tensor:
 class GemmSteps:
     """gpu_host.StepKernels of the cuda_gemm design over an Epilogue."""
 
-    def __init__(self, epilogue: Epilogue):
-        self.epilogue = epilogue
+    def __init__(self, epilogue: Epilogue, narrow: Narrow | None = None):
+        self.epilogue, self.narrow = epilogue, narrow
+
+    # ---- the narrow phase (gpu_host.NarrowPhase)
+    def _narrow_grid(self, codes, B, T, F, H, dtype, start) -> tuple[int, int] | None:
+        """(line blocks, blocks) of the narrow launch from `start`, or None when they cannot all be resident."""
+        capacity, lines_per_block, units_per_block = self.narrow.capacity(dtype, H)
+        active = [i for i, c in enumerate(codes) if (T if c < 2 else F) > start]
+        line_blocks = -(-line_counts([codes[active[0]]], B, T, F)[0] // lines_per_block)
+        blocks = line_blocks * -(-H // units_per_block) * len(active)
+        return (line_blocks, blocks) if blocks <= capacity else None
+
+    def wide_steps(self, codes, B, T, F, H, dtype) -> int:
+        steps = sweep_steps(codes, T, F)
+        if self.narrow is None:
+            return steps
+        start = narrow_start(codes, T, F)
+        if start >= steps or self._narrow_grid(codes, B, T, F, H, dtype, start) is None:
+            return steps
+        return start
+
+    def _arrivals(self, like, codes, H, s_begin) -> torch.Tensor:
+        B, T, F = like.shape[:3]
+        line_blocks, _ = self._narrow_grid(codes, B, T, F, H, like.dtype, s_begin)
+        return torch.zeros(len(codes), line_blocks, dtype=torch.int32, device=like.device)
+
+    def forward_narrow(self, s_begin, s_end, pre, w_hh, y, c_run, gates, cell, codes, save):
+        arrivals = self._arrivals(y, codes, w_hh.shape[2], s_begin)
+        self.narrow.forward(pre, w_hh, y, c_run, gates, cell, arrivals, codes, s_begin, s_end, save)
+
+    def backward_narrow(self, s_begin, s_end, grad_y, w_hh, gates, cell, dgates, dc_run, codes):
+        arrivals = self._arrivals(grad_y, codes, w_hh.shape[2], s_begin)
+        self.narrow.backward(grad_y, w_hh, gates, cell, dgates, dc_run, arrivals, codes, s_begin, s_end)
+
+    # ---- the wide phase (gpu_host.StepKernels)
 
     def forward_step(self, step, pre, w_hh, h0, c0, y, c_run, gates, cell, codes, save):
         _, T, F, _ = y.shape
