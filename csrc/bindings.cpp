@@ -34,7 +34,7 @@ TORCH_LIBRARY(melnet_fast, m) {
   m.def("lstm_sweep_bwd_epilogue(Tensor[] rec, Tensor grad_y, Tensor c0, Tensor gates, Tensor cell, "
         "Tensor(a!) dgates, Tensor(b!) dc_run, int[] directions, int step) -> ()");
   // The narrow phase of the second design (csrc/cuda/lstm_narrow.cuh): one persistent launch for steps
-  // [s_begin, s_end), blocks synchronised by the arrival counters `arrivals` [R, line_blocks] (zero on entry).
+  // [s_begin, s_end), blocks synchronised by the arrival counters `arrivals` [R, line_blocks] (zeroed by the op).
   m.def("lstm_sweep_fwd_narrow(Tensor pre, Tensor w_hh, Tensor(a!) y, Tensor(b!) c_run, Tensor(c!) gates, "
         "Tensor(d!) cell, Tensor(e!) arrivals, int[] directions, int s_begin, int s_end, bool save) -> ()");
   m.def("lstm_sweep_bwd_narrow(Tensor grad_y, Tensor w_hh, Tensor gates, Tensor cell, Tensor(a!) dgates, "

@@ -1,16 +1,30 @@
 // The LSTM cell of the CUDA sweep for one (line, unit), written once for both designs: the step kernels of
-// lstm_step.cuh (recurrent product and cell update in one kernel) and the epilogue kernels of lstm_epilogue.cuh
-// (recurrent product as cuBLAS GEMMs on the host, then the cell update). Storage conversions (float32, bfloat16,
-// float16 storage; float32 arithmetic) and the forward and backward cell maths. No torch headers.
+// lstm_step.cuh (recurrent product and cell update in one kernel), the epilogue kernels of lstm_epilogue.cuh
+// (recurrent product as cuBLAS GEMMs on the host, then the cell update) and the narrow phase of lstm_narrow.cuh.
+// Storage conversions (float32, bfloat16, float16 storage; float32 arithmetic), which path takes tensor cores, the
+// forward and backward cell maths and the stores of their results. No torch headers.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "scalar_math.h"
 
 namespace melnet_fast {
 namespace sweep_cuda {
+
+// The tensor-core paths need bfloat16 wmma (sm_80+); older architectures, and float32 always, use FMA paths.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+constexpr bool kArchHasWmma = false;
+#else
+constexpr bool kArchHasWmma = true;
+#endif
+template <typename T>
+constexpr bool use_wmma() {
+  return kArchHasWmma && !std::is_same<T, float>::value;
+}
 
 // ---- Conversions ----
 __device__ __forceinline__ float to_float(float v) { return v; }
@@ -72,6 +86,29 @@ __device__ __forceinline__ CellBackward cell_backward(float dh, float dc_carry, 
   d.d_o = dh * tc * go * (1.0f - go);
   d.dc_prev = dc * gf;
   return d;
+}
+
+// Stores what backward needs of a forward step at one (line, unit j): the activated gates into gates_row (the
+// position's [4H] row of the saved gates of its direction) and the cell state into *cell; either may be nullptr
+// (not saving).
+template <typename T>
+__device__ __forceinline__ void save_forward(const CellForward& st, T* gates_row, float* cell, int H, int j) {
+  if (gates_row != nullptr) {
+    gates_row[j] = from_float<T>(st.gi);
+    gates_row[H + j] = from_float<T>(st.gf);
+    gates_row[2 * H + j] = from_float<T>(st.gg);
+    gates_row[3 * H + j] = from_float<T>(st.go);
+  }
+  if (cell != nullptr) *cell = st.c;
+}
+
+// Stores the gate gradients of one (line, unit j) into dg_row, the position's [4H] row of its direction's dgates.
+template <typename T>
+__device__ __forceinline__ void store_gate_grads(const CellBackward& g, T* dg_row, int H, int j) {
+  dg_row[j] = from_float<T>(g.d_i);
+  dg_row[H + j] = from_float<T>(g.d_f);
+  dg_row[2 * H + j] = from_float<T>(g.d_g);
+  dg_row[3 * H + j] = from_float<T>(g.d_o);
 }
 
 }  // namespace sweep_cuda

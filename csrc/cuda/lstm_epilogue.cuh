@@ -97,19 +97,13 @@ __global__ void __launch_bounds__(kEpilogueThreads) lstm_fwd_epilogue_kernel(con
     const T* pre = p.pre + pos * (R * (int64_t)G) + (int64_t)r * G;
     float* c_run = p.c_run + ((int64_t)r * p.lines_max + n) * H + j;
     const float c_prev = p.s == 0 ? to_float(p.c0[(int64_t)r * H + j]) : *c_run;
-    const CellForward st = cell_forward(a[j] + to_float(pre[j]), a[H + j] + to_float(pre[H + j]),
-                                        a[2 * H + j] + to_float(pre[2 * H + j]),
-                                        a[3 * H + j] + to_float(pre[3 * H + j]), c_prev);
+    const CellForward st =
+        cell_forward(a[j] + to_float(pre[j]), a[H + j] + to_float(pre[H + j]), a[2 * H + j] + to_float(pre[2 * H + j]),
+                     a[3 * H + j] + to_float(pre[3 * H + j]), c_prev);
     *c_run = st.c;
     p.y[pos * (R * (int64_t)H) + (int64_t)r * H + j] = from_float<T>(st.h);
-    if (p.gates != nullptr) {
-      T* g_out = p.gates + ((int64_t)r * N + pos) * G;
-      g_out[j] = from_float<T>(st.gi);
-      g_out[H + j] = from_float<T>(st.gf);
-      g_out[2 * H + j] = from_float<T>(st.gg);
-      g_out[3 * H + j] = from_float<T>(st.go);
-    }
-    if (p.cell != nullptr) p.cell[((int64_t)r * N + pos) * H + j] = st.c;
+    save_forward(st, p.gates == nullptr ? nullptr : p.gates + ((int64_t)r * N + pos) * G,
+                 p.cell == nullptr ? nullptr : p.cell + ((int64_t)r * N + pos) * H + j, H, j);
   }
 }
 
@@ -134,18 +128,14 @@ __global__ void __launch_bounds__(kEpilogueThreads) lstm_bwd_epilogue_kernel(con
     const float dh = (last ? 0.0f : rec[n * H + j]) + to_float(p.grad_y[pos * (R * (int64_t)H) + (int64_t)r * H + j]);
     const T* g_in = p.gates + ((int64_t)r * N + pos) * G;
     const float c = p.cell[((int64_t)r * N + pos) * H + j];
-    const float c_prev = p.s == 0 ? to_float(p.c0[(int64_t)r * H + j])
-                                  : p.cell[((int64_t)r * N + flat_position(d, n, step_position(d, p.s - 1), p.geo.T,
-                                                                            p.geo.F)) * H + j];
+    const float c_prev =
+        p.s == 0 ? to_float(p.c0[(int64_t)r * H + j])
+                 : p.cell[((int64_t)r * N + flat_position(d, n, step_position(d, p.s - 1), p.geo.T, p.geo.F)) * H + j];
     float* dc_run = p.dc_run + ((int64_t)r * p.lines_max + n) * H + j;
     const CellBackward g = cell_backward(dh, last ? 0.0f : *dc_run, to_float(g_in[j]), to_float(g_in[H + j]),
                                          to_float(g_in[2 * H + j]), to_float(g_in[3 * H + j]), c, c_prev);
     *dc_run = g.dc_prev;
-    T* dg = p.dgates + pos * (R * (int64_t)G) + (int64_t)r * G;
-    dg[j] = from_float<T>(g.d_i);
-    dg[H + j] = from_float<T>(g.d_f);
-    dg[2 * H + j] = from_float<T>(g.d_g);
-    dg[3 * H + j] = from_float<T>(g.d_o);
+    store_gate_grads(g, p.dgates + pos * (R * (int64_t)G) + (int64_t)r * G, H, j);
   }
 }
 

@@ -15,9 +15,9 @@
 // it: melnet_fast/ops/lstm_sweep/gemm_steps.py); the CPU grid emulator runs every block as fibers and checks every
 // read of another block's data against the flags (tests/cuda_emulation/test_lstm_sweep_gemm_emulated.py).
 //
-// Layouts as lstm_step.cuh. Arrival counters: arrivals [R, line_blocks] uint32, zero before the launch; after step k
-// of the phase (k = 0, 1, ...) a counter holds (k + 1) * unit_blocks. The phase covers steps [s_begin, s_end) with
-// s_begin >= 1 (the wide phase runs step 0, which reads h0) and only directions of one axis active in it (so every
+// Layouts as lstm_step.cuh. Arrival counters: arrivals [R, line_blocks] uint32, zeroed by the op before the launch;
+// after step k of the phase (k = 0, 1, ...) a counter holds (k + 1) * unit_blocks. The phase covers [s_begin, s_end)
+// with s_begin >= 1 (the wide phase runs step 0, which reads h0) and only directions of one axis active in it (so every
 // active direction has the same lines and runs to the end of the phase); grid.z walks the list of those directions.
 #pragma once
 
@@ -39,21 +39,11 @@ using sweep::Geometry;
 using sweep::step_position;
 
 constexpr int kNarrowThreads = 256;  // 8 warps
-constexpr int kNarrowChunk = 32;     // reduction length of a staged chunk of the streamed operand
+constexpr int kNarrowChunk = 32;  // reduction length of a staged chunk of the streamed operand
 // The shipped tile: 128 lines x 32 units, W_hh slice 4*32 x 512 bf16 = 128 KB at H = 512, one block per SM (8 line
 // blocks x 16 unit blocks = 128 blocks for 1024 lines on 132 SMs).
 constexpr int kNarrowLines = 128;
 constexpr int kNarrowUnits = 32;
-
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-constexpr bool kNarrowWmma = false;
-#else
-constexpr bool kNarrowWmma = true;
-#endif
-template <typename T>
-constexpr bool narrow_wmma() {
-  return kNarrowWmma && !std::is_same<T, float>::value;
-}
 
 __host__ __device__ constexpr int64_t narrow_round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -96,17 +86,17 @@ __device__ __forceinline__ void note_row_read(const T* lo, const T* hi) {
 
 template <typename T>
 struct NarrowParams {
-  const T* pre;          // forward: [N, R*G]
-  const T* grad_y;       // backward: [N, R*H]
-  const T* w_hh;         // [R, G, H]
-  const T* gates_in;     // backward: [R, N, G] saved activated gates
+  const T* pre;  // forward: [N, R*G]
+  const T* grad_y;  // backward: [N, R*H]
+  const T* w_hh;  // [R, G, H]
+  const T* gates_in;  // backward: [R, N, G] saved activated gates
   const float* cell_in;  // backward: [R, N, H] saved cell states
-  T* y;                  // forward: [N, R*H] (read at the previous position, written at the step's)
-  T* gates;              // forward: [R, N, G] or nullptr when not saving
-  float* cell;           // forward: [R, N, H] or nullptr when not saving
-  float* c_run;          // forward: c_run, backward: dc_run [R, lines_max, H]
-  T* dgates;             // backward: [N, R*G] (read at the next position, written at the step's)
-  unsigned* arrivals;    // [R, line_blocks], zero at launch
+  T* y;  // forward: [N, R*H] (read at the previous position, written at the step's)
+  T* gates;  // forward: [R, N, G] or nullptr when not saving
+  float* cell;  // forward: [R, N, H] or nullptr when not saving
+  float* c_run;  // forward: c_run, backward: dc_run [R, lines_max, H]
+  T* dgates;  // backward: [N, R*G] (read at the next position, written at the step's)
+  unsigned* arrivals;  // [R, line_blocks], zero at launch
   int active[sweep::kMaxDirections];  // the directions active in the phase: blockIdx.z indexes this list
   int64_t lines_max;
   int s_begin, s_end, line_blocks;
@@ -116,10 +106,10 @@ struct NarrowParams {
 // C[m][c] = sum_q A(m, q) * W[c][q] over q < depth, A streamed from global rows src(m) + q (null: zeros) through the
 // staging buffer a. Every thread of the block calls it (it holds barriers).
 template <typename T, int kL, int kU, typename RowFn>
-__device__ __forceinline__ void narrow_product(const NarrowSmem<T, kL, kU>& lay, const T* w, T* a, float* c,
-                                               int cols, int depth, RowFn row_of) {
+__device__ __forceinline__ void narrow_product(const NarrowSmem<T, kL, kU>& lay, const T* w, T* a, float* c, int cols,
+                                               int depth, RowFn row_of) {
   const int tid = threadIdx.x;
-  if constexpr (narrow_wmma<T>()) {
+  if constexpr (use_wmma<T>()) {
     using namespace nvcuda;
     constexpr int kTiles = (kL / 16) * (4 * kU / 16);  // upper bound; forward uses all, backward a quarter
     constexpr int kPerWarp = (kTiles + 7) / 8;
@@ -209,8 +199,11 @@ __global__ void __launch_bounds__(kNarrowThreads) lstm_fwd_narrow_kernel(const N
   const unsigned unit_blocks = gridDim.y;
   for (int s = p.s_begin; s < p.s_end; ++s) {
     const unsigned k = static_cast<unsigned>(s - p.s_begin);
-    if (k > 0) flags::block_wait(arrivals, k * unit_blocks);  // the previous step of every unit block
-    else __syncthreads();                                     // the W slice is in place
+    if (k > 0) {
+      flags::block_wait(arrivals, k * unit_blocks);  // the previous step of every unit block
+    } else {
+      __syncthreads();  // the W slice is in place
+    }
     const int64_t prev_p = step_position(d, s - 1), now_p = step_position(d, s);
     auto h_prev = [&](int m) -> const T* {
       const int64_t n = m0 + m;
@@ -228,28 +221,22 @@ __global__ void __launch_bounds__(kNarrowThreads) lstm_fwd_narrow_kernel(const N
       const T* pre = p.pre + pos * (R * (int64_t)G) + (int64_t)r * G;
       float* c_run = p.c_run + ((int64_t)r * p.lines_max + n) * H + j;
       const float* cm = c + m * lay.ld_c;
-      const CellForward st = cell_forward(cm[jj] + to_float(pre[j]), cm[kU + jj] + to_float(pre[H + j]),
-                                          cm[2 * kU + jj] + to_float(pre[2 * H + j]),
-                                          cm[3 * kU + jj] + to_float(pre[3 * H + j]), *c_run);
+      const CellForward st =
+          cell_forward(cm[jj] + to_float(pre[j]), cm[kU + jj] + to_float(pre[H + j]),
+                       cm[2 * kU + jj] + to_float(pre[2 * H + j]), cm[3 * kU + jj] + to_float(pre[3 * H + j]), *c_run);
       *c_run = st.c;
       T* y_row = p.y + pos * (R * (int64_t)H) + (int64_t)r * H;
       y_row[j] = from_float<T>(st.h);
       note_element_written(y_row + j, y_row + j0, y_row + (j0 + kU < H ? j0 + kU : H));
-      if (p.gates != nullptr) {
-        T* g_out = p.gates + ((int64_t)r * N + pos) * G;
-        g_out[j] = from_float<T>(st.gi);
-        g_out[H + j] = from_float<T>(st.gf);
-        g_out[2 * H + j] = from_float<T>(st.gg);
-        g_out[3 * H + j] = from_float<T>(st.go);
-      }
-      if (p.cell != nullptr) p.cell[((int64_t)r * N + pos) * H + j] = st.c;
+      save_forward(st, p.gates == nullptr ? nullptr : p.gates + ((int64_t)r * N + pos) * G,
+                   p.cell == nullptr ? nullptr : p.cell + ((int64_t)r * N + pos) * H + j, H, j);
     }
     flags::block_arrive(arrivals);
   }
 }
 
-// Grid: (line_blocks, ceil(H / kU), active directions), kNarrowThreads threads, NarrowSmem(H, true).bytes(). Steps run from
-// s_end - 1 down to s_begin; step s reads the dgates the unit blocks of its line block wrote at step s + 1.
+// Grid: (line_blocks, ceil(H / kU), active directions), kNarrowThreads threads, NarrowSmem(H, true).bytes(). Steps run
+// from s_end - 1 down to s_begin; step s reads the dgates the unit blocks of its line block wrote at step s + 1.
 template <typename T, int kL, int kU>
 __global__ void __launch_bounds__(kNarrowThreads) lstm_bwd_narrow_kernel(const NarrowParams<T> p) {
   extern __shared__ __align__(128) unsigned char narrow_smem[];
@@ -275,8 +262,11 @@ __global__ void __launch_bounds__(kNarrowThreads) lstm_bwd_narrow_kernel(const N
   for (int s = s_last; s >= p.s_begin; --s) {
     const unsigned k = static_cast<unsigned>(s_last - s);
     const bool last = s == d.len - 1;  // the line's last step: nothing flows back from a next step
-    if (k > 0) flags::block_wait(arrivals, k * unit_blocks);
-    else __syncthreads();
+    if (k > 0) {
+      flags::block_wait(arrivals, k * unit_blocks);  // step s + 1 of every unit block
+    } else {
+      __syncthreads();  // the W slice is in place
+    }
     const int64_t now_p = step_position(d, s);
     if (!last) {  // uniform over the block
       const int64_t next_p = step_position(d, s + 1);
@@ -294,21 +284,18 @@ __global__ void __launch_bounds__(kNarrowThreads) lstm_bwd_narrow_kernel(const N
       const int64_t n = m0 + m;
       if (n >= d.lines || j >= H) continue;
       const int64_t pos = flat_position(d, n, now_p, p.geo.T, p.geo.F);
-      const float dh = (last ? 0.0f : c[m * lay.ld_c + jj]) +
-                       to_float(p.grad_y[pos * (R * (int64_t)H) + (int64_t)r * H + j]);
+      const float dh =
+          (last ? 0.0f : c[m * lay.ld_c + jj]) + to_float(p.grad_y[pos * (R * (int64_t)H) + (int64_t)r * H + j]);
       const T* g_in = p.gates_in + ((int64_t)r * N + pos) * G;
       const int64_t prev = flat_position(d, n, step_position(d, s - 1), p.geo.T, p.geo.F);  // s >= 1
       float* dc_run = p.c_run + ((int64_t)r * p.lines_max + n) * H + j;
-      const CellBackward g = cell_backward(dh, last ? 0.0f : *dc_run, to_float(g_in[j]), to_float(g_in[H + j]),
-                                           to_float(g_in[2 * H + j]), to_float(g_in[3 * H + j]),
-                                           p.cell_in[((int64_t)r * N + pos) * H + j],
-                                           p.cell_in[((int64_t)r * N + prev) * H + j]);
+      const CellBackward g =
+          cell_backward(dh, last ? 0.0f : *dc_run, to_float(g_in[j]), to_float(g_in[H + j]), to_float(g_in[2 * H + j]),
+                        to_float(g_in[3 * H + j]), p.cell_in[((int64_t)r * N + pos) * H + j],
+                        p.cell_in[((int64_t)r * N + prev) * H + j]);
       *dc_run = g.dc_prev;
       T* dg = p.dgates + pos * (R * (int64_t)G) + (int64_t)r * G;
-      dg[j] = from_float<T>(g.d_i);
-      dg[H + j] = from_float<T>(g.d_f);
-      dg[2 * H + j] = from_float<T>(g.d_g);
-      dg[3 * H + j] = from_float<T>(g.d_o);
+      store_gate_grads(g, dg, H, j);
       const int j_end = j0 + kU < H ? j0 + kU : H;
       for (int gate = 0; gate < 4; ++gate) {
         note_element_written(dg + gate * H + j, dg + gate * H + j0, dg + gate * H + j_end);

@@ -49,16 +49,7 @@ constexpr int kFwdUnits = 32;  // hidden units per forward tile -> 4 * 32 = 128 
 constexpr int kBwdUnits = 64;  // hidden units per backward tile
 constexpr int kFwdCols = 4 * kFwdUnits;
 
-// The tensor-core path needs bfloat16 wmma (sm_80+); older architectures, and float32 always, use the FMA path.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-constexpr bool kArchHasWmma = false;
-#else
-constexpr bool kArchHasWmma = true;
-#endif
-template <typename T>
-constexpr bool use_wmma() {
-  return kArchHasWmma && !std::is_same<T, float>::value;
-}
+// The tensor-core path (bfloat16 / float16 on sm_80+) or the FMA path: use_wmma<T>() of lstm_cell.cuh.
 
 // Shared-memory row padding (elements): float32 rows read down a column by consecutive threads need an odd
 // stride (33) against bank conflicts; wmma needs ldm a multiple of 8 (16-bit operands) or 4 (float32 results)
@@ -291,20 +282,14 @@ __global__ void __launch_bounds__(kThreads) lstm_fwd_step_kernel(const FwdParams
     const T* pre = p.pre + pos * (R * (int64_t)G) + (int64_t)r * G;
     float* c_run = p.c_run + ((int64_t)r * p.lines_max + n) * H + j;
     const float c_prev = p.s == 0 ? to_float(p.c0[(int64_t)r * H + j]) : *c_run;
-    const CellForward st = cell_forward(sm.c[m][0 * kFwdUnits + jj] + to_float(pre[j]),
-                                        sm.c[m][1 * kFwdUnits + jj] + to_float(pre[H + j]),
-                                        sm.c[m][2 * kFwdUnits + jj] + to_float(pre[2 * H + j]),
-                                        sm.c[m][3 * kFwdUnits + jj] + to_float(pre[3 * H + j]), c_prev);
+    const CellForward st =
+        cell_forward(sm.c[m][0 * kFwdUnits + jj] + to_float(pre[j]), sm.c[m][1 * kFwdUnits + jj] + to_float(pre[H + j]),
+                     sm.c[m][2 * kFwdUnits + jj] + to_float(pre[2 * H + j]),
+                     sm.c[m][3 * kFwdUnits + jj] + to_float(pre[3 * H + j]), c_prev);
     *c_run = st.c;
     p.y[pos * (R * (int64_t)H) + (int64_t)r * H + j] = from_float<T>(st.h);
-    if (p.gates != nullptr) {
-      T* g_out = p.gates + ((int64_t)r * N + pos) * G;
-      g_out[j] = from_float<T>(st.gi);
-      g_out[H + j] = from_float<T>(st.gf);
-      g_out[2 * H + j] = from_float<T>(st.gg);
-      g_out[3 * H + j] = from_float<T>(st.go);
-    }
-    if (p.cell != nullptr) p.cell[((int64_t)r * N + pos) * H + j] = st.c;
+    save_forward(st, p.gates == nullptr ? nullptr : p.gates + ((int64_t)r * N + pos) * G,
+                 p.cell == nullptr ? nullptr : p.cell + ((int64_t)r * N + pos) * H + j, H, j);
   }
 }
 
@@ -433,11 +418,7 @@ __global__ void __launch_bounds__(kThreads) lstm_bwd_step_kernel(const BwdParams
     const float carry = last ? 0.0f : *dc_run;
     const CellBackward d = cell_backward(dh, carry, gi, gf, gg, go, c, c_prev);
     *dc_run = d.dc_prev;
-    T* dg = p.dgates + pos * (R * (int64_t)G) + (int64_t)r * G;
-    dg[j] = from_float<T>(d.d_i);
-    dg[H + j] = from_float<T>(d.d_f);
-    dg[2 * H + j] = from_float<T>(d.d_g);
-    dg[3 * H + j] = from_float<T>(d.d_o);
+    store_gate_grads(d, p.dgates + pos * (R * (int64_t)G) + (int64_t)r * G, H, j);
   }
 }
 

@@ -1,9 +1,10 @@
 // The CUDA step kernels of the 2D LSTM sweep as ops: melnet_fast::lstm_sweep_fwd_step / lstm_sweep_bwd_step launch
 // the fused kernels of lstm_step.cuh for one step s, reading and writing the caller's buffers (the first design);
 // melnet_fast::lstm_sweep_fwd_epilogue / _bwd_epilogue launch the epilogues of lstm_epilogue.cuh (the second
-// design, whose host runs the step's recurrent products as GEMMs first: melnet_fast/ops/lstm_sweep/gemm_steps.py). The host around them
-// (input projections, the step loop, the gradient GEMMs, dh0, dc0) is melnet_fast/ops/lstm_sweep/gpu_host.py, the
-// one host of the GPU backends, which is also what runs melnet_fast::lstm_sweep_2d_fwd / _bwd on CUDA tensors.
+// design, whose host runs the step's recurrent products as GEMMs first: melnet_fast/ops/lstm_sweep/gemm_steps.py). The
+// host around them (input projections, the step loop, the gradient GEMMs, dh0, dc0) is
+// melnet_fast/ops/lstm_sweep/gpu_host.py, the one host of the GPU backends, which is also what runs
+// melnet_fast::lstm_sweep_2d_fwd / _bwd on CUDA tensors.
 //
 // Buffers (N = B*T*F positions, G = 4H; storage float32, bfloat16 or float16, one dtype for all but the float32
 // state): pre [B, T, F, R*G], y / grad_y [B, T, F, R*H], w_hh [R, G, H], h0 / c0 [R, H], gates [R, B, T, F, G]
@@ -192,8 +193,7 @@ void check_products(const char* op, at::TensorList rec, const Geometry& geo, int
     const bool reads = step < d.len && !(backward && step == d.len - 1);
     const at::Tensor& t = rec[r];
     if (!reads) {
-      TORCH_CHECK(t.numel() == 0, op, ": rec[", r, "] must be empty (direction ", r, " reads none at step ", step,
-                  ")");
+      TORCH_CHECK(t.numel() == 0, op, ": rec[", r, "] must be empty (direction ", r, " reads none at step ", step, ")");
       continue;
     }
     const bool one_row = one_row_ok && t.dim() == 2 && t.size(0) == 1;
@@ -240,8 +240,7 @@ void lstm_sweep_fwd_epilogue_cuda(at::TensorList rec, const at::Tensor& pre, con
     p.lines_max = c_run.size(1);
     p.geo = geo;
     p.s = static_cast<int>(step);
-    sweep_cuda::lstm_fwd_epilogue_kernel<T_>
-        <<<epilogue_grid(geo, step), sweep_cuda::kEpilogueThreads, 0, stream>>>(p);
+    sweep_cuda::lstm_fwd_epilogue_kernel<T_><<<epilogue_grid(geo, step), sweep_cuda::kEpilogueThreads, 0, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -278,8 +277,7 @@ void lstm_sweep_bwd_epilogue_cuda(at::TensorList rec, const at::Tensor& grad_y, 
     p.lines_max = dc_run.size(1);
     p.geo = geo;
     p.s = static_cast<int>(step);
-    sweep_cuda::lstm_bwd_epilogue_kernel<T_>
-        <<<epilogue_grid(geo, step), sweep_cuda::kEpilogueThreads, 0, stream>>>(p);
+    sweep_cuda::lstm_bwd_epilogue_kernel<T_><<<epilogue_grid(geo, step), sweep_cuda::kEpilogueThreads, 0, stream>>>(p);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -339,8 +337,8 @@ dim3 check_narrow(const char* op, const Geometry& geo, int64_t s_begin, int64_t 
     axis = geo.dir[r].along_t;
     active[n_active++] = r;
   }
-  const int64_t line_blocks = (sweep::active_lines(geo, s_begin) + sweep_cuda::kNarrowLines - 1) /
-                              sweep_cuda::kNarrowLines;
+  const int64_t line_blocks =
+      (sweep::active_lines(geo, s_begin) + sweep_cuda::kNarrowLines - 1) / sweep_cuda::kNarrowLines;
   check_buffer(op, "arrivals", arrivals, ref, at::kInt, {geo.R, line_blocks});
   return dim3(static_cast<unsigned>(line_blocks),
               static_cast<unsigned>((geo.H + sweep_cuda::kNarrowUnits - 1) / sweep_cuda::kNarrowUnits),
@@ -354,6 +352,7 @@ void launch_narrow(const char* op, bool backward, dim3 grid, sweep_cuda::NarrowP
   const int64_t blocks = static_cast<int64_t>(grid.x) * grid.y * grid.z;
   TORCH_CHECK(blocks <= resident, op, ": ", blocks, " blocks of the persistent kernel but only ", resident,
               " can be resident on this device (the host must run these steps as wide steps)");
+  C10_CUDA_CHECK(cudaMemsetAsync(p.arrivals, 0, sizeof(unsigned) * p.geo.R * p.line_blocks, stream));
   void* args[] = {&p};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(narrow_kernel<T_>(backward), grid, dim3(sweep_cuda::kNarrowThreads), args,
                                              static_cast<size_t>(bytes), stream));

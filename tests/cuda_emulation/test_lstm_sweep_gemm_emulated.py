@@ -62,7 +62,7 @@ def narrow_harness():
 # Narrow phases (emulator tile: 32 lines x 16 units): (case, the phase the host must give the persistent kernels).
 NARROW = [
     ((2, 9, 3, 3, 37, ["f-", "t+", "t-"]), (3, 9)),  # T > F: t+ and t- alone from step 3; three unit blocks
-    ((2, 3, 7, 3, 5, ["t+", "f+", "f-"]), (3, 7)),  # F > T: the frequency directions alone from step 3
+    ((2, 3, 7, 3, 21, ["t+", "f+", "f-"]), (3, 7)),  # F > T: f+ f- alone from step 3; 2 unit blocks
     ((3, 12, 11, 5, 40, ALL4), (11, 12)),  # one narrow step; 33 lines: two line blocks, three unit blocks
     ((1, 6, 2, 2, 3, ["t+"]), (1, 6)),  # one direction: narrow from step 1 (step 0 reads h0: a wide step)
     ((1, 5, 1, 2, 3, ["t+", "f-"]), (1, 5)),  # frequency lines of length 1

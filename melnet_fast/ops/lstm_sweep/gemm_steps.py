@@ -92,6 +92,7 @@ class GemmSteps:
     def _arrivals(self, like, codes, H, s_begin) -> torch.Tensor:
         B, T, F = like.shape[:3]
         line_blocks, _ = self._narrow_grid(codes, B, T, F, H, like.dtype, s_begin)
+        # The arrival counters of the narrow kernels (zeroed by the op before its launch; zero here for any Narrow).
         return torch.zeros(len(codes), line_blocks, dtype=torch.int32, device=like.device)
 
     def forward_narrow(self, s_begin, s_end, pre, w_hh, y, c_run, gates, cell, codes, save):
