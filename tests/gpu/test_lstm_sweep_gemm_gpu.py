@@ -15,11 +15,12 @@ from tests.gpu.test_lstm_sweep_cuda_gpu import (
     CASES,
     DTYPES,
     LARGE,
-    check_rms_within_reference,
+    check_noncontiguous_inputs,
     cuda_inputs,
     value_and_grads,
 )
-from tests.ops.helpers import SWEEP_ARGS, SWEEP_RESULTS, assert_error_within_reference, strided_sweep_inputs
+from tests.gpu.test_lstm_sweep_cuda_gpu import check_against_reference as check_cuda
+from tests.ops.helpers import SWEEP_RESULTS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -50,17 +51,7 @@ def narrow_runs(monkeypatch):
 
 
 def check_against_reference(inputs, directions, recompute=False):
-    dtype, device = inputs[0].dtype, inputs[0].device
-    cpu = [t.cpu() for t in inputs]
-    exact = value_and_grads("reference", [t.double() for t in cpu], directions)
-    ref_low = value_and_grads("reference", cpu, directions)
-    got = value_and_grads("cuda_gemm", inputs, directions, recompute)
-    for name, g, r, e in zip(SWEEP_RESULTS, got, ref_low, exact):
-        assert g.dtype == dtype and g.device == device, f"{name}: {g.dtype} on {g.device}"
-        g = g.cpu()
-        assert_error_within_reference(name, g, r, e)
-        check_rms_within_reference(name, g, r, e)
-    return got
+    return check_cuda(inputs, directions, recompute, backend="cuda_gemm")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -91,12 +82,7 @@ def test_narrow_phase_with_two_long_directions_and_partial_tiles(dtype, narrow_r
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_noncontiguous_inputs(dtype):
-    directions = ["f-", "t+", "t-"]
-    inputs = strided_sweep_inputs(cuda_inputs(3, 11, 5, 9, 40, len(directions), dtype))
-    copies = [t.clone() for t in inputs]
-    check_against_reference(inputs, directions)
-    for name, t, c in zip(SWEEP_ARGS, inputs, copies):
-        assert torch.equal(t, c), f"{name} was modified"
+    check_noncontiguous_inputs(dtype, backend="cuda_gemm")
 
 
 @pytest.mark.parametrize("mode", [True, 3], ids=["k-sqrt", "k3"])
