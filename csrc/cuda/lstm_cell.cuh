@@ -88,18 +88,18 @@ __device__ __forceinline__ CellBackward cell_backward(float dh, float dc_carry, 
   return d;
 }
 
-// Stores what backward needs of a forward step at one (line, unit j): the activated gates into gates_row (the
-// position's [4H] row of the saved gates of its direction) and the cell state into *cell; either may be nullptr
-// (not saving).
+// Stores what backward needs of a forward step at one (line, unit j) at row `row` = r*N + pos of the saved state: the
+// activated gates into gates [R*N, 4H] and the cell state into cell [R*N, H]; either may be nullptr (not saving).
 template <typename T>
-__device__ __forceinline__ void save_forward(const CellForward& st, T* gates_row, float* cell, int H, int j) {
-  if (gates_row != nullptr) {
-    gates_row[j] = from_float<T>(st.gi);
-    gates_row[H + j] = from_float<T>(st.gf);
-    gates_row[2 * H + j] = from_float<T>(st.gg);
-    gates_row[3 * H + j] = from_float<T>(st.go);
+__device__ __forceinline__ void save_forward(const CellForward& st, T* gates, float* cell, int64_t row, int H, int j) {
+  if (gates != nullptr) {
+    T* g = gates + row * 4 * H;
+    g[j] = from_float<T>(st.gi);
+    g[H + j] = from_float<T>(st.gf);
+    g[2 * H + j] = from_float<T>(st.gg);
+    g[3 * H + j] = from_float<T>(st.go);
   }
-  if (cell != nullptr) *cell = st.c;
+  if (cell != nullptr) cell[row * H + j] = st.c;
 }
 
 // Stores the gate gradients of one (line, unit j) into dg_row, the position's [4H] row of its direction's dgates.

@@ -102,8 +102,7 @@ __global__ void __launch_bounds__(kEpilogueThreads) lstm_fwd_epilogue_kernel(con
                      a[3 * H + j] + to_float(pre[3 * H + j]), c_prev);
     *c_run = st.c;
     p.y[pos * (R * (int64_t)H) + (int64_t)r * H + j] = from_float<T>(st.h);
-    save_forward(st, p.gates == nullptr ? nullptr : p.gates + ((int64_t)r * N + pos) * G,
-                 p.cell == nullptr ? nullptr : p.cell + ((int64_t)r * N + pos) * H + j, H, j);
+    save_forward(st, p.gates, p.cell, (int64_t)r * N + pos, H, j);
   }
 }
 

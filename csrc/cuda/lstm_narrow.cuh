@@ -228,8 +228,7 @@ __global__ void __launch_bounds__(kNarrowThreads) lstm_fwd_narrow_kernel(const N
       T* y_row = p.y + pos * (R * (int64_t)H) + (int64_t)r * H;
       y_row[j] = from_float<T>(st.h);
       note_element_written(y_row + j, y_row + j0, y_row + (j0 + kU < H ? j0 + kU : H));
-      save_forward(st, p.gates == nullptr ? nullptr : p.gates + ((int64_t)r * N + pos) * G,
-                   p.cell == nullptr ? nullptr : p.cell + ((int64_t)r * N + pos) * H + j, H, j);
+      save_forward(st, p.gates, p.cell, (int64_t)r * N + pos, H, j);
     }
     flags::block_arrive(arrivals);
   }
