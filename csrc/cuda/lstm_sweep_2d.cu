@@ -345,14 +345,26 @@ dim3 check_narrow(const char* op, const Geometry& geo, int64_t s_begin, int64_t 
               static_cast<unsigned>(n_active));
 }
 
+// Fills the fields both narrow kernels share (the phase, the running state `run`: c_run or dc_run, the counters, the
+// geometry) and makes the cooperative launch, after checking that every block can be resident.
 template <typename T_>
-void launch_narrow(const char* op, bool backward, dim3 grid, sweep_cuda::NarrowParams<T_> p, cudaStream_t stream) {
-  const int64_t bytes = narrow_smem_bytes<T_>(p.geo.H, backward);
-  const int64_t resident = narrow_resident_blocks<T_>(p.geo.H, backward);
+void launch_narrow(const char* op, bool backward, dim3 grid, sweep_cuda::NarrowParams<T_> p, const Geometry& geo,
+                   const int (&active)[sweep::kMaxDirections], int64_t s_begin, int64_t s_end, const at::Tensor& run,
+                   const at::Tensor& arrivals, cudaStream_t stream) {
+  p.c_run = ptr<float>(run);
+  p.lines_max = run.size(1);
+  p.arrivals = ptr<unsigned>(arrivals);
+  p.s_begin = static_cast<int>(s_begin);
+  p.s_end = static_cast<int>(s_end);
+  p.line_blocks = static_cast<int>(grid.x);
+  std::copy(active, active + sweep::kMaxDirections, p.active);
+  p.geo = geo;
+  const int64_t bytes = narrow_smem_bytes<T_>(geo.H, backward);
+  const int64_t resident = narrow_resident_blocks<T_>(geo.H, backward);
   const int64_t blocks = static_cast<int64_t>(grid.x) * grid.y * grid.z;
   TORCH_CHECK(blocks <= resident, op, ": ", blocks, " blocks of the persistent kernel but only ", resident,
               " can be resident on this device (the host must run these steps as wide steps)");
-  C10_CUDA_CHECK(cudaMemsetAsync(p.arrivals, 0, sizeof(unsigned) * p.geo.R * p.line_blocks, stream));
+  C10_CUDA_CHECK(cudaMemsetAsync(p.arrivals, 0, arrivals.numel() * sizeof(unsigned), stream));
   void* args[] = {&p};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(narrow_kernel<T_>(backward), grid, dim3(sweep_cuda::kNarrowThreads), args,
                                              static_cast<size_t>(bytes), stream));
@@ -387,15 +399,7 @@ void lstm_sweep_fwd_narrow_cuda(const at::Tensor& pre, const at::Tensor& w_hh, c
     p.y = ptr<T_>(y);
     p.gates = save ? ptr<T_>(gates) : nullptr;
     p.cell = save ? ptr<float>(cell) : nullptr;
-    p.c_run = ptr<float>(c_run);
-    p.arrivals = ptr<unsigned>(arrivals);
-    p.lines_max = c_run.size(1);
-    p.s_begin = static_cast<int>(s_begin);
-    p.s_end = static_cast<int>(s_end);
-    p.line_blocks = static_cast<int>(grid.x);
-    std::copy(active, active + sweep::kMaxDirections, p.active);
-    p.geo = geo;
-    launch_narrow<T_>(op, false, grid, p, stream);
+    launch_narrow<T_>(op, false, grid, p, geo, active, s_begin, s_end, c_run, arrivals, stream);
   });
 }
 
@@ -426,15 +430,7 @@ void lstm_sweep_bwd_narrow_cuda(const at::Tensor& grad_y, const at::Tensor& w_hh
     p.gates_in = ptr<const T_>(gates);
     p.cell_in = ptr<const float>(cell);
     p.dgates = ptr<T_>(dgates);
-    p.c_run = ptr<float>(dc_run);
-    p.arrivals = ptr<unsigned>(arrivals);
-    p.lines_max = dc_run.size(1);
-    p.s_begin = static_cast<int>(s_begin);
-    p.s_end = static_cast<int>(s_end);
-    p.line_blocks = static_cast<int>(grid.x);
-    std::copy(active, active + sweep::kMaxDirections, p.active);
-    p.geo = geo;
-    launch_narrow<T_>(op, true, grid, p, stream);
+    launch_narrow<T_>(op, true, grid, p, geo, active, s_begin, s_end, dc_run, arrivals, stream);
   });
 }
 
