@@ -27,7 +27,7 @@ SAMPLING = [  # (preset, batch, frames)
 NO_TEXT = ":no-text"  # a tts preset without its centralized stack and text attention
 TEXT = "Speech from text, at batch one."
 # (preset, batch, frames); "demo" is the model `melnet-fast demo` trains, at its batch and training crop.
-LOSS = [("tiny", 4, 32), ("small", 4, 16), ("demo", demo_config().batch_size, DEMO_CROP_FRAMES)]
+LOSS = [("tiny", 4, 32), ("small", 4, 32), ("demo", demo_config().batch_size, DEMO_CROP_FRAMES)]
 
 
 def config_of(preset: str) -> MelNetConfig:

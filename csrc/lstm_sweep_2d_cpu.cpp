@@ -35,9 +35,8 @@ namespace melnet_fast {
 namespace {
 
 Direction make_direction(int64_t code, int64_t B, int64_t T, int64_t F) {
-  TORCH_CHECK(code >= 0 && code <= 3, "lstm_sweep_2d: direction code must be 0..3, got ", code);
-  const bool along_t = code < 2;
-  return {along_t, code % 2 == 1, along_t ? T : F, along_t ? B * F : B * T};
+  TORCH_CHECK(sweep::valid_code(code), "lstm_sweep_2d: direction code must be 0..3, got ", code);
+  return sweep::make_dir(code, B, T, F);
 }
 
 // The line kernels of each target, and the one this CPU runs.
@@ -83,7 +82,7 @@ std::vector<LineBlock> line_blocks(const std::vector<Direction>& dirs) {
   constexpr int64_t tile = RowsTile<64>::MR;
   static_assert(RowsTile<32>::MR == tile && RowsTile<16>::MR == tile && kMaxBlock % tile == 0);
   int64_t lines = 0;
-  for (const auto& d : dirs) lines += d.rows;
+  for (const auto& d : dirs) lines += d.lines;
   const int64_t target = (lines + 4 * at::get_num_threads() - 1) / (4 * at::get_num_threads());
   const int64_t size = std::min((target + tile - 1) / tile * tile, kMaxBlock);
   std::vector<int64_t> order(dirs.size());
@@ -91,7 +90,7 @@ std::vector<LineBlock> line_blocks(const std::vector<Direction>& dirs) {
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return dirs[a].len > dirs[b].len; });
   std::vector<LineBlock> blocks;
   for (int64_t r : order)
-    for (int64_t k = 0; k < dirs[r].rows; k += size) blocks.push_back({r, k, std::min(k + size, dirs[r].rows)});
+    for (int64_t k = 0; k < dirs[r].lines; k += size) blocks.push_back({r, k, std::min(k + size, dirs[r].lines)});
   return blocks;
 }
 
@@ -177,8 +176,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::T
     dirs.push_back(make_direction(directions[r], B, T, F));
     // clone, not contiguous(): with a single line the expanded view is already contiguous and the kernels
     // would then write the running state into the caller's h0 / c0.
-    h_state.push_back(line_states(h0_in, r, R, dirs[r].rows, "h0").clone(at::MemoryFormat::Contiguous));
-    c_state.push_back(line_states(c0_in, r, R, dirs[r].rows, "c0").clone(at::MemoryFormat::Contiguous));
+    h_state.push_back(line_states(h0_in, r, R, dirs[r].lines, "h0").clone(at::MemoryFormat::Contiguous));
+    c_state.push_back(line_states(c0_in, r, R, dirs[r].lines, "c0").clone(at::MemoryFormat::Contiguous));
   }
   const auto blocks = line_blocks(dirs);
 
@@ -250,9 +249,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   for (int64_t r = 0; r < R; ++r) dirs.push_back(make_direction(directions[r], B, T, F));
   const bool per_line = h0.dim() == 3;
   // What step 0 reads as each line's previous cell state: c0 [R, H] (BwdLines::c0_line 0) or per line.
-  const auto c0_lines = per_line ? line_states(c0, 0, R, dirs[0].rows, "c0").contiguous() : c0;
+  const auto c0_lines = per_line ? line_states(c0, 0, R, dirs[0].lines, "c0").contiguous() : c0;
   for (int64_t r = 0; r < R; ++r) {
-    const int64_t lines = dirs[r].rows;
+    const int64_t lines = dirs[r].lines;
     // What flows back into each line's last position from beyond: nothing, or the caller's dh_last / dc_last.
     const auto from = [&](const std::optional<at::Tensor>& t, const char* name) {
       if (!t.has_value()) return at::zeros({lines, H}, x.options());

@@ -1,9 +1,10 @@
 // CPU sampler of one MelNet tier with cached state: the per-frame work and the per-element loop (every layer
 // of the frequency-delayed stack, the head and the draw) in C++, no Python per element.
 //
-// Batch elements are independent, so each runs its whole tier in one thread (OpenMP over the batch); inside,
-// plain loops over contiguous rows of the weights (small matrix-vector products at batch 1, where BLAS calls
-// cost more than they save). The semantics are those of melnet_fast/ops/tier_sampling/reference.py.
+// Batch rows are independent: each thread samples one contiguous group of rows, all of them together, so that
+// every per-element product is a register-blocked product over the group's rows (small_gemm.h: matmat) and each
+// weight is loaded once for several rows; at batch 1 (one row) the time-delayed layer's three LSTMs run on two
+// threads instead. The semantics are those of melnet_fast/ops/tier_sampling/reference.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -12,6 +13,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -43,39 +45,45 @@ MF_INLINE void cell(const T* w_ih, const T* w_hh, const T* bias, const T* in, T*
   lstm_pointwise(gates, h, c, D, scratch);
 }
 
-// One of the three LSTMs of a time-delayed layer for the current frame: r = 0 the time LSTM (one step for
-// every channel at once, state carried across frames), r = 1 / 2 the forward / backward frequency LSTM over
-// the frame. Each reads ht [F, D] and writes its third of feats [F, 3D].
+// One of the three LSTMs of a time-delayed layer for the current frame of M batch rows: r = 0 the time LSTM (one
+// step for every row and channel at once, state carried across frames), r = 1 / 2 the forward / backward
+// frequency LSTM over the frame (the M rows' sweeps advance together, one product over the rows per step). Each
+// reads ht [M, F, D] and writes its third of feats [M, F, 3D].
 template <typename T>
 struct TimeLayerArgs {
   const T *w_ih, *w_hh, *bias, *h0, *c0, *ht;
-  T *t_h, *t_c, *gates, *sweep_h, *sweep_c, *feats;
+  T *t_h, *t_c, *gates, *sweep_h, *sweep_c, *feats;  // t_h, t_c, gates: [M * F] rows; sweep_h, sweep_c: [M] rows
   PointwiseScratch<T>* scratch;
-  int64_t F, D;
+  int64_t M, F, D;
 };
 
 template <typename T>
 MF_INLINE void time_layer_lstm_impl(const TimeLayerArgs<T>& a, int64_t r) {
-  const int64_t F = a.F, D = a.D, G = 4 * D;
+  const int64_t M = a.M, F = a.F, D = a.D, G = 4 * D, rows = M * F;
   // Input terms of every channel first; only the recurrent term of the sweeps stays sequential.
-  matmat(a.w_ih + r * G * D, a.ht, F, D, a.bias + r * G, G, D, a.gates, G);
+  matmat(a.w_ih + r * G * D, a.ht, rows, D, a.bias + r * G, G, D, a.gates, G);
   if (r == 0) {
-    matmat(a.w_hh, a.t_h, F, D, static_cast<const T*>(nullptr), G, D, a.gates, G, true);
-    for (int64_t j = 0; j < F; ++j) {
-      T* h = a.t_h + j * D;
-      lstm_pointwise(a.gates + j * G, h, a.t_c + j * D, D, *a.scratch);
-      std::copy(h, h + D, a.feats + j * 3 * D);
+    matmat(a.w_hh, a.t_h, rows, D, static_cast<const T*>(nullptr), G, D, a.gates, G, true);
+    for (int64_t n = 0; n < rows; ++n) {
+      T* h = a.t_h + n * D;
+      lstm_pointwise(a.gates + n * G, h, a.t_c + n * D, D, *a.scratch);
+      std::copy(h, h + D, a.feats + n * 3 * D);
     }
     return;
   }
-  std::copy(a.h0 + r * D, a.h0 + (r + 1) * D, a.sweep_h);
-  std::copy(a.c0 + r * D, a.c0 + (r + 1) * D, a.sweep_c);
+  for (int64_t m = 0; m < M; ++m) {
+    std::copy(a.h0 + r * D, a.h0 + (r + 1) * D, a.sweep_h + m * D);
+    std::copy(a.c0 + r * D, a.c0 + (r + 1) * D, a.sweep_c + m * D);
+  }
   for (int64_t s = 0; s < F; ++s) {
     const int64_t j = r == 1 ? s : F - 1 - s;
-    T* g = a.gates + j * G;
-    matvec(a.w_hh + r * G * D, a.sweep_h, static_cast<const T*>(nullptr), G, D, g, true);
-    lstm_pointwise(g, a.sweep_h, a.sweep_c, D, *a.scratch);
-    std::copy(a.sweep_h, a.sweep_h + D, a.feats + j * 3 * D + r * D);
+    // Row m's gates of channel j sit at gates[(m * F + j) * G]: a product over the M rows with stride F * G.
+    matmat(a.w_hh + r * G * D, a.sweep_h, M, D, static_cast<const T*>(nullptr), G, D, a.gates + j * G, F * G, true);
+    for (int64_t m = 0; m < M; ++m) {
+      T* h = a.sweep_h + m * D;
+      lstm_pointwise(a.gates + (m * F + j) * G, h, a.sweep_c + m * D, D, *a.scratch);
+      std::copy(h, h + D, a.feats + (m * F + j) * 3 * D + r * D);
+    }
   }
 }
 
@@ -88,22 +96,38 @@ struct LayerW {
   const T *f_w_ih, *f_w_hh, *f_bias, *f_h0, *f_c0, *f_proj_w, *f_proj_b;
 };
 
+// The tensors of one call and the batch rows [b0, b0 + M) that one thread samples together. Rows are independent;
+// running them together turns every per-element matrix-vector product into a product over the M rows, so each
+// weight is loaded once for several rows (at batch 1 the sampler is bound by streaming the weights from cache).
 template <typename T>
-__attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tensor& x, const at::Tensor& cz_t,
-                                                      const at::Tensor& cz_f, const at::Tensor& u,
-                                                      const at::Tensor& eps, const std::vector<at::Tensor>& w,
-                                                      int64_t L, int64_t K, double temperature, int64_t n_prime,
-                                                      double x_min, double x_max, T* log_density,
-                                                      CentralizedStep<T>* centralized, int64_t* length) {
-  const int64_t T_ = x.size(1), F = x.size(2), D = cz_t.size(3);
+struct SampleRows {
+  const at::Tensor &x, &cz_t, &cz_f, &u, &eps;
+  const std::vector<at::Tensor>& w;
+  int64_t L, K;
+  double temperature;
+  int64_t n_prime;
+  double x_min, x_max;
+  int64_t b0, M;
+  T* log_density;                      // [M], this group's entries
+  CentralizedStep<T>* const* centralized;  // M steps, or null for a tier without a centralized stack
+  int64_t* length;                     // [M]
+};
+
+template <typename T>
+__attribute__((always_inline)) inline void sample_rows(const SampleRows<T>& a) {
+  const int64_t T_ = a.x.size(1), F = a.x.size(2), D = a.cz_t.size(3), L = a.L, K = a.K, M = a.M;
   const int64_t G = 4 * D;
-  T* xb = x.data_ptr<T>() + b * T_ * F;
-  const T* czt = cz_t.data_ptr<T>() + b * T_ * F * D;
-  const T* czf = cz_f.data_ptr<T>() + b * T_ * F * D;
-  const T* ub = u.data_ptr<T>() + b * T_ * F;
-  const T* eb = eps.data_ptr<T>() + b * T_ * F;
+  auto rows = [&](const at::Tensor& t, int64_t per_row) { return t.data_ptr<T>() + a.b0 * per_row; };
+  T* xb = rows(a.x, T_ * F);  // row m, frame i, channel j at xb[(m * T_ + i) * F + j]
+  const T* czt = rows(a.cz_t, T_ * F * D);
+  const T* czf = rows(a.cz_f, T_ * F * D);
+  const T* ub = rows(a.u, T_ * F);
+  const T* eb = rows(a.eps, T_ * F);
   const sl::Layout layout(L);
-  auto ptr = [&](int64_t idx) { return w[idx].data_ptr<T>(); };
+  auto ptr = [&](int64_t idx) -> const T* {
+    const at::Tensor& t = a.w[idx];
+    return t.data_ptr<T>();
+  };
   const T* xt_w = ptr(layout.input(sl::kXtW));
   const T* xt_b = ptr(layout.input(sl::kXtB));
   const T* xf_w = ptr(layout.input(sl::kXfW));
@@ -118,8 +142,9 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
   const T* head_w = ptr(layout.head(sl::kHeadW));
   const T* head_b = ptr(layout.head(sl::kHeadB));
 
-  // Caches: time LSTM (h, c) per layer and channel; the time-delayed stack's output per layer for this frame.
-  std::vector<T> t_h(L * F * D), t_c(L * F * D), ht_layers(L * F * D), f_h(L * D), f_c(L * D);
+  // Caches: time LSTM (h, c) per layer, row and channel [L, M * F, D]; the time-delayed stack's output of this
+  // frame per row and layer [M, L, F, D] (a row's [L, F, D] block is what its centralized step adds to).
+  std::vector<T> t_h(L * M * F * D), t_c(L * M * F * D), ht_layers(M * L * F * D), f_h(L * M * D), f_c(L * M * D);
   PointwiseScratch<T> scratch(4 * D);
   std::vector<PointwiseScratch<T>> scratch3(3, PointwiseScratch<T>(4 * D));
 #ifdef _OPENMP
@@ -128,84 +153,100 @@ __attribute__((always_inline)) inline void sample_one(int64_t b, const at::Tenso
 #else
   const bool inner_threads = false;
 #endif
-  std::vector<T> ht(F * D), feats(F * 3 * D), fgates(3 * F * G), sweep_h(3 * D), sweep_c(3 * D), gates(G), hf(D),
-      tmp(D), theta(3 * K);
+  std::vector<T> ht(M * F * D), feats(M * F * 3 * D), fgates(3 * M * F * G), sweep_h(3 * M * D), sweep_c(3 * M * D),
+      gates(M * G), hf(M * D), tmp(M * D), theta(M * 3 * K);
   for (int64_t l = 0; l < L; ++l) {
-    for (int64_t j = 0; j < F; ++j) {
-      std::copy(lw[l].t_h0, lw[l].t_h0 + D, &t_h[(l * F + j) * D]);
-      std::copy(lw[l].t_c0, lw[l].t_c0 + D, &t_c[(l * F + j) * D]);
+    for (int64_t n = 0; n < M * F; ++n) {
+      std::copy(lw[l].t_h0, lw[l].t_h0 + D, &t_h[(l * M * F + n) * D]);
+      std::copy(lw[l].t_c0, lw[l].t_c0 + D, &t_c[(l * M * F + n) * D]);
     }
   }
-  const T tau = static_cast<T>(temperature);
-  const T lo = static_cast<T>(x_min), hi = static_cast<T>(x_max);
-  T logd = 0;
+  const T tau = static_cast<T>(a.temperature);
+  const T lo = static_cast<T>(a.x_min), hi = static_cast<T>(a.x_max);
+  std::vector<T> logd(M, T(0));
+  std::vector<char> active(M, 1);  // false once a row has stopped (text models): it is then only carried along
+  int64_t n_active = M;
   const std::vector<T> zeros(F, T(0));
 
-  for (int64_t i = 0; i < T_; ++i) {
+  for (int64_t i = 0; i < T_ && n_active > 0; ++i) {
     // Time-delayed stack, layer 0: the previous frame (zeros before the first) plus conditioning.
-    for (int64_t j = 0; j < F; ++j) {
-      const T prev = i > 0 ? xb[(i - 1) * F + j] : T(0);
-      for (int64_t d = 0; d < D; ++d) ht[j * D + d] = prev * xt_w[d] + xt_b[d] + czt[(i * F + j) * D + d];
-    }
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t j = 0; j < F; ++j) {
+        const T prev = i > 0 ? xb[(m * T_ + i - 1) * F + j] : T(0);
+        const T* cz = czt + ((m * T_ + i) * F + j) * D;
+        T* h = &ht[(m * F + j) * D];
+        for (int64_t d = 0; d < D; ++d) h[d] = prev * xt_w[d] + xt_b[d] + cz[d];
+      }
     for (int64_t l = 0; l < L; ++l) {
       const LayerW<T>& lay = lw[l];
-      // The three LSTMs of the layer write disjoint thirds of feats. At batch 1 they run on two threads (the
-      // outer loop over the batch is then serial); otherwise one after the other.
+      // The three LSTMs of the layer write disjoint thirds of feats. When one thread samples the whole batch
+      // they run on two threads; otherwise one after the other.
 #pragma omp parallel for num_threads(2) schedule(static, 1) if (inner_threads)
       for (int64_t r = 0; r < 3; ++r) {
         // A call, not inline code: the body of an OpenMP loop is outlined without the target clone's ISA.
         time_layer_lstm(TimeLayerArgs<T>{lay.t_w_ih, lay.t_w_hh, lay.t_bias, lay.t_h0, lay.t_c0, ht.data(),
-                                         &t_h[l * F * D], &t_c[l * F * D], &fgates[r * F * G], &sweep_h[r * D],
-                                         &sweep_c[r * D], feats.data(), &scratch3[r], F, D},
+                                         &t_h[l * M * F * D], &t_c[l * M * F * D], &fgates[r * M * F * G],
+                                         &sweep_h[r * M * D], &sweep_c[r * M * D], feats.data(), &scratch3[r], M, F, D},
                         r);
       }
       // Projection and residual.
-      matmat(lay.t_proj_w, feats.data(), F, 3 * D, lay.t_proj_b, D, 3 * D, ht.data(), D, true);
-      std::copy(ht.begin(), ht.end(), &ht_layers[l * F * D]);
+      matmat(lay.t_proj_w, feats.data(), M * F, 3 * D, lay.t_proj_b, D, 3 * D, ht.data(), D, true);
+      for (int64_t m = 0; m < M; ++m) std::copy(&ht[m * F * D], &ht[(m + 1) * F * D], &ht_layers[(m * L + l) * F * D]);
     }
-    if (centralized != nullptr) {  // the per-frame step of a text model: its terms join ht_layers; it may stop
-      if (!centralized->frame(i, i > 0 ? xb + (i - 1) * F : zeros.data(), ht_layers.data())) {
-        *length = i;
-        break;
+    if (a.centralized != nullptr) {  // the per-frame step of a text model: its terms join ht_layers; it may stop
+      for (int64_t m = 0; m < M; ++m) {
+        if (!active[m]) continue;
+        if (!a.centralized[m]->frame(i, i > 0 ? xb + (m * T_ + i - 1) * F : zeros.data(), &ht_layers[m * L * F * D])) {
+          a.length[m] = i;
+          active[m] = 0;
+          --n_active;
+        }
       }
     }
-    if (i < n_prime) continue;  // primed frame: only the time-delayed caches advance
+    if (i < a.n_prime || n_active == 0) continue;  // primed frame: only the time-delayed caches advance
 
     // Frequency-delayed stack, channel by channel; its state restarts at every frame.
-    for (int64_t l = 0; l < L; ++l) {
-      std::copy(lw[l].f_h0, lw[l].f_h0 + D, &f_h[l * D]);
-      std::copy(lw[l].f_c0, lw[l].f_c0 + D, &f_c[l * D]);
-    }
+    for (int64_t l = 0; l < L; ++l)
+      for (int64_t m = 0; m < M; ++m) {
+        std::copy(lw[l].f_h0, lw[l].f_h0 + D, &f_h[(l * M + m) * D]);
+        std::copy(lw[l].f_c0, lw[l].f_c0 + D, &f_c[(l * M + m) * D]);
+      }
     for (int64_t j = 0; j < F; ++j) {
-      const T prev = j > 0 ? xb[i * F + j - 1] : T(0);
-      for (int64_t d = 0; d < D; ++d) hf[d] = prev * xf_w[d] + xf_b[d] + czf[(i * F + j) * D + d];
+      for (int64_t m = 0; m < M; ++m) {
+        const T prev = j > 0 ? xb[(m * T_ + i) * F + j - 1] : T(0);
+        const T* cz = czf + ((m * T_ + i) * F + j) * D;
+        for (int64_t d = 0; d < D; ++d) hf[m * D + d] = prev * xf_w[d] + xf_b[d] + cz[d];
+      }
       for (int64_t l = 0; l < L; ++l) {
         const LayerW<T>& lay = lw[l];
-        const T* htl = &ht_layers[(l * F + j) * D];
-        for (int64_t d = 0; d < D; ++d) tmp[d] = hf[d] + htl[d];
-        cell(lay.f_w_ih, lay.f_w_hh, lay.f_bias, tmp.data(), &f_h[l * D], &f_c[l * D], D, gates.data(), scratch);
-        matvec(lay.f_proj_w, &f_h[l * D], lay.f_proj_b, D, D, hf.data(), true);
+        for (int64_t m = 0; m < M; ++m) {
+          const T* htl = &ht_layers[((m * L + l) * F + j) * D];
+          for (int64_t d = 0; d < D; ++d) tmp[m * D + d] = hf[m * D + d] + htl[d];
+        }
+        T* h = &f_h[l * M * D];
+        matmat(lay.f_w_ih, tmp.data(), M, D, lay.f_bias, G, D, gates.data(), G);
+        matmat(lay.f_w_hh, h, M, D, static_cast<const T*>(nullptr), G, D, gates.data(), G, true);
+        for (int64_t m = 0; m < M; ++m) lstm_pointwise(&gates[m * G], h + m * D, &f_c[(l * M + m) * D], D, scratch);
+        matmat(lay.f_proj_w, h, M, D, lay.f_proj_b, D, D, hf.data(), D, true);
       }
-      matvec(head_w, hf.data(), head_b, 3 * K, D, theta.data());
-      const Drawn<T> dr = draw_mixture(theta.data(), static_cast<int>(K), tau, ub[i * F + j], eb[i * F + j], lo, hi);
-      xb[i * F + j] = dr.value;
-      logd += dr.log_density;
+      matmat(head_w, hf.data(), M, D, head_b, 3 * K, D, theta.data(), 3 * K);
+      for (int64_t m = 0; m < M; ++m) {
+        if (!active[m]) continue;
+        const int64_t at = (m * T_ + i) * F + j;
+        const Drawn<T> dr = draw_mixture(&theta[m * 3 * K], static_cast<int>(K), tau, ub[at], eb[at], lo, hi);
+        xb[at] = dr.value;
+        logd[m] += dr.log_density;
+      }
     }
   }
-  *log_density = logd;
-  std::fill(xb + *length * F, xb + T_ * F, T(0));  // frames after a stop are zeros
+  for (int64_t m = 0; m < M; ++m) {
+    a.log_density[m] = logd[m];
+    std::fill(xb + (m * T_ + a.length[m]) * F, xb + (m + 1) * T_ * F, T(0));  // frames after a stop are zeros
+  }
 }
 
-#define MELNET_FAST_SAMPLE_ONE(NAME, T)                                                                              \
-  MELNET_FAST_CPU_CLONES void NAME(int64_t b, const at::Tensor& x, const at::Tensor& cz_t, const at::Tensor& cz_f,   \
-                                   const at::Tensor& u, const at::Tensor& eps, const std::vector<at::Tensor>& w,     \
-                                   int64_t L, int64_t K, double temperature, int64_t n_prime, double x_min,          \
-                                   double x_max, T* log_density, CentralizedStep<T>* centralized, int64_t* length) { \
-    sample_one<T>(b, x, cz_t, cz_f, u, eps, w, L, K, temperature, n_prime, x_min, x_max, log_density, centralized,   \
-                  length);                                                                                           \
-  }
-MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, float)
-MELNET_FAST_SAMPLE_ONE(sample_one_dispatch, double)
+MELNET_FAST_CPU_CLONES void sample_rows_dispatch(const SampleRows<float>& a) { sample_rows(a); }
+MELNET_FAST_CPU_CLONES void sample_rows_dispatch(const SampleRows<double>& a) { sample_rows(a); }
 
 // Both ops: `centralized` is null for a tier without a centralized stack. Returns (x, log_density, alignment
 // [B, T, U] (U = 0 without text), lengths [B]).
@@ -238,13 +279,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample(const at::Tens
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "sample_tier_cpu", [&] {
     scalar_t* ld = log_density.data_ptr<scalar_t>();
     int64_t* len = lengths.data_ptr<int64_t>();
+    // Each thread samples one contiguous group of rows together (all of them on one thread).
     at::parallel_for(0, B, 1, [&](int64_t lo, int64_t hi) {
-      for (int64_t b = lo; b < hi; ++b) {
-        std::optional<CentralizedStep<scalar_t>> step;
-        if (centralized != nullptr) step.emplace(*centralized, b, alignment.data_ptr<scalar_t>() + b * T_ * U, n_prime);
-        sample_one_dispatch(b, x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, x_min, x_max,
-                            ld + b, step ? &*step : nullptr, len + b);
+      std::vector<std::unique_ptr<CentralizedStep<scalar_t>>> steps;
+      std::vector<CentralizedStep<scalar_t>*> step_ptrs;
+      if (centralized != nullptr) {
+        for (int64_t b = lo; b < hi; ++b) {
+          steps.push_back(std::make_unique<CentralizedStep<scalar_t>>(
+              *centralized, b, alignment.data_ptr<scalar_t>() + b * T_ * U, n_prime));
+          step_ptrs.push_back(steps.back().get());
+        }
       }
+      sample_rows_dispatch(SampleRows<scalar_t>{x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime,
+                                                x_min, x_max, lo, hi - lo, ld + lo,
+                                                centralized != nullptr ? step_ptrs.data() : nullptr, len + lo});
     });
   });
   return {x, log_density, alignment, lengths};

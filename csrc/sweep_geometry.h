@@ -1,6 +1,7 @@
-// The geometry of a 2D LSTM sweep, written once for the CPU kernel (lstm_sweep_2d_cpu.cpp), the CUDA step kernels
-// (cuda/lstm_step.cuh) and their launches (cuda/lstm_sweep_2d.cu), and the CUDA emulator: the directions' lines,
-// where a line is at step s, and how many steps a sweep takes. Torch-free, host and device.
+// The geometry of a 2D LSTM sweep, written once for the CPU kernel (lstm_sweep_2d_cpu.cpp and its line kernels,
+// sweep_lines_cpu.h), the CUDA step kernels (cuda/lstm_step.cuh) and their launches (cuda/lstm_sweep_2d.cu), and
+// the CUDA emulator: the directions' lines, where a line is at step s, and how many steps a sweep takes.
+// Torch-free, host and device.
 // (melnet_fast/ops/lstm_sweep/gpu_host.py, the Python host of the GPU backends, mirrors sweep_steps and the line
 // counts; tests/ops/test_sweep_step_rule.py pins it to this file.)
 //

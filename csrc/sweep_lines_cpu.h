@@ -14,29 +14,19 @@
 #include <vector>
 
 #include "small_gemm.h"
+#include "sweep_geometry.h"
 #include "vec_math.h"
 
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"  // 32 / 64-byte vectors in forced-inline helpers: no such call exists
 namespace melnet_fast {
 
-// One direction of the sweep: lines along time (one per (b, f)) or along frequency (one per (b, t)).
-struct Direction {
-  bool along_t;
-  bool reverse;
-  int64_t len;   // steps of this direction
-  int64_t rows;  // independent lines
-};
+// A direction's lines, and where line k is at step s: the one rule of csrc/sweep_geometry.h.
+using Direction = sweep::Dir;
 
 // Flat index into [B, T, F] of line k of direction d at step s.
-inline int64_t position(const Direction& d, int64_t k, int64_t s, int64_t T, int64_t F) {
-  const int64_t p = d.reverse ? d.len - 1 - s : s;
-  if (d.along_t) {
-    const int64_t b = k / F, f = k % F;
-    return (b * T + p) * F + f;
-  }
-  const int64_t b = k / T, t = k % T;
-  return (b * T + t) * F + p;
+MF_INLINE int64_t position(const Direction& d, int64_t k, int64_t s, int64_t T, int64_t F) {
+  return sweep::flat_position(d, k, sweep::step_position(d, s), T, F);
 }
 
 // Lines [k0, k1) of direction r: the unit of work of one thread.

@@ -116,3 +116,15 @@ def test_gpu_round_smoke(tmp_path):
     for name in ("info", "build", "tests-cuda", "measure", "tests-triton", "sanitize", "memory"):
         assert any(line.startswith(name) for line in summary.splitlines()), (name, summary)
     assert load(tmp_path, "gpu_round")["smoke"] is True
+
+
+def test_demo_steps_benchmark_smoke(tmp_path):
+    """bench_demo_steps.py (the demo's training steps per backend) in smoke mode: it runs the demo's trainer on
+    both backends and writes a row per backend."""
+    import melnet_fast
+
+    run_smoke("bench_demo_steps.py", tmp_path)
+    rows = csv_rows(tmp_path, "demo_steps")
+    assert [r["backend"] for r in rows] == [b for b in ("reference", "cpu") if b in melnet_fast.available_backends()]
+    for r in rows:
+        assert float(r["s_per_step"]) > 0 and int(r["steps_in_budget"]) > 0, r

@@ -28,6 +28,7 @@ DEMO_OVERRIDES = dict(n_mels=32, hidden_size=16, layers=(3, 2, 2), n_mixtures=4,
 # over seconds of its own draws).
 DEMO_CROP_FRAMES = 64
 DEMO_LR_COOLDOWN = 0.2
+DEMO_TRAIN_MINUTES = 2.5  # the default time budget of the training steps
 DEMO_TRAIN_CLIPS, DEMO_VAL_CLIPS, DEMO_CLIP_SECONDS = 64, 8, 4.0
 DEMO_MUSIC = dict(pieces_per_label=6, clip_seconds=4.0, max_piece_seconds=40.0)  # the --data music corpus
 
@@ -35,6 +36,17 @@ DEMO_MUSIC = dict(pieces_per_label=6, clip_seconds=4.0, max_piece_seconds=40.0) 
 def demo_config(**overrides) -> MelNetConfig:
     """The demo's MelNetConfig (the "tiny" preset with DEMO_OVERRIDES, then `overrides`)."""
     return MelNetConfig.preset("tiny", **{**DEMO_OVERRIDES, **overrides})
+
+
+def demo_options(config: MelNetConfig, n_train: int, steps: int, max_seconds: float | None, seed: int = 0,
+                 progress: bool = False):
+    """The demo's TrainOptions (its crop, schedule, validation and checkpoint intervals) for n_train training
+    examples; also what benchmarks/bench_demo_steps.py times."""
+    from melnet_fast.train import TrainOptions
+
+    return TrainOptions(steps=steps, max_seconds=max_seconds, crop_frames=DEMO_CROP_FRAMES,
+                        lr_cooldown=DEMO_LR_COOLDOWN, batch_size=min(config.batch_size, n_train), seed=seed,
+                        log_every=10, val_every=100, val_segments=32, checkpoint_every=100, progress=progress)
 
 
 def add_parser(sub) -> None:
@@ -50,7 +62,7 @@ def add_parser(sub) -> None:
                         "(made in --corpus on the first run)")
     p.add_argument("--corpus", metavar="DIR", help="where the --data music corpus is (default: OUT/music_corpus)")
     p.add_argument("--install", action="store_true", help="--data music: apt-get the missing Debian packages")
-    p.add_argument("--train-minutes", type=float, default=2.5, help="training time budget")
+    p.add_argument("--train-minutes", type=float, default=DEMO_TRAIN_MINUTES, help="training time budget")
     p.add_argument("--max-steps", type=int, default=100_000, help="stop earlier after this many steps")
     p.add_argument("--seconds", type=float, default=4.0, help="length of each generated sample")
     p.add_argument("--samples", type=int, default=2, help="number of generated samples")
@@ -164,7 +176,7 @@ def _demo(args, config, frames: int, run_dir, stop, start: float) -> int:
     from melnet_fast.cli.sample_quality import sample_report
     from melnet_fast.model import MelNet
     from melnet_fast.plots import plot_comparison
-    from melnet_fast.train import RunDirError, Trainer, TrainOptions, evaluate
+    from melnet_fast.train import RunDirError, Trainer, evaluate
     from melnet_fast.train.evaluation import LN2
     from melnet_fast.train.stop_signals import signal_name
 
@@ -172,9 +184,7 @@ def _demo(args, config, frames: int, run_dir, stop, start: float) -> int:
     spec, train, val, scored, scored_name, write_real = make_data(args, config, run_dir)
     torch.manual_seed(args.seed)
     model = MelNet(config)
-    options = TrainOptions(steps=args.max_steps, max_seconds=args.train_minutes * 60, crop_frames=DEMO_CROP_FRAMES,
-                           lr_cooldown=DEMO_LR_COOLDOWN, batch_size=min(config.batch_size, len(train)),
-                           seed=args.seed, log_every=10, val_every=100, val_segments=32, checkpoint_every=100,
+    options = demo_options(config, len(train), args.max_steps, args.train_minutes * 60, args.seed,
                            progress=not args.no_progress)
     try:
         trainer = Trainer(model, train, val, options, run_dir.root, data_spec=spec)

@@ -116,6 +116,28 @@ def test_noncontiguous_inputs():
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("threads", [1, 2], ids=["1-thread", "2-threads"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_cpu_rows_sampled_together_equal_each_row_alone(threads, dtype):
+    """The cpu sampler runs the rows of each thread together (one product over them per weight); each row's
+    arithmetic is its own, so a batch of 5 (a block of 4 rows and one more, or two groups on two threads) gives,
+    bit for bit, what each row gives alone. D = 16: whole vectors of gate rows and a tail of head rows (3K = 9)."""
+    B, T, F, D, L, K = 5, 5, 7, 16, 2, 3
+    x0, cz_t, cz_f, u, eps, w = make_case(B, T, F, D, L, K, dtype=dtype, seed=11)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with melnet_fast.use_backend("cpu"):
+            x, ld = sample_tier(x0, cz_t, cz_f, u, eps, w, L, K, 1.0, 1)
+            alone = [sample_tier(x0[b:b + 1], cz_t[b:b + 1], cz_f[b:b + 1], u[b:b + 1], eps[b:b + 1], w, L, K, 1.0, 1)
+                     for b in range(B)]
+    finally:
+        torch.set_num_threads(before)
+    assert torch.isfinite(x).all()
+    torch.testing.assert_close(x, torch.cat([a[0] for a in alone]), rtol=0, atol=0)
+    torch.testing.assert_close(ld, torch.cat([a[1] for a in alone]), rtol=0, atol=0)
+
+
 def test_bad_input_names_the_argument():
     x0, cz_t, cz_f, u, eps, w = make_case(2, 4, 6, 5, 2, 3)
     with pytest.raises(ValueError, match="weights must hold"):
