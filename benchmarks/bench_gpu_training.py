@@ -8,9 +8,9 @@ DIR/gpu_training.csv; prints markdown tables last.
 
 Shapes come from the "blizzard" preset and the split schedule (melnet_fast.multiscale.tier_shapes): a 10 s clip
 is 860 frames x 256 mels; the initial tier is 215 x 32 and tier 3 (a feature-extraction network's grid) 215 x 64.
-Targets of the GPU kernels: the bf16 sweep fwd+bwd >= 2x cuDNN fp16 at the Blizzard tier-1 shape and never slower at
-any shape; peak memory with recompute <= half of the cuDNN composition's; gmm_nll fwd+bwd within 1.5x of the
-memory-bound floor.
+Targets of the GPU kernels: the bf16 sweep fwd+bwd >= 1.5x cuDNN fp16 and within 1.5x of the GEMM floor at the
+Blizzard tier-1 shape, never slower than cuDNN at any shape; peak memory with recompute <= half of the cuDNN
+composition's; gmm_nll fwd+bwd within 1.5x of the memory-bound floor.
 """
 
 from __future__ import annotations

@@ -76,6 +76,11 @@ def _triton_steps():
     return TritonSteps
 
 
+def _gemm_steps():
+    from melnet_fast.ops.lstm_sweep.gemm_backend import STEPS
+    return STEPS
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepDesign:
     """One implementation of the sweep to measure: the backend it runs under (melnet_fast.use_backend) and, when
@@ -88,6 +93,9 @@ class SweepDesign:
 
 SWEEP_DESIGNS = [
     SweepDesign("cuda", "cuda", _cuda_steps),
+    # The second design: wide steps as cuBLAS GEMMs + fused epilogues, the narrow phase as one persistent launch
+    # (ops/lstm_sweep/gemm_steps.py; its prediction per phase is in README.md's GPU section).
+    SweepDesign("cuda_gemm", "cuda_gemm", _gemm_steps),
     SweepDesign("triton", "triton", _triton_steps),
 ]
 
@@ -164,23 +172,33 @@ class Timed:
     def __init__(self, kernels, device):
         self.kernels, self.marks, self.cuda = kernels, [], device.type == "cuda"
 
-    def _timed(self, name, step, *args):
+    def _timed(self, name, step, fn, *args):
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            getattr(self.kernels, name)(step, *args)
+            fn(*args)
             end.record()
         else:
             start = time.perf_counter()
-            getattr(self.kernels, name)(step, *args)
+            fn(*args)
             end = time.perf_counter()
         self.marks.append((name, step, start, end))
 
     def forward_step(self, step, *args):
-        self._timed("forward_step", step, *args)
+        self._timed("forward_step", step, self.kernels.forward_step, step, *args)
 
     def backward_step(self, step, *args):
-        self._timed("backward_step", step, *args)
+        self._timed("backward_step", step, self.kernels.backward_step, step, *args)
+
+    def __getattr__(self, name):
+        """A design's narrow phase (gpu_host.NarrowPhase), passed through and timed as one mark at its first step."""
+        kernels = self.__dict__.get("kernels")
+        if name == "wide_steps" and hasattr(kernels, name):
+            return kernels.wide_steps
+        if name in ("forward_narrow", "backward_narrow") and hasattr(kernels, name):
+            mark, fn = name.replace("narrow", "step"), getattr(kernels, name)
+            return lambda s_begin, *args: self._timed(mark, s_begin, fn, s_begin, *args)
+        raise AttributeError(name)
 
     def phases(self, wide: int) -> dict:
         """{(fwd|bwd, wide|narrow): ms} summed over the recorded steps (after a synchronize)."""

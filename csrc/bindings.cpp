@@ -27,6 +27,21 @@ TORCH_LIBRARY(melnet_fast, m) {
         "Tensor(c!) gates, Tensor(d!) cell, int[] directions, int step, bool save) -> ()");
   m.def("lstm_sweep_bwd_step(Tensor grad_y, Tensor w_hh, Tensor c0, Tensor gates, Tensor cell, Tensor(a!) dgates, "
         "Tensor(b!) dc_run, int[] directions, int step) -> ()");
+  // One step's epilogue of the second GPU sweep design (csrc/cuda/lstm_epilogue.cuh): rec holds, per direction,
+  // the step's recurrent product computed by the host's GEMMs (melnet_fast/ops/lstm_sweep/gemm_steps.py).
+  m.def("lstm_sweep_fwd_epilogue(Tensor[] rec, Tensor pre, Tensor c0, Tensor(a!) y, Tensor(b!) c_run, "
+        "Tensor(c!) gates, Tensor(d!) cell, int[] directions, int step, bool save) -> ()");
+  m.def("lstm_sweep_bwd_epilogue(Tensor[] rec, Tensor grad_y, Tensor c0, Tensor gates, Tensor cell, "
+        "Tensor(a!) dgates, Tensor(b!) dc_run, int[] directions, int step) -> ()");
+  // The narrow phase of the second design (csrc/cuda/lstm_narrow.cuh): one persistent launch for steps
+  // [s_begin, s_end), blocks synchronised by the arrival counters `arrivals` [R, line_blocks] (zeroed by the op).
+  m.def("lstm_sweep_fwd_narrow(Tensor pre, Tensor w_hh, Tensor(a!) y, Tensor(b!) c_run, Tensor(c!) gates, "
+        "Tensor(d!) cell, Tensor(e!) arrivals, int[] directions, int s_begin, int s_end, bool save) -> ()");
+  m.def("lstm_sweep_bwd_narrow(Tensor grad_y, Tensor w_hh, Tensor gates, Tensor cell, Tensor(a!) dgates, "
+        "Tensor(b!) dc_run, Tensor(c!) arrivals, int[] directions, int s_begin, int s_end) -> ()");
+  // Blocks of the narrow phase's kernels that can be resident at once on the current device for this storage
+  // dtype and H (the persistent launch needs them all): -> (blocks, lines per block, units per block).
+  m.def("lstm_sweep_narrow_capacity(ScalarType dtype, int H) -> (int, int, int)");
   m.def("gmm_nll_fwd(Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) -> Tensor");
   m.def("gmm_nll_bwd(Tensor grad, Tensor x, Tensor mu, Tensor log_sigma, Tensor logit_pi) "
         "-> (Tensor, Tensor, Tensor, Tensor)");

@@ -1,7 +1,7 @@
 // The geometry of a 2D LSTM sweep, written once for the CPU kernel (lstm_sweep_2d_cpu.cpp and its line kernels,
-// sweep_lines_cpu.h), the CUDA step kernels (cuda/lstm_step.cuh) and their launches (cuda/lstm_sweep_2d.cu), and
-// the CUDA emulator: the directions' lines, where a line is at step s, and how many steps a sweep takes.
-// Torch-free, host and device.
+// sweep_lines_cpu.h), the CUDA kernels of both designs (cuda/lstm_step.cuh; cuda/lstm_epilogue.cuh and
+// cuda/lstm_narrow.cuh) and their launches (cuda/lstm_sweep_2d.cu), and the CUDA emulator: the directions' lines, where
+// a line is at step s, and how many steps a sweep takes. Torch-free, host and device.
 // (melnet_fast/ops/lstm_sweep/gpu_host.py, the Python host of the GPU backends, mirrors sweep_steps and the line
 // counts; tests/ops/test_sweep_step_rule.py pins it to this file.)
 //
@@ -28,9 +28,9 @@ namespace sweep {
 constexpr int kMaxDirections = 4;
 
 struct Dir {
-  int along_t;    // 1: lines run along time (one per (b, f)); 0: along frequency (one per (b, t))
-  int reverse;    // 1: the line is walked from position L-1 down to 0
-  int len;        // L_r: positions per line (T or F) = the steps during which the direction is active
+  int along_t;  // 1: lines run along time (one per (b, f)); 0: along frequency (one per (b, t))
+  int reverse;  // 1: the line is walked from position L-1 down to 0
+  int len;  // L_r: positions per line (T or F) = the steps during which the direction is active
   int64_t lines;  // N_r: B*F (along time) or B*T (along frequency)
 };
 
@@ -76,6 +76,15 @@ MF_SWEEP int64_t sweep_steps(const Geometry& g) {
 MF_SWEEP int64_t max_lines(const Geometry& g) {
   int64_t lines = 0;
   for (int r = 0; r < g.R; ++r) lines = lines > g.dir[r].lines ? lines : g.dir[r].lines;
+  return lines;
+}
+
+// The most lines of any direction active at step s: the lines a step's launch covers.
+MF_SWEEP int64_t active_lines(const Geometry& g, int64_t s) {
+  int64_t lines = 0;
+  for (int r = 0; r < g.R; ++r) {
+    if (s < g.dir[r].len && g.dir[r].lines > lines) lines = g.dir[r].lines;
+  }
   return lines;
 }
 

@@ -2,7 +2,9 @@
 
 Names: "auto" (fastest available for the tensors' device), "reference" (plain PyTorch, the oracle of every
 test), "cpu" (fused C++ of melnet_fast._C), "cuda" (CUDA kernels of melnet_fast._C), "triton"
-(melnet_fast.kernels). Which backends implement which op, and the dispatch among them: melnet_fast.ops.dispatch.
+(melnet_fast.kernels), and "cuda_gemm", a variant of "cuda" (VARIANTS): the second design of the sweep's cuda kernels
+(recurrent products as cuBLAS GEMMs with fused epilogues), "cuda" itself for every op that has no second design.
+Which backends implement which op, and the dispatch among them: melnet_fast.ops.dispatch.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import torch
 
 from melnet_fast import _extension
 
-BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+BACKENDS = ("auto", "reference", "cpu", "cuda", "triton", "cuda_gemm")
+# A variant runs, for an op that does not implement it, the backend it is a variant of.
+VARIANTS = {"cuda_gemm": "cuda"}
 
 _state = threading.local()
 
@@ -63,6 +67,8 @@ def why_unavailable(name: str) -> str | None:
             return None
         return (f"the compiled extension melnet_fast._C did not load ({_extension.load_error()}); "
                 "reinstall with `pip install --no-build-isolation -e .`")
+    if name in VARIANTS:
+        return why_unavailable(VARIANTS[name])
     if name == "cuda":
         if not _extension.has_cpu_kernels():
             return f"the compiled extension melnet_fast._C did not load ({_extension.load_error()})"
@@ -92,6 +98,7 @@ KERNEL_DTYPES = {
     "cpu": (torch.float32, torch.float64),
     "cuda": (torch.float32, torch.bfloat16, torch.float16),
     "triton": (torch.float32, torch.bfloat16, torch.float16),
+    "cuda_gemm": (torch.float32, torch.bfloat16, torch.float16),
 }
 
 

@@ -20,8 +20,9 @@
 #   build       140  pip install -e . for sm_90 only (H100 / H200), MAX_JOBS=16, nvcc --threads 4: the C++ and CUDA
 #                    sources compile in parallel; the longest, sample_tier.cu (three weight dtypes of a large
 #                    kernel), takes 60-90 s on one core (about 4 min for the whole CUDA build on 2 busy cores).
-#   tests-cuda   50  pytest -m gpu on the CUDA sampler, sweep, mixture NLL and maths: ~250 cases of microseconds on
-#                    the GPU each; the CPU float64 references (largest: the H=512 sweep) take most of the time.
+#   tests-cuda   60  pytest -m gpu on both CUDA sampler and both sweep designs, mixture NLL and maths: ~300 cases of
+#                    microseconds on the GPU each; the CPU float64 references (largest: the H=512 sweeps) take most
+#                    of the time.
 #   measure     100  benchmarks/gpu_round_measure.py, budget 90 s: the sweep at the Blizzard tier-1 shape is 8.3
 #                    TFLOP per fwd+bwd, ~15-25 ms for cuDNN and an estimated 20-40 ms for our designs, so 2 warm-up
 #                    + at most 9 timed calls of 6 providers and 3 shapes is ~10 s; Triton's JIT (first call of every
@@ -30,10 +31,11 @@
 #                    <1 s; the sampler at ~70-120 us per element on Blizzard tier 1 (a frame is 32 elements),
 #                    0.3 s of frames x 3 reps x 6 variants (both designs) x 2 batches x 2 presets ~30 s; a
 #                    whole 10 s Blizzard spectrogram per design, extrapolated from a few frames when it does not fit.
-#   tests-triton 50  pytest -m gpu on the Triton sweep and mixture NLL: JIT compiles dominate (~30 specializations).
+#   tests-triton 40  pytest -m gpu on the Triton sweep and mixture NLL: JIT compiles dominate (~30 specializations);
+#                    last of the tests (not the fast path: README, GPU backends).
 #   sanitize     40  compute-sanitizer memcheck over the CUDA kernels only (scripts/sanitize_kernels.py --backends
-#                    cuda): ~10 small launches slowed 10-100x, plus the tool's start-up; then 2 x 15 s: racecheck
-#                    and synccheck of the flags sampler on its smallest case (skipped if the deadline is near).
+#                    cuda cuda_gemm): ~20 small launches slowed 10-100x, plus the tool's start-up; then 2 x 15 s:
+#                    racecheck and synccheck of the flags sampler on its smallest case (skipped if the deadline is near).
 #   memory       25  benchmarks/sweep_memory.py on the GPU at the Blizzard tier-1 shape: stored and recompute,
 #                    each in a fresh process (~5 s of imports, one fwd+bwd).
 # Total 440 s of step limits for the 420 s deadline: the last steps are skipped, and said so, if the earlier ones use
@@ -118,16 +120,16 @@ for s in "${steps[@]}"; do
         fi
         ;;
     tests-cuda)
-        step tests-cuda 50 "$PY" -m pytest "${COLLECT[@]}" --maxfail=10 -q -m gpu -p no:cacheprovider tests/gpu/test_sample_tier_cuda_gpu.py \
-            tests/gpu/test_sample_tier_flags_gpu.py \
-            tests/gpu/test_lstm_sweep_cuda_gpu.py tests/gpu/test_gmm_nll_gpu.py tests/gpu/test_scalar_math_gpu.py \
+        step tests-cuda 60 "$PY" -m pytest "${COLLECT[@]}" --maxfail=10 -q -m gpu -p no:cacheprovider tests/gpu/test_sample_tier_cuda_gpu.py \
+            tests/gpu/test_sample_tier_flags_gpu.py tests/gpu/test_lstm_sweep_cuda_gpu.py tests/gpu/test_lstm_sweep_gemm_gpu.py \
+            tests/gpu/test_gmm_nll_gpu.py tests/gpu/test_scalar_math_gpu.py \
             tests/gpu/test_ops_opcheck_gpu.py -k "not triton"
         ;;
     measure)
         step measure 100 "$PY" benchmarks/gpu_round_measure.py --out "$OUT" --budget-s 90 "${BENCH[@]}"
         ;;
     tests-triton)
-        step tests-triton 50 "$PY" -m pytest "${COLLECT[@]}" -q -m gpu -p no:cacheprovider tests/gpu/test_lstm_sweep_triton_gpu.py \
+        step tests-triton 40 "$PY" -m pytest "${COLLECT[@]}" -q -m gpu -p no:cacheprovider tests/gpu/test_lstm_sweep_triton_gpu.py \
             tests/gpu/test_gmm_nll_gpu.py -k triton
         ;;
     sanitize)
@@ -139,7 +141,7 @@ for s in "${steps[@]}"; do
         for tool in ${SANITIZE_TOOLS:-memcheck}; do
             # No caching allocator: each tensor its own allocation, so out-of-bounds accesses are seen.
             step "sanitize-$tool" 40 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$cs" --tool "$tool" --error-exitcode 1 \
-                --print-limit 20 "$PY" scripts/sanitize_kernels.py --backends cuda
+                --print-limit 20 "$PY" scripts/sanitize_kernels.py --backends cuda cuda_gemm
         done
         # The flags sampler's shared memory and barriers (its global-memory ordering is the emulator's to check).
         for tool in racecheck synccheck; do

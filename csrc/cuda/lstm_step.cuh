@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cuda/lstm_cell.cuh"
 #include "scalar_math.h"
 #include "sweep_geometry.h"
 
@@ -48,16 +49,7 @@ constexpr int kFwdUnits = 32;  // hidden units per forward tile -> 4 * 32 = 128 
 constexpr int kBwdUnits = 64;  // hidden units per backward tile
 constexpr int kFwdCols = 4 * kFwdUnits;
 
-// The tensor-core path needs bfloat16 wmma (sm_80+); older architectures, and float32 always, use the FMA path.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-constexpr bool kArchHasWmma = false;
-#else
-constexpr bool kArchHasWmma = true;
-#endif
-template <typename T>
-constexpr bool use_wmma() {
-  return kArchHasWmma && !std::is_same<T, float>::value;
-}
+// The tensor-core path (bfloat16 / float16 on sm_80+) or the FMA path: use_wmma<T>() of lstm_cell.cuh.
 
 // Shared-memory row padding (elements): float32 rows read down a column by consecutive threads need an odd
 // stride (33) against bank conflicts; wmma needs ldm a multiple of 8 (16-bit operands) or 4 (float32 results)
@@ -72,36 +64,7 @@ constexpr int kResultPad = 4;
 // Line tiles of the launch of step s: enough for the direction with the most lines among those active at s
 // (at least one for every s < sweep::sweep_steps(geo)).
 inline int64_t line_tiles(const Geometry& geo, int64_t s) {
-  int64_t lines = 0;
-  for (int r = 0; r < geo.R; ++r) {
-    if (s < geo.dir[r].len && geo.dir[r].lines > lines) lines = geo.dir[r].lines;
-  }
-  return (lines + kLines - 1) / kLines;
-}
-
-// ---- Conversions ----
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16(v);  // round to nearest even
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half(v);  // round to nearest even
-}
-
-template <typename T>
-__device__ __forceinline__ T zero_value() {
-  return from_float<T>(0.0f);
+  return (sweep::active_lines(geo, s) + kLines - 1) / kLines;
 }
 
 // ---- Step parameters ----
@@ -317,24 +280,15 @@ __global__ void __launch_bounds__(kThreads) lstm_fwd_step_kernel(const FwdParams
     if (pos < 0 || j >= H) continue;
     const int64_t n = m0 + m;
     const T* pre = p.pre + pos * (R * (int64_t)G) + (int64_t)r * G;
-    const float gi = math::sigmoid(sm.c[m][0 * kFwdUnits + jj] + to_float(pre[j]));
-    const float gf = math::sigmoid(sm.c[m][1 * kFwdUnits + jj] + to_float(pre[H + j]));
-    const float gg = math::tanh(sm.c[m][2 * kFwdUnits + jj] + to_float(pre[2 * H + j]));
-    const float go = math::sigmoid(sm.c[m][3 * kFwdUnits + jj] + to_float(pre[3 * H + j]));
     float* c_run = p.c_run + ((int64_t)r * p.lines_max + n) * H + j;
     const float c_prev = p.s == 0 ? to_float(p.c0[(int64_t)r * H + j]) : *c_run;
-    const float c = fmaf(gf, c_prev, gi * gg);
-    const float h = go * math::tanh(c);
-    *c_run = c;
-    p.y[pos * (R * (int64_t)H) + (int64_t)r * H + j] = from_float<T>(h);
-    if (p.gates != nullptr) {
-      T* g_out = p.gates + ((int64_t)r * N + pos) * G;
-      g_out[j] = from_float<T>(gi);
-      g_out[H + j] = from_float<T>(gf);
-      g_out[2 * H + j] = from_float<T>(gg);
-      g_out[3 * H + j] = from_float<T>(go);
-    }
-    if (p.cell != nullptr) p.cell[((int64_t)r * N + pos) * H + j] = c;
+    const CellForward st =
+        cell_forward(sm.c[m][0 * kFwdUnits + jj] + to_float(pre[j]), sm.c[m][1 * kFwdUnits + jj] + to_float(pre[H + j]),
+                     sm.c[m][2 * kFwdUnits + jj] + to_float(pre[2 * H + j]),
+                     sm.c[m][3 * kFwdUnits + jj] + to_float(pre[3 * H + j]), c_prev);
+    *c_run = st.c;
+    p.y[pos * (R * (int64_t)H) + (int64_t)r * H + j] = from_float<T>(st.h);
+    save_forward(st, p.gates, p.cell, (int64_t)r * N + pos, H, j);
   }
 }
 
@@ -461,18 +415,9 @@ __global__ void __launch_bounds__(kThreads) lstm_bwd_step_kernel(const BwdParams
     const float c_prev = prev < 0 ? to_float(p.c0[(int64_t)r * H + j]) : p.cell[((int64_t)r * N + prev) * H + j];
     float* dc_run = p.dc_run + ((int64_t)r * p.lines_max + n) * H + j;
     const float carry = last ? 0.0f : *dc_run;
-    const float tc = math::tanh(c);
-    const float dc = carry + dh * go * (1.0f - tc * tc);
-    const float d_i = dc * gg * gi * (1.0f - gi);
-    const float d_f = dc * c_prev * gf * (1.0f - gf);
-    const float d_g = dc * gi * (1.0f - gg * gg);
-    const float d_o = dh * tc * go * (1.0f - go);
-    *dc_run = dc * gf;
-    T* dg = p.dgates + pos * (R * (int64_t)G) + (int64_t)r * G;
-    dg[j] = from_float<T>(d_i);
-    dg[H + j] = from_float<T>(d_f);
-    dg[2 * H + j] = from_float<T>(d_g);
-    dg[3 * H + j] = from_float<T>(d_o);
+    const CellBackward d = cell_backward(dh, carry, gi, gf, gg, go, c, c_prev);
+    *dc_run = d.dc_prev;
+    store_gate_grads(d, p.dgates + pos * (R * (int64_t)G) + (int64_t)r * G, H, j);
   }
 }
 

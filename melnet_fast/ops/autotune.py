@@ -7,7 +7,7 @@ run at all. Instead, melnet_fast.tune(fn, *args, **kwargs) runs fn once in tunin
 records the fastest for (op, shapes, dtype, GPU model). Later calls with those shapes take it, in this process, and
 in later ones when the choices go to a JSON file (tune(..., cache_file=...) or the environment variable
 MELNET_FAST_TUNE_CACHE, which "auto" also reads). Without a recorded choice "auto" takes the first candidate in the
-op's order (the cuda kernels).
+op's order (the cuda kernels; of the sweep, its first design).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-TUNED = ("cuda", "triton")  # the backends "auto" chooses among by timing
+TUNED = ("cuda", "cuda_gemm", "triton")  # the backends "auto" chooses among by timing
 TUNED_DEVICES = ("cuda",)  # device types where it does
 CACHE_ENV = "MELNET_FAST_TUNE_CACHE"
 _FORMAT = 1

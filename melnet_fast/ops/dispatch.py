@@ -96,6 +96,8 @@ class OpTable:
 
     def _resolve(self, device: torch.device, dtype: torch.dtype, shape_key: tuple, exclude: Sequence[str]) -> str:
         name = backends.get_backend()
+        if name not in self.by_name and backends.VARIANTS.get(name) in self.by_name:
+            name = backends.VARIANTS[name]  # an op without this variant runs the backend it varies
         if name == "auto":
             candidates = self._candidates(device, dtype, exclude)
             if not candidates:

@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint as recompute_checkpoint
 from melnet_fast import ops
 from melnet_fast.config import MelNetConfig
 from melnet_fast.model import MelNet
+from melnet_fast.modules.sweep_lstm import SweepLSTM
 from melnet_fast.multiscale import tier_shapes
 from melnet_fast.train import distributed as dist_utils
 from melnet_fast.train.baseline import ChannelGaussian
@@ -58,11 +59,18 @@ class TierLosses(nn.Module):
     when guide_sigma is given and tier 1 is trained, else a zero scalar.
 
     A module of its own so that DistributedDataParallel can wrap it. recompute: run each tier's forward again
-    in backward instead of storing its activations (torch.utils.checkpoint)."""
+    in backward instead of storing its activations (torch.utils.checkpoint), and turn on the segmented recompute
+    of every sweep of the trained tiers (SweepLSTM.recompute: no gates kept, spans recomputed in backward), so that
+    the gates are never stored, not even while a tier's forward runs again."""
 
     def __init__(self, model: MelNet, tiers, recompute: bool = False, guide_sigma: float | None = None):
         super().__init__()
         self.model, self.tiers, self.recompute, self.guide_sigma = model, tuple(tiers), recompute, guide_sigma
+        if recompute:
+            for g in self.tiers:
+                for module in model.tiers[g - 1].modules():
+                    if isinstance(module, SweepLSTM):
+                        module.recompute = True
 
     def _tier(self, x: torch.Tensor, cond, lengths, g: int):
         loss, guide = self.model.loss_and_guide(x, cond, tiers=[g], lengths=lengths,

@@ -21,7 +21,10 @@ CSRC = REPO / "csrc"
 KERNEL_SOURCE = CSRC / "cuda" / "lstm_step.cuh"
 # The torch-free headers of csrc/ that device code includes unchanged (found through -I csrc).
 SHARED_HEADERS = [CSRC / name for name in ("scalar_math.h", "mixture_draw.h", "sampler_layout.h", "sweep_geometry.h")]
-HARNESS = [HERE / "emu_sweep.cpp", HERE / "emu_selftest.h", HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")),
+# The second sweep design's device headers, included unchanged (they declare no __shared__ memory).
+EPILOGUE_HEADERS = [CSRC / "cuda" / name for name in ("lstm_epilogue.cuh", "lstm_cell.cuh")]
+HARNESS = [HERE / "emu_sweep.cpp", *EPILOGUE_HEADERS, HERE / "emu_selftest.h", HERE / "emu_buffer.h",
+           *sorted((HERE / "shim").glob("*.h")),
            *SHARED_HEADERS]
 FLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-Wextra", "-Wno-unknown-pragmas"]
 # "sm80": the kernels as compiled for sm_80 and newer (wmma tensor-core path for 16-bit dtypes); "sm75": as for

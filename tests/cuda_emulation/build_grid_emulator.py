@@ -35,8 +35,10 @@ HARNESSES = {
                                             "sample_tier_flags_kernel.cuh"], "csrc"),
     "gmm_nll": ("emu_gmm.cpp", ["gmm_nll_kernel.cuh"], "csrc"),
     "grid_selftest": ("emu_grid_selftest.cpp", ["emu_grid_selftest.cuh"], "here"),
+    "sweep_narrow": ("emu_sweep_narrow.cpp", ["lstm_narrow.cuh"], "csrc"),
 }
-COMMON = [HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")), *SHARED_HEADERS, CUDA_DIR / "flags.cuh"]
+COMMON = [HERE / "emu_buffer.h", *sorted((HERE / "shim").glob("*.h")), *SHARED_HEADERS, CUDA_DIR / "flags.cuh",
+          CUDA_DIR / "lstm_cell.cuh"]
 
 # "extern __shared__ [__align__(n)] TYPE NAME[];"
 _ALIGN = r"(?:__align__\((?:[^()]|\([^()]*\))*\)\s+)?"

@@ -5,6 +5,8 @@
 //
 //   emu_sweep fwd_step DTYPE B T F H ORDER POISON SAVE STEP DIR CODE...   DTYPE f32|bf16|f16, CODE 0..3 each
 //   emu_sweep bwd_step DTYPE B T F H ORDER POISON STEP DIR CODE...
+//   emu_sweep fwd_epilogue DTYPE B T F H ORDER POISON SAVE STEP DIR R CODE*R ROWS*R   (csrc/cuda/lstm_epilogue.cuh;
+//   emu_sweep bwd_epilogue DTYPE B T F H ORDER POISON STEP DIR R CODE*R ROWS*R         ROWS: rows of recR.bin, 0: none)
 //   emu_sweep selftest NAME ORDER POISON DIR                          see emu_selftest.h
 //   emu_sweep convert DIR                                             the shim's float <-> 16-bit conversions
 //
@@ -18,12 +20,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "emu_runtime.h"
 // The rewritten copy of csrc/cuda/lstm_step.cuh in the build folder (its #line directive names the original).
 #include "lstm_step.cuh"
+// The second design's epilogues (no __shared__: included from csrc/ unchanged).
+#include "cuda/lstm_epilogue.cuh"
 #include "emu_buffer.h"
 #include "emu_selftest.h"
 
@@ -117,6 +122,103 @@ void backward_step(const Sweep& sw, int64_t step, const std::string& dir) {
   for (Buffer* b : {&dgates, &dc_run}) b->save(dir);
 }
 
+// The recurrent products of an epilogue step, rec0.bin .. rec{R-1}.bin, float32 [rows[r], cols] (none when 0 rows),
+// checked as the epilogue ops of lstm_sweep_2d.cu check them: one row per line of an active direction that reads
+// one, or (one_row_ok) a single shared row.
+struct Products {
+  std::vector<std::unique_ptr<Buffer>> bufs;
+  const float* ptrs[sc::kMaxDirections] = {};
+  int64_t ld[sc::kMaxDirections] = {};
+};
+
+void load_products(Products& out, const Sweep& sw, const std::vector<int64_t>& rows, int64_t step, int64_t cols,
+                   bool one_row_ok, bool backward, const std::string& dir) {
+  for (int r = 0; r < sw.R; ++r) {
+    const auto& d = sw.geo.dir[r];
+    const bool reads = step < d.len && !(backward && step == d.len - 1);
+    if (!reads) {
+      if (rows[r] != 0) emu::fail("rec%d must be empty at step %ld", r, static_cast<long>(step));
+      continue;
+    }
+    if (rows[r] != d.lines && !(one_row_ok && rows[r] == 1)) {
+      emu::fail("rec%d has %ld rows, expected %ld", r, static_cast<long>(rows[r]), static_cast<long>(d.lines));
+    }
+    out.bufs.push_back(std::make_unique<Buffer>("rec" + std::to_string(r), rows[r] * cols * sizeof(float)));
+    out.bufs.back()->load(dir);
+    out.ptrs[r] = out.bufs.back()->as<const float>();
+    out.ld[r] = rows[r] == 1 && d.lines != 1 ? 0 : cols;
+  }
+}
+
+dim3 epilogue_grid(const Sweep& sw, int64_t step) {
+  return dim3(static_cast<unsigned>(sc::epilogue_line_tiles(sw.geo, step)),
+              static_cast<unsigned>(ceil_div(sw.H, sc::kEpilogueUnits)), static_cast<unsigned>(sw.R));
+}
+
+// One forward epilogue: rec*, pre, c0 in; y, c_run and, with save, gates and cell in and out.
+template <typename T>
+void forward_epilogue(const Sweep& sw, bool save, int64_t step, const std::vector<int64_t>& rows,
+                      const std::string& dir) {
+  const int64_t N = sw.N, R = sw.R, G = sw.G, H = sw.H;
+  Products rec;
+  load_products(rec, sw, rows, step, G, /*one_row_ok=*/step == 0, /*backward=*/false, dir);
+  Buffer pre("pre", N * R * G * sizeof(T)), c0("c0", R * H * sizeof(T));
+  for (Buffer* b : {&pre, &c0}) b->load(dir);
+  Buffer y("y", N * R * H * sizeof(T)), c_run("c_run", R * sw.lines_max * H * sizeof(float)),
+      gates("gates", save ? R * N * G * sizeof(T) : 0), cell("cell", save ? R * N * H * sizeof(float) : 0);
+  for (Buffer* b : {&y, &c_run, &gates, &cell}) {
+    if (b->bytes() > 0) b->load(dir, /*input=*/false);
+  }
+  sc::EpilogueFwdParams<T> p;
+  for (int r = 0; r < sc::kMaxDirections; ++r) {
+    p.rec[r] = rec.ptrs[r];
+    p.rec_ld[r] = rec.ld[r];
+  }
+  p.pre = pre.as<const T>();
+  p.c0 = c0.as<const T>();
+  p.y = y.as<T>();
+  p.c_run = c_run.as<float>();
+  p.gates = save ? gates.as<T>() : nullptr;
+  p.cell = save ? cell.as<float>() : nullptr;
+  p.lines_max = sw.lines_max;
+  p.geo = sw.geo;
+  p.s = static_cast<int>(step);
+  emu::launch(sc::lstm_fwd_epilogue_kernel<T>, epilogue_grid(sw, step), dim3(sc::kEpilogueThreads), p);
+  for (auto& b : rec.bufs) b->check();
+  for (Buffer* b : {&pre, &c0, &y, &c_run, &gates, &cell}) b->check();
+  for (Buffer* b : {&y, &c_run, &gates, &cell}) {
+    if (b->bytes() > 0) b->save(dir);
+  }
+}
+
+// One backward epilogue: rec*, grad_y, gates, cell, c0 in; dgates and dc_run in and out.
+template <typename T>
+void backward_epilogue(const Sweep& sw, int64_t step, const std::vector<int64_t>& rows, const std::string& dir) {
+  const int64_t N = sw.N, R = sw.R, G = sw.G, H = sw.H;
+  Products rec;
+  load_products(rec, sw, rows, step, H, /*one_row_ok=*/false, /*backward=*/true, dir);
+  Buffer grad_y("grad_y", N * R * H * sizeof(T)), gates("gates", R * N * G * sizeof(T)),
+      cell("cell", R * N * H * sizeof(float)), c0("c0", R * H * sizeof(T));
+  for (Buffer* b : {&grad_y, &gates, &cell, &c0}) b->load(dir);
+  Buffer dgates("dgates", N * R * G * sizeof(T)), dc_run("dc_run", R * sw.lines_max * H * sizeof(float));
+  for (Buffer* b : {&dgates, &dc_run}) b->load(dir, /*input=*/false);
+  sc::EpilogueBwdParams<T> p;
+  for (int r = 0; r < sc::kMaxDirections; ++r) p.rec[r] = rec.ptrs[r];
+  p.grad_y = grad_y.as<const T>();
+  p.gates = gates.as<const T>();
+  p.cell = cell.as<const float>();
+  p.c0 = c0.as<const T>();
+  p.dgates = dgates.as<T>();
+  p.dc_run = dc_run.as<float>();
+  p.lines_max = sw.lines_max;
+  p.geo = sw.geo;
+  p.s = static_cast<int>(step);
+  emu::launch(sc::lstm_bwd_epilogue_kernel<T>, epilogue_grid(sw, step), dim3(sc::kEpilogueThreads), p);
+  for (auto& b : rec.bufs) b->check();
+  for (Buffer* b : {&grad_y, &gates, &cell, &c0, &dgates, &dc_run}) b->check();
+  for (Buffer* b : {&dgates, &dc_run}) b->save(dir);
+}
+
 template <typename Fn>
 void dispatch(const std::string& dtype, Fn&& fn) {
   if (dtype == "f32") {
@@ -203,6 +305,35 @@ int main(int argc, char** argv) {
     emu::g_order = static_cast<int>(arg_int(argv, 3));
     emu::g_poison = static_cast<int>(arg_int(argv, 4));
     run_selftest(argv[2], argv[5]);
+    return 0;
+  }
+  const bool fwd_epi = mode == "fwd_epilogue";
+  if ((fwd_epi && argc >= 15) || (mode == "bwd_epilogue" && argc >= 14)) {
+    const std::string dtype = argv[2];
+    const int64_t B = arg_int(argv, 3), T = arg_int(argv, 4), F = arg_int(argv, 5), H = arg_int(argv, 6);
+    emu::g_order = static_cast<int>(arg_int(argv, 7));
+    emu::g_poison = static_cast<int>(arg_int(argv, 8));
+    int i = 9;
+    const bool save = fwd_epi ? arg_int(argv, i++) != 0 : true;
+    const int64_t step = arg_int(argv, i++);
+    const std::string dir = argv[i++];
+    const int64_t R = arg_int(argv, i++);
+    if (R < 1 || argc != i + 2 * R) emu::fail("expected %ld codes and %ld row counts", static_cast<long>(R),
+                                              static_cast<long>(R));
+    std::vector<int64_t> codes, rows;
+    for (int r = 0; r < R; ++r) codes.push_back(arg_int(argv, i++));
+    for (int r = 0; r < R; ++r) rows.push_back(arg_int(argv, i++));
+    const Sweep sw = make_sweep(B, T, F, H, codes);
+    if (step < 0 || step >= sw.steps) emu::fail("step %ld outside [0, %ld)", static_cast<long>(step),
+                                                static_cast<long>(sw.steps));
+    dispatch(dtype, [&](auto tag) {
+      using T_ = decltype(tag);
+      if (fwd_epi) {
+        forward_epilogue<T_>(sw, save, step, rows, dir);
+      } else {
+        backward_epilogue<T_>(sw, step, rows, dir);
+      }
+    });
     return 0;
   }
   const bool fwd = mode == "fwd_step";

@@ -76,18 +76,28 @@ def check_rms_within_reference(name, fast, ref_low, exact, factor=2.0):
     assert fast_rms <= factor * ref_rms, f"{name}: RMS error {fast_rms:.3e} above {factor} x reference {ref_rms:.3e}"
 
 
-def check_against_reference(inputs, directions, recompute=False):
-    """inputs on the GPU (any strides): the cuda backend's value and gradients against the CPU references."""
+def check_against_reference(inputs, directions, recompute=False, backend="cuda"):
+    """inputs on the GPU (any strides): the backend's value and gradients against the CPU references; returns them
+    (the backend's)."""
     dtype, device = inputs[0].dtype, inputs[0].device
     cpu = [t.cpu() for t in inputs]
     exact = value_and_grads("reference", [t.double() for t in cpu], directions)
     ref_low = value_and_grads("reference", cpu, directions)
-    got = value_and_grads("cuda", inputs, directions, recompute)
+    got = value_and_grads(backend, inputs, directions, recompute)
     for name, g, r, e in zip(SWEEP_RESULTS, got, ref_low, exact):
         assert g.dtype == dtype and g.device == device, f"{name}: {g.dtype} on {g.device}"
-        g = g.cpu()
-        assert_error_within_reference(name, g, r, e)
-        check_rms_within_reference(name, g, r, e)
+        assert_error_within_reference(name, g.cpu(), r, e)
+        check_rms_within_reference(name, g.cpu(), r, e)
+    return got
+
+
+def check_noncontiguous_inputs(dtype, backend="cuda"):
+    directions = ["f-", "t+", "t-"]
+    inputs = strided_sweep_inputs(cuda_inputs(3, 11, 5, 9, 40, len(directions), dtype))
+    copies = [t.clone() for t in inputs]
+    check_against_reference(inputs, directions, backend=backend)
+    for name, t, c in zip(SWEEP_ARGS, inputs, copies):
+        assert torch.equal(t, c), f"{name} was modified"
 
 
 def cuda_inputs(B, T, F, I, H, R, dtype, seed=0):
@@ -102,12 +112,7 @@ def test_error_within_reference_error(B, T, F, I, H, directions, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_noncontiguous_inputs(dtype):
-    directions = ["f-", "t+", "t-"]
-    inputs = strided_sweep_inputs(cuda_inputs(3, 11, 5, 9, 40, len(directions), dtype))
-    copies = [t.clone() for t in inputs]
-    check_against_reference(inputs, directions)
-    for name, t, c in zip(SWEEP_ARGS, inputs, copies):
-        assert torch.equal(t, c), f"{name} was modified"
+    check_noncontiguous_inputs(dtype)
 
 
 @pytest.mark.parametrize("mode", [True, 3], ids=["k-sqrt", "k3"])

@@ -78,3 +78,30 @@ def test_triton_ops_on_cuda():
     gmm = [t.cuda().float().requires_grad_() for t in make_gmm_inputs((3, 5), 4)]
     torch.library.opcheck(ops.gmm_nll_fwd_triton.default, tuple(gmm))
     torch.library.opcheck(ops.gmm_nll_fwd_local_triton.default, tuple(gmm))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_second_sweep_design_ops(dtype):
+    """The cuda_gemm design: its custom ops (the GPU host over GEMMs, epilogues and the narrow phase), an epilogue op
+    and a narrow-phase op (mutating the caller's buffers)."""
+    from melnet_fast.ops.lstm_sweep import gemm_backend  # noqa: F401  (registers the ops)
+
+    inputs, codes = sweep_inputs(dtype, requires_grad=True)
+    torch.library.opcheck(ops.lstm_sweep_2d_fwd_gemm.default, (*inputs, codes, True))
+    x, w_ih, w_hh, _, h0, c0 = [t.detach() for t in inputs]
+    y, gates, cell = ops.lstm_sweep_2d_fwd_gemm(*[t.detach() for t in inputs], codes, True)
+    torch.library.opcheck(ops.lstm_sweep_2d_bwd_gemm.default, (torch.randn_like(y), x, w_ih, w_hh, h0, c0, y, gates,
+                                                               cell, codes))
+    B, T, F, _ = x.shape
+    R, G, H = w_hh.shape
+    lines = gpu_host.line_counts(codes, B, T, F)
+    pre = torch.randn(B, T, F, R * G, device="cuda").to(dtype)
+    c_run = torch.zeros(R, max(lines), H, device="cuda")
+    rec = [torch.randn(1, G, device="cuda") for _ in codes]  # step 0: one row per direction, shared by its lines
+    torch.library.opcheck(ops.lstm_sweep_fwd_epilogue.default,
+                          (rec, pre, c0, torch.zeros_like(y), c_run, torch.zeros_like(gates), torch.zeros_like(cell),
+                           codes, 0, True))
+    # T = 3 < F = 4: f- alone from step 3 (B*T = 6 lines: one line block); the op zeroes its counters itself.
+    arrivals = torch.empty(R, 1, dtype=torch.int32, device="cuda")
+    torch.library.opcheck(ops.lstm_sweep_fwd_narrow.default,
+                          (pre, w_hh, y.clone(), c_run, gates.clone(), cell.clone(), arrivals, codes, 3, 4, True))

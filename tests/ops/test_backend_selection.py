@@ -8,7 +8,7 @@ import torch
 
 import melnet_fast
 from melnet_fast import backends
-from melnet_fast.ops import dispatch, gmm_nll, lstm_sweep_2d
+from melnet_fast.ops import autotune, dispatch, gmm_nll, lstm_sweep_2d
 from tests.ops.helpers import gmm_value_and_grads, make_gmm_inputs, make_sweep_inputs, sweep_value_and_grads
 
 sweep_module = importlib.import_module("melnet_fast.ops.lstm_sweep")
@@ -149,3 +149,32 @@ def test_a_backend_an_op_lacks_is_named():
     with melnet_fast.use_backend("triton"), pytest.raises(RuntimeError, match="sample_tier: backend 'triton' does "
                                                                              "not implement this op"):
         dispatch.REGISTRY["sample_tier"].resolve(torch.ones(1))
+
+
+def test_the_second_cuda_sweep_design_runs_only_when_measured_faster_or_forced(monkeypatch):
+    """cuda_gemm, the sweep's second cuda design, is a variant of cuda: "auto" keeps the first design unless
+    melnet_fast.tune recorded the variant as faster at that shape; use_backend forces either; an op without the
+    variant runs cuda. (A stand-in table on CPU tensors, since no GPU is needed to check the choice.)"""
+    assert [b.name for b in sweep_module.OP.backends][:2] == ["cuda", "cuda_gemm"]
+    assert "cuda_gemm" in autotune.TUNED and backends.VARIANTS["cuda_gemm"] == "cuda"
+    assert backends.why_unavailable("cuda_gemm") == backends.why_unavailable("cuda")
+    monkeypatch.setattr(backends, "why_unavailable", lambda name: None)
+    monkeypatch.setattr(autotune, "TUNED_DEVICES", ("cpu",))
+    monkeypatch.delenv(autotune.CACHE_ENV, raising=False)
+    autotune.clear()
+    x = torch.randn(2, 3)
+    table = [dispatch.Backend(n, frozenset(["cpu"]), "math:sqrt") for n in ("cuda", "cuda_gemm", "reference")]
+    op = dispatch.OpTable("op", "x", table)
+    try:
+        assert op.resolve(x, shape_key=(7,)) == "cuda"
+        autotune._choices[autotune._key("op", (7,), x.dtype, x.device)] = "cuda_gemm"
+        assert op.resolve(x, shape_key=(7,)) == "cuda_gemm"
+        assert op.resolve(x, shape_key=(8,)) == "cuda"  # measured at another shape only
+        for name in ("cuda", "cuda_gemm"):
+            with melnet_fast.use_backend(name):
+                assert op.resolve(x, shape_key=(7,)) == name
+        without = dispatch.OpTable("op", "x", [table[0], table[2]])
+        with melnet_fast.use_backend("cuda_gemm"):
+            assert without.resolve(x) == "cuda"
+    finally:
+        autotune.clear()

@@ -47,6 +47,23 @@ def test_recompute_gives_the_same_training(tiny_config, datasets):
         torch.testing.assert_close(runs[1][name], runs[0][name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_recompute_runs_the_sweeps_segmented(tiny_config, datasets, monkeypatch):
+    """recompute=True also turns on the sweeps' own segmented recompute (no gates stored), in the trained tiers."""
+    from melnet_fast.modules.sweep_lstm import SweepLSTM
+    from melnet_fast.ops.lstm_sweep import recompute as segmented
+
+    calls = []
+    real = segmented.segmented_sweep
+    monkeypatch.setattr(segmented, "segmented_sweep", lambda *a, **k: calls.append(1) or real(*a, **k))
+    train, _ = datasets
+    model = make_model(tiny_config)
+    Trainer(model, train, None, options(steps=1, tiers=(2,), recompute=True)).fit()
+    sweeps = {g: [m.recompute for m in model.tiers[g - 1].modules() if isinstance(m, SweepLSTM)]
+              for g in range(1, tiny_config.n_tiers + 1)}
+    assert sweeps[2] and all(sweeps[2]) and not any(sweeps[1]), sweeps
+    assert calls, "no sweep ran its segmented recompute"
+
+
 def test_each_tier_gets_the_gradient_of_its_own_nll(tiny_config, datasets):
     """Summing per-tier means must give tier g exactly d(mean NLL of tier g) / d(its parameters)."""
     train, _ = datasets

@@ -12,10 +12,13 @@ from melnet_fast.ops.lstm_sweep import recompute as segmented
 from melnet_fast.ops.lstm_sweep.cpp_backend import DIRECTION_CODES
 from melnet_fast.ops.lstm_sweep.reference import lstm_sweep_2d_ref
 
-# The backends, fastest first (the order "auto" tries; melnet_fast.tune() may prefer triton to cuda per shape).
-# cpu and cuda are one function: the extension's op runs the kernel of the tensors' device.
+# The backends, fastest first (the order "auto" tries; melnet_fast.tune() may prefer cuda_gemm or triton to cuda per
+# shape, and only from its measurements: without them "auto" runs cuda, the first design). cuda_gemm is the cuda
+# backend's second design (gemm_backend.py). cpu and cuda are one function: the extension's op runs the kernel of the
+# tensors' device.
 OP = dispatch.register("lstm_sweep_2d", "x", [
     ("cuda", ["cuda"], "melnet_fast.ops.lstm_sweep.cpp_backend:lstm_sweep_2d_cpp"),
+    ("cuda_gemm", ["cuda"], "melnet_fast.ops.lstm_sweep.gemm_backend:lstm_sweep_2d_gemm"),
     ("triton", ["cuda", "cpu"], "melnet_fast.ops.lstm_sweep.triton_backend:lstm_sweep_2d_triton"),
     ("cpu", ["cpu"], "melnet_fast.ops.lstm_sweep.cpp_backend:lstm_sweep_2d_cpp"),
     ("reference", ["cpu", "cuda"], "melnet_fast.ops.lstm_sweep.reference:lstm_sweep_2d_ref"),
@@ -26,6 +29,8 @@ OP = dispatch.register("lstm_sweep_2d", "x", [
 SPANS = {
     "cuda": segmented.OpSpans(lambda *a: torch.ops.melnet_fast.lstm_sweep_2d_fwd(*a),
                               lambda *a: torch.ops.melnet_fast.lstm_sweep_2d_bwd(*a)),
+    "cuda_gemm": segmented.OpSpans(lambda *a: torch.ops.melnet_fast.lstm_sweep_2d_fwd_gemm(*a),
+                                   lambda *a: torch.ops.melnet_fast.lstm_sweep_2d_bwd_gemm(*a)),
     "triton": segmented.OpSpans(lambda *a: torch.ops.melnet_fast.lstm_sweep_2d_fwd_triton(*a),
                                 lambda *a: torch.ops.melnet_fast.lstm_sweep_2d_bwd_triton(*a)),
     "reference": segmented.REFERENCE_SPANS,

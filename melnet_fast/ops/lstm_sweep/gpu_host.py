@@ -4,7 +4,9 @@ Forward: the input projections of every direction as one GEMM (pre = x @ w_ih^T 
 step loop over the backend's fused forward step kernel. Backward: the step loop over its backward step kernel (the
 gradient of pre, dgates), then dx, dw_ih, dw_hh and the sums for dbias, dh0, dc0, every one accumulated in float32.
 A backend provides only its two step kernels (StepKernels: the cuda backend's ops of csrc/cuda/lstm_sweep_2d.cu,
-the triton backend's kernels of melnet_fast.kernels.lstm_sweep_2d, or the CUDA emulator of the tests). The CPU
+the triton backend's kernels of melnet_fast.kernels.lstm_sweep_2d, the cuda_gemm design's GEMMs and epilogues of
+gemm_steps.py, or the CUDA emulator of the tests), and optionally (NarrowPhase) a persistent kernel for the steps
+where only one axis's directions are left. The CPU
 backend keeps its own fused C++ host (csrc/lstm_sweep_2d_cpu.cpp) with the same step rule.
 
 Buffers (N = B*T*F positions, row = (b*T + t)*F + f; G = 4H; gates i, f, g, o): pre, dgates [B, T, F, R*G] and
@@ -43,6 +45,30 @@ class StepKernels(Protocol):
     def backward_step(self, step: int, grad_y, w_hh, c0, gates, cell, dgates, dc_run, codes: Sequence[int]) -> None:
         """Reads grad_y, gates, cell, c0 and the next position's dgates and dc_run; writes dgates and dc_run at the
         step's positions."""
+
+    # Optionally (NarrowPhase): a persistent kernel for the steps after the first wide_steps(...) ones.
+
+
+class NarrowPhase(Protocol):
+    """StepKernels that run the last steps of a sweep (from wide_steps(...) on, where only one axis's directions
+    are left) in one call each way: the cuda_gemm design's persistent kernels (gemm_steps.py)."""
+
+    def wide_steps(self, codes: Sequence[int], B: int, T: int, F: int, H: int, dtype: torch.dtype) -> int:
+        """The steps run one by one (forward_step / backward_step); the rest, if any, by the two methods below."""
+
+    def forward_narrow(self, s_begin: int, s_end: int, pre, w_hh, y, c_run, gates, cell, codes: Sequence[int],
+                       save: bool) -> None:
+        """Steps s_begin..s_end-1 of forward_step at once."""
+
+    def backward_narrow(self, s_begin: int, s_end: int, grad_y, w_hh, gates, cell, dgates, dc_run,
+                        codes: Sequence[int]) -> None:
+        """Steps s_end-1 down to s_begin of backward_step at once."""
+
+
+def _wide_steps(kernels, codes: Sequence[int], B: int, T: int, F: int, H: int, dtype: torch.dtype) -> int:
+    steps = sweep_steps(codes, T, F)
+    wide = getattr(kernels, "wide_steps", None)
+    return steps if wide is None else wide(codes, B, T, F, H, dtype)
 
 
 def sweep_steps(codes: Sequence[int], T: int, F: int) -> int:
@@ -88,8 +114,11 @@ def forward(kernels: StepKernels, x, w_ih, w_hh, bias, h0, c0, codes: Sequence[i
     pre = torch.addmm(bias.reshape(R * G), x.reshape(-1, I), w_ih.reshape(R * G, I).t()).view(B, T, F, R * G)
     c_run = _buffer((R, max(line_counts(codes, B, T, F)), H), torch.float32, device)
     w_hh, h0, c0 = w_hh.contiguous(), h0.contiguous(), c0.contiguous()
-    for s in range(sweep_steps(codes, T, F)):
+    steps, wide = sweep_steps(codes, T, F), _wide_steps(kernels, codes, B, T, F, H, dtype)
+    for s in range(wide):
         kernels.forward_step(s, pre, w_hh, h0, c0, y, c_run, gates, cell, codes, save)
+    if wide < steps:
+        kernels.forward_narrow(wide, steps, pre, w_hh, y, c_run, gates, cell, codes, save)
     return y, gates, cell
 
 
@@ -153,7 +182,10 @@ def backward(kernels: StepKernels, grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell
     dc_run = _buffer((R, max(lines), H), torch.float32, device)
     grad_y, w_hh_c, c0_c = grad_y.contiguous(), w_hh.contiguous(), c0.contiguous()
     gates, cell = gates.contiguous(), cell.contiguous()
-    for s in reversed(range(sweep_steps(codes, T, F))):
+    steps, wide = sweep_steps(codes, T, F), _wide_steps(kernels, codes, B, T, F, H, dtype)
+    if wide < steps:
+        kernels.backward_narrow(wide, steps, grad_y, w_hh_c, gates, cell, dgates, dc_run, codes)
+    for s in reversed(range(wide)):
         kernels.backward_step(s, grad_y, w_hh_c, c0_c, gates, cell, dgates, dc_run, codes)
 
     dx, dw_ih, dw_hh, dbias, dh0 = _gradients(dgates, x, w_ih, w_hh, h0, y, codes)
