@@ -67,6 +67,34 @@ Geometry check_geometry(const char* op, const at::Tensor& y, const at::Tensor& w
   return geo;
 }
 
+// The buffers shared by the forward ops of a step (step kernel, epilogue, narrow phase): y, pre and the running
+// cell state, and with save the gates and cells kept for the backward.
+void check_forward_buffers(const char* op, const Geometry& geo, const at::Tensor& y, const at::Tensor& pre,
+                           const at::Tensor& c_run, const at::Tensor& gates, const at::Tensor& cell, bool save) {
+  const int64_t B = y.size(0), T = y.size(1), F = y.size(2), R = geo.R, H = geo.H, G = 4 * H;
+  const auto dt = y.scalar_type();
+  check_buffer(op, "y", y, y, dt, {B, T, F, R * H});
+  check_buffer(op, "pre", pre, y, dt, {B, T, F, R * G});
+  check_buffer(op, "c_run", c_run, y, at::kFloat, {R, sweep::max_lines(geo), H});
+  if (save) {
+    check_buffer(op, "gates", gates, y, dt, {R, B, T, F, G});
+    check_buffer(op, "cell", cell, y, at::kFloat, {R, B, T, F, H});
+  }
+}
+
+// The buffers shared by the backward ops of a step: grad_y, the kept gates and cells, dgates and the running cell
+// gradient.
+void check_backward_buffers(const char* op, const Geometry& geo, const at::Tensor& grad_y, const at::Tensor& gates,
+                            const at::Tensor& cell, const at::Tensor& dgates, const at::Tensor& dc_run) {
+  const int64_t B = grad_y.size(0), T = grad_y.size(1), F = grad_y.size(2), R = geo.R, H = geo.H, G = 4 * H;
+  const auto dt = grad_y.scalar_type();
+  check_buffer(op, "grad_y", grad_y, grad_y, dt, {B, T, F, R * H});
+  check_buffer(op, "gates", gates, grad_y, dt, {R, B, T, F, G});
+  check_buffer(op, "cell", cell, grad_y, at::kFloat, {R, B, T, F, H});
+  check_buffer(op, "dgates", dgates, grad_y, dt, {B, T, F, R * G});
+  check_buffer(op, "dc_run", dc_run, grad_y, at::kFloat, {R, sweep::max_lines(geo), H});
+}
+
 template <typename Fn>
 void dispatch_storage(at::ScalarType dt, Fn&& fn) {
   switch (dt) {
@@ -105,18 +133,12 @@ void lstm_sweep_fwd_step_cuda(const at::Tensor& pre, const at::Tensor& w_hh, con
                               const at::Tensor& cell, at::IntArrayRef directions, int64_t step, bool save) {
   constexpr const char* op = "lstm_sweep_fwd_step (CUDA)";
   const Geometry geo = check_geometry(op, y, w_hh, "w_hh", directions, step);
-  const int64_t B = y.size(0), T = y.size(1), F = y.size(2), R = geo.R, H = geo.H, G = 4 * H;
+  const int64_t R = geo.R, H = geo.H;
   const auto dt = y.scalar_type();
-  check_buffer(op, "y", y, y, dt, {B, T, F, R * H});
-  check_buffer(op, "pre", pre, y, dt, {B, T, F, R * G});
-  check_buffer(op, "w_hh", w_hh, y, dt, {R, G, H});
+  check_forward_buffers(op, geo, y, pre, c_run, gates, cell, save);
+  check_buffer(op, "w_hh", w_hh, y, dt, {R, 4 * H, H});
   check_buffer(op, "h0", h0, y, dt, {R, H});
   check_buffer(op, "c0", c0, y, dt, {R, H});
-  check_buffer(op, "c_run", c_run, y, at::kFloat, {R, sweep::max_lines(geo), H});
-  if (save) {
-    check_buffer(op, "gates", gates, y, dt, {R, B, T, F, G});
-    check_buffer(op, "cell", cell, y, at::kFloat, {R, B, T, F, H});
-  }
   if (geo.N == 0 || H == 0) return;
   const c10::cuda::CUDAGuard guard(y.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -145,15 +167,11 @@ void lstm_sweep_bwd_step_cuda(const at::Tensor& grad_y, const at::Tensor& w_hh, 
                               const at::Tensor& dc_run, at::IntArrayRef directions, int64_t step) {
   constexpr const char* op = "lstm_sweep_bwd_step (CUDA)";
   const Geometry geo = check_geometry(op, grad_y, w_hh, "w_hh", directions, step);
-  const int64_t B = grad_y.size(0), T = grad_y.size(1), F = grad_y.size(2), R = geo.R, H = geo.H, G = 4 * H;
+  const int64_t R = geo.R, H = geo.H;
   const auto dt = grad_y.scalar_type();
-  check_buffer(op, "grad_y", grad_y, grad_y, dt, {B, T, F, R * H});
-  check_buffer(op, "w_hh", w_hh, grad_y, dt, {R, G, H});
+  check_backward_buffers(op, geo, grad_y, gates, cell, dgates, dc_run);
+  check_buffer(op, "w_hh", w_hh, grad_y, dt, {R, 4 * H, H});
   check_buffer(op, "c0", c0, grad_y, dt, {R, H});
-  check_buffer(op, "gates", gates, grad_y, dt, {R, B, T, F, G});
-  check_buffer(op, "cell", cell, grad_y, at::kFloat, {R, B, T, F, H});
-  check_buffer(op, "dgates", dgates, grad_y, dt, {B, T, F, R * G});
-  check_buffer(op, "dc_run", dc_run, grad_y, at::kFloat, {R, sweep::max_lines(geo), H});
   if (geo.N == 0 || H == 0) return;
   const c10::cuda::CUDAGuard guard(grad_y.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -208,16 +226,10 @@ void lstm_sweep_fwd_epilogue_cuda(at::TensorList rec, const at::Tensor& pre, con
                                   at::IntArrayRef directions, int64_t step, bool save) {
   constexpr const char* op = "lstm_sweep_fwd_epilogue (CUDA)";
   const Geometry geo = check_geometry(op, y, c0, "c0", directions, step);
-  const int64_t B = y.size(0), T = y.size(1), F = y.size(2), R = geo.R, H = geo.H, G = 4 * H;
+  const int64_t R = geo.R, H = geo.H, G = 4 * H;
   const auto dt = y.scalar_type();
-  check_buffer(op, "y", y, y, dt, {B, T, F, R * H});
-  check_buffer(op, "pre", pre, y, dt, {B, T, F, R * G});
+  check_forward_buffers(op, geo, y, pre, c_run, gates, cell, save);
   check_buffer(op, "c0", c0, y, dt, {R, H});
-  check_buffer(op, "c_run", c_run, y, at::kFloat, {R, sweep::max_lines(geo), H});
-  if (save) {
-    check_buffer(op, "gates", gates, y, dt, {R, B, T, F, G});
-    check_buffer(op, "cell", cell, y, at::kFloat, {R, B, T, F, H});
-  }
   const float* ptrs[sweep::kMaxDirections];
   int64_t ld[sweep::kMaxDirections];
   check_products(op, rec, geo, step, G, /*one_row_ok=*/step == 0, y, ptrs, ld, /*backward=*/false);
@@ -250,14 +262,10 @@ void lstm_sweep_bwd_epilogue_cuda(at::TensorList rec, const at::Tensor& grad_y, 
                                   const at::Tensor& dc_run, at::IntArrayRef directions, int64_t step) {
   constexpr const char* op = "lstm_sweep_bwd_epilogue (CUDA)";
   const Geometry geo = check_geometry(op, grad_y, c0, "c0", directions, step);
-  const int64_t B = grad_y.size(0), T = grad_y.size(1), F = grad_y.size(2), R = geo.R, H = geo.H, G = 4 * H;
+  const int64_t R = geo.R, H = geo.H;
   const auto dt = grad_y.scalar_type();
-  check_buffer(op, "grad_y", grad_y, grad_y, dt, {B, T, F, R * H});
+  check_backward_buffers(op, geo, grad_y, gates, cell, dgates, dc_run);
   check_buffer(op, "c0", c0, grad_y, dt, {R, H});
-  check_buffer(op, "gates", gates, grad_y, dt, {R, B, T, F, G});
-  check_buffer(op, "cell", cell, grad_y, at::kFloat, {R, B, T, F, H});
-  check_buffer(op, "dgates", dgates, grad_y, dt, {B, T, F, R * G});
-  check_buffer(op, "dc_run", dc_run, grad_y, at::kFloat, {R, sweep::max_lines(geo), H});
   const float* ptrs[sweep::kMaxDirections];
   int64_t ld[sweep::kMaxDirections];
   check_products(op, rec, geo, step, H, /*one_row_ok=*/false, grad_y, ptrs, ld, /*backward=*/true);
@@ -376,16 +384,10 @@ void lstm_sweep_fwd_narrow_cuda(const at::Tensor& pre, const at::Tensor& w_hh, c
                                 bool save) {
   constexpr const char* op = "lstm_sweep_fwd_narrow (CUDA)";
   const Geometry geo = check_geometry(op, y, w_hh, "w_hh", directions, s_begin);
-  const int64_t B = y.size(0), T = y.size(1), F = y.size(2), R = geo.R, H = geo.H, G = 4 * H;
+  const int64_t R = geo.R, H = geo.H;
   const auto dt = y.scalar_type();
-  check_buffer(op, "y", y, y, dt, {B, T, F, R * H});
-  check_buffer(op, "pre", pre, y, dt, {B, T, F, R * G});
-  check_buffer(op, "w_hh", w_hh, y, dt, {R, G, H});
-  check_buffer(op, "c_run", c_run, y, at::kFloat, {R, sweep::max_lines(geo), H});
-  if (save) {
-    check_buffer(op, "gates", gates, y, dt, {R, B, T, F, G});
-    check_buffer(op, "cell", cell, y, at::kFloat, {R, B, T, F, H});
-  }
+  check_forward_buffers(op, geo, y, pre, c_run, gates, cell, save);
+  check_buffer(op, "w_hh", w_hh, y, dt, {R, 4 * H, H});
   int active[sweep::kMaxDirections] = {};
   const dim3 grid = check_narrow(op, geo, s_begin, s_end, arrivals, y, active);
   if (geo.N == 0 || H == 0) return;
@@ -409,14 +411,10 @@ void lstm_sweep_bwd_narrow_cuda(const at::Tensor& grad_y, const at::Tensor& w_hh
                                 int64_t s_end) {
   constexpr const char* op = "lstm_sweep_bwd_narrow (CUDA)";
   const Geometry geo = check_geometry(op, grad_y, w_hh, "w_hh", directions, s_begin);
-  const int64_t B = grad_y.size(0), T = grad_y.size(1), F = grad_y.size(2), R = geo.R, H = geo.H, G = 4 * H;
+  const int64_t R = geo.R, H = geo.H;
   const auto dt = grad_y.scalar_type();
-  check_buffer(op, "grad_y", grad_y, grad_y, dt, {B, T, F, R * H});
-  check_buffer(op, "w_hh", w_hh, grad_y, dt, {R, G, H});
-  check_buffer(op, "gates", gates, grad_y, dt, {R, B, T, F, G});
-  check_buffer(op, "cell", cell, grad_y, at::kFloat, {R, B, T, F, H});
-  check_buffer(op, "dgates", dgates, grad_y, dt, {B, T, F, R * G});
-  check_buffer(op, "dc_run", dc_run, grad_y, at::kFloat, {R, sweep::max_lines(geo), H});
+  check_backward_buffers(op, geo, grad_y, gates, cell, dgates, dc_run);
+  check_buffer(op, "w_hh", w_hh, grad_y, dt, {R, 4 * H, H});
   int active[sweep::kMaxDirections] = {};
   const dim3 grid = check_narrow(op, geo, s_begin, s_end, arrivals, grad_y, active);
   if (geo.N == 0 || H == 0) return;
