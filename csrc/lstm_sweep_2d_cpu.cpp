@@ -3,8 +3,9 @@
 // The lines (independent sequences) of every direction are split into blocks, and each thread takes whole
 // blocks through all of their steps (sweep_lines_cpu.h): lines never depend on one another, so there is no
 // barrier per step, and both cores stay busy with all directions at once. Inside a block each step is one
-// register-tiled product per weight matrix over the block's rows, the gate maths fused after it. In backward the
-// input and weight gradients are large GEMMs after the loop (gemm.h: oneDNN or BLAS).
+// register-tiled product per weight matrix over the block's rows, the gate maths fused after it. In backward each
+// block also sums its share of the recurrent weight and bias gradients while its gate gradients are in cache; the
+// input and input weight gradients are large GEMMs after the loop (gemm.h: oneDNN or BLAS).
 //
 // The kernels are compiled for AVX-512, AVX2 + FMA and the x86-64 baseline and picked at run time from the
 // CPU's features (simd::cpu_level(); MELNET_FAST_CPU_LEVEL caps it, to test the narrower ones).
@@ -90,7 +91,8 @@ std::vector<LineBlock> line_blocks(const std::vector<Direction>& dirs) {
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return dirs[a].len > dirs[b].len; });
   std::vector<LineBlock> blocks;
   for (int64_t r : order)
-    for (int64_t k = 0; k < dirs[r].lines; k += size) blocks.push_back({r, k, std::min(k + size, dirs[r].lines)});
+    for (int64_t k = 0; k < dirs[r].lines; k += size)
+      blocks.push_back({r, k, std::min(k + size, dirs[r].lines), static_cast<int64_t>(blocks.size())});
   return blocks;
 }
 
@@ -208,21 +210,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::T
   return {y, gates, cell};
 }
 
-// The hidden state each position of one direction's lines saw as h_prev, as rows [B*T*F, H] in y's row order:
-// y_r [B, T, F, H] (that direction's channel slice of y) shifted by one position along the direction's axis
-// (time when along_t, else frequency), with the lines' initial states h0_r [lines, H] at their first positions.
-// dw_hh = dG^T @ this.
-at::Tensor previous_hidden(const at::Tensor& y_r, const at::Tensor& h0_r, bool along_t, bool reverse) {
-  const int64_t dim = along_t ? 1 : 2;
-  const int64_t L = y_r.size(dim);
-  std::vector<int64_t> shape(y_r.sizes().begin(), y_r.sizes().end());
-  shape[dim] = 1;
-  const auto first = h0_r.reshape(shape);  // lines b*F + f (along time) or b*T + t (along frequency)
-  const auto prev =
-      reverse ? at::cat({y_r.narrow(dim, 1, L - 1), first}, dim) : at::cat({first, y_r.narrow(dim, 0, L - 1)}, dim);
-  return prev.reshape({-1, y_r.size(3)});
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_bwd_cpu(
     const at::Tensor& grad_y_in, const at::Tensor& x_in, const at::Tensor& w_ih_in, const at::Tensor& w_hh_in,
     const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& y_in, const at::Tensor& gates_in,
@@ -244,12 +231,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
               "lstm_sweep_2d backward: the forward did not save its gates (called with save=false)");
 
   auto dxp = pooled({N, R * G}, x.options());  // gradients of the gate pre-activations
+  // The recurrent weight and bias gradients are summed by each block over its lines and steps while its gate
+  // gradients are in cache (bwd_lines), then added up per direction in block order, so the result does not depend
+  // on which thread ran which block.
+  at::Tensor dbias_blocks, dw_hh_blocks;
+  auto dbias = at::zeros({R, G}, x.options());
+  auto dw_hh = at::zeros({R, G, H}, x.options());
   std::vector<Direction> dirs;
-  std::vector<at::Tensor> dh_state, dc_state, h_first;
+  std::vector<at::Tensor> dh_state, dc_state;
   for (int64_t r = 0; r < R; ++r) dirs.push_back(make_direction(directions[r], B, T, F));
   const bool per_line = h0.dim() == 3;
   // What step 0 reads as each line's previous cell state: c0 [R, H] (BwdLines::c0_line 0) or per line.
   const auto c0_lines = per_line ? line_states(c0, 0, R, dirs[0].lines, "c0").contiguous() : c0;
+  const auto h0_lines = per_line ? line_states(h0, 0, R, dirs[0].lines, "h0").contiguous() : h0;
   for (int64_t r = 0; r < R; ++r) {
     const int64_t lines = dirs[r].lines;
     // What flows back into each line's last position from beyond: nothing, or the caller's dh_last / dc_last.
@@ -261,10 +255,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     };
     dh_state.push_back(from(dh_last, "dh_last"));
     dc_state.push_back(from(dc_last, "dc_last"));
-    h_first.push_back(line_states(h0, r, R, lines, "h0"));
   }
   if (N > 0 && H > 0) {
     const auto blocks = line_blocks(dirs);
+    dbias_blocks = at::zeros({static_cast<int64_t>(blocks.size()), G}, x.options());
+    dw_hh_blocks = at::zeros({static_cast<int64_t>(blocks.size()), G, H}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_bwd_cpu", [&] {
       std::vector<scalar_t*> dhp(R), dcp(R);
       for (int64_t r = 0; r < R; ++r) {
@@ -284,30 +279,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                     per_line ? H : 0,
                                     w_hh.data_ptr<scalar_t>(),
                                     dxp.data_ptr<scalar_t>(),
+                                    dbias_blocks.data_ptr<scalar_t>(),
+                                    y.data_ptr<scalar_t>(),
+                                    h0_lines.data_ptr<scalar_t>(),
+                                    per_line ? H : 0,
+                                    dw_hh_blocks.data_ptr<scalar_t>(),
                                     dhp.data(),
                                     dcp.data()};
       run_blocks<scalar_t>(args, blocks, H);
     });
+    for (const auto& b : blocks) {
+      dbias[b.r].add_(dbias_blocks[b.id]);
+      dw_hh[b.r].add_(dw_hh_blocks[b.id]);
+    }
   }
 
-  // Input and weight gradients: large GEMMs over all N positions.
+  // Input gradient and input weight gradient: large GEMMs over all N positions.
   auto dx = at::empty({N, I}, x.options());
   gemm_into(dxp, w_ih.reshape({R * G, I}), dx);
   dx = dx.view({B, T, F, I});
   auto dw_ih = at::empty({R * G, I}, x.options());
   gemm_into(dxp.t(), x.reshape({N, I}), dw_ih);
   dw_ih = dw_ih.view({R, G, I});
-  auto dbias = dxp.sum(0).reshape({R, G});
-  auto dw_hh = new_output({R, G, H}, x.options());
   auto dh0 = new_output(h0.sizes(), x.options());  // [R, H], or per line [1, lines, H]
   auto dc0 = new_output(c0.sizes(), x.options());
   for (int64_t r = 0; r < R; ++r) {
-    const auto y_r = y.narrow(3, r * H, H);
-    auto dw_hh_r = dw_hh[r];
-    // BLAS reads the column block of dxp in place through its leading dimension; oneDNN would first copy the
-    // transposed block (40 ms of the backward at the benchmark size).
-    const auto h_prev = previous_hidden(y_r, h_first[r], dirs[r].along_t, dirs[r].reverse);
-    at::mm_out(dw_hh_r, dxp.narrow(1, r * G, G).t(), h_prev);
     dh0[r].copy_(per_line ? dh_state[r] : dh_state[r].sum(0));
     dc0[r].copy_(per_line ? dc_state[r] : dc_state[r].sum(0));
   }

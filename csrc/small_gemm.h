@@ -114,7 +114,7 @@ MF_INLINE void rows_tile(const T* const* a, const T* w, int64_t ldw, int64_t K, 
     for (int v = 0; v < NV; ++v) wv[v] = simd::load<V>(w + k * ldw + c0 + v * W);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
-      const V am = simd::splat<V>(a[m][k]);
+      const T am = a[m][k];  // a scalar, not simd::splat: GCC then broadcasts it straight from memory
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[m][v] += am * wv[v];
     }
@@ -167,6 +167,78 @@ MF_INLINE void rows_product(const T* const* a, int64_t M, const T* w, int64_t ld
       T acc = add ? out[m][c] : T(0);
       for (int64_t k = 0; k < K; ++k) acc += a[m][k] * w[k * ldw + c];
       out[m][c] = acc;
+    }
+}
+
+// out[g0 + m][c0 + j] += sum_k a[k][g0 + m] * b[k][c0 + j] for m < MR, j < NV vectors: the tile of a sum of outer
+// products (a weight gradient accumulated row by row), with out's rows ldo apart.
+template <int VB, int MR, int NV, typename T>
+MF_INLINE void outer_tile(const T* const* a, const T* const* b, int64_t K, int64_t g0, int64_t c0, T* out,
+                          int64_t ldo) {
+  using V = simd::Vec<T, VB>;
+  constexpr int W = simd::lanes<V>();
+  V acc[MR][NV];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[m][v] = simd::load<V>(out + (g0 + m) * ldo + c0 + v * W);
+  for (int64_t k = 0; k < K; ++k) {
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) bv[v] = simd::load<V>(b[k] + c0 + v * W);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const T am = a[k][g0 + m];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[m][v] += am * bv[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) simd::store(out + (g0 + m) * ldo + c0 + v * W, acc[m][v]);
+}
+
+// The last rows < MR of an outer-product sum in one tile of exactly that many rows.
+template <int VB, int MR, int NV, typename T>
+MF_INLINE void outer_tile_tail(int64_t rows, const T* const* a, const T* const* b, int64_t K, int64_t g0, int64_t c0,
+                               T* out, int64_t ldo) {
+  if constexpr (MR >= 1) {
+    if (rows == MR)
+      outer_tile<VB, MR, NV>(a, b, K, g0, c0, out, ldo);
+    else
+      outer_tile_tail<VB, MR - 1, NV>(rows, a, b, K, g0, c0, out, ldo);
+  }
+}
+
+// out[g][c] += sum_k a[k][g] * b[k][c] for g < rows, c < ncols: out [rows, ncols] contiguous, a [K][rows] and
+// b [K][ncols] by row pointers (out += a^T b). Column panels outside, row tiles inside, as rows_product.
+template <int VB, typename T>
+MF_INLINE void outer_accumulate(const T* const* a, const T* const* b, int64_t K, int64_t rows, int64_t ncols, T* out) {
+  constexpr int MR = RowsTile<VB>::MR, NV = RowsTile<VB>::NV, W = VB / sizeof(T);
+  const int64_t full = ncols - ncols % W;
+  for (int64_t c = 0; c < full;) {
+    const bool wide = c + NV * W <= full;
+    int64_t g = 0;
+    for (; g + MR <= rows; g += MR) {
+      if (wide)
+        outer_tile<VB, MR, NV>(a, b, K, g, c, out, ncols);
+      else
+        outer_tile<VB, MR, 1>(a, b, K, g, c, out, ncols);
+    }
+    if (g < rows) {
+      if (wide)
+        outer_tile_tail<VB, MR - 1, NV>(rows - g, a, b, K, g, c, out, ncols);
+      else
+        outer_tile_tail<VB, MR - 1, 1>(rows - g, a, b, K, g, c, out, ncols);
+    }
+    c += wide ? NV * W : W;
+  }
+  for (int64_t g = 0; g < rows; ++g)  // columns that do not fill a vector
+    for (int64_t c = full; c < ncols; ++c) {
+      T acc = out[g * ncols + c];
+      for (int64_t k = 0; k < K; ++k) acc += a[k][g] * b[k][c];
+      out[g * ncols + c] = acc;
     }
 }
 #pragma GCC diagnostic pop

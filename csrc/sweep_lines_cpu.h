@@ -32,6 +32,7 @@ MF_INLINE int64_t position(const Direction& d, int64_t k, int64_t s, int64_t T, 
 // Lines [k0, k1) of direction r: the unit of work of one thread.
 struct LineBlock {
   int64_t r, k0, k1;
+  int64_t id;  // its index among the call's blocks
 };
 
 // The most lines a block holds: its rows of gate pre-activations ([kMaxBlock, 4H]) stay in L1 / L2 between
@@ -89,6 +90,22 @@ MF_INLINE void store_lanes(simd::Elem<V>* p, const V& v, int64_t lanes) {
   std::copy(tmp, tmp + lanes, p);
 }
 
+// Asks for n values from p into the cache ahead of use (write: for a store). The saved rows a backward step reads
+// sit at positions scattered over tensors of megabytes (a direction along frequency reads one row every F
+// positions), which the hardware prefetchers do not predict: the loads of the gate maths stalled on memory for
+// about a third of the backward's line kernel.
+template <typename T>
+MF_INLINE void prefetch_row(const T* p, int64_t n, bool write = false) {
+  const char* b = reinterpret_cast<const char*>(p);
+  const char* e = reinterpret_cast<const char*>(p + n);
+  for (; b < e; b += 64) {
+    if (write)
+      __builtin_prefetch(b, 1, 3);
+    else
+      __builtin_prefetch(b, 0, 3);
+  }
+}
+
 // The LSTM cell of one line from its pre-activations pre [4H] (gates i, f, g, o): c and h [H] updated in place,
 // h also written to y, and when saving the activated gates to act [4H] and the new cell state to cell [H].
 template <int VB, typename T>
@@ -110,6 +127,14 @@ MF_INLINE void lstm_cell_fwd(const T* pre, T* h, T* c, T* y, T* act, T* cell, in
       store_lanes(cell + j, cn, n);
     }
   });
+}
+
+// acc[j] += v[j] for j < n.
+template <int VB, typename T>
+MF_INLINE void add_to(T* acc, const T* v, int64_t n) {
+  using V = simd::Vec<T, VB>;
+  over_lanes<V>(
+      n, [&](int64_t j, int64_t w) { store_lanes(acc + j, load_lanes<V>(acc + j, w) + load_lanes<V>(v + j, w), w); });
 }
 
 // Backward of the LSTM cell of one line: from the activated gates act [4H], the cell state it produced cell [H]
@@ -170,7 +195,7 @@ MF_INLINE void fwd_lines(const FwdLines<T>& a, const LineBlock& blk, LineScratch
 // Shapes and tensors of one backward: grad_y [N, R*H], the forward's gates [R, N, 4H] and cell [R, N, H], c0
 // [R, H] (or [lines, H] per line, with c0_line = H), w_hh [R, 4H, H]; dxp [N, R*4H] receives the gradients of the gate
 // pre-activations; dh, dc [rows, H] of each direction carry the gradients from the step after (and end as those of h0,
-// c0 per line).
+// c0 per line); each block's sums of dg and dg^T h_prev go to its rows of dbias_blocks and dw_hh_blocks.
 template <typename T>
 struct BwdLines {
   const Direction* dirs;
@@ -182,31 +207,57 @@ struct BwdLines {
   int64_t c0_line;  // c0's stride between lines: 0 when every line starts from c0[r], H when per line
   const T* w_hh;
   T* dxp;
+  T* dbias_blocks;  // [blocks, 4H]
+  const T* y;       // the forward's output [N, R*H]: h_prev of every step after the first
+  const T* h0;      // [R, H], or per line [lines, H] with h0_line = H
+  int64_t h0_line;
+  T* dw_hh_blocks;  // [blocks, 4H, H]
   T* const* dh;
   T* const* dc;
 };
 
-// Backward of one block: per step (last to first), the gate gradients of every line from grad_y and the carried
-// (dh, dc), written into dxp; then dh = dg w_hh for every line (one product over the block's rows).
+// Backward of one block: per step (last to first), the gate gradients dg of every line from grad_y and the carried
+// (dh, dc), written into dxp; then dh = dg w_hh for every line (one product over the block's rows), and the block's
+// shares of dw_hh (+= dg^T h_prev, the lines' h one step earlier: y, or h0 at the first step) and of the bias
+// gradient (+= dg), while dg is in cache: read back from dxp by a GEMM after the loop, these were a third of the
+// backward (with the copies h_prev needed).
 template <int VB, typename T>
 MF_INLINE void bwd_lines(const BwdLines<T>& a, const LineBlock& blk, LineScratch<T>&) {
   const Direction& d = a.dirs[blk.r];
   const int64_t r = blk.r, H = a.H, G = 4 * H, R = a.R, N = a.N, M = blk.k1 - blk.k0;
-  const T* w_hh = a.w_hh + r * G * H;
+  const T* w_hh_r = a.w_hh + r * G * H;
+  T* dbias = a.dbias_blocks + blk.id * G;
+  T* dw_hh = a.dw_hh_blocks + blk.id * G * H;
   const T* dg_rows[kMaxBlock];
+  const T* hp_rows[kMaxBlock];
   T* dh_rows[kMaxBlock];
   for (int64_t i = 0; i < M; ++i) dh_rows[i] = a.dh[r] + (blk.k0 + i) * H;
   for (int64_t s = d.len - 1; s >= 0; --s) {
     for (int64_t i = 0; i < M; ++i) {
       const int64_t k = blk.k0 + i;
       const int64_t n = position(d, k, s, a.T_, a.F);
-      const T* c_prev = s == 0 ? a.c0 + r * H + k * a.c0_line : a.cell + (r * N + position(d, k, s - 1, a.T_, a.F)) * H;
+      const int64_t np = s > 0 ? position(d, k, s - 1, a.T_, a.F) : -1;  // the position before, where there is one
+      const T* c_prev = s == 0 ? a.c0 + r * H + k * a.c0_line : a.cell + (r * N + np) * H;
       T* dg = a.dxp + n * R * G + r * G;
       dg_rows[i] = dg;
+      hp_rows[i] = s == 0 ? a.h0 + r * H + k * a.h0_line : a.y + np * R * H + r * H;
       lstm_cell_bwd<VB>(a.gates + (r * N + n) * G, a.cell + (r * N + n) * H, c_prev, a.grad_y + n * R * H + r * H,
                         dh_rows[i], a.dc[r] + k * H, dg, H);
+      if (s > 0) {  // the rows this line reads and writes at the next step, loaded while the products run
+        prefetch_row(a.gates + (r * N + np) * G, G);
+        prefetch_row(a.grad_y + np * R * H + r * H, H);
+        prefetch_row(a.cell + (r * N + np) * H, H);
+        if (s > 1) {
+          const int64_t npp = position(d, k, s - 2, a.T_, a.F);
+          prefetch_row(a.cell + (r * N + npp) * H, H);
+          prefetch_row(a.y + npp * R * H + r * H, H);
+        }
+        prefetch_row(a.dxp + np * R * G + r * G, G, true);
+      }
     }
-    rows_product<VB>(dg_rows, M, w_hh, H, G, H, dh_rows, false);
+    rows_product<VB>(dg_rows, M, w_hh_r, H, G, H, dh_rows, false);
+    outer_accumulate<VB>(dg_rows, hp_rows, M, G, H, dw_hh);  // dw_hh += dg^T h_prev over the block's rows
+    for (int64_t i = 0; i < M; ++i) add_to<VB>(dbias, dg_rows[i], G);
   }
 }
 

@@ -18,7 +18,10 @@ FRAMES = 124  # 2 s of samples: twice the training crop, so drift beyond it show
 
 @pytest.fixture(scope="module")
 def trained():
-    """(model, held-out spectrograms): the tiny preset (hidden 8) trained for 100 steps, the last 20% cooled."""
+    """(model, held-out spectrograms): the tiny preset (hidden 8) trained for 200 steps, the last 20% cooled. At 100
+    steps the level the model settles on still moved by up to 0.6 between runs that differ only in rounding (another
+    summation order in a kernel), across the check's bound; at 200 it stayed within 0.41 over six seeds, with either
+    summation order."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -27,7 +30,7 @@ def trained():
         train, val = build_datasets(spec, config, CROP)
         torch.manual_seed(0)
         model = MelNet(config)
-        options = TrainOptions(steps=100, crop_frames=CROP, batch_size=8, lr_cooldown=0.2, log_every=0,
+        options = TrainOptions(steps=200, crop_frames=CROP, batch_size=8, lr_cooldown=0.2, log_every=0,
                                val_every=0, checkpoint_every=0, progress=False)
         Trainer(model, train, val, options).fit()
         yield model.eval(), [val.spectrogram(k) for k in range(len(val))]
