@@ -98,31 +98,42 @@ struct RowsTile {
   static constexpr int MR = 6, NV = VB >= 64 ? 4 : 2;
 };
 
-// out[m][c0 + j] (+)= sum_k a[m][k] * w[k * ldw + c0 + j] for m < MR, j < NV vectors.
-template <int VB, int MR, int NV, typename T>
-MF_INLINE void rows_tile(const T* const* a, const T* w, int64_t ldw, int64_t K, T* const* out, int64_t c0, bool add) {
+// The register tile of both products below: out_row(m)[c0 + j] (+)= sum_k a_at(m, k) * b_row(k)[c0 + j] for m < MR,
+// j < NV vectors. acc[MR][NV] stays in registers over the whole k loop; per k, NV vector loads and MR broadcasts
+// feed MR x NV FMAs.
+template <int VB, int MR, int NV, typename T, typename AAt, typename BRow, typename OutRow>
+MF_INLINE void register_tile(AAt a_at, BRow b_row, OutRow out_row, int64_t K, int64_t c0, bool add) {
   using V = simd::Vec<T, VB>;
   constexpr int W = simd::lanes<V>();
   V acc[MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[m][v] = add ? simd::load<V>(out[m] + c0 + v * W) : V{};
+    for (int v = 0; v < NV; ++v) acc[m][v] = add ? simd::load<V>(out_row(m) + c0 + v * W) : V{};
   for (int64_t k = 0; k < K; ++k) {
-    V wv[NV];
+    const T* bk = b_row(k) + c0;
+    V bv[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) wv[v] = simd::load<V>(w + k * ldw + c0 + v * W);
+    for (int v = 0; v < NV; ++v) bv[v] = simd::load<V>(bk + v * W);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
-      const T am = a[m][k];  // a scalar, not simd::splat: GCC then broadcasts it straight from memory
+      const T am = a_at(m, k);  // a scalar, not simd::splat: GCC then broadcasts it straight from memory
 #pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[m][v] += am * wv[v];
+      for (int v = 0; v < NV; ++v) acc[m][v] += am * bv[v];
     }
   }
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) simd::store(out[m] + c0 + v * W, acc[m][v]);
+    for (int v = 0; v < NV; ++v) simd::store(out_row(m) + c0 + v * W, acc[m][v]);
+}
+
+// out[m][c0 + j] (+)= sum_k a[m][k] * w[k * ldw + c0 + j] for m < MR, j < NV vectors.
+template <int VB, int MR, int NV, typename T>
+MF_INLINE void rows_tile(const T* const* a, const T* w, int64_t ldw, int64_t K, T* const* out, int64_t c0, bool add) {
+  register_tile<VB, MR, NV, T>([&](int m, int64_t k) MF_LAMBDA_INLINE { return a[m][k]; },
+                               [&](int64_t k) MF_LAMBDA_INLINE { return w + k * ldw; },
+                               [&](int m) MF_LAMBDA_INLINE { return out[m]; }, K, c0, add);
 }
 
 // The last rows < MR of a product in one tile of exactly that many rows (a 1-row tile runs at a fraction of the
@@ -175,28 +186,9 @@ MF_INLINE void rows_product(const T* const* a, int64_t M, const T* w, int64_t ld
 template <int VB, int MR, int NV, typename T>
 MF_INLINE void outer_tile(const T* const* a, const T* const* b, int64_t K, int64_t g0, int64_t c0, T* out,
                           int64_t ldo) {
-  using V = simd::Vec<T, VB>;
-  constexpr int W = simd::lanes<V>();
-  V acc[MR][NV];
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[m][v] = simd::load<V>(out + (g0 + m) * ldo + c0 + v * W);
-  for (int64_t k = 0; k < K; ++k) {
-    V bv[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) bv[v] = simd::load<V>(b[k] + c0 + v * W);
-#pragma GCC unroll 8
-    for (int m = 0; m < MR; ++m) {
-      const T am = a[k][g0 + m];
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[m][v] += am * bv[v];
-    }
-  }
-#pragma GCC unroll 8
-  for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) simd::store(out + (g0 + m) * ldo + c0 + v * W, acc[m][v]);
+  register_tile<VB, MR, NV, T>([&](int m, int64_t k) MF_LAMBDA_INLINE { return a[k][g0 + m]; },
+                               [&](int64_t k) MF_LAMBDA_INLINE { return b[k]; },
+                               [&](int m) MF_LAMBDA_INLINE { return out + (g0 + m) * ldo; }, K, c0, true);
 }
 
 // The last rows < MR of an outer-product sum in one tile of exactly that many rows.

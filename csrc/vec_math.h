@@ -16,6 +16,9 @@
 namespace melnet_fast {
 
 #define MF_INLINE __attribute__((always_inline)) inline
+// The same for a lambda's body, a function of its own: GCC may otherwise leave it out of line, compiled without the
+// caller's target attribute (64-byte vector code then runs as SSE).
+#define MF_LAMBDA_INLINE __attribute__((always_inline))
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define MELNET_FAST_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
