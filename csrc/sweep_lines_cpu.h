@@ -111,7 +111,7 @@ MF_INLINE void prefetch_row(const T* p, int64_t n, bool write = false) {
 template <int VB, typename T>
 MF_INLINE void lstm_cell_fwd(const T* pre, T* h, T* c, T* y, T* act, T* cell, int64_t H) {
   using V = simd::Vec<T, VB>;
-  over_lanes<V>(H, [&](int64_t j, int64_t n) {
+  over_lanes<V>(H, [&](int64_t j, int64_t n) MF_LAMBDA_INLINE {
     const V i = simd::sigmoid(load_lanes<V>(pre + j, n)), f = simd::sigmoid(load_lanes<V>(pre + H + j, n));
     const V g = simd::tanh(load_lanes<V>(pre + 2 * H + j, n)), o = simd::sigmoid(load_lanes<V>(pre + 3 * H + j, n));
     const V cn = f * load_lanes<V>(c + j, n) + i * g;
@@ -133,8 +133,9 @@ MF_INLINE void lstm_cell_fwd(const T* pre, T* h, T* c, T* y, T* act, T* cell, in
 template <int VB, typename T>
 MF_INLINE void add_to(T* acc, const T* v, int64_t n) {
   using V = simd::Vec<T, VB>;
-  over_lanes<V>(
-      n, [&](int64_t j, int64_t w) { store_lanes(acc + j, load_lanes<V>(acc + j, w) + load_lanes<V>(v + j, w), w); });
+  over_lanes<V>(n, [&](int64_t j, int64_t w) MF_LAMBDA_INLINE {
+    store_lanes(acc + j, load_lanes<V>(acc + j, w) + load_lanes<V>(v + j, w), w);
+  });
 }
 
 // Backward of the LSTM cell of one line: from the activated gates act [4H], the cell state it produced cell [H]
@@ -144,7 +145,7 @@ template <int VB, typename T>
 MF_INLINE void lstm_cell_bwd(const T* act, const T* cell, const T* c_prev, const T* gy, const T* dh, T* dc, T* dg,
                              int64_t H) {
   using V = simd::Vec<T, VB>;
-  over_lanes<V>(H, [&](int64_t j, int64_t n) {
+  over_lanes<V>(H, [&](int64_t j, int64_t n) MF_LAMBDA_INLINE {
     const V gi = load_lanes<V>(act + j, n), gf = load_lanes<V>(act + H + j, n);
     const V gg = load_lanes<V>(act + 2 * H + j, n), go = load_lanes<V>(act + 3 * H + j, n);
     const V t = simd::tanh(load_lanes<V>(cell + j, n));
