@@ -98,18 +98,18 @@ struct RowsTile {
   static constexpr int MR = 6, NV = VB >= 64 ? 4 : 2;
 };
 
-// The register tile of both products below: out_row(m)[c0 + j] (+)= sum_k a_at(m, k) * b_row(k)[c0 + j] for m < MR,
-// j < NV vectors. acc[MR][NV] stays in registers over the whole k loop; per k, NV vector loads and MR broadcasts
-// feed MR x NV FMAs.
+// The register tile of both products below: out_row(m0 + m)[c0 + j] (+)= sum_k a_at(m0 + m, k) * b_row(k)[c0 + j]
+// for m < MR, j < NV vectors. acc[MR][NV] stays in registers over the whole k loop; per k, NV vector loads and MR
+// broadcasts feed MR x NV FMAs.
 template <int VB, int MR, int NV, typename T, typename AAt, typename BRow, typename OutRow>
-MF_INLINE void register_tile(AAt a_at, BRow b_row, OutRow out_row, int64_t K, int64_t c0, bool add) {
+MF_INLINE void register_tile(AAt a_at, BRow b_row, OutRow out_row, int64_t m0, int64_t K, int64_t c0, bool add) {
   using V = simd::Vec<T, VB>;
   constexpr int W = simd::lanes<V>();
   V acc[MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) acc[m][v] = add ? simd::load<V>(out_row(m) + c0 + v * W) : V{};
+    for (int v = 0; v < NV; ++v) acc[m][v] = add ? simd::load<V>(out_row(m0 + m) + c0 + v * W) : V{};
   for (int64_t k = 0; k < K; ++k) {
     const T* bk = b_row(k) + c0;
     V bv[NV];
@@ -117,7 +117,7 @@ MF_INLINE void register_tile(AAt a_at, BRow b_row, OutRow out_row, int64_t K, in
     for (int v = 0; v < NV; ++v) bv[v] = simd::load<V>(bk + v * W);
 #pragma GCC unroll 8
     for (int m = 0; m < MR; ++m) {
-      const T am = a_at(m, k);  // a scalar, not simd::splat: GCC then broadcasts it straight from memory
+      const T am = a_at(m0 + m, k);  // a scalar, not simd::splat: GCC then broadcasts it straight from memory
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[m][v] += am * bv[v];
     }
@@ -125,40 +125,26 @@ MF_INLINE void register_tile(AAt a_at, BRow b_row, OutRow out_row, int64_t K, in
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) simd::store(out_row(m) + c0 + v * W, acc[m][v]);
-}
-
-// out[m][c0 + j] (+)= sum_k a[m][k] * w[k * ldw + c0 + j] for m < MR, j < NV vectors.
-template <int VB, int MR, int NV, typename T>
-MF_INLINE void rows_tile(const T* const* a, const T* w, int64_t ldw, int64_t K, T* const* out, int64_t c0, bool add) {
-  register_tile<VB, MR, NV, T>([&](int m, int64_t k) MF_LAMBDA_INLINE { return a[m][k]; },
-                               [&](int64_t k) MF_LAMBDA_INLINE { return w + k * ldw; },
-                               [&](int m) MF_LAMBDA_INLINE { return out[m]; }, K, c0, add);
+    for (int v = 0; v < NV; ++v) simd::store(out_row(m0 + m) + c0 + v * W, acc[m][v]);
 }
 
 // The last rows < MR of a product in one tile of exactly that many rows (a 1-row tile runs at a fraction of the
 // rate: NV loads and a broadcast for every NV FMAs).
-template <int VB, int MR, typename T>
-MF_INLINE void rows_tile_tail(int64_t rows, bool wide, const T* const* a, const T* w, int64_t ldw, int64_t K,
-                              T* const* out, int64_t c0, bool add) {
+template <int VB, int MR, int NV, typename T, typename AAt, typename BRow, typename OutRow>
+MF_INLINE void register_tile_tail(int64_t rows, AAt a_at, BRow b_row, OutRow out_row, int64_t m0, int64_t K, int64_t c0,
+                                  bool add) {
   if constexpr (MR >= 1) {
-    if (rows == MR) {
-      if (wide)
-        rows_tile<VB, MR, RowsTile<VB>::NV>(a, w, ldw, K, out, c0, add);
-      else
-        rows_tile<VB, MR, 1>(a, w, ldw, K, out, c0, add);
-    } else {
-      rows_tile_tail<VB, MR - 1>(rows, wide, a, w, ldw, K, out, c0, add);
-    }
+    if (rows == MR)
+      register_tile<VB, MR, NV, T>(a_at, b_row, out_row, m0, K, c0, add);
+    else
+      register_tile_tail<VB, MR - 1, NV, T>(rows, a_at, b_row, out_row, m0, K, c0, add);
   }
 }
 
-// out[m][c] (+)= sum_k a[m][k] * w[k * ldw + c] for m < M, c < ncols: a [M][K] and out [M][ncols] by row
-// pointers, w [K, ncols] with leading dimension ldw. Column panels outside, row tiles inside, so one panel of w
-// (K x NV vectors) stays in L1 while every row passes over it.
-template <int VB, typename T>
-MF_INLINE void rows_product(const T* const* a, int64_t M, const T* w, int64_t ldw, int64_t K, int64_t ncols,
-                            T* const* out, bool add) {
+// out_row(m)[c] (+)= sum_k a_at(m, k) * b_row(k)[c] for m < M, c < ncols, in register tiles. Column panels
+// outside, row tiles inside, so one panel of b (K x NV vectors) stays in L1 while every row passes over it.
+template <int VB, typename T, typename AAt, typename BRow, typename OutRow>
+MF_INLINE void tiled_product(AAt a_at, BRow b_row, OutRow out_row, int64_t M, int64_t K, int64_t ncols, bool add) {
   constexpr int MR = RowsTile<VB>::MR, NV = RowsTile<VB>::NV, W = VB / sizeof(T);
   const int64_t full = ncols - ncols % W;  // columns in whole vectors
   for (int64_t c = 0; c < full;) {
@@ -166,72 +152,43 @@ MF_INLINE void rows_product(const T* const* a, int64_t M, const T* w, int64_t ld
     int64_t m = 0;
     for (; m + MR <= M; m += MR) {
       if (wide)
-        rows_tile<VB, MR, NV>(a + m, w, ldw, K, out + m, c, add);
+        register_tile<VB, MR, NV, T>(a_at, b_row, out_row, m, K, c, add);
       else
-        rows_tile<VB, MR, 1>(a + m, w, ldw, K, out + m, c, add);
+        register_tile<VB, MR, 1, T>(a_at, b_row, out_row, m, K, c, add);
     }
-    if (m < M) rows_tile_tail<VB, MR - 1>(M - m, wide, a + m, w, ldw, K, out + m, c, add);
+    if (m < M) {
+      if (wide)
+        register_tile_tail<VB, MR - 1, NV, T>(M - m, a_at, b_row, out_row, m, K, c, add);
+      else
+        register_tile_tail<VB, MR - 1, 1, T>(M - m, a_at, b_row, out_row, m, K, c, add);
+    }
     c += wide ? NV * W : W;
   }
   for (int64_t m = 0; m < M; ++m)  // columns that do not fill a vector
     for (int64_t c = full; c < ncols; ++c) {
-      T acc = add ? out[m][c] : T(0);
-      for (int64_t k = 0; k < K; ++k) acc += a[m][k] * w[k * ldw + c];
-      out[m][c] = acc;
+      T acc = add ? out_row(m)[c] : T(0);
+      for (int64_t k = 0; k < K; ++k) acc += a_at(m, k) * b_row(k)[c];
+      out_row(m)[c] = acc;
     }
 }
 
-// out[g0 + m][c0 + j] += sum_k a[k][g0 + m] * b[k][c0 + j] for m < MR, j < NV vectors: the tile of a sum of outer
-// products (a weight gradient accumulated row by row), with out's rows ldo apart.
-template <int VB, int MR, int NV, typename T>
-MF_INLINE void outer_tile(const T* const* a, const T* const* b, int64_t K, int64_t g0, int64_t c0, T* out,
-                          int64_t ldo) {
-  register_tile<VB, MR, NV, T>([&](int m, int64_t k) MF_LAMBDA_INLINE { return a[k][g0 + m]; },
-                               [&](int64_t k) MF_LAMBDA_INLINE { return b[k]; },
-                               [&](int m) MF_LAMBDA_INLINE { return out + (g0 + m) * ldo; }, K, c0, true);
-}
-
-// The last rows < MR of an outer-product sum in one tile of exactly that many rows.
-template <int VB, int MR, int NV, typename T>
-MF_INLINE void outer_tile_tail(int64_t rows, const T* const* a, const T* const* b, int64_t K, int64_t g0, int64_t c0,
-                               T* out, int64_t ldo) {
-  if constexpr (MR >= 1) {
-    if (rows == MR)
-      outer_tile<VB, MR, NV>(a, b, K, g0, c0, out, ldo);
-    else
-      outer_tile_tail<VB, MR - 1, NV>(rows, a, b, K, g0, c0, out, ldo);
-  }
+// out[m][c] (+)= sum_k a[m][k] * w[k * ldw + c] for m < M, c < ncols: a [M][K] and out [M][ncols] by row
+// pointers, w [K, ncols] with leading dimension ldw.
+template <int VB, typename T>
+MF_INLINE void rows_product(const T* const* a, int64_t M, const T* w, int64_t ldw, int64_t K, int64_t ncols,
+                            T* const* out, bool add) {
+  tiled_product<VB, T>([&](int64_t m, int64_t k) MF_LAMBDA_INLINE { return a[m][k]; },
+                       [&](int64_t k) MF_LAMBDA_INLINE { return w + k * ldw; },
+                       [&](int64_t m) MF_LAMBDA_INLINE { return out[m]; }, M, K, ncols, add);
 }
 
 // out[g][c] += sum_k a[k][g] * b[k][c] for g < rows, c < ncols: out [rows, ncols] contiguous, a [K][rows] and
-// b [K][ncols] by row pointers (out += a^T b). Column panels outside, row tiles inside, as rows_product.
+// b [K][ncols] by row pointers (out += a^T b, a weight gradient accumulated row by row).
 template <int VB, typename T>
 MF_INLINE void outer_accumulate(const T* const* a, const T* const* b, int64_t K, int64_t rows, int64_t ncols, T* out) {
-  constexpr int MR = RowsTile<VB>::MR, NV = RowsTile<VB>::NV, W = VB / sizeof(T);
-  const int64_t full = ncols - ncols % W;
-  for (int64_t c = 0; c < full;) {
-    const bool wide = c + NV * W <= full;
-    int64_t g = 0;
-    for (; g + MR <= rows; g += MR) {
-      if (wide)
-        outer_tile<VB, MR, NV>(a, b, K, g, c, out, ncols);
-      else
-        outer_tile<VB, MR, 1>(a, b, K, g, c, out, ncols);
-    }
-    if (g < rows) {
-      if (wide)
-        outer_tile_tail<VB, MR - 1, NV>(rows - g, a, b, K, g, c, out, ncols);
-      else
-        outer_tile_tail<VB, MR - 1, 1>(rows - g, a, b, K, g, c, out, ncols);
-    }
-    c += wide ? NV * W : W;
-  }
-  for (int64_t g = 0; g < rows; ++g)  // columns that do not fill a vector
-    for (int64_t c = full; c < ncols; ++c) {
-      T acc = out[g * ncols + c];
-      for (int64_t k = 0; k < K; ++k) acc += a[k][g] * b[k][c];
-      out[g * ncols + c] = acc;
-    }
+  tiled_product<VB, T>([&](int64_t g, int64_t k) MF_LAMBDA_INLINE { return a[k][g]; },
+                       [&](int64_t k) MF_LAMBDA_INLINE { return b[k]; },
+                       [&](int64_t g) MF_LAMBDA_INLINE { return out + g * ncols; }, rows, K, ncols, true);
 }
 #pragma GCC diagnostic pop
 
