@@ -139,14 +139,56 @@ at::Tensor pooled(at::IntArrayRef sizes, const at::TensorOptions& options) {
   return t;
 }
 
-// The initial states of direction r's lines, [lines, H]: state [R, H] broadcast, or per line [1, lines, H] (one
-// direction only).
-at::Tensor line_states(const at::Tensor& state, int64_t r, int64_t R, int64_t lines, const char* name) {
-  if (state.dim() == 2) return state[r].unsqueeze(0).expand({lines, state.size(1)});
+// Whether an initial state (h0 or c0) gives every line its own, [1, lines, H] with one direction, rather than one
+// per direction, [R, H].
+bool per_line_states(const at::Tensor& state, int64_t R, int64_t lines, const char* name) {
+  if (state.dim() == 2) return false;
   TORCH_CHECK(state.dim() == 3 && R == 1 && state.size(0) == 1 && state.size(1) == lines, "lstm_sweep_2d: per-line ",
               name, " must be [1, lines, H] with one direction (", lines, " lines), got ", state.sizes(), " with ", R,
               " directions");
-  return state[0];
+  return true;
+}
+
+// Where each direction's lines start in a buffer of the lines of all directions: first[r], and first[R] in all.
+std::vector<int64_t> first_lines(const std::vector<Direction>& dirs) {
+  std::vector<int64_t> first(dirs.size() + 1, 0);
+  for (size_t r = 0; r < dirs.size(); ++r) first[r + 1] = first[r] + dirs[r].lines;
+  return first;
+}
+
+// out [first[R], H] = each line's initial state: state[r] for every line of direction r ([R, H]), or the line's own
+// row (per line, [lines, H] rows of one direction).
+template <typename T>
+void fill_line_states(const T* state, bool per_line, const std::vector<int64_t>& first, int64_t H, T* out) {
+  for (size_t r = 0; r + 1 < first.size(); ++r)
+    for (int64_t k = 0; k < first[r + 1] - first[r]; ++k) {
+      const T* src = per_line ? state + k * H : state + r * H;
+      std::copy(src, src + H, out + (first[r] + k) * H);
+    }
+}
+
+// dst [R, size] += the blocks' shares [blocks, size] of their directions, added in block order, so the result does
+// not depend on which thread ran which block.
+template <typename T>
+void add_block_shares(const T* shares, const std::vector<LineBlock>& blocks, int64_t size, T* dst) {
+  at::parallel_for(0, size, 4096, [&](int64_t lo, int64_t hi) {
+    for (const auto& b : blocks) {
+      const T* src = shares + b.id * size;
+      T* out = dst + b.r * size;
+      for (int64_t j = lo; j < hi; ++j) out[j] += src[j];
+    }
+  });
+}
+
+// dst [R, H] = the sum over each direction's lines of state [first[R], H].
+template <typename T>
+void sum_line_states(const T* state, const std::vector<int64_t>& first, int64_t H, T* dst) {
+  for (size_t r = 0; r + 1 < first.size(); ++r) {
+    T* out = dst + r * H;
+    std::fill(out, out + H, T(0));
+    for (int64_t k = first[r]; k < first[r + 1]; ++k)
+      for (int64_t j = 0; j < H; ++j) out[j] += state[k * H + j];
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::Tensor& x_in, const at::Tensor& w_ih_in,
@@ -161,6 +203,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::T
   const int64_t N = B * T * F;
   TORCH_CHECK(static_cast<int64_t>(directions.size()) == R, "lstm_sweep_2d: ", R, " weight sets but ",
               directions.size(), " directions");
+  TORCH_CHECK(R >= 1, "lstm_sweep_2d: needs at least one direction");
 
   auto y = new_output({B, T, F, R * H}, x.options());
   // Backward needs the activated gates and the cell states; a forward without gradient keeps neither (its gate
@@ -173,21 +216,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::T
   const auto w_ih_t = w_ih_in.transpose(1, 2).contiguous();
   const auto w_hh_t = w_hh_in.transpose(1, 2).contiguous();
   std::vector<Direction> dirs;
-  std::vector<at::Tensor> h_state, c_state;
-  for (int64_t r = 0; r < R; ++r) {
-    dirs.push_back(make_direction(directions[r], B, T, F));
-    // clone, not contiguous(): with a single line the expanded view is already contiguous and the kernels
-    // would then write the running state into the caller's h0 / c0.
-    h_state.push_back(line_states(h0_in, r, R, dirs[r].lines, "h0").clone(at::MemoryFormat::Contiguous));
-    c_state.push_back(line_states(c0_in, r, R, dirs[r].lines, "c0").clone(at::MemoryFormat::Contiguous));
-  }
+  for (int64_t r = 0; r < R; ++r) dirs.push_back(make_direction(directions[r], B, T, F));
+  const bool h0_per_line = per_line_states(h0_in, R, dirs[0].lines, "h0");
+  const bool c0_per_line = per_line_states(c0_in, R, dirs[0].lines, "c0");
+  const auto h0 = h0_in.contiguous(), c0 = c0_in.contiguous();
+  // The running states of the lines of all directions, direction r's from line first[r]: the kernels update them
+  // in place, so they start as copies of h0 / c0, never the caller's tensors.
+  const auto first = first_lines(dirs);
+  auto h_run = at::empty({first[R], H}, x.options()), c_run = at::empty({first[R], H}, x.options());
   const auto blocks = line_blocks(dirs);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_fwd_cpu", [&] {
+    fill_line_states(h0.data_ptr<scalar_t>(), h0_per_line, first, H, h_run.data_ptr<scalar_t>());
+    fill_line_states(c0.data_ptr<scalar_t>(), c0_per_line, first, H, c_run.data_ptr<scalar_t>());
     std::vector<scalar_t*> hp(R), cp(R);
     for (int64_t r = 0; r < R; ++r) {
-      hp[r] = h_state[r].data_ptr<scalar_t>();
-      cp[r] = c_state[r].data_ptr<scalar_t>();
+      hp[r] = h_run.data_ptr<scalar_t>() + first[r] * H;
+      cp[r] = c_run.data_ptr<scalar_t>() + first[r] * H;
     }
     const FwdLines<scalar_t> args{dirs.data(),
                                   T,
@@ -227,44 +272,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const int64_t B = x.size(0), T = x.size(1), F = x.size(2), I = x.size(3);
   const int64_t R = w_hh.size(0), H = w_hh.size(2), G = 4 * H;
   const int64_t N = B * T * F;
+  TORCH_CHECK(R >= 1 && static_cast<int64_t>(directions.size()) == R, "lstm_sweep_2d backward: ", R,
+              " weight sets but ", directions.size(), " directions");
   TORCH_CHECK(gates.numel() == R * N * G && cell.numel() == R * N * H,
               "lstm_sweep_2d backward: the forward did not save its gates (called with save=false)");
 
   auto dxp = pooled({N, R * G}, x.options());  // gradients of the gate pre-activations
   // The recurrent weight and bias gradients are summed by each block over its lines and steps while its gate
-  // gradients are in cache (bwd_lines), then added up per direction in block order, so the result does not depend
-  // on which thread ran which block.
-  at::Tensor dbias_blocks, dw_hh_blocks;
+  // gradients are in cache (bwd_lines), then added up per direction in block order (add_block_shares).
   auto dbias = at::zeros({R, G}, x.options());
   auto dw_hh = at::zeros({R, G, H}, x.options());
   std::vector<Direction> dirs;
-  std::vector<at::Tensor> dh_state, dc_state;
   for (int64_t r = 0; r < R; ++r) dirs.push_back(make_direction(directions[r], B, T, F));
-  const bool per_line = h0.dim() == 3;
-  // What step 0 reads as each line's previous cell state: c0 [R, H] (BwdLines::c0_line 0) or per line.
-  const auto c0_lines = per_line ? line_states(c0, 0, R, dirs[0].lines, "c0").contiguous() : c0;
-  const auto h0_lines = per_line ? line_states(h0, 0, R, dirs[0].lines, "h0").contiguous() : h0;
-  for (int64_t r = 0; r < R; ++r) {
-    const int64_t lines = dirs[r].lines;
-    // What flows back into each line's last position from beyond: nothing, or the caller's dh_last / dc_last.
-    const auto from = [&](const std::optional<at::Tensor>& t, const char* name) {
-      if (!t.has_value()) return at::zeros({lines, H}, x.options());
-      TORCH_CHECK(R == 1 && t->sizes() == at::IntArrayRef({1, lines, H}), "lstm_sweep_2d backward: ", name,
-                  " must be [1, ", lines, ", ", H, "] with one direction, got ", t->sizes());
-      return t->select(0, 0).to(x.options()).clone(at::MemoryFormat::Contiguous);
-    };
-    dh_state.push_back(from(dh_last, "dh_last"));
-    dc_state.push_back(from(dc_last, "dc_last"));
-  }
+  const int64_t lines0 = dirs[0].lines;
+  const bool h0_per_line = per_line_states(h0, R, lines0, "h0");
+  const bool c0_per_line = per_line_states(c0, R, lines0, "c0");
+  // The gradients carried back along every direction's lines (direction r's from line first[r]): what flows into
+  // each line's last position from beyond is nothing, or the caller's dh_last / dc_last (one direction).
+  const auto first = first_lines(dirs);
+  auto dh_run = at::zeros({first[R], H}, x.options()), dc_run = at::zeros({first[R], H}, x.options());
+  const auto take_last = [&](const std::optional<at::Tensor>& t, at::Tensor& run, const char* name) {
+    if (!t.has_value()) return;
+    TORCH_CHECK(R == 1 && t->sizes() == at::IntArrayRef({1, lines0, H}), "lstm_sweep_2d backward: ", name,
+                " must be [1, ", lines0, ", ", H, "] with one direction, got ", t->sizes());
+    run.copy_(t->select(0, 0));
+  };
+  take_last(dh_last, dh_run, "dh_last");
+  take_last(dc_last, dc_run, "dc_last");
   if (N > 0 && H > 0) {
     const auto blocks = line_blocks(dirs);
-    dbias_blocks = at::zeros({static_cast<int64_t>(blocks.size()), G}, x.options());
-    dw_hh_blocks = at::zeros({static_cast<int64_t>(blocks.size()), G, H}, x.options());
+    // Each block's shares, zeroed by the block itself.
+    auto dbias_blocks = at::empty({static_cast<int64_t>(blocks.size()), G}, x.options());
+    auto dw_hh_blocks = at::empty({static_cast<int64_t>(blocks.size()), G, H}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_bwd_cpu", [&] {
       std::vector<scalar_t*> dhp(R), dcp(R);
       for (int64_t r = 0; r < R; ++r) {
-        dhp[r] = dh_state[r].data_ptr<scalar_t>();
-        dcp[r] = dc_state[r].data_ptr<scalar_t>();
+        dhp[r] = dh_run.data_ptr<scalar_t>() + first[r] * H;
+        dcp[r] = dc_run.data_ptr<scalar_t>() + first[r] * H;
       }
       const BwdLines<scalar_t> args{dirs.data(),
                                     T,
@@ -275,23 +319,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                     grad_y.data_ptr<scalar_t>(),
                                     gates.data_ptr<scalar_t>(),
                                     cell.data_ptr<scalar_t>(),
-                                    c0_lines.data_ptr<scalar_t>(),
-                                    per_line ? H : 0,
+                                    c0.data_ptr<scalar_t>(),
+                                    c0_per_line ? H : 0,
                                     w_hh.data_ptr<scalar_t>(),
                                     dxp.data_ptr<scalar_t>(),
                                     dbias_blocks.data_ptr<scalar_t>(),
                                     y.data_ptr<scalar_t>(),
-                                    h0_lines.data_ptr<scalar_t>(),
-                                    per_line ? H : 0,
+                                    h0.data_ptr<scalar_t>(),
+                                    h0_per_line ? H : 0,
                                     dw_hh_blocks.data_ptr<scalar_t>(),
                                     dhp.data(),
                                     dcp.data()};
       run_blocks<scalar_t>(args, blocks, H);
+      add_block_shares(dbias_blocks.data_ptr<scalar_t>(), blocks, G, dbias.data_ptr<scalar_t>());
+      add_block_shares(dw_hh_blocks.data_ptr<scalar_t>(), blocks, G * H, dw_hh.data_ptr<scalar_t>());
     });
-    for (const auto& b : blocks) {
-      dbias[b.r].add_(dbias_blocks[b.id]);
-      dw_hh[b.r].add_(dw_hh_blocks[b.id]);
-    }
   }
 
   // Input gradient and input weight gradient: large GEMMs over all N positions.
@@ -301,12 +343,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto dw_ih = at::empty({R * G, I}, x.options());
   gemm_into(dxp.t(), x.reshape({N, I}), dw_ih);
   dw_ih = dw_ih.view({R, G, I});
-  auto dh0 = new_output(h0.sizes(), x.options());  // [R, H], or per line [1, lines, H]
-  auto dc0 = new_output(c0.sizes(), x.options());
-  for (int64_t r = 0; r < R; ++r) {
-    dh0[r].copy_(per_line ? dh_state[r] : dh_state[r].sum(0));
-    dc0[r].copy_(per_line ? dc_state[r] : dc_state[r].sum(0));
-  }
+  // dh0, dc0: [R, H], the sums over each direction's lines, or per line [1, lines, H], the carried gradients.
+  const auto initial_grad = [&](const at::Tensor& run, bool per_line) {
+    if (per_line) return run.view({1, lines0, H});
+    auto out = new_output({R, H}, x.options());
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_bwd_cpu",
+                               [&] { sum_line_states(run.data_ptr<scalar_t>(), first, H, out.data_ptr<scalar_t>()); });
+    return out;
+  };
+  auto dh0 = initial_grad(dh_run, h0_per_line);
+  auto dc0 = initial_grad(dc_run, c0_per_line);
   return {dx, dw_ih, dw_hh, dbias, dh0, dc0};
 }
 

@@ -129,12 +129,14 @@ MF_INLINE void lstm_cell_fwd(const T* pre, T* h, T* c, T* y, T* act, T* cell, in
   });
 }
 
-// acc[j] += v[j] for j < n.
+// acc[j] += sum_i rows[i][j] for j < n, i < M: each vector of acc stays in a register over all the rows.
 template <int VB, typename T>
-MF_INLINE void add_to(T* acc, const T* v, int64_t n) {
+MF_INLINE void add_rows_to(T* acc, const T* const* rows, int64_t M, int64_t n) {
   using V = simd::Vec<T, VB>;
   over_lanes<V>(n, [&](int64_t j, int64_t w) MF_LAMBDA_INLINE {
-    store_lanes(acc + j, load_lanes<V>(acc + j, w) + load_lanes<V>(v + j, w), w);
+    V sum = load_lanes<V>(acc + j, w);
+    for (int64_t i = 0; i < M; ++i) sum += load_lanes<V>(rows[i] + j, w);
+    store_lanes(acc + j, sum, w);
   });
 }
 
@@ -229,6 +231,8 @@ MF_INLINE void bwd_lines(const BwdLines<T>& a, const LineBlock& blk, LineScratch
   const T* w_hh_r = a.w_hh + r * G * H;
   T* dbias = a.dbias_blocks + blk.id * G;
   T* dw_hh = a.dw_hh_blocks + blk.id * G * H;
+  std::fill(dbias, dbias + G, T(0));  // the block's own shares, zeroed here rather than in one serial pass
+  std::fill(dw_hh, dw_hh + G * H, T(0));
   const T* dg_rows[kMaxBlock];
   const T* hp_rows[kMaxBlock];
   T* dh_rows[kMaxBlock];
@@ -258,7 +262,7 @@ MF_INLINE void bwd_lines(const BwdLines<T>& a, const LineBlock& blk, LineScratch
     }
     rows_product<VB>(dg_rows, M, w_hh_r, H, G, H, dh_rows, false);
     outer_accumulate<VB>(dg_rows, hp_rows, M, G, H, dw_hh);  // dw_hh += dg^T h_prev over the block's rows
-    for (int64_t i = 0; i < M; ++i) add_to<VB>(dbias, dg_rows[i], G);
+    add_rows_to<VB>(dbias, dg_rows, M, G);
   }
 }
 
