@@ -4,8 +4,8 @@
 // blocks through all of their steps (sweep_lines_cpu.h): lines never depend on one another, so there is no
 // barrier per step, and both cores stay busy with all directions at once. Inside a block each step is one
 // register-tiled product per weight matrix over the block's rows, the gate maths fused after it. In backward each
-// block also sums its share of the recurrent weight and bias gradients while its gate gradients are in cache; the
-// input and input weight gradients are large GEMMs after the loop (gemm.h: oneDNN or BLAS).
+// block also computes the input gradient of its lines and sums its share of every weight and bias gradient while
+// its gate gradients are in cache, so those are never written to memory.
 //
 // The kernels are compiled for AVX-512, AVX2 + FMA and the x86-64 baseline and picked at run time from the
 // CPU's features (simd::cpu_level(); MELNET_FAST_CPU_LEVEL caps it, to test the narrower ones).
@@ -21,7 +21,6 @@
 #include <torch/library.h>
 
 #include "common.h"
-#include "gemm.h"
 #include "sweep_lines_cpu.h"
 #include "vec_math.h"
 
@@ -277,11 +276,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   TORCH_CHECK(gates.numel() == R * N * G && cell.numel() == R * N * H,
               "lstm_sweep_2d backward: the forward did not save its gates (called with save=false)");
 
-  auto dxp = pooled({N, R * G}, x.options());  // gradients of the gate pre-activations
-  // The recurrent weight and bias gradients are summed by each block over its lines and steps while its gate
-  // gradients are in cache (bwd_lines), then added up per direction in block order (add_block_shares).
+  // Every gradient is computed by the line blocks while their gate gradients are in cache (bwd_lines): the input
+  // gradient as one share per direction (with one direction, dx itself), summed after the loop; the weight and bias
+  // gradients as one share per block, added up per direction in block order (add_block_shares).
+  auto dx = new_output({B, T, F, I}, x.options());
+  auto dx_dirs = R == 1 ? dx : pooled({R, N, I}, x.options());
   auto dbias = at::zeros({R, G}, x.options());
   auto dw_hh = at::zeros({R, G, H}, x.options());
+  auto dw_ih = at::zeros({R, G, I}, x.options());
   std::vector<Direction> dirs;
   for (int64_t r = 0; r < R; ++r) dirs.push_back(make_direction(directions[r], B, T, F));
   const int64_t lines0 = dirs[0].lines;
@@ -304,6 +306,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     // Each block's shares, zeroed by the block itself.
     auto dbias_blocks = at::empty({static_cast<int64_t>(blocks.size()), G}, x.options());
     auto dw_hh_blocks = at::empty({static_cast<int64_t>(blocks.size()), G, H}, x.options());
+    auto dw_ih_blocks = at::empty({static_cast<int64_t>(blocks.size()), G, I}, x.options());
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_bwd_cpu", [&] {
       std::vector<scalar_t*> dhp(R), dcp(R);
       for (int64_t r = 0; r < R; ++r) {
@@ -314,35 +317,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                     T,
                                     F,
                                     R,
+                                    I,
                                     H,
                                     N,
                                     grad_y.data_ptr<scalar_t>(),
+                                    x.data_ptr<scalar_t>(),
                                     gates.data_ptr<scalar_t>(),
                                     cell.data_ptr<scalar_t>(),
                                     c0.data_ptr<scalar_t>(),
                                     c0_per_line ? H : 0,
+                                    w_ih.data_ptr<scalar_t>(),
                                     w_hh.data_ptr<scalar_t>(),
-                                    dxp.data_ptr<scalar_t>(),
+                                    dx_dirs.data_ptr<scalar_t>(),
                                     dbias_blocks.data_ptr<scalar_t>(),
                                     y.data_ptr<scalar_t>(),
                                     h0.data_ptr<scalar_t>(),
                                     h0_per_line ? H : 0,
                                     dw_hh_blocks.data_ptr<scalar_t>(),
+                                    dw_ih_blocks.data_ptr<scalar_t>(),
                                     dhp.data(),
                                     dcp.data()};
       run_blocks<scalar_t>(args, blocks, H);
       add_block_shares(dbias_blocks.data_ptr<scalar_t>(), blocks, G, dbias.data_ptr<scalar_t>());
       add_block_shares(dw_hh_blocks.data_ptr<scalar_t>(), blocks, G * H, dw_hh.data_ptr<scalar_t>());
+      add_block_shares(dw_ih_blocks.data_ptr<scalar_t>(), blocks, G * I, dw_ih.data_ptr<scalar_t>());
     });
+    if (R > 1) at::sum_out(dx, dx_dirs.view({R, B, T, F, I}), 0);
+  } else {
+    dx.zero_();
   }
 
-  // Input gradient and input weight gradient: large GEMMs over all N positions.
-  auto dx = at::empty({N, I}, x.options());
-  gemm_into(dxp, w_ih.reshape({R * G, I}), dx);
-  dx = dx.view({B, T, F, I});
-  auto dw_ih = at::empty({R * G, I}, x.options());
-  gemm_into(dxp.t(), x.reshape({N, I}), dw_ih);
-  dw_ih = dw_ih.view({R, G, I});
   // dh0, dc0: [R, H], the sums over each direction's lines, or per line [1, lines, H], the carried gradients.
   const auto initial_grad = [&](const at::Tensor& run, bool per_line) {
     if (per_line) return run.view({1, lines0, H});

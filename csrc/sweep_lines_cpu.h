@@ -195,73 +195,90 @@ MF_INLINE void fwd_lines(const FwdLines<T>& a, const LineBlock& blk, LineScratch
   }
 }
 
-// Shapes and tensors of one backward: grad_y [N, R*H], the forward's gates [R, N, 4H] and cell [R, N, H], c0
-// [R, H] (or [lines, H] per line, with c0_line = H), w_hh [R, 4H, H]; dxp [N, R*4H] receives the gradients of the gate
-// pre-activations; dh, dc [rows, H] of each direction carry the gradients from the step after (and end as those of h0,
-// c0 per line); each block's sums of dg and dg^T h_prev go to its rows of dbias_blocks and dw_hh_blocks.
+// Shapes and tensors of one backward: grad_y [N, R*H], x [N, I], the forward's gates [R, N, 4H] and cell [R, N, H],
+// c0 [R, H] (or [lines, H] per line, with c0_line = H), w_ih [R, 4H, I], w_hh [R, 4H, H]; dx_dirs [R, N, I] receives
+// each direction's share of the input gradient; dh, dc [rows, H] of each direction carry the gradients from the step
+// after (and end as those of h0, c0 per line); each block's sums of dg, dg^T h_prev and dg^T x go to its rows of
+// dbias_blocks, dw_hh_blocks and dw_ih_blocks.
 template <typename T>
 struct BwdLines {
   const Direction* dirs;
-  int64_t T_, F, R, H, N;
+  int64_t T_, F, R, I, H, N;
   const T* grad_y;
+  const T* x;
   const T* gates;
   const T* cell;
   const T* c0;
   int64_t c0_line;  // c0's stride between lines: 0 when every line starts from c0[r], H when per line
+  const T* w_ih;
   const T* w_hh;
-  T* dxp;
+  T* dx_dirs;
   T* dbias_blocks;  // [blocks, 4H]
   const T* y;       // the forward's output [N, R*H]: h_prev of every step after the first
   const T* h0;      // [R, H], or per line [lines, H] with h0_line = H
   int64_t h0_line;
   T* dw_hh_blocks;  // [blocks, 4H, H]
+  T* dw_ih_blocks;  // [blocks, 4H, I]
   T* const* dh;
   T* const* dc;
 };
 
 // Backward of one block: per step (last to first), the gate gradients dg of every line from grad_y and the carried
-// (dh, dc), written into dxp; then dh = dg w_hh for every line (one product over the block's rows), and the block's
-// shares of dw_hh (+= dg^T h_prev, the lines' h one step earlier: y, or h0 at the first step) and of the bias
-// gradient (+= dg), while dg is in cache: read back from dxp by a GEMM after the loop, these were a third of the
-// backward (with the copies h_prev needed).
+// (dh, dc), into the block's scratch; then, while dg is in cache, everything that reads it: dh = dg w_hh (the next
+// step's carried gradient) and dx = dg w_ih, one product each over the block's rows, and the block's shares of dw_hh
+// (+= dg^T h_prev, the lines' h one step earlier: y, or h0 at the first step), dw_ih (+= dg^T x) and the bias
+// gradient (+= dg). The gate gradients are never written to memory: written and read back by GEMMs after the loop,
+// they cost more than the products themselves at the benchmark's sizes.
 template <int VB, typename T>
-MF_INLINE void bwd_lines(const BwdLines<T>& a, const LineBlock& blk, LineScratch<T>&) {
+MF_INLINE void bwd_lines(const BwdLines<T>& a, const LineBlock& blk, LineScratch<T>& scratch) {
   const Direction& d = a.dirs[blk.r];
-  const int64_t r = blk.r, H = a.H, G = 4 * H, R = a.R, N = a.N, M = blk.k1 - blk.k0;
+  const int64_t r = blk.r, I = a.I, H = a.H, G = 4 * H, R = a.R, N = a.N, M = blk.k1 - blk.k0;
   const T* w_hh_r = a.w_hh + r * G * H;
+  const T* w_ih_r = a.w_ih + r * G * I;
+  T* dx_r = a.dx_dirs + r * N * I;
   T* dbias = a.dbias_blocks + blk.id * G;
   T* dw_hh = a.dw_hh_blocks + blk.id * G * H;
+  T* dw_ih = a.dw_ih_blocks + blk.id * G * I;
   std::fill(dbias, dbias + G, T(0));  // the block's own shares, zeroed here rather than in one serial pass
   std::fill(dw_hh, dw_hh + G * H, T(0));
-  const T* dg_rows[kMaxBlock];
+  std::fill(dw_ih, dw_ih + G * I, T(0));
+  T* dg_rows[kMaxBlock];
   const T* hp_rows[kMaxBlock];
+  const T* x_rows[kMaxBlock];
   T* dh_rows[kMaxBlock];
-  for (int64_t i = 0; i < M; ++i) dh_rows[i] = a.dh[r] + (blk.k0 + i) * H;
+  T* dx_rows[kMaxBlock];
+  for (int64_t i = 0; i < M; ++i) {
+    dh_rows[i] = a.dh[r] + (blk.k0 + i) * H;
+    dg_rows[i] = scratch.acc.data() + i * G;
+  }
   for (int64_t s = d.len - 1; s >= 0; --s) {
     for (int64_t i = 0; i < M; ++i) {
       const int64_t k = blk.k0 + i;
       const int64_t n = position(d, k, s, a.T_, a.F);
       const int64_t np = s > 0 ? position(d, k, s - 1, a.T_, a.F) : -1;  // the position before, where there is one
       const T* c_prev = s == 0 ? a.c0 + r * H + k * a.c0_line : a.cell + (r * N + np) * H;
-      T* dg = a.dxp + n * R * G + r * G;
-      dg_rows[i] = dg;
       hp_rows[i] = s == 0 ? a.h0 + r * H + k * a.h0_line : a.y + np * R * H + r * H;
+      x_rows[i] = a.x + n * I;
+      dx_rows[i] = dx_r + n * I;
       lstm_cell_bwd<VB>(a.gates + (r * N + n) * G, a.cell + (r * N + n) * H, c_prev, a.grad_y + n * R * H + r * H,
-                        dh_rows[i], a.dc[r] + k * H, dg, H);
+                        dh_rows[i], a.dc[r] + k * H, dg_rows[i], H);
       if (s > 0) {  // the rows this line reads and writes at the next step, loaded while the products run
         prefetch_row(a.gates + (r * N + np) * G, G);
         prefetch_row(a.grad_y + np * R * H + r * H, H);
         prefetch_row(a.cell + (r * N + np) * H, H);
+        prefetch_row(a.x + np * I, I);
+        prefetch_row(dx_r + np * I, I, true);
         if (s > 1) {
           const int64_t npp = position(d, k, s - 2, a.T_, a.F);
           prefetch_row(a.cell + (r * N + npp) * H, H);
           prefetch_row(a.y + npp * R * H + r * H, H);
         }
-        prefetch_row(a.dxp + np * R * G + r * G, G, true);
       }
     }
     rows_product<VB>(dg_rows, M, w_hh_r, H, G, H, dh_rows, false);
+    rows_product<VB>(dg_rows, M, w_ih_r, I, G, I, dx_rows, false);
     outer_accumulate<VB>(dg_rows, hp_rows, M, G, H, dw_hh);  // dw_hh += dg^T h_prev over the block's rows
+    outer_accumulate<VB>(dg_rows, x_rows, M, G, I, dw_ih);   // dw_ih += dg^T x
     add_rows_to<VB>(dbias, dg_rows, M, G);
   }
 }
