@@ -1,5 +1,5 @@
-"""The machine's limit for the CPU benchmarks: the float32 FLOP rate of a large GEMM run through the same library
-path as the CPU kernels' large products (csrc/gemm.h: oneDNN where torch has it, else at::mm), with the thread
+"""The machine's limit for the CPU benchmarks: the float32 FLOP rate of a large GEMM run through the library path
+of torch's own LSTM, the reference sweep (csrc/gemm.h: oneDNN where torch has it, else at::mm), with the thread
 count the kernels get. Every CPU benchmark times it in the same run as its cases and reports each case's FLOP
 rate as a share of it.
 

@@ -1,5 +1,6 @@
-// The large matrix products of the CPU kernels (the sweep backward's input and weight gradients), and the
-// library path the CPU benchmarks time as the machine's limit (melnet_fast._C.gemm_into).
+// The library path of large float32 products that the CPU benchmarks time as the machine's limit
+// (melnet_fast._C.gemm_into): the one torch's own LSTM, the reference sweep, runs on. (The sweep's kernels
+// compute every product in their own register tiles, small_gemm.h.)
 //
 // at::mm goes to MKL, whose kernels on this project's AMD development machine run the AVX2 path; oneDNN's
 // matmul (what torch's own LSTM uses) runs AVX-512 there and was 1.6x faster on the sweep's per-step product
