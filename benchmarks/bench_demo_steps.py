@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import datetime
 import os
 import statistics
@@ -21,6 +20,7 @@ import time
 
 import torch
 from bench_table import cpu_level, cpu_name, git_commit
+from results_csv import append_rows
 
 import melnet_fast
 from melnet_fast.cli.demo import (
@@ -109,13 +109,7 @@ def main(argv=None) -> None:
                          ratio_max=round(max(ratios), 3) if ratios and b == "cpu" else None))
     print(f"load average at the end {load:.1f}")
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "demo_steps.csv")
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    path = append_rows(os.path.join(args.out, "demo_steps.csv"), rows)
     print(f"appended {len(rows)} rows to {path}")
 
 

@@ -12,7 +12,6 @@ one element after another) and are judged by their speedup, not by a FLOP share.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
@@ -22,6 +21,7 @@ import time
 
 import torch
 from machine_limit import counted_flops, gemm_runner, library_path, share
+from results_csv import append_rows
 from sampling_cases import LOSS, SAMPLING, build, loss_runner, sample_runner, time_per_call
 
 import melnet_fast
@@ -116,18 +116,7 @@ def main(argv=None) -> None:
                              ms=round(v, 2), speedup_vs_reference=round(speed, 2), gflops=round(gflops, 2),
                              gemm_gflops=round(gemm_gflops, 1), share_of_gemm=round(frac, 4)))
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, "model.csv")
-    fields = sorted({k for r in rows for k in r})
-    new = not os.path.exists(path)
-    if not new:
-        with open(path) as f:
-            old_fields = next(csv.reader(f), [])
-        fields = old_fields + [k for k in fields if k not in old_fields]
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            w.writeheader()
-        w.writerows(rows)
+    path = append_rows(os.path.join(args.out, "model.csv"), rows)
     print(f"\nappended {len(rows)} rows to {path}")
 
 

@@ -16,7 +16,6 @@ descheduled (seen on a loaded 2-core VM), and --threads 1 gives steadier, if slo
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import os
@@ -28,6 +27,7 @@ import time
 import torch
 from bench_cases import BACKENDS, CASES
 from machine_limit import GEMM_SIZE, gemm_runner, library_path, share
+from results_csv import append_rows
 
 from melnet_fast import _extension
 
@@ -126,20 +126,7 @@ def markdown(rows) -> str:
 
 def save(rows, context, out_dir) -> None:
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "ops.csv")
-    old = []
-    if os.path.exists(path):
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames != CSV_FIELDS:  # an older header: rewrite the history with the new columns
-                old = list(reader)
-    with open(path, "a" if os.path.exists(path) and not old else "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, restval="")
-        if f.tell() == 0:
-            writer.writeheader()
-        writer.writerows(old)
-        for r in rows:
-            writer.writerow({**context, **r})
+    path = append_rows(os.path.join(out_dir, "ops.csv"), [{**context, **r} for r in rows], CSV_FIELDS)
     with open(os.path.join(out_dir, "ops_latest.json"), "w") as f:
         json.dump({"context": context, "rows": rows}, f, indent=1)
     print(f"\nappended {len(rows)} rows to {path}")

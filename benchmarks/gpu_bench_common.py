@@ -6,7 +6,6 @@ Everything here works on a CPU too (the scripts' --smoke mode): device-only meas
 
 from __future__ import annotations
 
-import csv
 import datetime
 import gc
 import json
@@ -18,6 +17,7 @@ import time
 from typing import Callable
 
 import torch
+from results_csv import append_rows
 
 from melnet_fast import backends
 from melnet_fast.ops import dispatch
@@ -272,20 +272,8 @@ class Results:
         os.replace(tmp, self.json_path)
 
     def append_csv(self, rows: list[dict]) -> str:
-        """Append rows (context fields added) to NAME.csv; a file with another header is left alone and the
-        rows go to NAME-<date>.csv instead."""
-        path = os.path.join(self.out_dir, f"{self.name}.csv")
+        """Append rows (context fields added) to NAME.csv (results_csv.append_rows: columns the file lacks widen its
+        header)."""
         fields = list(self.doc["context"]) + [f for f in self.csv_fields if f not in self.doc["context"]]
-        if os.path.exists(path):
-            with open(path, newline="") as f:
-                if next(csv.reader(f), []) != fields:
-                    stamp = self.doc["context"]["date"].replace(":", "").replace("+", "_")
-                    path = os.path.join(self.out_dir, f"{self.name}-{stamp}.csv")
-        new = not os.path.exists(path)
-        with open(path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            for r in rows:
-                writer.writerow({**self.doc["context"], **r})
-        return path
+        return append_rows(os.path.join(self.out_dir, f"{self.name}.csv"),
+                           [{**self.doc["context"], **r} for r in rows], fields)

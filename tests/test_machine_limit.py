@@ -1,5 +1,5 @@
 """The machine's limit of the CPU benchmarks (benchmarks/machine_limit.py): the GEMM it times computes the
-product through the kernels' library path, and the FLOP counts it reports agree with torch's FLOP counter."""
+product through the library path of torch's LSTM, and the FLOP counts it reports agree with torch's FLOP counter."""
 
 import os
 import sys
