@@ -106,8 +106,8 @@ void run_blocks(const Args& args, const std::vector<LineBlock>& blocks, int64_t 
   });
 }
 
-// Buffers of tens of megabytes (the saved gates and cell states, backward's gate gradients) come from a small
-// per-thread pool instead of fresh allocations: glibc maps anything above 32 MiB afresh on every call, and the
+// Buffers of tens of megabytes (the saved gates and cell states, backward's per-direction input gradients) come from a
+// small per-thread pool instead of fresh allocations: glibc maps anything above 32 MiB afresh on every call, and the
 // page faults of zeroing it were a quarter of the backward and a third of the forward at the benchmark size.
 // A pooled buffer is handed out again only once nothing else holds its storage (the autograd graph that saved
 // it, or a caller), so reuse is never visible; the pool keeps at most kPoolBuffers buffers of kPoolMaxBytes.

@@ -60,7 +60,7 @@ struct FwdLines {
 // Per-thread scratch of the line kernels, allocated once per thread and call.
 template <typename T>
 struct LineScratch {
-  std::vector<T> acc;  // [kMaxBlock, 4H]
+  std::vector<T> acc;  // [kMaxBlock, 4H]: forward, the gate pre-activations; backward, the gate gradients
   explicit LineScratch(int64_t H) : acc(kMaxBlock * 4 * H) {}
 };
 
