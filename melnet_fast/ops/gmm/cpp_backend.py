@@ -1,5 +1,6 @@
 """The cpu and cuda backends of gmm_nll: the ops melnet_fast::gmm_nll_fwd / _bwd of melnet_fast._C (C++ kernels on
-CPU tensors, CUDA kernels on CUDA tensors), their fake kernels and their autograd formula."""
+CPU tensors, CUDA kernels on CUDA tensors) and their fake kernels. Their autograd formula is a C++ autograd kernel
+(csrc/op_autograd.cpp): the backward op recomputes the posteriors from the saved inputs in one fused pass."""
 
 from __future__ import annotations
 
@@ -16,19 +17,9 @@ def _bwd_fake(grad, x, mu, log_sigma, logit_pi):
     return torch.empty_like(x), torch.empty_like(mu), torch.empty_like(log_sigma), torch.empty_like(logit_pi)
 
 
-def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _backward(ctx, grad):
-    # The backward recomputes the posteriors from the inputs in one fused pass.
-    return torch.ops.melnet_fast.gmm_nll_bwd(grad, *ctx.saved_tensors)
-
-
 if _extension.has_cpu_kernels():
     torch.library.register_fake("melnet_fast::gmm_nll_fwd")(_fwd_fake)
     torch.library.register_fake("melnet_fast::gmm_nll_bwd")(_bwd_fake)
-    torch.library.register_autograd("melnet_fast::gmm_nll_fwd", _backward, setup_context=_setup_context)
 
 
 def gmm_nll_cpp(x, mu, log_sigma, logit_pi):

@@ -37,7 +37,7 @@ def _bwd_cuda(grad_y, x, w_ih, w_hh, h0, c0, y, gates, cell, directions, dh_last
 
 
 if _extension.has_cpu_kernels():
-    registration.register("melnet_fast::lstm_sweep_2d_fwd", "melnet_fast::lstm_sweep_2d_bwd")
+    registration.register("melnet_fast::lstm_sweep_2d_fwd", "melnet_fast::lstm_sweep_2d_bwd", autograd=False)
     if _extension.has_cuda_kernels():
         torch.library.impl("melnet_fast::lstm_sweep_2d_fwd", "CUDA")(_fwd_cuda)
         torch.library.impl("melnet_fast::lstm_sweep_2d_bwd", "CUDA")(_bwd_cuda)
