@@ -9,10 +9,10 @@ import torch
 
 import melnet_fast
 from melnet_fast.ops import lstm_sweep_2d
+from melnet_fast.ops.lstm_sweep import DIRECTION_CODES
 from tests.ops.helpers import assert_close, make_gmm_inputs, make_sweep_inputs, random_like, sweep_value_and_grads
 
 ops = torch.ops.melnet_fast
-CODES = {"t+": 0, "t-": 1, "f+": 2, "f-": 3}
 
 
 def leaves(inputs):
@@ -22,7 +22,7 @@ def leaves(inputs):
 @pytest.mark.parametrize("directions", [["t+", "f+", "f-"], ["f-"]], ids=["t+.f+.f-", "f-"])
 def test_sweep_autograd_is_the_backward_op_on_the_saved_forward(directions):
     inputs = make_sweep_inputs(2, 3, 5, 3, 4, len(directions), dtype=torch.float32)
-    codes = [CODES[d] for d in directions]
+    codes = [DIRECTION_CODES[d] for d in directions]
     xs = leaves(inputs)
     y, gates, cell = ops.lstm_sweep_2d_fwd(*xs, codes, True)
     assert y.requires_grad and y.grad_fn is not None
