@@ -166,17 +166,54 @@ void fill_line_states(const T* state, bool per_line, const std::vector<int64_t>&
     }
 }
 
-// dst [R, size] += the blocks' shares [blocks, size] of their directions, added in block order, so the result does
-// not depend on which thread ran which block.
+// dst [R, size] = the sum of the blocks' shares [blocks, size] of each direction, added in block order, so the result
+// does not depend on which thread ran which block. The first block of a direction writes its share, so dst needs no
+// zeroing first (every direction has at least one block).
 template <typename T>
-void add_block_shares(const T* shares, const std::vector<LineBlock>& blocks, int64_t size, T* dst) {
+void sum_block_shares(const T* shares, const std::vector<LineBlock>& blocks, int64_t R, int64_t size, T* dst) {
   at::parallel_for(0, size, 4096, [&](int64_t lo, int64_t hi) {
+    std::vector<char> written(R, 0);
     for (const auto& b : blocks) {
       const T* src = shares + b.id * size;
       T* out = dst + b.r * size;
+      if (written[b.r]) {
+        for (int64_t j = lo; j < hi; ++j) out[j] += src[j];
+      } else {
+        std::copy(src + lo, src + hi, out + lo);
+        written[b.r] = 1;
+      }
+    }
+  });
+}
+
+// out [n] = the sum over directions of parts [R, n] (the input gradient's share of each direction), in direction order.
+template <typename T>
+void sum_directions(const T* parts, int64_t R, int64_t n, T* out) {
+  at::parallel_for(0, n, 16384, [&](int64_t lo, int64_t hi) {
+    std::copy(parts + lo, parts + hi, out + lo);
+    for (int64_t r = 1; r < R; ++r) {
+      const T* src = parts + r * n;
       for (int64_t j = lo; j < hi; ++j) out[j] += src[j];
     }
   });
+}
+
+// out [R, K, G] = w [R, G, K] transposed per direction (w contiguous): the weights in the layout of the per-step
+// products, by tiles that stay in L1: contiguous() of the transposed view (a strided copy) cost up to 4% of the forward
+// at the model's sizes.
+template <typename T>
+void transpose_weights(const T* w, int64_t R, int64_t G, int64_t K, T* out) {
+  constexpr int64_t kTile = 16;
+  for (int64_t r = 0; r < R; ++r) {
+    const T* src = w + r * G * K;
+    T* dst = out + r * K * G;
+    for (int64_t g0 = 0; g0 < G; g0 += kTile)
+      for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+        const int64_t g1 = std::min(g0 + kTile, G), k1 = std::min(k0 + kTile, K);
+        for (int64_t k = k0; k < k1; ++k)
+          for (int64_t g = g0; g < g1; ++g) dst[k * G + g] = src[g * K + k];
+      }
+  }
 }
 
 // dst [R, H] = the sum over each direction's lines of state [first[R], H].
@@ -212,8 +249,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::T
   if (N == 0 || H == 0) return {y, gates, cell};
 
   // The weights packed once, in the layout of the per-step products: [R, I, 4H] and [R, H, 4H].
-  const auto w_ih_t = w_ih_in.transpose(1, 2).contiguous();
-  const auto w_hh_t = w_hh_in.transpose(1, 2).contiguous();
+  const auto w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
+  auto w_ih_t = at::empty({R, I, G}, x.options()), w_hh_t = at::empty({R, H, G}, x.options());
   std::vector<Direction> dirs;
   for (int64_t r = 0; r < R; ++r) dirs.push_back(make_direction(directions[r], B, T, F));
   const bool h0_per_line = per_line_states(h0_in, R, dirs[0].lines, "h0");
@@ -226,6 +263,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_sweep_2d_fwd_cpu(const at::T
   const auto blocks = line_blocks(dirs);
 
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_sweep_2d_fwd_cpu", [&] {
+    transpose_weights(w_ih.data_ptr<scalar_t>(), R, G, I, w_ih_t.data_ptr<scalar_t>());
+    transpose_weights(w_hh.data_ptr<scalar_t>(), R, G, H, w_hh_t.data_ptr<scalar_t>());
     fill_line_states(h0.data_ptr<scalar_t>(), h0_per_line, first, H, h_run.data_ptr<scalar_t>());
     fill_line_states(c0.data_ptr<scalar_t>(), c0_per_line, first, H, c_run.data_ptr<scalar_t>());
     std::vector<scalar_t*> hp(R), cp(R);
@@ -278,12 +317,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
   // Every gradient is computed by the line blocks while their gate gradients are in cache (bwd_lines): the input
   // gradient as one share per direction (with one direction, dx itself), summed after the loop; the weight and bias
-  // gradients as one share per block, added up per direction in block order (add_block_shares).
+  // gradients as one share per block, added up per direction in block order (sum_block_shares).
   auto dx = new_output({B, T, F, I}, x.options());
   auto dx_dirs = R == 1 ? dx : pooled({R, N, I}, x.options());
-  auto dbias = at::zeros({R, G}, x.options());
-  auto dw_hh = at::zeros({R, G, H}, x.options());
-  auto dw_ih = at::zeros({R, G, I}, x.options());
+  auto dbias = new_output({R, G}, x.options());
+  auto dw_hh = new_output({R, G, H}, x.options());
+  auto dw_ih = new_output({R, G, I}, x.options());
   std::vector<Direction> dirs;
   for (int64_t r = 0; r < R; ++r) dirs.push_back(make_direction(directions[r], B, T, F));
   const int64_t lines0 = dirs[0].lines;
@@ -338,13 +377,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                     dhp.data(),
                                     dcp.data()};
       run_blocks<scalar_t>(args, blocks, H);
-      add_block_shares(dbias_blocks.data_ptr<scalar_t>(), blocks, G, dbias.data_ptr<scalar_t>());
-      add_block_shares(dw_hh_blocks.data_ptr<scalar_t>(), blocks, G * H, dw_hh.data_ptr<scalar_t>());
-      add_block_shares(dw_ih_blocks.data_ptr<scalar_t>(), blocks, G * I, dw_ih.data_ptr<scalar_t>());
+      sum_block_shares(dbias_blocks.data_ptr<scalar_t>(), blocks, R, G, dbias.data_ptr<scalar_t>());
+      sum_block_shares(dw_hh_blocks.data_ptr<scalar_t>(), blocks, R, G * H, dw_hh.data_ptr<scalar_t>());
+      sum_block_shares(dw_ih_blocks.data_ptr<scalar_t>(), blocks, R, G * I, dw_ih.data_ptr<scalar_t>());
+      if (R > 1) sum_directions(dx_dirs.data_ptr<scalar_t>(), R, N * I, dx.data_ptr<scalar_t>());
     });
-    if (R > 1) at::sum_out(dx, dx_dirs.view({R, B, T, F, I}), 0);
   } else {
-    dx.zero_();
+    for (auto* t : {&dx, &dbias, &dw_hh, &dw_ih}) t->zero_();
   }
 
   // dh0, dc0: [R, H], the sums over each direction's lines, or per line [1, lines, H], the carried gradients.
