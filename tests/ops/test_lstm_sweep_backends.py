@@ -70,3 +70,21 @@ def test_inputs_are_left_unchanged(backend):
     sweep_value_and_grads(backend, inputs, directions)
     for name, t, c in zip(("x", "w_ih", "w_hh", "bias", "h0", "c0"), inputs, copies):
         assert torch.equal(t, c), f"{name} was modified by the {backend} backend"
+
+
+@pytest.mark.parametrize("threads", [1, 3, 4])
+def test_cpu_at_other_thread_counts(threads):
+    # The cpu kernels size their line blocks for the thread count (csrc/lstm_sweep_2d_cpu.cpp: line_blocks), so each
+    # count cuts the lines differently; directions of different line counts (120 along time, 27 along frequency) and
+    # lengths give blocks of several sizes and part-filled row tiles.
+    directions = ["t+", "f-", "t-", "f+"]
+    inputs = make_sweep_inputs(3, 9, 40, 5, 7, len(directions), torch.float64)
+    want = sweep_value_and_grads("reference", inputs, directions)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = sweep_value_and_grads("cpu", inputs, directions)
+    finally:
+        torch.set_num_threads(before)
+    for name, g, w in zip(SWEEP_RESULTS, got, want):
+        assert_close(name, g, w, rtol=1e-10, atol=1e-10)
