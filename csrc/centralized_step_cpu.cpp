@@ -1,11 +1,12 @@
 // The per-frame step of the centralized stack and text attention for the CPU sampler (centralized_step_cpu.h).
-// Its products and LSTM updates are compiled per instruction set (MELNET_FAST_CPU_CLONES) like the per-element
-// loop: in baseline code the step cost a quarter of a tts_small frame.
+// Its products and LSTM updates are compiled per instruction set like the per-element loop (one wrapper per target,
+// picked by simd::cpu_level()): in baseline code the step cost a quarter of a tts_small frame.
 #include "centralized_step_cpu.h"
 
 #include <algorithm>
 #include <limits>
 
+#include "lstm_cell_cpu.h"
 #include "sampler_layout.h"
 #include "scalar_math.h"
 #include "small_gemm.h"
@@ -82,7 +83,7 @@ CentralizedInputs CentralizedInputs::prepare(at::TensorList weights, int64_t n_l
 
 template <typename T>
 CentralizedStep<T>::CentralizedStep(const CentralizedInputs& in, int64_t b, T* alignment, int64_t n_prime)
-    : in(in), n_prime(n_prime), alignment(alignment), scratch(4 * in.D) {
+    : in(in), n_prime(n_prime), alignment(alignment) {
   const int64_t L = in.n_layers, D = in.D;
   h.resize(L * D);
   c.resize(L * D);
@@ -110,17 +111,17 @@ namespace {
 // One step of the Gaussian-mixture attention (ops/gmm_attention/reference.py): the attention RNN reads
 // [query ; last context], the window's positions advance, and the new context is the window's weighted sum of
 // the memory. Writes s.phi [U] (zero on padding) and s.beyond (the mass past the end of the text).
-template <typename T>
+template <int VB, typename T>
 MF_INLINE void attend(CentralizedStep<T>& s, const T* query) {
   const CentralizedInputs& in = s.in;
   const int64_t D = in.D, K = in.K, U = in.U;
   std::copy(query, query + D, s.att_in.begin());
-  matvec(attention<T>(in, kAWih), s.att_in.data(), attention<T>(in, kABias), 4 * D, 2 * D, s.gates.data());
-  matvec(attention<T>(in, kAWhh), s.att_h.data(), static_cast<const T*>(nullptr), 4 * D, D, s.gates.data(), true);
-  lstm_cell_pointwise(s.gates.data(), static_cast<const T*>(nullptr), s.gates.data(), s.att_h.data(), s.att_c.data(), D,
-                      s.scratch);
+  matvec<VB>(attention<T>(in, kAWih), s.att_in.data(), attention<T>(in, kABias), 4 * D, 2 * D, s.gates.data());
+  matvec<VB>(attention<T>(in, kAWhh), s.att_h.data(), static_cast<const T*>(nullptr), 4 * D, D, s.gates.data(), true);
+  lstm_cell_fwd<VB>(s.gates.data(), s.att_h.data(), s.att_c.data(), s.att_h.data(), static_cast<T*>(nullptr),
+                    static_cast<T*>(nullptr), D);
   T* p = s.window.data();  // (position steps, log widths, weight logits)
-  matvec(attention<T>(in, kWindowW), s.att_h.data(), attention<T>(in, kWindowB), 3 * K, D, p);
+  matvec<VB>(attention<T>(in, kWindowW), s.att_h.data(), attention<T>(in, kWindowB), 3 * K, D, p);
   T mx = -std::numeric_limits<T>::infinity();
   for (int64_t k = 0; k < K; ++k) mx = std::max(mx, p[2 * K + k]);
   T sum = 0;
@@ -149,16 +150,16 @@ MF_INLINE void attend(CentralizedStep<T>& s, const T* query) {
   s.beyond = T(1) - reached;
 }
 
-template <typename T>
+template <int VB, typename T>
 MF_INLINE bool frame_impl(CentralizedStep<T>& s, int64_t i, const T* prev, T* ht_layers) {
   const CentralizedInputs& in = s.in;
   const int64_t L = in.n_layers, D = in.D, F = in.F;
   T* hc = s.hc.data();
-  matvec(ptr<T>(in, 0), prev, ptr<T>(in, 1), D, F, hc);
+  matvec<VB>(ptr<T>(in, 0), prev, ptr<T>(in, 1), D, F, hc);
   for (int64_t level = 0; level <= L; ++level) {
     if (level == in.attention_layer && in.K > 0) {
-      attend(s, hc);
-      matvec(attention<T>(in, kContextW), &s.att_in[D], attention<T>(in, kContextB), D, D, hc, true);
+      attend<VB>(s, hc);
+      matvec<VB>(attention<T>(in, kContextW), &s.att_in[D], attention<T>(in, kContextB), D, D, hc, true);
     }
     if (level > 0) {  // broadcast over frequency
       T* out = ht_layers + (level - 1) * F * D;
@@ -167,10 +168,10 @@ MF_INLINE bool frame_impl(CentralizedStep<T>& s, int64_t i, const T* prev, T* ht
     }
     if (level < L) {
       T *h = &s.h[level * D], *c = &s.c[level * D];
-      matvec(layer<T>(in, level, kWih), hc, layer<T>(in, level, kBias), 4 * D, D, s.gates.data());
-      matvec(layer<T>(in, level, kWhh), h, static_cast<const T*>(nullptr), 4 * D, D, s.gates.data(), true);
-      lstm_cell_pointwise(s.gates.data(), static_cast<const T*>(nullptr), s.gates.data(), h, c, D, s.scratch);
-      matvec(layer<T>(in, level, kProjW), h, layer<T>(in, level, kProjB), D, D, hc, true);
+      matvec<VB>(layer<T>(in, level, kWih), hc, layer<T>(in, level, kBias), 4 * D, D, s.gates.data());
+      matvec<VB>(layer<T>(in, level, kWhh), h, static_cast<const T*>(nullptr), 4 * D, D, s.gates.data(), true);
+      lstm_cell_fwd<VB>(s.gates.data(), h, c, h, static_cast<T*>(nullptr), static_cast<T*>(nullptr), D);
+      matvec<VB>(layer<T>(in, level, kProjW), h, layer<T>(in, level, kProjB), D, D, hc, true);
     }
   }
   if (in.K == 0) return true;
@@ -182,18 +183,28 @@ MF_INLINE bool frame_impl(CentralizedStep<T>& s, int64_t i, const T* prev, T* ht
   return true;
 }
 
-MELNET_FAST_CPU_CLONES bool frame_clone(CentralizedStep<float>& s, int64_t i, const float* prev, float* ht) {
-  return frame_impl(s, i, prev, ht);
+// The step of each target.
+template <typename T>
+MELNET_FAST_TARGET_V4 bool frame_v4(CentralizedStep<T>& s, int64_t i, const T* prev, T* ht) {
+  return frame_impl<64>(s, i, prev, ht);
 }
-MELNET_FAST_CPU_CLONES bool frame_clone(CentralizedStep<double>& s, int64_t i, const double* prev, double* ht) {
-  return frame_impl(s, i, prev, ht);
+template <typename T>
+MELNET_FAST_TARGET_V3 bool frame_v3(CentralizedStep<T>& s, int64_t i, const T* prev, T* ht) {
+  return frame_impl<32>(s, i, prev, ht);
+}
+template <typename T>
+bool frame_v1(CentralizedStep<T>& s, int64_t i, const T* prev, T* ht) {
+  return frame_impl<16>(s, i, prev, ht);
 }
 
 }  // namespace
 
 template <typename T>
 bool CentralizedStep<T>::frame(int64_t i, const T* prev, T* ht_layers) {
-  return frame_clone(*this, i, prev, ht_layers);
+  const int level = simd::cpu_level();
+  return level >= 4   ? frame_v4(*this, i, prev, ht_layers)
+         : level >= 3 ? frame_v3(*this, i, prev, ht_layers)
+                      : frame_v1(*this, i, prev, ht_layers);
 }
 
 template struct CentralizedStep<float>;

@@ -6,10 +6,9 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <optional>
 #include <vector>
-
-#include "vec_math.h"
 
 namespace melnet_fast {
 
@@ -27,7 +26,7 @@ struct CentralizedInputs {
                                    const at::Tensor& like);
 };
 
-// The state of one batch row between frames. frame() runs in a target-cloned kernel (AVX-512 / AVX2 / baseline,
+// The state of one batch row between frames. frame() runs the step of the CPU's target (AVX-512 / AVX2 / baseline,
 // like the per-element loop), which reads the members directly.
 template <typename T>
 struct CentralizedStep {
@@ -46,7 +45,6 @@ struct CentralizedStep {
   T beyond = 0;
   std::vector<T> h, c, hc, gates, phi;                      // stack state [L, D] each; running sum; scratch
   std::vector<T> att_h, att_c, att_in, kappa, window, cdf;  // attention state ([query ; last context]) and scratch
-  PointwiseScratch<T> scratch;
 };
 
 extern template struct CentralizedStep<float>;

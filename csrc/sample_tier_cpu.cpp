@@ -4,7 +4,9 @@
 // Batch rows are independent: each thread samples one contiguous group of rows, all of them together, so that
 // every per-element product is a register-blocked product over the group's rows (small_gemm.h: matmat) and each
 // weight is loaded once for several rows; at batch 1 (one row) the time-delayed layer's three LSTMs run on two
-// threads instead. The semantics are those of melnet_fast/ops/tier_sampling/reference.py.
+// threads instead. The LSTM cell is the sweep's (lstm_cell_cpu.h). Compiled for AVX-512, AVX2 and the baseline, one
+// wrapper per target, picked at run time by simd::cpu_level(). The semantics are those of
+// melnet_fast/ops/tier_sampling/reference.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -19,6 +21,7 @@
 
 #include "centralized_step_cpu.h"
 #include "common.h"
+#include "lstm_cell_cpu.h"
 #include "mixture_draw.h"
 #include "sampler_layout.h"
 #include "small_gemm.h"
@@ -29,22 +32,6 @@ namespace {
 
 namespace sl = sampler_layout;
 
-// The LSTM pointwise update of (h, c) [D] from pre-activation gates [4D] (overwritten by the activations).
-template <typename T>
-MF_INLINE void lstm_pointwise(T* gates, T* h, T* c, int64_t D, PointwiseScratch<T>& s) {
-  lstm_cell_pointwise(gates, static_cast<const T*>(nullptr), gates, h, c, D, s);
-}
-
-// One LSTM cell step in place on (h, c) [D]; gates [4D] is scratch. Gates (i, f, g, o) as nn.LSTM; the
-// weights come transposed ([D, 4D]).
-template <typename T>
-MF_INLINE void cell(const T* w_ih, const T* w_hh, const T* bias, const T* in, T* h, T* c, int64_t D, T* gates,
-                    PointwiseScratch<T>& scratch) {
-  matvec(w_ih, in, bias, 4 * D, D, gates);
-  matvec(w_hh, h, static_cast<const T*>(nullptr), 4 * D, D, gates, true);
-  lstm_pointwise(gates, h, c, D, scratch);
-}
-
 // One of the three LSTMs of a time-delayed layer for the current frame of M batch rows: r = 0 the time LSTM (one
 // step for every row and channel at once, state carried across frames), r = 1 / 2 the forward / backward
 // frequency LSTM over the frame (the M rows' sweeps advance together, one product over the rows per step). Each
@@ -53,22 +40,19 @@ template <typename T>
 struct TimeLayerArgs {
   const T *w_ih, *w_hh, *bias, *h0, *c0, *ht;
   T *t_h, *t_c, *gates, *sweep_h, *sweep_c, *feats;  // t_h, t_c, gates: [M * F] rows; sweep_h, sweep_c: [M] rows
-  PointwiseScratch<T>* scratch;
   int64_t M, F, D;
 };
 
-template <typename T>
-MF_INLINE void time_layer_lstm_impl(const TimeLayerArgs<T>& a, int64_t r) {
+template <int VB, typename T>
+MF_INLINE void time_layer_lstm(const TimeLayerArgs<T>& a, int64_t r) {
   const int64_t M = a.M, F = a.F, D = a.D, G = 4 * D, rows = M * F;
   // Input terms of every channel first; only the recurrent term of the sweeps stays sequential.
-  matmat(a.w_ih + r * G * D, a.ht, rows, D, a.bias + r * G, G, D, a.gates, G);
+  matmat<VB>(a.w_ih + r * G * D, a.ht, rows, D, a.bias + r * G, G, D, a.gates, G);
   if (r == 0) {
-    matmat(a.w_hh, a.t_h, rows, D, static_cast<const T*>(nullptr), G, D, a.gates, G, true);
-    for (int64_t n = 0; n < rows; ++n) {
-      T* h = a.t_h + n * D;
-      lstm_pointwise(a.gates + n * G, h, a.t_c + n * D, D, *a.scratch);
-      std::copy(h, h + D, a.feats + n * 3 * D);
-    }
+    matmat<VB>(a.w_hh, a.t_h, rows, D, static_cast<const T*>(nullptr), G, D, a.gates, G, true);
+    for (int64_t n = 0; n < rows; ++n)
+      lstm_cell_fwd<VB>(a.gates + n * G, a.t_h + n * D, a.t_c + n * D, a.feats + n * 3 * D, static_cast<T*>(nullptr),
+                        static_cast<T*>(nullptr), D);
     return;
   }
   for (int64_t m = 0; m < M; ++m) {
@@ -78,17 +62,12 @@ MF_INLINE void time_layer_lstm_impl(const TimeLayerArgs<T>& a, int64_t r) {
   for (int64_t s = 0; s < F; ++s) {
     const int64_t j = r == 1 ? s : F - 1 - s;
     // Row m's gates of channel j sit at gates[(m * F + j) * G]: a product over the M rows with stride F * G.
-    matmat(a.w_hh + r * G * D, a.sweep_h, M, D, static_cast<const T*>(nullptr), G, D, a.gates + j * G, F * G, true);
-    for (int64_t m = 0; m < M; ++m) {
-      T* h = a.sweep_h + m * D;
-      lstm_pointwise(a.gates + (m * F + j) * G, h, a.sweep_c + m * D, D, *a.scratch);
-      std::copy(h, h + D, a.feats + (m * F + j) * 3 * D + r * D);
-    }
+    matmat<VB>(a.w_hh + r * G * D, a.sweep_h, M, D, static_cast<const T*>(nullptr), G, D, a.gates + j * G, F * G, true);
+    for (int64_t m = 0; m < M; ++m)
+      lstm_cell_fwd<VB>(a.gates + (m * F + j) * G, a.sweep_h + m * D, a.sweep_c + m * D,
+                        a.feats + (m * F + j) * 3 * D + r * D, static_cast<T*>(nullptr), static_cast<T*>(nullptr), D);
   }
 }
-
-MELNET_FAST_CPU_CLONES void time_layer_lstm(const TimeLayerArgs<float>& a, int64_t r) { time_layer_lstm_impl(a, r); }
-MELNET_FAST_CPU_CLONES void time_layer_lstm(const TimeLayerArgs<double>& a, int64_t r) { time_layer_lstm_impl(a, r); }
 
 template <typename T>
 struct LayerW {
@@ -113,8 +92,9 @@ struct SampleRows {
   int64_t* length;                     // [M]
 };
 
-template <typename T>
-__attribute__((always_inline)) inline void sample_rows(const SampleRows<T>& a) {
+// time_layer: the target's time_layer_lstm<VB> as a function of its own (see the call).
+template <int VB, typename T>
+MF_INLINE void sample_rows(const SampleRows<T>& a, void (*time_layer)(const TimeLayerArgs<T>&, int64_t)) {
   const int64_t T_ = a.x.size(1), F = a.x.size(2), D = a.cz_t.size(3), L = a.L, K = a.K, M = a.M;
   const int64_t G = 4 * D;
   auto rows = [&](const at::Tensor& t, int64_t per_row) { return t.data_ptr<T>() + a.b0 * per_row; };
@@ -145,8 +125,6 @@ __attribute__((always_inline)) inline void sample_rows(const SampleRows<T>& a) {
   // Caches: time LSTM (h, c) per layer, row and channel [L, M * F, D]; the time-delayed stack's output of this
   // frame per row and layer [M, L, F, D] (a row's [L, F, D] block is what its centralized step adds to).
   std::vector<T> t_h(L * M * F * D), t_c(L * M * F * D), ht_layers(M * L * F * D), f_h(L * M * D), f_c(L * M * D);
-  PointwiseScratch<T> scratch(4 * D);
-  std::vector<PointwiseScratch<T>> scratch3(3, PointwiseScratch<T>(4 * D));
 #ifdef _OPENMP
   // Only worth a fork/join per layer and frame when each LSTM has real work (measured: D = 8 loses, 64 wins).
   const bool inner_threads = !omp_in_parallel() && at::get_num_threads() > 1 && D >= 32;
@@ -183,14 +161,14 @@ __attribute__((always_inline)) inline void sample_rows(const SampleRows<T>& a) {
       // they run on two threads; otherwise one after the other.
 #pragma omp parallel for num_threads(2) schedule(static, 1) if (inner_threads)
       for (int64_t r = 0; r < 3; ++r) {
-        // A call, not inline code: the body of an OpenMP loop is outlined without the target clone's ISA.
-        time_layer_lstm(TimeLayerArgs<T>{lay.t_w_ih, lay.t_w_hh, lay.t_bias, lay.t_h0, lay.t_c0, ht.data(),
-                                         &t_h[l * M * F * D], &t_c[l * M * F * D], &fgates[r * M * F * G],
-                                         &sweep_h[r * M * D], &sweep_c[r * M * D], feats.data(), &scratch3[r], M, F, D},
-                        r);
+        // A call, not inline code: the body of an OpenMP loop is outlined without the wrapper's target.
+        time_layer(TimeLayerArgs<T>{lay.t_w_ih, lay.t_w_hh, lay.t_bias, lay.t_h0, lay.t_c0, ht.data(),
+                                    &t_h[l * M * F * D], &t_c[l * M * F * D], &fgates[r * M * F * G],
+                                    &sweep_h[r * M * D], &sweep_c[r * M * D], feats.data(), M, F, D},
+                   r);
       }
       // Projection and residual.
-      matmat(lay.t_proj_w, feats.data(), M * F, 3 * D, lay.t_proj_b, D, 3 * D, ht.data(), D, true);
+      matmat<VB>(lay.t_proj_w, feats.data(), M * F, 3 * D, lay.t_proj_b, D, 3 * D, ht.data(), D, true);
       for (int64_t m = 0; m < M; ++m) std::copy(&ht[m * F * D], &ht[(m + 1) * F * D], &ht_layers[(m * L + l) * F * D]);
     }
     if (a.centralized != nullptr) {  // the per-frame step of a text model: its terms join ht_layers; it may stop
@@ -224,12 +202,14 @@ __attribute__((always_inline)) inline void sample_rows(const SampleRows<T>& a) {
           for (int64_t d = 0; d < D; ++d) tmp[m * D + d] = hf[m * D + d] + htl[d];
         }
         T* h = &f_h[l * M * D];
-        matmat(lay.f_w_ih, tmp.data(), M, D, lay.f_bias, G, D, gates.data(), G);
-        matmat(lay.f_w_hh, h, M, D, static_cast<const T*>(nullptr), G, D, gates.data(), G, true);
-        for (int64_t m = 0; m < M; ++m) lstm_pointwise(&gates[m * G], h + m * D, &f_c[(l * M + m) * D], D, scratch);
-        matmat(lay.f_proj_w, h, M, D, lay.f_proj_b, D, D, hf.data(), D, true);
+        matmat<VB>(lay.f_w_ih, tmp.data(), M, D, lay.f_bias, G, D, gates.data(), G);
+        matmat<VB>(lay.f_w_hh, h, M, D, static_cast<const T*>(nullptr), G, D, gates.data(), G, true);
+        for (int64_t m = 0; m < M; ++m)
+          lstm_cell_fwd<VB>(&gates[m * G], h + m * D, &f_c[(l * M + m) * D], h + m * D, static_cast<T*>(nullptr),
+                            static_cast<T*>(nullptr), D);
+        matmat<VB>(lay.f_proj_w, h, M, D, lay.f_proj_b, D, D, hf.data(), D, true);
       }
-      matmat(head_w, hf.data(), M, D, head_b, 3 * K, D, theta.data(), 3 * K);
+      matmat<VB>(head_w, hf.data(), M, D, head_b, 3 * K, D, theta.data(), 3 * K);
       for (int64_t m = 0; m < M; ++m) {
         if (!active[m]) continue;
         const int64_t at = (m * T_ + i) * F + j;
@@ -245,8 +225,31 @@ __attribute__((always_inline)) inline void sample_rows(const SampleRows<T>& a) {
   }
 }
 
-MELNET_FAST_CPU_CLONES void sample_rows_dispatch(const SampleRows<float>& a) { sample_rows(a); }
-MELNET_FAST_CPU_CLONES void sample_rows_dispatch(const SampleRows<double>& a) { sample_rows(a); }
+// The sampler of each target, and the one this CPU runs.
+#define MELNET_FAST_SAMPLER(ATTR, SUFFIX, VB)                           \
+  template <typename T>                                                 \
+  ATTR void time_layer_##SUFFIX(const TimeLayerArgs<T>& a, int64_t r) { \
+    time_layer_lstm<VB>(a, r);                                          \
+  }                                                                     \
+  template <typename T>                                                 \
+  ATTR void sample_rows_##SUFFIX(const SampleRows<T>& a) {              \
+    sample_rows<VB>(a, &time_layer_##SUFFIX<T>);                        \
+  }
+MELNET_FAST_SAMPLER(MELNET_FAST_TARGET_V4, v4, 64)
+MELNET_FAST_SAMPLER(MELNET_FAST_TARGET_V3, v3, 32)
+MELNET_FAST_SAMPLER(, v1, 16)
+#undef MELNET_FAST_SAMPLER
+
+template <typename T>
+void run_sample_rows(const SampleRows<T>& a) {
+  const int level = simd::cpu_level();
+  if (level >= 4)
+    sample_rows_v4(a);
+  else if (level >= 3)
+    sample_rows_v3(a);
+  else
+    sample_rows_v1(a);
+}
 
 // Both ops: `centralized` is null for a tier without a centralized stack. Returns (x, log_density, alignment
 // [B, T, U] (U = 0 without text), lengths [B]).
@@ -290,9 +293,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sample(const at::Tens
           step_ptrs.push_back(steps.back().get());
         }
       }
-      sample_rows_dispatch(SampleRows<scalar_t>{x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime,
-                                                x_min, x_max, lo, hi - lo, ld + lo,
-                                                centralized != nullptr ? step_ptrs.data() : nullptr, len + lo});
+      run_sample_rows(SampleRows<scalar_t>{x, cz_t, cz_f, u, eps, w, n_layers, n_mixtures, temperature, n_prime, x_min,
+                                           x_max, lo, hi - lo, ld + lo,
+                                           centralized != nullptr ? step_ptrs.data() : nullptr, len + lo});
     });
   });
   return {x, log_density, alignment, lengths};

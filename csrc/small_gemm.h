@@ -1,6 +1,7 @@
 // Register-blocked products for small matrices (a few hundred thousand multiply-adds), where a BLAS or oneDNN
 // call costs more in set-up than the arithmetic: the sampler's per-element matrix-vector products and the
-// sweep's per-step products at small batch. Force-inlined, so they vectorise inside the caller's target clone.
+// sweep's per-step products at small batch. Each is a template on VB, the vector size in bytes of the caller's target
+// (64 AVX-512, 32 AVX2, 16 the baseline), and forced inline, so it compiles inside that target's wrapper.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -9,34 +10,30 @@
 
 namespace melnet_fast {
 
-// A 64-byte vector of T (GCC vector extension): one zmm register in the AVX-512 clone, two ymm in the AVX2 one,
-// four xmm in the default build, so the same source vectorises in every clone.
-template <typename T>
-struct Vec64 {
-  typedef T type __attribute__((vector_size(64), aligned(sizeof(T))));
-  static constexpr int lanes = 64 / sizeof(T);
-};
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32 / 64-byte vectors in forced-inline helpers: no such call exists
 
 // Register-blocked product over rows [r0, r0 + NV * lanes): acc[MB][NV] stays in vector registers across the
-// whole k loop, so each weight vector is loaded once per MB inputs and no partial sum goes through memory.
-template <typename T, int MB, int NV>
+// whole k loop, so each weight vector is loaded once per MB inputs and no partial sum goes through memory. VB is the
+// vector size in bytes of the caller's target (64, 32, 16), so the MB x NV accumulators are registers of that target.
+template <int VB, typename T, int MB, int NV>
 MF_INLINE void product_block(const T* wt, const T* V, int64_t ldv, int64_t rows, int64_t n, int64_t r0, T* out,
                              int64_t ldo) {
-  using Vt = typename Vec64<T>::type;
-  constexpr int W = Vec64<T>::lanes;
+  using Vt = simd::Vec<T, VB>;
+  constexpr int W = simd::lanes<Vt>();
   Vt acc[MB][NV];
   for (int mm = 0; mm < MB; ++mm)
-    for (int nv = 0; nv < NV; ++nv) __builtin_memcpy(&acc[mm][nv], out + mm * ldo + r0 + nv * W, sizeof(Vt));
+    for (int nv = 0; nv < NV; ++nv) acc[mm][nv] = simd::load<Vt>(out + mm * ldo + r0 + nv * W);
   for (int64_t k = 0; k < n; ++k) {
     Vt w[NV];
-    for (int nv = 0; nv < NV; ++nv) __builtin_memcpy(&w[nv], wt + k * rows + r0 + nv * W, sizeof(Vt));
+    for (int nv = 0; nv < NV; ++nv) w[nv] = simd::load<Vt>(wt + k * rows + r0 + nv * W);
     for (int mm = 0; mm < MB; ++mm) {
       const T v = V[mm * ldv + k];
       for (int nv = 0; nv < NV; ++nv) acc[mm][nv] += v * w[nv];
     }
   }
   for (int mm = 0; mm < MB; ++mm)
-    for (int nv = 0; nv < NV; ++nv) __builtin_memcpy(out + mm * ldo + r0 + nv * W, &acc[mm][nv], sizeof(Vt));
+    for (int nv = 0; nv < NV; ++nv) simd::store(out + mm * ldo + r0 + nv * W, acc[mm][nv]);
 }
 
 // Rows [r0, rows) that do not fill a vector, in scalar code.
@@ -52,8 +49,8 @@ MF_INLINE void product_tail(const T* wt, const T* V, int64_t M, int64_t ldv, int
 }
 
 // OUT[m, r] (+)= b[r] + sum_k wt[k, r] * V[m, k] for M vectors (leading dimensions ldv, ldo), from the
-// transposed weights wt [n, rows]; accumulates into OUT when add.
-template <typename T>
+// transposed weights wt [n, rows]; accumulates into OUT when add. VB: the vector size of the caller's target.
+template <int VB, typename T>
 MF_INLINE void matmat(const T* wt, const T* V, int64_t M, int64_t ldv, const T* b, int64_t rows, int64_t n, T* out,
                       int64_t ldo, bool add = false) {
   for (int64_t m = 0; m < M; ++m) {
@@ -63,22 +60,28 @@ MF_INLINE void matmat(const T* wt, const T* V, int64_t M, int64_t ldv, const T* 
       for (int64_t r = 0; r < rows; ++r) o[r] += b[r];
     }
   }
-  constexpr int W = Vec64<T>::lanes;
+  constexpr int W = VB / sizeof(T);
   const int64_t r_vec = rows - rows % W;  // rows covered by whole vectors
   int64_t m = 0;
   for (; m + 4 <= M; m += 4) {  // four inputs x two vectors of rows: eight independent accumulators
     int64_t r0 = 0;
     for (; r0 + 2 * W <= rows; r0 += 2 * W)
-      product_block<T, 4, 2>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
-    for (; r0 + W <= rows; r0 += W) product_block<T, 4, 1>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+      product_block<VB, T, 4, 2>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+    for (; r0 + W <= rows; r0 += W) product_block<VB, T, 4, 1>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
   }
   for (; m < M; ++m) {  // one input x four vectors of rows, so that the FMA chains overlap
     int64_t r0 = 0;
     for (; r0 + 4 * W <= rows; r0 += 4 * W)
-      product_block<T, 1, 4>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
-    for (; r0 + W <= rows; r0 += W) product_block<T, 1, 1>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+      product_block<VB, T, 1, 4>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
+    for (; r0 + W <= rows; r0 += W) product_block<VB, T, 1, 1>(wt, V + m * ldv, ldv, rows, n, r0, out + m * ldo, ldo);
   }
   if (r_vec < rows) product_tail(wt, V, M, ldv, rows, n, r_vec, out, ldo);
+}
+
+// out[r] (+)= b[r] + sum_k w[r, k] * v[k]: one vector.
+template <int VB, typename T>
+MF_INLINE void matvec(const T* wt, const T* v, const T* b, int64_t rows, int64_t n, T* out, bool add = false) {
+  matmat<VB>(wt, v, 1, n, b, rows, n, out, rows, add);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -91,8 +94,6 @@ MF_INLINE void matmat(const T* wt, const T* V, int64_t M, int64_t ldv, const T* 
 // broadcast live beside them. 6 x 4 = 24 of AVX-512's 32 registers, 6 x 2 = 12 of AVX2's (and SSE's) 16: enough
 // independent FMA chains to keep two FMA units busy through a 4-cycle latency (1 unit needs half as many), and
 // 6 broadcasts + NV loads per 6 NV FMAs, below the two loads a cycle of current cores.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"  // 32 / 64-byte vectors in forced-inline helpers: no such call exists
 template <int VB>
 struct RowsTile {
   static constexpr int MR = 6, NV = VB >= 64 ? 4 : 2;
@@ -191,11 +192,5 @@ MF_INLINE void outer_accumulate(const T* const* a, const T* const* b, int64_t K,
                        [&](int64_t g) MF_LAMBDA_INLINE { return out + g * ncols; }, rows, K, ncols, true);
 }
 #pragma GCC diagnostic pop
-
-// out[r] (+)= b[r] + sum_k w[r, k] * v[k]: one vector.
-template <typename T>
-MF_INLINE void matvec(const T* wt, const T* v, const T* b, int64_t rows, int64_t n, T* out, bool add = false) {
-  matmat(wt, v, 1, n, b, rows, n, out, rows, add);
-}
 
 }  // namespace melnet_fast

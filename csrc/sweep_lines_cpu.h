@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "lstm_cell_cpu.h"
 #include "small_gemm.h"
 #include "sweep_geometry.h"
 #include "vec_math.h"
@@ -64,32 +65,6 @@ struct LineScratch {
   explicit LineScratch(int64_t H) : acc(kMaxBlock * 4 * H) {}
 };
 
-// Runs body(j, lanes) over [0, H) a vector at a time; the last, partial vector of lanes goes through padded
-// copies (in(p, src) copies `lanes` values of src[j..] into a zero-padded vector, out(dst, v) writes them back).
-template <typename V, typename Body>
-MF_INLINE void over_lanes(int64_t H, Body body) {
-  constexpr int W = simd::lanes<V>();
-  int64_t j = 0;
-  for (; j + W <= H; j += W) body(j, W);
-  if (j < H) body(j, H - j);
-}
-
-template <typename V>
-MF_INLINE V load_lanes(const simd::Elem<V>* p, int64_t lanes) {
-  if (lanes == simd::lanes<V>()) return simd::load<V>(p);
-  simd::Elem<V> tmp[simd::lanes<V>()] = {};
-  std::copy(p, p + lanes, tmp);
-  return simd::load<V>(tmp);
-}
-
-template <typename V>
-MF_INLINE void store_lanes(simd::Elem<V>* p, const V& v, int64_t lanes) {
-  if (lanes == simd::lanes<V>()) return simd::store(p, v);
-  simd::Elem<V> tmp[simd::lanes<V>()];
-  simd::store(tmp, v);
-  std::copy(tmp, tmp + lanes, p);
-}
-
 // Asks for n values from p into the cache ahead of use (write: for a store). The saved rows a backward step reads
 // sit at positions scattered over tensors of megabytes (a direction along frequency reads one row every F
 // positions), which the hardware prefetchers do not predict: the loads of the gate maths stalled on memory for
@@ -104,29 +79,6 @@ MF_INLINE void prefetch_row(const T* p, int64_t n, bool write = false) {
     else
       __builtin_prefetch(b, 0, 3);
   }
-}
-
-// The LSTM cell of one line from its pre-activations pre [4H] (gates i, f, g, o): c and h [H] updated in place,
-// h also written to y, and when saving the activated gates to act [4H] and the new cell state to cell [H].
-template <int VB, typename T>
-MF_INLINE void lstm_cell_fwd(const T* pre, T* h, T* c, T* y, T* act, T* cell, int64_t H) {
-  using V = simd::Vec<T, VB>;
-  over_lanes<V>(H, [&](int64_t j, int64_t n) MF_LAMBDA_INLINE {
-    const V i = simd::sigmoid(load_lanes<V>(pre + j, n)), f = simd::sigmoid(load_lanes<V>(pre + H + j, n));
-    const V g = simd::tanh(load_lanes<V>(pre + 2 * H + j, n)), o = simd::sigmoid(load_lanes<V>(pre + 3 * H + j, n));
-    const V cn = f * load_lanes<V>(c + j, n) + i * g;
-    const V hn = o * simd::tanh(cn);
-    store_lanes(c + j, cn, n);
-    store_lanes(h + j, hn, n);
-    store_lanes(y + j, hn, n);
-    if (act) {
-      store_lanes(act + j, i, n);
-      store_lanes(act + H + j, f, n);
-      store_lanes(act + 2 * H + j, g, n);
-      store_lanes(act + 3 * H + j, o, n);
-      store_lanes(cell + j, cn, n);
-    }
-  });
 }
 
 // acc[j] += sum_i rows[i][j] for j < n, i < M: each vector of acc stays in a register over all the rows.

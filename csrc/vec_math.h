@@ -1,15 +1,15 @@
-// Vectorisable math for the CPU kernels, and the target clones that make it fast.
+// Vector math for the CPU kernels, and the per-target builds that make it fast.
 //
 // libm's expf / tanhf are scalar calls: they were a third of the sampler's time and most of the sweep's. The
 // functions here are the vector forms of the maths of scalar_math.h (its constants, polynomials and algorithms,
-// written for whole arrays or vectors): they work in passes over arrays that GCC vectorises, and MELNET_FAST_CPU_CLONES
-// compiles a kernel for AVX-512 and AVX2 as well as the baseline, picked at load time (GCC function multi-versioning),
-// so the package still runs on any x86-64. Helpers are forced inline so they are compiled inside each clone.
+// written for whole vectors), and every CPU kernel is compiled for AVX-512 and AVX2 as well as the baseline, one
+// wrapper per target, picked at run time by simd::cpu_level() (below), so the package still runs on any x86-64.
+// Helpers are forced inline so they are compiled inside each wrapper.
 #pragma once
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <vector>
+#include <cstdlib>
+#include <type_traits>
 
 #include "scalar_math.h"
 
@@ -19,108 +19,6 @@ namespace melnet_fast {
 // The same for a lambda's body, a function of its own: GCC may otherwise leave it out of line, compiled without the
 // caller's target attribute (64-byte vector code then runs as SSE).
 #define MF_LAMBDA_INLINE __attribute__((always_inline))
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define MELNET_FAST_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define MELNET_FAST_CPU_CLONES
-#endif
-
-// Scratch of the passes below: exp's arguments, and the 2^h factors of exp_inplace with their exponent bits.
-template <typename T>
-struct PointwiseScratch {
-  using Bits = typename math::ExpConstants<T>::Bits;
-  std::vector<T> arg, scale;
-  std::vector<Bits> bits;
-  explicit PointwiseScratch(int64_t n) : arg(n), scale(n), bits(n) {}
-};
-
-// x[j] = exp(x[j]) for j < n, in passes over arrays that GCC vectorises: math::exp's algorithm and constants
-// (csrc/scalar_math.h), with the clamp and the rounding to an integer written as ternaries and the magic-number
-// trick (std::min / std::max take references and std::floor is a call: either keeps GCC from vectorising).
-// 2^k = 2^(k - 2h) 2^h 2^h with h = floor(k / 2): one factor from exponent bits (one reinterpreting copy), the
-// odd part (1 or 2) applied first, so that the last product alone rounds (into the subnormals, or to inf).
-template <typename T>
-MF_INLINE void exp_inplace(T* x, int64_t n, PointwiseScratch<T>& s) {
-  using C = math::ExpConstants<T>;
-  using Bits = typename C::Bits;
-  using U = typename C::UBits;
-  Bits* bits = s.bits.data();
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) {
-    const T v = x[j];
-    const T t = v < C::lo ? C::lo : (v > C::hi ? C::hi : v);
-    const T k = (t * C::log2e + C::round_magic) - C::round_magic;
-    const T r = (t - k * C::ln2_hi) - k * C::ln2_lo;
-    const Bits ki = static_cast<Bits>(k);  // NaN: p is NaN and the factors do not matter
-    const Bits h = ki >> 1;
-    x[j] = (T(1) + math::expm1_poly<T>(r)) * ((ki & 1) ? T(2) : T(1));
-    bits[j] = static_cast<Bits>(static_cast<U>(h + C::bias) << C::mantissa_bits);
-  }
-  __builtin_memcpy(s.scale.data(), bits, n * sizeof(T));  // reinterpret the exponent bits as the 2^h factors
-  const T* scale = s.scale.data();
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) x[j] = (x[j] * scale[j]) * scale[j];
-}
-
-// sigmoid(v) from e = exp(-|v|), as math::sigmoid: 1 / (1 + e) for v >= 0, e (1 / (1 + e)) below (one division).
-template <typename T>
-MF_INLINE T sigmoid_from_exp(T v, T e) {
-  const T d = T(1) / (T(1) + e);
-  return v >= T(0) ? d : e * d;
-}
-
-// The LSTM pointwise update of one row from pre-activation gates pre = a + b + bias (b, bias may be null), gates
-// (i, f, g, o):
-// act [4H] receives the activated gates, (h, c) [H] are updated in place.
-// sigmoid as math::sigmoid, tanh(v) = sign(v) (1 - exp(-2|v|)) / (1 + exp(-2|v|)).
-template <typename T>
-MF_INLINE void lstm_cell_pointwise(const T* a, const T* b, T* act, T* h, T* c, int64_t H, PointwiseScratch<T>& s,
-                                   const T* bias = nullptr) {
-  T* e = s.arg.data();
-  const int64_t G = 4 * H;
-#pragma omp simd
-  for (int64_t j = 0; j < G; ++j) {
-    const T v = (b ? a[j] + b[j] : a[j]) + (bias ? bias[j] : T(0));
-    act[j] = v;
-    e[j] = (j >= 2 * H && j < 3 * H) ? T(-2) * std::abs(v) : -std::abs(v);
-  }
-  exp_inplace(e, G, s);
-#pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T i = sigmoid_from_exp(act[j], e[j]), f = sigmoid_from_exp(act[H + j], e[H + j]);
-    const T o = sigmoid_from_exp(act[3 * H + j], e[3 * H + j]);
-    const T ga = (T(1) - e[2 * H + j]) / (T(1) + e[2 * H + j]);
-    const T g = act[2 * H + j] < T(0) ? -ga : ga;
-    act[j] = i;
-    act[H + j] = f;
-    act[2 * H + j] = g;
-    act[3 * H + j] = o;
-    const T cn = f * c[j] + i * g;
-    c[j] = cn;
-    e[j] = T(-2) * std::abs(cn);
-  }
-  exp_inplace(e, H, s);
-#pragma omp simd
-  for (int64_t j = 0; j < H; ++j) {
-    const T ta = (T(1) - e[j]) / (T(1) + e[j]);
-    h[j] = act[3 * H + j] * (c[j] < T(0) ? -ta : ta);
-  }
-}
-
-// out[j] = tanh(x[j]) for j < n.
-template <typename T>
-MF_INLINE void tanh_array(const T* x, T* out, int64_t n, PointwiseScratch<T>& s) {
-  T* e = s.arg.data();
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) e[j] = T(-2) * std::abs(x[j]);
-  exp_inplace(e, n, s);
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) {
-    const T ta = (T(1) - e[j]) / (T(1) + e[j]);
-    out[j] = x[j] < T(0) ? -ta : ta;
-  }
-}
 
 }  // namespace melnet_fast
 
@@ -135,8 +33,6 @@ MF_INLINE void tanh_array(const T* x, T* out, int64_t n, PointwiseScratch<T>& s)
 // Everything here is forced inline, so it is compiled inside each of them. Comparisons are used only as the
 // condition of a select (`a < b ? a : b`): a mask kept as an integer vector becomes scalar code in the AVX-512
 // build of GCC 12.
-#include <cstdlib>
-#include <type_traits>
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"  // 32 / 64-byte vector arguments; always inlined, so no such call exists
 namespace melnet_fast {
@@ -255,12 +151,15 @@ MF_INLINE V log(const V& x_in) {
   return x_in > T(0) ? finite_or_nan : (x_in == T(0) ? -inf : splat<V>(T(__builtin_nan(""))));
 }
 
-// The LSTM gate functions on whole vectors, in the forms of lstm_cell_pointwise above:
-// sigmoid(v) = 1 / (1 + exp(-v)), tanh(v) = sign(v) (1 - exp(-2|v|)) / (1 + exp(-2|v|)); NaN stays NaN.
+// The LSTM gate functions on whole vectors. sigmoid as math::sigmoid (csrc/scalar_math.h): from e = exp(-|v|),
+// 1 / (1 + e) for v >= 0 and e / (1 + e) below (one division: e times the reciprocal), so it stays accurate where it
+// is tiny; tanh(v) = sign(v) (1 - exp(-2|v|)) / (1 + exp(-2|v|)). NaN stays NaN.
 template <typename V>
 MF_INLINE V sigmoid(const V& v) {
   using T = Elem<V>;
-  return T(1) / (T(1) + exp(-v));
+  const V e = exp(v < T(0) ? v : -v);
+  const V d = T(1) / (T(1) + e);
+  return v >= T(0) ? d : e * d;  // NaN takes the second branch and stays NaN
 }
 template <typename V>
 MF_INLINE V tanh(const V& v) {

@@ -8,9 +8,8 @@
 //   emu_math forms                    prints the FORMs this build and machine run, one a line
 //   emu_math constants                prints "name value" lines (%.17g) of the header's constants
 //
-// FORMs: exp, sigmoid, tanh, log (scalar); host build only: vexp16 / 32 / 64, vlog16 / 32 / 64 (simd::exp / log at
-// 16, 32 or 64-byte vectors), aexp (exp_inplace), asigmoid, atanh (lstm_cell_pointwise's gates), atanh_array
-// (tanh_array), all in the target clones of the kernels.
+// FORMs: exp, sigmoid, tanh, log (scalar); host build only: vexp, vlog, vsig, vtan with 16 / 32 / 64 (simd::exp,
+// log, sigmoid, tanh at 16, 32 or 64-byte vectors, each in the target build the kernels compile it in).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -63,9 +62,13 @@ MF_INLINE void vec_apply(const std::string& form, std::vector<T>& x) {
   const size_t n = x.size();
   std::vector<T> pad((n + W - 1) / W * W, T(1));
   std::copy(x.begin(), x.end(), pad.begin());
+  const std::string f = form.substr(0, 4);
   for (size_t j = 0; j < pad.size(); j += W) {
     const V v = mf::simd::load<V>(&pad[j]);
-    mf::simd::store(&pad[j], form[1] == 'e' ? mf::simd::exp(v) : mf::simd::log(v));
+    mf::simd::store(&pad[j], f == "vexp"   ? mf::simd::exp(v)
+                             : f == "vlog" ? mf::simd::log(v)
+                             : f == "vsig" ? mf::simd::sigmoid(v)
+                                           : mf::simd::tanh(v));
   }
   std::copy(pad.begin(), pad.begin() + n, x.begin());
 }
@@ -81,31 +84,6 @@ template <typename T>
 void vec16(const std::string& form, std::vector<T>& x) {
   vec_apply<16>(form, x);
 }
-
-// The array passes, in target clones as the kernels compile them. lstm_cell_pointwise with H = n and all four gate
-// pre-activations equal to x leaves sigmoid(x) in act[0, n) and tanh(x) in act[2n, 3n).
-template <typename T>
-MF_INLINE void array_apply(const std::string& form, std::vector<T>& x) {
-  const int64_t n = static_cast<int64_t>(x.size());
-  if (form == "aexp") {
-    mf::PointwiseScratch<T> s(n);
-    mf::exp_inplace(x.data(), n, s);
-  } else if (form == "atanh_array") {
-    mf::PointwiseScratch<T> s(n);
-    std::vector<T> out(n);
-    mf::tanh_array(x.data(), out.data(), n, s);
-    x = out;
-  } else {
-    mf::PointwiseScratch<T> s(4 * n);
-    std::vector<T> pre(4 * n), act(4 * n), h(n), c(n, T(0));
-    for (int64_t g = 0; g < 4; ++g) std::copy(x.begin(), x.end(), pre.begin() + g * n);
-    mf::lstm_cell_pointwise(pre.data(), static_cast<const T*>(nullptr), act.data(), h.data(), c.data(), n, s);
-    const int64_t at = form == "asigmoid" ? 0 : 2 * n;
-    std::copy(act.begin() + at, act.begin() + at + n, x.begin());
-  }
-}
-MELNET_FAST_CPU_CLONES void array_form(const std::string& form, std::vector<float>& x) { array_apply(form, x); }
-MELNET_FAST_CPU_CLONES void array_form(const std::string& form, std::vector<double>& x) { array_apply(form, x); }
 #endif
 
 template <typename T>
@@ -125,7 +103,6 @@ void eval(const std::string& form, std::vector<T>& x) {
     if (width == "16") return vec16(form, x);
     fail("form not run on this machine:", form);
   }
-  if (form == "aexp" || form == "asigmoid" || form == "atanh" || form == "atanh_array") return array_form(form, x);
 #endif
   fail("unknown form", form);
 }
@@ -157,9 +134,8 @@ void print_forms() {
   const int level = mf::simd::cpu_level();
   for (const char* w : {"16", "32", "64"}) {
     if ((w[0] == '3' && level < 3) || (w[0] == '6' && level < 4)) continue;
-    std::printf("vexp%s\nvlog%s\n", w, w);
+    std::printf("vexp%s\nvlog%s\nvsig%s\nvtan%s\n", w, w, w, w);
   }
-  for (const char* f : {"aexp", "asigmoid", "atanh", "atanh_array"}) std::printf("%s\n", f);
 #endif
 }
 
@@ -173,16 +149,35 @@ void print_constants() {
     double value;
   } rows[] = {
       {"log_sqrt_2pi", m::kLogSqrt2Pi},
-      {"f32.lo", F::lo}, {"f32.hi", F::hi}, {"f32.log2e", F::log2e}, {"f32.ln2_hi", F::ln2_hi},
-      {"f32.ln2_lo", F::ln2_lo}, {"f32.round_magic", F::round_magic}, {"f32.bias", F::bias},
-      {"f32.mantissa_bits", F::mantissa_bits}, {"f32.degree", F::degree}, {"f32.tanh_one", F::tanh_one},
-      {"f32.lg1", LF::lg1}, {"f32.lg2", LF::lg2}, {"f32.lg3", LF::lg3}, {"f32.lg4", LF::lg4},
-      {"f32.log_ln2_hi", LF::ln2_hi}, {"f32.log_ln2_lo", LF::ln2_lo}, {"f32.sqrt_half_bits", LF::sqrt_half_bits},
-      {"f32.min_normal", LF::min_normal}, {"f32.subnormal_scale", LF::subnormal_scale},
+      {"f32.lo", F::lo},
+      {"f32.hi", F::hi},
+      {"f32.log2e", F::log2e},
+      {"f32.ln2_hi", F::ln2_hi},
+      {"f32.ln2_lo", F::ln2_lo},
+      {"f32.round_magic", F::round_magic},
+      {"f32.bias", F::bias},
+      {"f32.mantissa_bits", F::mantissa_bits},
+      {"f32.degree", F::degree},
+      {"f32.tanh_one", F::tanh_one},
+      {"f32.lg1", LF::lg1},
+      {"f32.lg2", LF::lg2},
+      {"f32.lg3", LF::lg3},
+      {"f32.lg4", LF::lg4},
+      {"f32.log_ln2_hi", LF::ln2_hi},
+      {"f32.log_ln2_lo", LF::ln2_lo},
+      {"f32.sqrt_half_bits", LF::sqrt_half_bits},
+      {"f32.min_normal", LF::min_normal},
+      {"f32.subnormal_scale", LF::subnormal_scale},
       {"f32.subnormal_scale_log2", LF::subnormal_scale_log2},
-      {"f64.lo", D::lo}, {"f64.hi", D::hi}, {"f64.degree", D::degree}, {"f64.tanh_one", D::tanh_one},
-      {"f64.log2e", D::log2e}, {"f64.ln2_hi", D::ln2_hi}, {"f64.ln2_lo", D::ln2_lo},
-      {"f64.log_ln2_hi", LD::ln2_hi}, {"f64.log_ln2_lo", LD::ln2_lo},
+      {"f64.lo", D::lo},
+      {"f64.hi", D::hi},
+      {"f64.degree", D::degree},
+      {"f64.tanh_one", D::tanh_one},
+      {"f64.log2e", D::log2e},
+      {"f64.ln2_hi", D::ln2_hi},
+      {"f64.ln2_lo", D::ln2_lo},
+      {"f64.log_ln2_hi", LD::ln2_hi},
+      {"f64.log_ln2_lo", LD::ln2_lo},
   };
   for (const auto& r : rows) std::printf("%s %.17g\n", r.name, r.value);
 }
