@@ -5,8 +5,9 @@ forward+backward per backend, as a markdown table; rows are appended to DIR/mode
 
 The machine's limit (a large float32 GEMM, benchmarks/machine_limit.py) is timed in the same run: interleaved
 with every round of model.loss, whose FLOP rate is reported as a share of it (its products as torch's FLOP
-counter sees them on the cpu backend), and once before the sampling rows, which are latency-bound (batch 1-8,
-one element after another) and are judged by their speedup, not by a FLOP share.
+counter sees them on the cpu backend), and once before the sampling rows. Those are judged by their speedup
+(latency-bound: batch 1-8, one element after another); the cpu sampler's FLOP rate is shown beside it (its
+products, machine_limit.sampler_flops, and those of the feature networks' sweeps and linear layers).
 """
 
 from __future__ import annotations
@@ -70,30 +71,41 @@ def main(argv=None) -> None:
     ctx = context(torch.get_num_threads())
     gemm, gemm_flops = gemm_runner()
     gemm_ms = statistics.median(interleaved_ms({"gemm": gemm}, args.repeats)["gemm"])
+    sampling_gemm_gflops = gemm_flops / gemm_ms / 1e6
     print(f"{ctx['cpu']}, {ctx['threads']} threads; GEMM ({ctx['gemm_library']}): "
-          f"{gemm_flops / gemm_ms / 1e6:.0f} GFLOP/s; load average {ctx['load_1min']}\n")
+          f"{sampling_gemm_gflops:.0f} GFLOP/s; load average {ctx['load_1min']}\n")
     rows = []
-    print("| preset | batch | provider | us / element | elements / s | speedup vs reference |")
-    print("|---|---:|---|---:|---:|---:|")
+    print("| preset | batch | provider | us / element | elements / s | GFLOP/s, share of GEMM | speedup vs reference |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for preset, batch, frames in SAMPLING:
         model = build(preset)
-        per_elem = {}
+        per_elem, rate = {}, {}
         for provider in ("recompute-per-element", "reference", "cpu"):
             if provider != "recompute-per-element" and provider not in melnet_fast.available_backends():
                 continue
             reps = args.repeats if provider != "reference" else 1
-            seconds, elems = time_per_call(sample_runner(model, provider, batch, frames), reps, 1)
+            runner = sample_runner(model, provider, batch, frames)
+            seconds, elems = time_per_call(runner, reps, 1)
             if provider == "recompute-per-element":  # one element per call, the whole spectrogram's worth per element
                 per_elem[provider] = seconds
             else:
                 per_elem[provider] = seconds / elems
+            if provider == "cpu":
+                rate[provider] = share(counted_flops(runner), seconds, sampling_gemm_gflops)
         for provider, sec in per_elem.items():
             speed = per_elem["reference"] / sec
             # Elements per second count every batch row: the batch is generated in parallel.
-            print(f"| {preset} | {batch} | {provider} | {sec * 1e6:.1f} | {batch / sec:,.0f} | {speed:.2f}x |")
-            rows.append(dict(ctx, kind="sample", preset=preset, batch=batch, frames=frames, provider=provider,
-                             us_per_element=round(sec * 1e6, 2), elements_per_s=round(batch / sec, 1),
-                             speedup_vs_reference=round(speed, 2)))
+            gflops, frac = rate.get(provider, (None, None))
+            shown = f"{gflops:.1f}, {frac:.1%}" if gflops else ""
+            print(f"| {preset} | {batch} | {provider} | {sec * 1e6:.1f} | {batch / sec:,.0f} | {shown} | "
+                  f"{speed:.2f}x |")
+            row = dict(ctx, kind="sample", preset=preset, batch=batch, frames=frames, provider=provider,
+                       us_per_element=round(sec * 1e6, 2), elements_per_s=round(batch / sec, 1),
+                       speedup_vs_reference=round(speed, 2))
+            if gflops:
+                row.update(gflops=round(gflops, 2), gemm_gflops=round(sampling_gemm_gflops, 1),
+                           share_of_gemm=round(frac, 4))
+            rows.append(row)
     print()
     print("| preset | batch x frames | backend | loss fwd+bwd ms (IQR) | GFLOP/s | share of GEMM | "
           "speedup vs reference (IQR) |")

@@ -44,6 +44,15 @@ def sweep_flops(B: int, T: int, F: int, I: int, H: int, R: int, backward: bool) 
     return 3 * forward if backward else forward
 
 
+def sampler_flops(B: int, T: int, F: int, D: int, L: int, K: int, n_prime: int = 0) -> int:
+    """FLOPs of a tier sampler's products (ops.sample_tier, hidden size D, L layers, K mixtures) over a [B, T, F] grid:
+    per layer and position the time-delayed stack's three LSTMs (input and recurrent terms, 2 x 4D x D each) and its
+    projection (3D -> D), 27 D^2 multiply-adds; per drawn position (the frames after the n_prime primed ones) the
+    frequency-delayed stack's LSTM and projection, 9 D^2 per layer, and the head (D -> 3K). These are the reference
+    sampler's products as torch's FLOP counter sees them."""
+    return 2 * B * (T * F * L * 27 * D * D + (T - n_prime) * F * (L * 9 * D * D + 3 * K * D))
+
+
 def share(flops: int | None, seconds: float, gemm_gflops: float) -> tuple[float | None, float | None]:
     """(GFLOP/s, fraction of the GEMM rate) of a case that did `flops` in `seconds` (None, None without a count)."""
     if not flops:
@@ -53,7 +62,9 @@ def share(flops: int | None, seconds: float, gemm_gflops: float) -> tuple[float 
 
 
 def _register_sweep_flops() -> None:
-    """Teach torch's FLOP counter the compiled sweep ops (it counts aten's products by itself)."""
+    """Teach torch's FLOP counter the compiled sweep and sampler ops (it counts aten's products by itself). A text
+    model's sampler (sample_tier_centralized) counts its tier's products; those of its per-frame centralized stack and
+    attention, one step per frame against the tier's one per element, are left out."""
     from torch.utils.flop_counter import register_flop_formula
 
     ops = getattr(torch.ops, "melnet_fast", None)
@@ -70,12 +81,20 @@ def _register_sweep_flops() -> None:
         (B, T, F, I), (R, _, H) = x, w_hh
         return 2 * sweep_flops(B, T, F, I, H, R, backward=False)
 
+    def _sample(x_init, cz_t, cz_f, u, eps, weights, n_layers, n_mixtures, temperature, n_prime, *args,
+                out_shape=None, **kwargs):
+        (B, T, F), D = x_init, cz_t[-1]
+        return sampler_flops(B, T, F, D, n_layers, n_mixtures, n_prime)
+
+    for name in ("sample_tier", "sample_tier_centralized"):
+        if hasattr(ops, name):
+            register_flop_formula(getattr(ops, name))(_sample)
     _register_sweep_flops.done = True
 
 
 def counted_flops(run) -> int:
-    """FLOPs of the products one call of `run` does, as torch's FLOP counter sees them with the compiled sweep
-    ops counted (run it on the "cpu" backend: the reference's nn.LSTM is not counted)."""
+    """FLOPs of the products one call of `run` does, as torch's FLOP counter sees them with the compiled sweep and
+    sampler ops counted (run it on the "cpu" backend: the reference's nn.LSTM is not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     _register_sweep_flops()

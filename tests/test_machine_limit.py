@@ -9,7 +9,7 @@ import torch
 
 import melnet_fast
 from melnet_fast import _extension
-from melnet_fast.ops import lstm_sweep_2d
+from melnet_fast.ops import lstm_sweep_2d, sample_tier
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import machine_limit  # noqa: E402  (a benchmarks script, not a package module)
@@ -62,6 +62,27 @@ def test_sweep_flops_match_the_flop_counter():
     # sum's backward is an expand (no FLOPs): the count is the sweep's forward and backward alone.
     assert machine_limit.counted_flops(forward_backward) == machine_limit.sweep_flops(B, T, F, I, H, 2,
                                                                                       backward=True)
+
+
+@needs_ext
+@pytest.mark.parametrize("n_prime", [0, 2])
+def test_sampler_flops_are_the_reference_samplers_products(n_prime):
+    """The formula against torch's FLOP counter over the reference sampler (its products are aten matmuls), and the
+    compiled sampler counted by the formula."""
+    from tests.ops.test_sample_tier import make_case
+
+    B, T, F, D, L, K = 2, 4, 5, 6, 2, 3
+    case = make_case(B, T, F, D, L, K)
+
+    def sample(backend):
+        def run():
+            with melnet_fast.use_backend(backend):
+                sample_tier(*case, L, K, 1.0, n_prime)
+        return run
+
+    want = machine_limit.sampler_flops(B, T, F, D, L, K, n_prime)
+    assert machine_limit.counted_flops(sample("reference")) == want
+    assert machine_limit.counted_flops(sample("cpu")) == want
 
 
 def test_share_of_the_gemm_rate():
