@@ -2,15 +2,9 @@
 (AVX-512, AVX2 + FMA, baseline), each forced in a fresh process by MELNET_FAST_CPU_LEVEL (read once per process),
 against the reference sampler: values, log densities, alignments and stop lengths, in float64 and float32."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 
-from melnet_fast import _extension
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.ops.cpu_levels import LEVELS, run_at_level
 
 # Hidden sizes chosen against the vector widths: D = 5 and 33 leave part-filled vectors (and 33 a whole AVX-512 one
 # of float32 before it), D = 20 a whole vector and a narrower rest, D = 32 (with B = 1) runs the time-delayed
@@ -54,19 +48,6 @@ print("ok")
 """
 
 
-def _levels():
-    ext = _extension.extension()
-    if ext is None:
-        return []
-    compiled, host = ext.cpu_levels()
-    return [level for level in compiled if level <= host]
-
-
-@pytest.mark.parametrize("level", [4, 3, 1], ids=lambda v: f"x86-64-v{v}")
+@pytest.mark.parametrize("level", LEVELS, ids=lambda v: f"x86-64-v{v}")
 def test_samplers_at_cpu_level(level):
-    if level not in _levels():
-        pytest.skip(f"level {level} is not compiled or this CPU cannot run it (runs: {_levels()})")
-    env = {**os.environ, "MELNET_FAST_CPU_LEVEL": str(level), "PYTHONPATH": ROOT}
-    proc = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_at_level(level, CHECK)
