@@ -6,28 +6,12 @@ GFLOP/s and their share of the GEMM's.
     pytest benchmarks/ --benchmark-only            (not collected by a plain `pytest`: testpaths = tests)
 """
 
-import statistics
-import time
-
 import pytest
 from bench_cases import BACKENDS, CASES
-from machine_limit import gemm_runner, library_path, share
+from machine_limit import library_path, share
 
 ROUNDS = 8  # the slowest case (the reference sweep, fwd+bwd) takes ~0.3 s a round on a 2-core CPU
 WARMUP_ROUNDS = 2  # oneDNN builds its LSTM primitives on the first calls
-
-
-@pytest.fixture(scope="module")
-def gemm_gflops():
-    """GFLOP/s of the machine's GEMM, median of 5 calls after one warm-up, timed once for the whole run."""
-    run, flops = gemm_runner()
-    run()
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return flops / statistics.median(times) / 1e9
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
