@@ -3,7 +3,10 @@ same run: `melnet-fast demo`'s model, synthetic data and trainer settings (demo_
 and checkpoint every 100 steps), trained by Trainer.fit in chunks of 100 steps, the backends taking turns chunk
 by chunk so that a load that comes and goes slows both alike. Prints seconds per step (validation and
 checkpoints included, as in the demo), the steps each backend would fit in the demo's budget, and their ratio;
-appends the rows to DIR/demo_steps.csv.
+appends the rows to DIR/demo_steps.csv. The machine's limit (a large float32 GEMM, machine_limit.py) is timed after
+every round, and each backend's FLOP rate is given as a share of it: the products of a training step's forward and
+backward (model.loss at the demo's batch and crop, as torch's FLOP counter sees them on the cpu backend; the same
+work for both backends) over its seconds per step.
 
     python benchmarks/bench_demo_steps.py [--rounds 2] [--threads N] [--out benchmarks/results] [--smoke]
 """
@@ -20,7 +23,9 @@ import time
 
 import torch
 from bench_table import cpu_level, cpu_name, git_commit
+from machine_limit import counted_flops, gemm_runner, library_path, share
 from results_csv import append_rows
+from sampling_cases import loss_runner
 
 import melnet_fast
 from melnet_fast.cli.demo import (
@@ -39,6 +44,16 @@ from melnet_fast.train import DataSpec, Trainer, build_datasets
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK = 100  # steps per turn: the demo's validation and checkpoint interval, so each turn ends with both
 WARMUP = 3  # untimed steps of each backend first
+GEMM_CALLS = 3  # per round: the median of these is the round's GEMM rate
+
+
+def gemm_gflops(gemm, flops: int) -> float:
+    times = []
+    for _ in range(GEMM_CALLS):
+        start = time.perf_counter()
+        gemm()
+        times.append(time.perf_counter() - start)
+    return flops / statistics.median(times) / 1e9
 
 
 def main(argv=None) -> None:
@@ -71,6 +86,12 @@ def main(argv=None) -> None:
         train, val = build_datasets(spec, config, DEMO_CROP_FRAMES, cache_dir=os.path.join(tmp, "cache"))
         torch.manual_seed(0)
         model = MelNet(config)
+        step_flops = None
+        if "cpu" in backends:
+            step_flops = counted_flops(loss_runner(copy.deepcopy(model), "cpu", config.batch_size, DEMO_CROP_FRAMES))
+        gemm, gemm_flops = gemm_runner()
+        gemm()
+        gemm_rates = []
         trainers = {}
         for b in backends:  # the same initial weights and data order for both
             options = demo_options(config, len(train), steps=0, max_seconds=None)
@@ -88,22 +109,32 @@ def main(argv=None) -> None:
                     with melnet_fast.use_backend(b):
                         trainer.fit()
                     per_step[b].append((time.perf_counter() - start) / args.chunk)
+                gemm_rates.append(gemm_gflops(gemm, gemm_flops))
         finally:
             for trainer in trainers.values():
                 trainer.close()
     load = os.getloadavg()[0]
     ratios = [r / c for r, c in zip(per_step["reference"], per_step["cpu"])] if "cpu" in per_step else []
+    gemm_rate = statistics.median(gemm_rates)
+    print(f"\nGEMM ({library_path()}) {gemm_rate:.0f} GFLOP/s (median of the rounds); a step's products "
+          f"{step_flops / 1e9:.2f} GFLOP" if step_flops else f"\nGEMM {gemm_rate:.0f} GFLOP/s")
     print(f"\n| backend | s / step (median of {args.rounds} turns of {args.chunk}) | steps in {budget:g} s | "
-          f"vs reference |\n|---|---:|---:|---:|")
+          f"GFLOP/s, share of GEMM | vs reference |\n|---|---:|---:|---:|---:|")
     rows = []
     context = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    commit=git_commit(), cpu=cpu_name(), cpu_level=cpu_level(), threads=torch.get_num_threads(),
-                   torch=torch.__version__, load_1min=round(load, 2), chunk=args.chunk, rounds=args.rounds)
+                   torch=torch.__version__, load_1min=round(load, 2), chunk=args.chunk, rounds=args.rounds,
+                   gemm_gflops=round(gemm_rate, 1), gemm_library=library_path(),
+                   step_gflop=None if step_flops is None else round(step_flops / 1e9, 3))
     for b, times in per_step.items():
         step = statistics.median(times)
         ratio = statistics.median(ratios) if ratios and b == "cpu" else None
-        print(f"| {b} | {step:.3f} | {budget / step:,.0f} | {'' if ratio is None else f'{ratio:.2f}x'} |")
+        gflops, frac = share(step_flops, step, gemm_rate)
+        rate = "" if gflops is None else f"{gflops:.1f}, {frac:.1%}"
+        print(f"| {b} | {step:.3f} | {budget / step:,.0f} | {rate} | {'' if ratio is None else f'{ratio:.2f}x'} |")
         rows.append(dict(context, backend=b, s_per_step=round(step, 4), steps_in_budget=round(budget / step),
+                         gflops=None if gflops is None else round(gflops, 2),
+                         share_of_gemm=None if frac is None else round(frac, 4),
                          speedup_vs_reference=None if ratio is None else round(ratio, 3),
                          ratio_min=round(min(ratios), 3) if ratios and b == "cpu" else None,
                          ratio_max=round(max(ratios), 3) if ratios and b == "cpu" else None))

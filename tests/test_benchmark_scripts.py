@@ -1,5 +1,5 @@
-"""The GPU benchmark scripts in smoke mode (tiny sizes, whatever device exists), so that they keep running as the
-package changes: a GPU machine runs them unchanged through scripts/gpu_round.sh."""
+"""The benchmark scripts in smoke mode (tiny sizes, whatever device exists), so that they keep running as the
+package changes: a GPU machine runs the GPU ones unchanged through scripts/gpu_round.sh."""
 
 import csv
 import json
@@ -7,6 +7,8 @@ import math
 import os
 import subprocess
 import sys
+
+import melnet_fast
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -120,11 +122,15 @@ def test_gpu_round_smoke(tmp_path):
 
 def test_demo_steps_benchmark_smoke(tmp_path):
     """bench_demo_steps.py (the demo's training steps per backend) in smoke mode: it runs the demo's trainer on
-    both backends and writes a row per backend."""
-    import melnet_fast
-
+    both backends and writes a row per backend, with the same-run GEMM rate and, with the compiled kernels, each
+    backend's FLOP rate as a share of it."""
     run_smoke("bench_demo_steps.py", tmp_path)
     rows = csv_rows(tmp_path, "demo_steps")
-    assert [r["backend"] for r in rows] == [b for b in ("reference", "cpu") if b in melnet_fast.available_backends()]
+    backends = [b for b in ("reference", "cpu") if b in melnet_fast.available_backends()]
+    assert [r["backend"] for r in rows] == backends
     for r in rows:
         assert float(r["s_per_step"]) > 0 and int(r["steps_in_budget"]) > 0, r
+        assert positive(float(r["gemm_gflops"])), r
+        if "cpu" in backends:
+            assert positive(float(r["step_gflop"])) and 0 < float(r["share_of_gemm"]) < 1, r
+
