@@ -33,9 +33,10 @@ namespace {
 namespace sl = sampler_layout;
 
 // One of the three LSTMs of a time-delayed layer for the current frame of M batch rows: r = 0 the time LSTM (one
-// step for every row and channel at once, state carried across frames), r = 1 / 2 the forward / backward
-// frequency LSTM over the frame (the M rows' sweeps advance together, one product over the rows per step). Each
-// reads ht [M, F, D] and writes its third of feats [M, F, 3D].
+// step for every row and channel at once, state carried across frames; here its rows [n0, n1) of the M * F, which
+// are independent), r = 1 / 2 the forward / backward frequency LSTM over the frame (the M rows' sweeps advance
+// together, one product over the rows per step; n0, n1 unused). Each reads ht [M, F, D] and writes its third of
+// feats [M, F, 3D].
 template <typename T>
 struct TimeLayerArgs {
   const T *w_ih, *w_hh, *bias, *h0, *c0, *ht;
@@ -44,17 +45,18 @@ struct TimeLayerArgs {
 };
 
 template <int VB, typename T>
-MF_INLINE void time_layer_lstm(const TimeLayerArgs<T>& a, int64_t r) {
+MF_INLINE void time_layer_lstm(const TimeLayerArgs<T>& a, int64_t r, int64_t n0, int64_t n1) {
   const int64_t M = a.M, F = a.F, D = a.D, G = 4 * D, rows = M * F;
-  // Input terms of every channel first; only the recurrent term of the sweeps stays sequential.
-  matmat<VB>(a.w_ih + r * G * D, a.ht, rows, D, a.bias + r * G, G, D, a.gates, G);
   if (r == 0) {
-    matmat<VB>(a.w_hh, a.t_h, rows, D, static_cast<const T*>(nullptr), G, D, a.gates, G, true);
-    for (int64_t n = 0; n < rows; ++n)
+    matmat<VB>(a.w_ih, a.ht + n0 * D, n1 - n0, D, a.bias, G, D, a.gates + n0 * G, G);
+    matmat<VB>(a.w_hh, a.t_h + n0 * D, n1 - n0, D, static_cast<const T*>(nullptr), G, D, a.gates + n0 * G, G, true);
+    for (int64_t n = n0; n < n1; ++n)
       lstm_cell_fwd<VB>(a.gates + n * G, a.t_h + n * D, a.t_c + n * D, a.feats + n * 3 * D, static_cast<T*>(nullptr),
                         static_cast<T*>(nullptr), D);
     return;
   }
+  // Input terms of every channel first; only the recurrent term of the sweep stays sequential.
+  matmat<VB>(a.w_ih + r * G * D, a.ht, rows, D, a.bias + r * G, G, D, a.gates, G);
   for (int64_t m = 0; m < M; ++m) {
     std::copy(a.h0 + r * D, a.h0 + (r + 1) * D, a.sweep_h + m * D);
     std::copy(a.c0 + r * D, a.c0 + (r + 1) * D, a.sweep_c + m * D);
@@ -94,7 +96,8 @@ struct SampleRows {
 
 // time_layer: the target's time_layer_lstm<VB> as a function of its own (see the call).
 template <int VB, typename T>
-MF_INLINE void sample_rows(const SampleRows<T>& a, void (*time_layer)(const TimeLayerArgs<T>&, int64_t)) {
+MF_INLINE void sample_rows(const SampleRows<T>& a,
+                           void (*time_layer)(const TimeLayerArgs<T>&, int64_t, int64_t, int64_t)) {
   const int64_t T_ = a.x.size(1), F = a.x.size(2), D = a.cz_t.size(3), L = a.L, K = a.K, M = a.M;
   const int64_t G = 4 * D;
   auto rows = [&](const at::Tensor& t, int64_t per_row) { return t.data_ptr<T>() + a.b0 * per_row; };
@@ -158,14 +161,17 @@ MF_INLINE void sample_rows(const SampleRows<T>& a, void (*time_layer)(const Time
     for (int64_t l = 0; l < L; ++l) {
       const LayerW<T>& lay = lw[l];
       // The three LSTMs of the layer write disjoint thirds of feats. When one thread samples the whole batch
-      // they run on two threads; otherwise one after the other.
+      // they run on two threads, one frequency LSTM (a sequential sweep) and half of the time LSTM's independent
+      // rows each (tasks 0 and 2 on one thread, 1 and 3 on the other); otherwise one after the other.
+      const int64_t rows = M * F, mid = rows / 2 - rows / 2 % 4;  // halves in whole blocks of 4 rows (matmat)
 #pragma omp parallel for num_threads(2) schedule(static, 1) if (inner_threads)
-      for (int64_t r = 0; r < 3; ++r) {
+      for (int64_t task = 0; task < 4; ++task) {
+        const int64_t r = task < 2 ? task + 1 : 0;
         // A call, not inline code: the body of an OpenMP loop is outlined without the wrapper's target.
         time_layer(TimeLayerArgs<T>{lay.t_w_ih, lay.t_w_hh, lay.t_bias, lay.t_h0, lay.t_c0, ht.data(),
                                     &t_h[l * M * F * D], &t_c[l * M * F * D], &fgates[r * M * F * G],
                                     &sweep_h[r * M * D], &sweep_c[r * M * D], feats.data(), M, F, D},
-                   r);
+                   r, task == 3 ? mid : 0, task == 2 ? mid : rows);
       }
       // Projection and residual.
       matmat<VB>(lay.t_proj_w, feats.data(), M * F, 3 * D, lay.t_proj_b, D, 3 * D, ht.data(), D, true);
@@ -226,14 +232,14 @@ MF_INLINE void sample_rows(const SampleRows<T>& a, void (*time_layer)(const Time
 }
 
 // The sampler of each target, and the one this CPU runs.
-#define MELNET_FAST_SAMPLER(ATTR, SUFFIX, VB)                           \
-  template <typename T>                                                 \
-  ATTR void time_layer_##SUFFIX(const TimeLayerArgs<T>& a, int64_t r) { \
-    time_layer_lstm<VB>(a, r);                                          \
-  }                                                                     \
-  template <typename T>                                                 \
-  ATTR void sample_rows_##SUFFIX(const SampleRows<T>& a) {              \
-    sample_rows<VB>(a, &time_layer_##SUFFIX<T>);                        \
+#define MELNET_FAST_SAMPLER(ATTR, SUFFIX, VB)                                                   \
+  template <typename T>                                                                         \
+  ATTR void time_layer_##SUFFIX(const TimeLayerArgs<T>& a, int64_t r, int64_t n0, int64_t n1) { \
+    time_layer_lstm<VB>(a, r, n0, n1);                                                          \
+  }                                                                                             \
+  template <typename T>                                                                         \
+  ATTR void sample_rows_##SUFFIX(const SampleRows<T>& a) {                                      \
+    sample_rows<VB>(a, &time_layer_##SUFFIX<T>);                                                \
   }
 MELNET_FAST_SAMPLER(MELNET_FAST_TARGET_V4, v4, 64)
 MELNET_FAST_SAMPLER(MELNET_FAST_TARGET_V3, v3, 32)
