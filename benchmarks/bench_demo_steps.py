@@ -23,7 +23,7 @@ import time
 
 import torch
 from bench_table import cpu_level, cpu_name, git_commit
-from machine_limit import counted_flops, gemm_runner, library_path, share
+from machine_limit import counted_flops, gemm_runner, library_path, share, timed_gflops
 from results_csv import append_rows
 from sampling_cases import loss_runner
 
@@ -45,15 +45,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK = 100  # steps per turn: the demo's validation and checkpoint interval, so each turn ends with both
 WARMUP = 3  # untimed steps of each backend first
 GEMM_CALLS = 3  # per round: the median of these is the round's GEMM rate
-
-
-def gemm_gflops(gemm, flops: int) -> float:
-    times = []
-    for _ in range(GEMM_CALLS):
-        start = time.perf_counter()
-        gemm()
-        times.append(time.perf_counter() - start)
-    return flops / statistics.median(times) / 1e9
 
 
 def main(argv=None) -> None:
@@ -109,7 +100,7 @@ def main(argv=None) -> None:
                     with melnet_fast.use_backend(b):
                         trainer.fit()
                     per_step[b].append((time.perf_counter() - start) / args.chunk)
-                gemm_rates.append(gemm_gflops(gemm, gemm_flops))
+                gemm_rates.append(timed_gflops(gemm, gemm_flops, GEMM_CALLS))
         finally:
             for trainer in trainers.values():
                 trainer.close()

@@ -1,11 +1,8 @@
 """Fixtures of the pytest-benchmark suites: the machine's limit (a large float32 GEMM through the CPU kernels' library
 path, benchmarks/machine_limit.py), timed once per run."""
 
-import statistics
-import time
-
 import pytest
-from machine_limit import gemm_runner
+from machine_limit import gemm_runner, timed_gflops
 
 
 @pytest.fixture(scope="session")
@@ -13,9 +10,4 @@ def gemm_gflops():
     """GFLOP/s of the machine's GEMM, median of 5 calls after one warm-up, timed once for the whole run."""
     run, flops = gemm_runner()
     run()
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return flops / statistics.median(times) / 1e9
+    return timed_gflops(run, flops)

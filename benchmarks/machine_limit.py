@@ -9,6 +9,9 @@ the share says how close a kernel comes to running its arithmetic at the GEMM ra
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import torch
 
 from melnet_fast import _extension
@@ -29,6 +32,16 @@ def gemm_runner(n: int = GEMM_SIZE, dtype=torch.float32):
         def run():
             torch.mm(a, b, out=out)
     return run, 2 * n**3
+
+
+def timed_gflops(run, flops: int, calls: int = 5) -> float:
+    """GFLOP/s of `run` (which does `flops`), from the median of `calls` timed calls."""
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return flops / statistics.median(times) / 1e9
 
 
 def library_path() -> str:

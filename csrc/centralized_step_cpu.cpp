@@ -201,10 +201,7 @@ bool frame_v1(CentralizedStep<T>& s, int64_t i, const T* prev, T* ht) {
 
 template <typename T>
 bool CentralizedStep<T>::frame(int64_t i, const T* prev, T* ht_layers) {
-  const int level = simd::cpu_level();
-  return level >= 4   ? frame_v4(*this, i, prev, ht_layers)
-         : level >= 3 ? frame_v3(*this, i, prev, ht_layers)
-                      : frame_v1(*this, i, prev, ht_layers);
+  return simd::for_level(&frame_v4<T>, &frame_v3<T>, &frame_v1<T>)(*this, i, prev, ht_layers);
 }
 
 template struct CentralizedStep<float>;

@@ -298,14 +298,12 @@ void run_parallel(const GmmPointers<T>& p, void (*fn)(const GmmPointers<T>&, int
 
 template <typename T>
 void run_fwd(const GmmPointers<T>& p) {
-  const int level = simd::cpu_level();
-  run_parallel(p, level == 4 ? &fwd_v4<T> : level == 3 ? &fwd_v3<T> : &fwd_base<T>);
+  run_parallel(p, simd::for_level(&fwd_v4<T>, &fwd_v3<T>, &fwd_base<T>));
 }
 
 template <typename T>
 void run_bwd(const GmmPointers<T>& p) {
-  const int level = simd::cpu_level();
-  run_parallel(p, level == 4 ? &bwd_v4<T> : level == 3 ? &bwd_v3<T> : &bwd_base<T>);
+  run_parallel(p, simd::for_level(&bwd_v4<T>, &bwd_v3<T>, &bwd_base<T>));
 }
 
 at::Tensor gmm_nll_fwd_cpu(const at::Tensor& x_in, const at::Tensor& mu_in, const at::Tensor& ls_in,

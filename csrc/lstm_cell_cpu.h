@@ -11,8 +11,8 @@
 #pragma GCC diagnostic ignored "-Wpsabi"  // 32 / 64-byte vectors in forced-inline helpers: no such call exists
 namespace melnet_fast {
 
-// Runs body(j, lanes) over [0, H) a vector at a time; the last, partial vector of lanes goes through padded
-// copies (in(p, src) copies `lanes` values of src[j..] into a zero-padded vector, out(dst, v) writes them back).
+// Runs body(j, lanes) over [0, H) a vector at a time; the last, partial vector has fewer lanes (read and written
+// through padded copies by load_lanes / store_lanes).
 template <typename V, typename Body>
 MF_INLINE void over_lanes(int64_t H, Body body) {
   constexpr int W = simd::lanes<V>();

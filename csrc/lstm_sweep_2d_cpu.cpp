@@ -56,23 +56,11 @@ MELNET_FAST_LINES(, v1, 16)
 
 template <typename T>
 void run_lines(const FwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) {
-  const int level = simd::cpu_level();
-  if (level >= 4)
-    fwd_lines_v4(a, b, s);
-  else if (level >= 3)
-    fwd_lines_v3(a, b, s);
-  else
-    fwd_lines_v1(a, b, s);
+  simd::for_level(&fwd_lines_v4<T>, &fwd_lines_v3<T>, &fwd_lines_v1<T>)(a, b, s);
 }
 template <typename T>
 void run_lines(const BwdLines<T>& a, const LineBlock& b, LineScratch<T>& s) {
-  const int level = simd::cpu_level();
-  if (level >= 4)
-    bwd_lines_v4(a, b, s);
-  else if (level >= 3)
-    bwd_lines_v3(a, b, s);
-  else
-    bwd_lines_v1(a, b, s);
+  simd::for_level(&bwd_lines_v4<T>, &bwd_lines_v3<T>, &bwd_lines_v1<T>)(a, b, s);
 }
 
 // The time of a block of `lines` lines of direction d in a cost model, in units of one row tile's step: every step runs

@@ -248,13 +248,7 @@ MELNET_FAST_SAMPLER(, v1, 16)
 
 template <typename T>
 void run_sample_rows(const SampleRows<T>& a) {
-  const int level = simd::cpu_level();
-  if (level >= 4)
-    sample_rows_v4(a);
-  else if (level >= 3)
-    sample_rows_v3(a);
-  else
-    sample_rows_v1(a);
+  simd::for_level(&sample_rows_v4<T>, &sample_rows_v3<T>, &sample_rows_v1<T>)(a);
 }
 
 // Both ops: `centralized` is null for a tier without a centralized stack. Returns (x, log_density, alignment

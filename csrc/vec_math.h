@@ -64,6 +64,13 @@ inline int cpu_level() {
   return level;
 }
 
+// Of the functions compiled one per target (AVX-512, AVX2 + FMA, baseline), the one this CPU runs (cpu_level()).
+template <typename Fn>
+inline Fn for_level(Fn v4, Fn v3, Fn v1) {
+  const int level = cpu_level();
+  return level >= 4 ? v4 : level >= 3 ? v3 : v1;
+}
+
 // Vec<T, B>: B bytes of T; IVec<T, B>: integers of T's size (the bits of a Vec, by a cast).
 template <typename T, int B>
 struct VecTypes {
